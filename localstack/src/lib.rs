@@ -1,0 +1,56 @@
+//! The AWS stack Courier runs against, started and stopped from Rust.
+//!
+//! - [`StackTarget`]: where the services live — host-mode emulators started
+//!   here (the default; no Docker), an existing endpoint, or real AWS.
+//! - [`Stack`]: a running (or connected) stack: its endpoints, the SDK config
+//!   to reach it, and the emulator processes, stopped when it drops.
+//! - [`install`]: first-use installation of the pinned emulators into a cache.
+//! - [`process`]: emulator processes that never outlive their stack.
+//! - [`sent_mail`]: the emulators' record of the email they accepted.
+
+pub mod install;
+pub mod process;
+pub mod sent_mail;
+mod stack;
+
+pub use sent_mail::SentEmail;
+pub use stack::{Endpoints, Service, Stack, StackOptions, StackTarget};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong starting or reaching the stack.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{program} is needed for the local stack but was not found: {install_hint}")]
+    MissingPrerequisite {
+        program: &'static str,
+        install_hint: &'static str,
+    },
+    #[error("installing {what} failed (log: {}):\n{tail}", log.display())]
+    Install { what: String, log: PathBuf, tail: String },
+    #[error("could not start {process}: {reason}")]
+    Spawn { process: String, reason: String },
+    #[error("{service} did not become ready at {endpoint} within {seconds}s (log: {})", log.display())]
+    NotReady {
+        service: String,
+        endpoint: String,
+        seconds: u64,
+        log: PathBuf,
+    },
+    #[error("{process} exited during start-up with {status} (log: {})", log.display())]
+    ExitedEarly {
+        process: String,
+        status: String,
+        log: PathBuf,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the sent-mail record from {endpoint}: {reason}")]
+    SentMail { endpoint: String, reason: String },
+    #[error("{0}")]
+    Config(String),
+}

@@ -1,0 +1,531 @@
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::install;
+use crate::process::ManagedProcess;
+use crate::StackError;
+
+/// The AWS services Courier uses, each with its own endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Sqs,
+    S3,
+    Ses,
+    SesV2,
+    DynamoDb,
+}
+
+impl Service {
+    pub const ALL: [Service; 5] = [Service::Sqs, Service::S3, Service::Ses, Service::SesV2, Service::DynamoDb];
+
+    /// The suffix of the SDK's `AWS_ENDPOINT_URL_<SERVICE>` variable.
+    pub fn env_suffix(self) -> &'static str {
+        match self {
+            Service::Sqs => "SQS",
+            Service::S3 => "S3",
+            Service::Ses => "SES",
+            Service::SesV2 => "SESV2",
+            Service::DynamoDb => "DYNAMODB",
+        }
+    }
+}
+
+/// Where each service is reached; `None` means the SDK's own resolution (real AWS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    pub sqs: Option<String>,
+    pub s3: Option<String>,
+    pub ses: Option<String>,
+    pub sesv2: Option<String>,
+    pub dynamodb: Option<String>,
+}
+
+impl Endpoints {
+    pub fn get(&self, service: Service) -> Option<&str> {
+        self.slot(service).as_deref()
+    }
+
+    fn slot(&self, service: Service) -> &Option<String> {
+        match service {
+            Service::Sqs => &self.sqs,
+            Service::S3 => &self.s3,
+            Service::Ses => &self.ses,
+            Service::SesV2 => &self.sesv2,
+            Service::DynamoDb => &self.dynamodb,
+        }
+    }
+
+    fn set(&mut self, service: Service, url: String) {
+        let slot = match service {
+            Service::Sqs => &mut self.sqs,
+            Service::S3 => &mut self.s3,
+            Service::Ses => &mut self.ses,
+            Service::SesV2 => &mut self.sesv2,
+            Service::DynamoDb => &mut self.dynamodb,
+        };
+        *slot = Some(url);
+    }
+
+    fn all(url: &str) -> Self {
+        let mut endpoints = Self::default();
+        for service in Service::ALL {
+            endpoints.set(service, url.to_string());
+        }
+        endpoints
+    }
+
+    /// Applies `AWS_ENDPOINT_URL_<SERVICE>` (and `AWS_ENDPOINT_URL` for all) from the environment.
+    fn with_env_overrides(mut self) -> Self {
+        for service in Service::ALL {
+            let specific = std::env::var(format!("AWS_ENDPOINT_URL_{}", service.env_suffix())).ok();
+            if let Some(url) = specific.filter(|u| !u.is_empty()) {
+                self.set(service, url);
+            }
+        }
+        self
+    }
+}
+
+/// Where the services live.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StackTarget {
+    /// Emulators started here as host processes (LocalStack, DynamoDB Local, moto).
+    #[default]
+    Local,
+    /// An already running stack (for example a LocalStack container) at this URL.
+    Endpoint(String),
+    /// Real AWS: the default credential chain and region.
+    Aws,
+}
+
+impl FromStr for StackTarget {
+    type Err = StackError;
+
+    /// `local`, `aws`, or an `http(s)://` URL of a running stack.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "local" => Ok(StackTarget::Local),
+            "aws" => Ok(StackTarget::Aws),
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                Ok(StackTarget::Endpoint(url.trim_end_matches('/').to_string()))
+            }
+            other => Err(StackError::Config(format!(
+                "stack target `{other}` is not one of: local, aws, or an http(s):// endpoint URL"
+            ))),
+        }
+    }
+}
+
+/// How to start or reach the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub target: StackTarget,
+    /// Defaults to us-east-1 for emulators and to the SDK's chain for AWS.
+    pub region: Option<String>,
+    pub startup_timeout: Duration,
+    /// Where emulator logs go; defaults to `target/courier-stack/<run>/`.
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            target: StackTarget::Local,
+            region: None,
+            startup_timeout: Duration::from_secs(120),
+            log_dir: None,
+        }
+    }
+}
+
+impl StackOptions {
+    /// `COURIER_STACK` (local | aws | URL) picks the target; `local` when unset.
+    pub fn from_env() -> Result<Self, StackError> {
+        let target = match std::env::var("COURIER_STACK") {
+            Ok(text) if !text.trim().is_empty() => text.parse()?,
+            _ => StackTarget::Local,
+        };
+        Ok(Self {
+            target,
+            ..Self::default()
+        })
+    }
+}
+
+/// A running or connected AWS stack. Emulators it started stop when it drops.
+#[derive(Debug)]
+pub struct Stack {
+    target: StackTarget,
+    endpoints: Endpoints,
+    region: Option<String>,
+    processes: Vec<ManagedProcess>,
+    log_dir: PathBuf,
+    versions: Vec<(String, String)>,
+    started_in: Duration,
+}
+
+const LOCAL_REGION: &str = "us-east-1";
+
+impl Stack {
+    /// Starts the emulators (target `local`) or connects to the given target.
+    pub async fn start(options: StackOptions) -> Result<Self, StackError> {
+        let started = Instant::now();
+        let log_dir = match &options.log_dir {
+            Some(dir) => dir.clone(),
+            None => default_log_dir(),
+        };
+        std::fs::create_dir_all(&log_dir).map_err(|source| StackError::Io {
+            context: format!("creating {}", log_dir.display()),
+            source,
+        })?;
+        let mut stack = Stack {
+            target: options.target.clone(),
+            endpoints: Endpoints::default(),
+            region: options.region.clone(),
+            processes: Vec::new(),
+            log_dir,
+            versions: Vec::new(),
+            started_in: Duration::ZERO,
+        };
+        match &options.target {
+            StackTarget::Aws => {
+                stack.endpoints = Endpoints::default().with_env_overrides();
+            }
+            StackTarget::Endpoint(url) => {
+                stack.endpoints = Endpoints::all(url).with_env_overrides();
+                stack.region.get_or_insert_with(|| LOCAL_REGION.to_string());
+            }
+            StackTarget::Local => {
+                stack.region.get_or_insert_with(|| LOCAL_REGION.to_string());
+                stack.start_emulators(&options).await?;
+            }
+        }
+        stack.started_in = started.elapsed();
+        tracing::info!(
+            target_kind = ?stack.target,
+            seconds = stack.started_in.as_secs_f64(),
+            endpoints = ?stack.endpoints,
+            "stack ready"
+        );
+        Ok(stack)
+    }
+
+    async fn start_emulators(&mut self, options: &StackOptions) -> Result<(), StackError> {
+        // Services already pointed elsewhere by the environment need no emulator.
+        let overrides = Endpoints::default().with_env_overrides();
+        let wants = |services: &[Service]| services.iter().any(|s| overrides.get(*s).is_none());
+        let timeout = options.startup_timeout;
+        let log_dir = self.log_dir.clone();
+
+        let localstack = wants(&[Service::Sqs, Service::S3, Service::Ses]).then(|| {
+            let log_dir = log_dir.clone();
+            tokio::spawn(async move { start_localstack(&log_dir, timeout).await })
+        });
+        let dynamodb = wants(&[Service::DynamoDb]).then(|| {
+            let log_dir = log_dir.clone();
+            tokio::spawn(async move { start_dynamodb_local(&log_dir, timeout).await })
+        });
+        let moto = wants(&[Service::SesV2]).then(|| {
+            let log_dir = log_dir.clone();
+            tokio::spawn(async move { start_moto(&log_dir, timeout).await })
+        });
+
+        let mut first_error = None;
+        for (services, handle) in [
+            (&[Service::Sqs, Service::S3, Service::Ses][..], localstack),
+            (&[Service::DynamoDb][..], dynamodb),
+            (&[Service::SesV2][..], moto),
+        ] {
+            let Some(handle) = handle else { continue };
+            match handle.await {
+                Ok(Ok(emulator)) => {
+                    for service in services {
+                        self.endpoints.set(*service, emulator.url.clone());
+                    }
+                    self.versions.push((emulator.name.clone(), emulator.version.clone()));
+                    self.processes.push(emulator.process);
+                }
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(join_error) => {
+                    first_error.get_or_insert(StackError::Spawn {
+                        process: "emulator start-up task".into(),
+                        reason: join_error.to_string(),
+                    });
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        self.endpoints = std::mem::take(&mut self.endpoints).with_env_overrides();
+        Ok(())
+    }
+
+    /// The SDK configuration that reaches this stack: region and credentials.
+    /// Per-service endpoints come from [`Stack::endpoint`].
+    pub async fn sdk_config(&self) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if self.is_emulated() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            // Emulators accept any key; a fixed one keeps a developer's AWS profile out of it.
+            loader = loader.credentials_provider(emulator_credentials());
+        }
+        loader.load().await
+    }
+
+    pub fn endpoint(&self, service: Service) -> Option<&str> {
+        self.endpoints.get(service)
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn target(&self) -> &StackTarget {
+        &self.target
+    }
+
+    /// True when the services are emulators (started here or at a given endpoint).
+    pub fn is_emulated(&self) -> bool {
+        !matches!(self.target, StackTarget::Aws)
+    }
+
+    /// Emulator names and versions, for results files and logs.
+    pub fn versions(&self) -> &[(String, String)] {
+        &self.versions
+    }
+
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// Pauses or resumes every emulator process this stack started (fault injection).
+    pub fn set_paused(&self, paused: bool) {
+        for process in &self.processes {
+            tracing::info!(process = process.name(), paused, "emulator pause state changed");
+            process.set_paused(paused);
+        }
+    }
+}
+
+fn emulator_credentials() -> aws_credential_types::Credentials {
+    aws_credential_types::Credentials::new("test", "test", None, None, "courier-emulator")
+}
+
+fn default_log_dir() -> PathBuf {
+    let run = format!(
+        "{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default(),
+        std::process::id()
+    );
+    target_dir().join("courier-stack").join(run)
+}
+
+/// The Cargo target folder this binary was built into, else the temp folder.
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|p| p.file_name().is_some_and(|n| n == "target"))
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+fn free_port() -> Result<u16, StackError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| StackError::Io {
+        context: "binding a free loopback port".into(),
+        source,
+    })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| StackError::Io {
+            context: "reading a free port".into(),
+            source,
+        })
+}
+
+struct StartedEmulator {
+    name: String,
+    version: String,
+    url: String,
+    process: ManagedProcess,
+}
+
+/// Polls `probe` until it says ready, failing fast when the process dies.
+async fn wait_ready<F, Fut>(
+    service: &str,
+    url: &str,
+    process: &mut ManagedProcess,
+    log: &Path,
+    timeout: Duration,
+    probe: F,
+) -> Result<(), StackError>
+where
+    F: Fn(reqwest::Client, String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("building an HTTP client");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe(client.clone(), url.to_string()).await {
+            return Ok(());
+        }
+        if let Some(status) = process.exited() {
+            return Err(StackError::ExitedEarly {
+                process: service.to_string(),
+                status: status.to_string(),
+                log: log.to_path_buf(),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(StackError::NotReady {
+                service: service.to_string(),
+                endpoint: url.to_string(),
+                seconds: timeout.as_secs(),
+                log: log.to_path_buf(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn blocking_install<T: Send + 'static>(
+    install: impl FnOnce() -> Result<T, StackError> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, StackError>> {
+    async move {
+        tokio::task::spawn_blocking(install)
+            .await
+            .map_err(|e| StackError::Spawn {
+                process: "installer".into(),
+                reason: e.to_string(),
+            })?
+    }
+}
+
+async fn start_localstack(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
+    let python = blocking_install(|| install::python_env("localstack", install::LOCALSTACK_LOCK)).await?;
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let log = log_dir.join("localstack.log");
+    let mut command = Command::new(&python);
+    command
+        .args(["-m", "localstack.runtime.main"])
+        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LOCALSTACK_HOST", format!("127.0.0.1:{port}"))
+        .env("SERVICES", "sqs,s3,ses")
+        .env("DNS_ADDRESS", "0")
+        .env("SQS_ENDPOINT_STRATEGY", "path")
+        .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+        .env("DISABLE_EVENTS", "1")
+        .env("LOCALSTACK_TELEMETRY", "0")
+        .current_dir(log_dir);
+    let mut process = ManagedProcess::spawn("localstack", command, &log)?;
+    wait_ready("LocalStack (sqs, s3, ses)", &url, &mut process, &log, timeout, |client, url| async move {
+        let Ok(response) = client.get(format!("{url}/_localstack/health")).send().await else {
+            return false;
+        };
+        let Ok(health) = response.json::<serde_json::Value>().await else {
+            return false;
+        };
+        ["sqs", "s3", "ses"].iter().all(|s| {
+            matches!(health["services"][s].as_str(), Some("available") | Some("running"))
+        })
+    })
+    .await?;
+    Ok(StartedEmulator {
+        name: "localstack-core".into(),
+        version: lock_version(install::LOCALSTACK_LOCK, "localstack-core"),
+        url,
+        process,
+    })
+}
+
+async fn start_moto(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
+    let python = blocking_install(|| install::python_env("moto", install::MOTO_LOCK)).await?;
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let log = log_dir.join("moto.log");
+    let mut command = Command::new(&python);
+    command
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .current_dir(log_dir);
+    let mut process = ManagedProcess::spawn("moto", command, &log)?;
+    wait_ready("moto (sesv2)", &url, &mut process, &log, timeout, |client, url| async move {
+        client
+            .get(format!("{url}/moto-api/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await?;
+    Ok(StartedEmulator {
+        name: "moto".into(),
+        version: lock_version(install::MOTO_LOCK, "moto"),
+        url,
+        process,
+    })
+}
+
+async fn start_dynamodb_local(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
+    install::require_program(
+        "java",
+        &["-version"],
+        "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)",
+    )?;
+    let jar = blocking_install(install::dynamodb_local_jar).await?;
+    let jar_dir = jar.parent().expect("the jar lives in a folder").to_path_buf();
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let log = log_dir.join("dynamodb-local.log");
+    let mut command = Command::new("java");
+    command
+        .arg(format!("-Djava.library.path={}", jar_dir.join("DynamoDBLocal_lib").display()))
+        .arg("-jar")
+        .arg(&jar)
+        .args(["-inMemory", "-sharedDb", "-port", &port.to_string()])
+        .current_dir(&jar_dir);
+    let mut process = ManagedProcess::spawn("dynamodb-local", command, &log)?;
+    // Any HTTP answer (DynamoDB Local says 400 to a bare GET) means it is serving.
+    wait_ready("DynamoDB Local", &url, &mut process, &log, timeout, |client, url| async move {
+        client.get(&url).send().await.is_ok()
+    })
+    .await?;
+    Ok(StartedEmulator {
+        name: "dynamodb-local".into(),
+        version: install::DYNAMODB_LOCAL_PACKAGE.to_string(),
+        url,
+        process,
+    })
+}
+
+fn lock_version(lock: &str, package: &str) -> String {
+    lock.lines()
+        .find_map(|line| line.strip_prefix(&format!("{package}==")))
+        .unwrap_or("unknown")
+        .to_string()
+}
