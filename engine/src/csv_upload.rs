@@ -25,6 +25,7 @@ pub struct AcceptedRow {
 
 /// A row that was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RejectedRow {
     pub row: u64,
     /// The column at fault, when one is.
@@ -35,6 +36,7 @@ pub struct RejectedRow {
 
 /// A row skipped because its recipient already appeared earlier in the file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DuplicateRow {
     pub row: u64,
     pub duplicate_of_row: u64,

@@ -1,0 +1,70 @@
+//! Large bodies, attachments and archived uploads: a domain trait and its S3 adapter.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::aws::describe;
+
+#[derive(Debug, thiserror::Error)]
+#[error("blob {key}: {reason}")]
+pub struct BlobError {
+    pub key: String,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError>;
+    async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Blobs {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Blobs {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(|e| BlobError {
+                key: key.to_string(),
+                reason: describe(&e),
+            })?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
+        let fail = |reason: String| BlobError {
+            key: key.to_string(),
+            reason,
+        };
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| fail(describe(&e)))?;
+        let data = output.body.collect().await.map_err(|e| fail(e.to_string()))?;
+        Ok(data.into_bytes())
+    }
+}

@@ -1,0 +1,249 @@
+//! The priority queues: a domain trait and its SQS adapter.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+
+use crate::aws::describe;
+use crate::domain::{OutboundMessage, Priority};
+use crate::provision::Provisioned;
+
+/// One of the six queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueRef {
+    Main(Priority),
+    DeadLetter(Priority),
+}
+
+impl QueueRef {
+    pub fn priority(self) -> Priority {
+        match self {
+            QueueRef::Main(p) | QueueRef::DeadLetter(p) => p,
+        }
+    }
+}
+
+/// A message as received, with what is needed to delete or delay it.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    pub queue: QueueRef,
+    pub receipt: String,
+    pub body: String,
+    /// The `sendId` message attribute, readable even when the body is not.
+    pub send_id: Option<String>,
+    /// How many times SQS has handed this message out, this time included.
+    pub receive_count: u32,
+}
+
+/// How many messages a queue holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue {queue:?}: {reason}")]
+pub struct QueueError {
+    pub queue: QueueRef,
+    pub reason: String,
+}
+
+/// The largest batch SQS accepts.
+pub const MAX_BATCH: usize = 10;
+
+#[async_trait]
+pub trait MessageQueue: Send + Sync {
+    /// Enqueues up to [`MAX_BATCH`] messages; returns those SQS refused, with why.
+    async fn send_batch(
+        &self,
+        priority: Priority,
+        messages: &[OutboundMessage],
+    ) -> Result<Vec<(OutboundMessage, String)>, QueueError>;
+    /// Enqueues one message after `delay` (at most 15 minutes).
+    async fn send_delayed(&self, priority: Priority, message: &OutboundMessage, delay: Duration) -> Result<(), QueueError>;
+    async fn receive(&self, queue: QueueRef, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
+    async fn delete(&self, message: &ReceivedMessage) -> Result<(), QueueError>;
+    /// Makes a received message visible again after `timeout`.
+    async fn set_visibility(&self, message: &ReceivedMessage, timeout: Duration) -> Result<(), QueueError>;
+    async fn depth(&self, queue: QueueRef) -> Result<QueueDepth, QueueError>;
+}
+
+/// The SQS adapter over the provisioned queues.
+#[derive(Clone, Debug)]
+pub struct SqsQueues {
+    client: aws_sdk_sqs::Client,
+    urls: [String; 3],
+    dead_letter_urls: [String; 3],
+}
+
+impl SqsQueues {
+    pub fn new(client: aws_sdk_sqs::Client, provisioned: &Provisioned) -> Self {
+        Self {
+            client,
+            urls: provisioned.queue_urls.clone(),
+            dead_letter_urls: provisioned.dead_letter_urls.clone(),
+        }
+    }
+
+    pub fn url(&self, queue: QueueRef) -> &str {
+        match queue {
+            QueueRef::Main(p) => &self.urls[p.index()],
+            QueueRef::DeadLetter(p) => &self.dead_letter_urls[p.index()],
+        }
+    }
+
+    fn error(queue: QueueRef, error: &(dyn std::error::Error + 'static)) -> QueueError {
+        QueueError {
+            queue,
+            reason: describe(error),
+        }
+    }
+}
+
+fn send_id_attribute(message: &OutboundMessage) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(message.send_id.to_string())
+        .build()
+        .expect("data type is set")
+}
+
+#[async_trait]
+impl MessageQueue for SqsQueues {
+    async fn send_batch(
+        &self,
+        priority: Priority,
+        messages: &[OutboundMessage],
+    ) -> Result<Vec<(OutboundMessage, String)>, QueueError> {
+        assert!(messages.len() <= MAX_BATCH, "SQS batches hold at most {MAX_BATCH} messages");
+        let queue = QueueRef::Main(priority);
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, message)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(message.encode())
+                    .message_attributes("sendId", send_id_attribute(message))
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(self.url(queue))
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| Self::error(queue, &e))?;
+        Ok(output
+            .failed
+            .into_iter()
+            .filter_map(|failure| {
+                let index: usize = failure.id.parse().ok()?;
+                let reason = format!("{}: {}", failure.code, failure.message.unwrap_or_default());
+                Some((messages.get(index)?.clone(), reason))
+            })
+            .collect())
+    }
+
+    async fn send_delayed(&self, priority: Priority, message: &OutboundMessage, delay: Duration) -> Result<(), QueueError> {
+        let queue = QueueRef::Main(priority);
+        self.client
+            .send_message()
+            .queue_url(self.url(queue))
+            .message_body(message.encode())
+            .message_attributes("sendId", send_id_attribute(message))
+            .delay_seconds(delay.as_secs().min(900) as i32)
+            .send()
+            .await
+            .map_err(|e| Self::error(queue, &e))?;
+        Ok(())
+    }
+
+    async fn receive(&self, queue: QueueRef, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(self.url(queue))
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("sendId")
+            .send()
+            .await
+            .map_err(|e| Self::error(queue, &e))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| ReceivedMessage {
+                queue,
+                receipt: m.receipt_handle.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+                send_id: m
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get("sendId"))
+                    .and_then(|v| v.string_value.clone()),
+                receive_count: m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(self.url(message.queue))
+            .receipt_handle(&message.receipt)
+            .send()
+            .await
+            .map_err(|e| Self::error(message.queue, &e))?;
+        Ok(())
+    }
+
+    async fn set_visibility(&self, message: &ReceivedMessage, timeout: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(self.url(message.queue))
+            .receipt_handle(&message.receipt)
+            .visibility_timeout(timeout.as_secs().min(43_200) as i32)
+            .send()
+            .await
+            .map_err(|e| Self::error(message.queue, &e))?;
+        Ok(())
+    }
+
+    async fn depth(&self, queue: QueueRef) -> Result<QueueDepth, QueueError> {
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(self.url(queue))
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| Self::error(queue, &e))?
+            .attributes
+            .unwrap_or_default();
+        let read = |name: QueueAttributeName| attributes.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(QueueDepth {
+            visible: read(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: read(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        })
+    }
+}

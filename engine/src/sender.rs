@@ -1,0 +1,283 @@
+//! Sender workers: take messages off the priority queues and send them.
+//!
+//! Each worker visits the queues in a weighted order (high first, low never
+//! starved), sends a received batch concurrently, and records each outcome
+//! with a conditional status write. Throttling returns the message to its
+//! queue with a growing delay; a permanent rejection ends it ERROR; anything
+//! else is retried by SQS until the redrive policy moves it to the DLQ.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::{stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{MessageBody, OutboundMessage, Priority, SendId};
+use crate::mailer::{Email, EmailAttachment, MailError};
+use crate::pipeline::Pipeline;
+use crate::queue::{QueueRef, ReceivedMessage, MAX_BATCH};
+use crate::routing::weighted_schedule;
+use crate::store::Claim;
+
+/// What became of one received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// Already final: deleted without sending again.
+    SkippedFinal,
+    Retrying(String),
+    Rejected(String),
+    /// Left for SQS to redeliver (and eventually dead-letter).
+    Left(String),
+}
+
+/// Runs `workers` sender loops until `shutdown` is cancelled; in-flight sends finish.
+pub async fn run_senders(pipeline: Pipeline, shutdown: CancellationToken) {
+    let workers = pipeline.settings.sender.workers;
+    let handles: Vec<_> = (0..workers)
+        .map(|worker| {
+            let pipeline = pipeline.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { worker_loop(worker, pipeline, shutdown).await })
+        })
+        .collect();
+    for handle in handles {
+        if let Err(error) = handle.await {
+            tracing::error!(%error, "sender worker panicked");
+        }
+    }
+}
+
+async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationToken) {
+    let settings = &pipeline.settings;
+    let schedule = weighted_schedule(|p| settings.sender.weights.of(p));
+    let long_poll = Duration::from_secs(settings.queues.long_poll_secs.into());
+    let mut turn = worker; // workers start at different points of the schedule
+    tracing::info!(worker, ?schedule, "sender worker started");
+    while !shutdown.is_cancelled() {
+        let preferred = schedule[turn % schedule.len()];
+        turn += 1;
+        // The scheduled queue first, then the others in priority order, without waiting.
+        let order = std::iter::once(preferred).chain(Priority::ALL.into_iter().filter(|p| *p != preferred));
+        let mut received = Vec::new();
+        for priority in order {
+            match pipeline.queues.receive(QueueRef::Main(priority), MAX_BATCH, Duration::ZERO).await {
+                Ok(messages) if !messages.is_empty() => {
+                    received = messages;
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(worker, %error, "receive failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if received.is_empty() {
+            // All empty: long-poll every queue at once, so an arrival anywhere wakes us.
+            let polls = Priority::ALL
+                .map(|p| pipeline.queues.receive(QueueRef::Main(p), MAX_BATCH, long_poll));
+            let results = tokio::select! {
+                results = futures::future::join_all(polls) => results,
+                _ = shutdown.cancelled() => break,
+            };
+            received = results.into_iter().filter_map(Result::ok).flatten().collect();
+        }
+        let concurrency = settings.sender.concurrency;
+        stream::iter(received)
+            .for_each_concurrent(concurrency, |message| {
+                let pipeline = &pipeline;
+                async move {
+                    let outcome = process(pipeline, &message).await;
+                    tracing::debug!(worker, send_id = ?message.send_id, ?outcome, "processed");
+                }
+            })
+            .await;
+    }
+    tracing::info!(worker, "sender worker stopped");
+}
+
+fn backoff(pipeline: &Pipeline, receive_count: u32) -> Duration {
+    let sender = &pipeline.settings.sender;
+    let secs = u64::from(sender.retry_base_secs).saturating_mul(1 << receive_count.saturating_sub(1).min(16));
+    Duration::from_secs(secs.min(sender.retry_max_secs.into()))
+}
+
+/// Handles one received message to its next resting state.
+pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome {
+    let priority = received.queue.priority();
+    let message = match OutboundMessage::decode(&received.body) {
+        Ok(message) => message,
+        Err(reason) => {
+            // Poison: leave it; SQS's redrive policy moves it to the DLQ, where the reconciler ends it.
+            pipeline.metrics.record_undecodable();
+            tracing::warn!(send_id = ?received.send_id, receives = received.receive_count, %reason, "undecodable message");
+            let _ = pipeline.queues.set_visibility(received, backoff(pipeline, received.receive_count)).await;
+            return Outcome::Left(reason);
+        }
+    };
+    let send_id = message.send_id;
+    match pipeline.store.begin_attempt(send_id).await {
+        Ok(Claim::Claimed { .. }) => {}
+        Ok(Claim::AlreadyFinal(status)) => {
+            pipeline.metrics.record_redelivery_skipped();
+            tracing::info!(%send_id, %status, "redelivered message is already final; deleting without sending");
+            delete(pipeline, received, send_id).await;
+            return Outcome::SkippedFinal;
+        }
+        Ok(Claim::Missing) => {
+            let reason = "no status record for this message".to_string();
+            tracing::warn!(%send_id, "{reason}");
+            let _ = pipeline.queues.set_visibility(received, backoff(pipeline, received.receive_count)).await;
+            return Outcome::Left(reason);
+        }
+        Err(error) => {
+            tracing::warn!(%send_id, %error, "could not claim message; SQS will redeliver it");
+            return Outcome::Left(error.to_string());
+        }
+    }
+
+    let email = match resolve_email(pipeline, &message).await {
+        Ok(email) => email,
+        Err(reason) => {
+            tracing::warn!(%send_id, %reason, "could not load message content; SQS will redeliver it");
+            let _ = pipeline.queues.set_visibility(received, backoff(pipeline, received.receive_count)).await;
+            return Outcome::Left(reason);
+        }
+    };
+
+    match pipeline.mailer.send(&email).await {
+        Ok(provider_message_id) => {
+            let sent_at = Utc::now();
+            match pipeline.store.mark_sent(send_id, &provider_message_id, sent_at).await {
+                Ok(_) => {
+                    let latency = (sent_at - message.accepted_at).to_std().unwrap_or_default();
+                    pipeline.metrics.record_sent(priority, latency);
+                    delete(pipeline, received, send_id).await;
+                    Outcome::Sent
+                }
+                Err(error) => {
+                    // Sent but not recorded: leave it so the record is retried; a resend is
+                    // possible here, and is the price of never losing a SENT.
+                    tracing::error!(%send_id, %error, "sent, but recording SENT failed");
+                    Outcome::Left(error.to_string())
+                }
+            }
+        }
+        Err(MailError::Throttled(reason)) => {
+            pipeline.metrics.record_retry(priority);
+            let delay = backoff(pipeline, received.receive_count);
+            let max_receives = pipeline.settings.queues.max_receive_count;
+            if received.receive_count + 1 >= max_receives {
+                // One more receive would dead-letter it for a throttle: re-enqueue a fresh
+                // copy (receive count starts again) and drop this one.
+                match pipeline.queues.send_delayed(priority, &message, delay).await {
+                    Ok(()) => delete(pipeline, received, send_id).await,
+                    Err(error) => tracing::warn!(%send_id, %error, "re-enqueue after throttle failed"),
+                }
+            } else if let Err(error) = pipeline.queues.set_visibility(received, delay).await {
+                tracing::warn!(%send_id, %error, "could not delay throttled message");
+            }
+            tracing::debug!(%send_id, ?delay, "throttled; retrying later");
+            Outcome::Retrying(reason)
+        }
+        Err(MailError::Rejected(reason)) => {
+            pipeline.metrics.record_error(priority);
+            tracing::warn!(%send_id, %reason, "provider rejected message");
+            if let Err(error) = pipeline.store.mark_error(send_id, &reason).await {
+                tracing::error!(%send_id, %error, "recording ERROR failed; SQS will redeliver");
+                return Outcome::Left(error.to_string());
+            }
+            delete(pipeline, received, send_id).await;
+            Outcome::Rejected(reason)
+        }
+        Err(MailError::Transient(reason)) => {
+            pipeline.metrics.record_retry(priority);
+            tracing::warn!(%send_id, receives = received.receive_count, %reason, "transient send failure");
+            let _ = pipeline.queues.set_visibility(received, backoff(pipeline, received.receive_count)).await;
+            Outcome::Left(reason)
+        }
+    }
+}
+
+async fn delete(pipeline: &Pipeline, received: &ReceivedMessage, send_id: SendId) {
+    // A failed delete means a redelivery, which the conditional claim turns into a skip.
+    if let Err(error) = pipeline.queues.delete(received).await {
+        tracing::warn!(%send_id, %error, "delete failed; the message will be redelivered and skipped");
+    }
+}
+
+async fn resolve_email(pipeline: &Pipeline, message: &OutboundMessage) -> Result<Email, String> {
+    let text = match &message.body {
+        MessageBody::Inline { text } => text.clone(),
+        MessageBody::Stored { key, .. } => {
+            let bytes = pipeline.blobs.get(key).await.map_err(|e| e.to_string())?;
+            String::from_utf8(bytes.to_vec()).map_err(|e| format!("stored body {key}: {e}"))?
+        }
+    };
+    let attachment = match &message.attachment {
+        None => None,
+        Some(a) => Some(EmailAttachment {
+            filename: a.filename.clone(),
+            content_type: a.content_type.clone(),
+            bytes: pipeline.blobs.get(&a.key).await.map_err(|e| e.to_string())?,
+        }),
+    };
+    Ok(Email {
+        from: pipeline.settings.resources.sender_address.clone(),
+        to: message.recipient.clone(),
+        subject: message.subject.clone(),
+        text,
+        attachment,
+    })
+}
+
+/// Ends dead-lettered messages: marks each ERROR and hides it in its DLQ,
+/// where it stays for inspection and redrive.
+pub async fn run_reconciler(pipeline: Pipeline, shutdown: CancellationToken) {
+    let long_poll = Duration::from_secs(pipeline.settings.queues.long_poll_secs.into());
+    // 12 hours, SQS's longest: reconciled letters stay put but out of the way.
+    let hide_for = Duration::from_secs(43_200);
+    let max_receives = pipeline.settings.queues.max_receive_count;
+    while !shutdown.is_cancelled() {
+        let polls = Priority::ALL.map(|p| pipeline.queues.receive(QueueRef::DeadLetter(p), MAX_BATCH, long_poll));
+        let results = tokio::select! {
+            results = futures::future::join_all(polls) => results,
+            _ = shutdown.cancelled() => break,
+        };
+        for message in results.into_iter().filter_map(Result::ok).flatten() {
+            reconcile(&pipeline, &message, max_receives).await;
+            if let Err(error) = pipeline.queues.set_visibility(&message, hide_for).await {
+                tracing::warn!(%error, "could not hide reconciled dead letter");
+            }
+        }
+    }
+}
+
+async fn reconcile(pipeline: &Pipeline, message: &ReceivedMessage, max_receives: u32) {
+    let priority = message.queue.priority();
+    let Some(send_id) = message.send_id.as_deref().and_then(|id| id.parse::<SendId>().ok()) else {
+        tracing::error!(queue = ?message.queue, "dead letter without a sendId attribute; left in the DLQ");
+        return;
+    };
+    let reason = format!("gave up after {max_receives} receives; moved to the dead-letter queue");
+    match pipeline.store.mark_error(send_id, &reason).await {
+        Ok(true) => {
+            pipeline.metrics.record_dead_lettered(priority);
+            pipeline.metrics.record_error(priority);
+            tracing::warn!(%send_id, %priority, "dead-lettered message marked ERROR");
+        }
+        Ok(false) => tracing::info!(%send_id, "dead letter was already final"),
+        Err(error) => tracing::error!(%send_id, %error, "could not mark dead letter ERROR"),
+    }
+}
+
+/// Starts the sender workers (when enabled) and the reconciler; they stop on `shutdown`.
+pub fn spawn_background(pipeline: &Pipeline, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    if pipeline.settings.sender.enabled {
+        handles.push(tokio::spawn(run_senders(pipeline.clone(), shutdown.clone())));
+    }
+    handles.push(tokio::spawn(run_reconciler(pipeline.clone(), shutdown.clone())));
+    handles
+}

@@ -1,0 +1,101 @@
+//! Wiring: from settings and a stack to a running engine.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{router, AppState};
+use crate::aws::AwsClients;
+use crate::blobs::S3Blobs;
+use crate::config::Settings;
+use crate::mailer::{build_mailer, MailError};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::provision::{provision, ProvisionError, Provisioned};
+use crate::queue::SqsQueues;
+use crate::sender::spawn_background;
+use crate::store::DynamoStatusStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("mailer: {0}")]
+    Mailer(#[from] MailError),
+    #[error("HTTP server: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// A provisioned engine bound to its listener, ready to `run`.
+pub struct Application {
+    listener: TcpListener,
+    pipeline: Pipeline,
+    provisioned: Provisioned,
+}
+
+impl Application {
+    /// Provisions (idempotently) and builds every adapter once from `clients`.
+    pub async fn build(settings: Settings, clients: &AwsClients, listener: TcpListener) -> Result<Self, StartupError> {
+        let provisioned = provision(clients, &settings).await?;
+        let mailer = build_mailer(settings.mailer.kind, &settings.mailer.smtp, clients)?;
+        let pipeline = Pipeline {
+            queues: Arc::new(SqsQueues::new(clients.sqs.clone(), &provisioned)),
+            store: Arc::new(DynamoStatusStore::new(clients.dynamodb.clone(), &provisioned.names.table)),
+            blobs: Arc::new(S3Blobs::new(clients.s3.clone(), &provisioned.names.bucket)),
+            mailer,
+            metrics: Arc::new(Metrics::default()),
+            settings: Arc::new(settings),
+        };
+        Ok(Self {
+            listener,
+            pipeline,
+            provisioned,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Swaps the mailer, for fault injection (a throttling or slow provider).
+    pub fn with_mailer(mut self, mailer: Arc<dyn crate::mailer::Mailer>) -> Self {
+        self.pipeline.mailer = mailer;
+        self
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    pub fn provisioned(&self) -> &Provisioned {
+        &self.provisioned
+    }
+
+    /// Serves the API and runs the senders and reconciler until `shutdown`
+    /// resolves; then stops taking requests, lets in-flight sends finish and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+        let token = CancellationToken::new();
+        let background = spawn_background(&self.pipeline, &token);
+        let state = AppState {
+            schema: crate::graphql::schema(self.pipeline.clone()),
+            pipeline: self.pipeline,
+        };
+        let cancel = token.clone();
+        tracing::info!(address = %self.listener.local_addr()?, "engine listening");
+        let served = axum::serve(self.listener, router(state))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight work");
+                cancel.cancel();
+            })
+            .await;
+        token.cancel();
+        for handle in background {
+            let _ = handle.await;
+        }
+        served.map_err(StartupError::Server)
+    }
+}

@@ -1,0 +1,487 @@
+//! Message status: a domain trait and its DynamoDB adapter.
+//!
+//! Every transition is a conditional write, so a terminal status is never
+//! overwritten: a redelivered message that is already SENT is recognised and
+//! not sent again, and a late QUEUED write cannot undo a SENT.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, Select, TransactWriteItem, Update, WriteRequest};
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::aws::describe;
+use crate::domain::{BatchId, SendId, SendRecord, SendStatus};
+use crate::provision::{BATCH_INDEX, STATUS_INDEX};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("status store: {0}")]
+    Service(String),
+    #[error("status store holds a malformed item {send_id}: {reason}")]
+    Malformed { send_id: String, reason: String },
+    #[error("`{0}` is not a cursor this API gave out")]
+    BadCursor(String),
+}
+
+/// The outcome of trying to start a send attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Go ahead; this is attempt number `attempts`.
+    Claimed { attempts: u32 },
+    /// Already SENT or ERROR: do not send again.
+    AlreadyFinal(SendStatus),
+    /// No record: the message is not one this pipeline accepted.
+    Missing,
+}
+
+/// One page of records and the cursor for the next, if any.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub items: Vec<SendRecord>,
+    pub next_cursor: Option<String>,
+}
+
+#[async_trait]
+pub trait StatusStore: Send + Sync {
+    /// Records newly accepted messages as PENDING.
+    async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError>;
+    /// PENDING → QUEUED for messages now on their queue (a later status wins).
+    async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError>;
+    async fn begin_attempt(&self, id: SendId) -> Result<Claim, StoreError>;
+    /// → SENT; false when the record was already final.
+    async fn mark_sent(&self, id: SendId, provider_message_id: &str, sent_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// → ERROR with a reason; false when the record was already final.
+    async fn mark_error(&self, id: SendId, reason: &str) -> Result<bool, StoreError>;
+    async fn get(&self, id: SendId) -> Result<Option<SendRecord>, StoreError>;
+    /// Records with `status` created in `[from, to]`, oldest first.
+    async fn by_status(
+        &self,
+        status: SendStatus,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError>;
+    /// Records of one batch, optionally of one status, oldest first.
+    async fn by_batch(
+        &self,
+        batch: BatchId,
+        status: Option<SendStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError>;
+    async fn batch_counts(&self, batch: BatchId) -> Result<BTreeMap<String, u64>, StoreError>;
+}
+
+#[derive(Clone, Debug)]
+pub struct DynamoStatusStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// Fixed-width UTC timestamps sort as text in time order (the indexes rely on it).
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn service_error(error: &(dyn std::error::Error + 'static)) -> StoreError {
+    StoreError::Service(describe(error))
+}
+
+const TERMINAL_CONDITION: &str = "attribute_exists(sendId) AND NOT (#status IN (:sent, :error))";
+
+impl DynamoStatusStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn item(record: &SendRecord) -> HashMap<String, AttributeValue> {
+        let mut item = HashMap::from([
+            ("sendId".to_string(), s(record.send_id.to_string())),
+            ("status".to_string(), s(record.status.as_str())),
+            ("kind".to_string(), s(record.kind.as_str())),
+            ("priority".to_string(), s(record.priority.as_str())),
+            ("recipient".to_string(), s(&record.recipient)),
+            ("subject".to_string(), s(&record.subject)),
+            ("createdAt".to_string(), s(timestamp(record.created_at))),
+            ("updatedAt".to_string(), s(timestamp(record.updated_at))),
+            ("attempts".to_string(), AttributeValue::N(record.attempts.to_string())),
+        ]);
+        if let Some(batch) = record.batch_id {
+            item.insert("batchId".into(), s(batch.to_string()));
+        }
+        if let Some(at) = record.sent_at {
+            item.insert("sentAt".into(), s(timestamp(at)));
+        }
+        if let Some(id) = &record.provider_message_id {
+            item.insert("providerMessageId".into(), s(id));
+        }
+        if let Some(reason) = &record.error_reason {
+            item.insert("errorReason".into(), s(reason));
+        }
+        item
+    }
+
+    fn record(item: &HashMap<String, AttributeValue>) -> Result<SendRecord, StoreError> {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let send_id_text = text("sendId").unwrap_or_default();
+        let malformed = |reason: String| StoreError::Malformed {
+            send_id: send_id_text.clone(),
+            reason,
+        };
+        let required = |name: &str| text(name).ok_or_else(|| malformed(format!("no `{name}`")));
+        let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+            text(name)
+                .map(|t| {
+                    DateTime::parse_from_rfc3339(&t)
+                        .map(|d| d.with_timezone(&Utc))
+                        .map_err(|e| malformed(format!("`{name}`: {e}")))
+                })
+                .transpose()
+        };
+        Ok(SendRecord {
+            send_id: send_id_text.parse().map_err(&malformed)?,
+            batch_id: text("batchId").map(|b| b.parse()).transpose().map_err(&malformed)?,
+            kind: required("kind")?.parse().map_err(&malformed)?,
+            priority: required("priority")?.parse().map_err(&malformed)?,
+            recipient: required("recipient")?,
+            subject: text("subject").unwrap_or_default(),
+            status: required("status")?.parse().map_err(&malformed)?,
+            created_at: time("createdAt")?.ok_or_else(|| malformed("no `createdAt`".into()))?,
+            updated_at: time("updatedAt")?.ok_or_else(|| malformed("no `updatedAt`".into()))?,
+            sent_at: time("sentAt")?,
+            attempts: item
+                .get("attempts")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            provider_message_id: text("providerMessageId"),
+            error_reason: text("errorReason"),
+        })
+    }
+
+    fn encode_cursor(key: Option<HashMap<String, AttributeValue>>) -> Option<String> {
+        let key = key.filter(|k| !k.is_empty())?;
+        let plain: BTreeMap<String, String> = key
+            .into_iter()
+            .filter_map(|(k, v)| v.as_s().ok().map(|s| (k, s.clone())))
+            .collect();
+        let json = serde_json::to_vec(&plain).expect("a map of strings serializes");
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+    }
+
+    fn decode_cursor(cursor: Option<&str>) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let Some(cursor) = cursor else { return Ok(None) };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| StoreError::BadCursor(cursor.to_string()))?;
+        let plain: BTreeMap<String, String> =
+            serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor(cursor.to_string()))?;
+        Ok(Some(plain.into_iter().map(|(k, v)| (k, s(v))).collect()))
+    }
+
+    /// A conditional update that refuses to touch a final record.
+    async fn finish(&self, id: SendId, status: SendStatus, sets: &[(&str, String)], removes: &[&str]) -> Result<bool, StoreError> {
+        let mut expression = String::from("SET #status = :new, updatedAt = :now");
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("sendId", s(id.to_string()))
+            .condition_expression(TERMINAL_CONDITION)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":new", s(status.as_str()))
+            .expression_attribute_values(":now", s(timestamp(Utc::now())))
+            .expression_attribute_values(":sent", s(SendStatus::Sent.as_str()))
+            .expression_attribute_values(":error", s(SendStatus::Error.as_str()));
+        for (i, (name, value)) in sets.iter().enumerate() {
+            expression.push_str(&format!(", {name} = :v{i}"));
+            update = update.expression_attribute_values(format!(":v{i}"), s(value));
+        }
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(true),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(error) => Err(service_error(&error)),
+        }
+    }
+
+    async fn mark_queued_one(&self, id: SendId) -> Result<(), StoreError> {
+        let result = self.queued_update(id).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already past PENDING (a fast sender got there first): that status stands.
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(error) => Err(service_error(&error)),
+        }
+    }
+
+    fn queued_update(&self, id: SendId) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("sendId", s(id.to_string()))
+            .update_expression("SET #status = :queued, updatedAt = :now")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
+            .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
+            .expression_attribute_values(":now", s(timestamp(Utc::now())))
+    }
+
+    async fn query_page(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let output = query
+            .table_name(&self.table)
+            .limit(limit.max(1) as i32)
+            .set_exclusive_start_key(Self::decode_cursor(cursor)?)
+            .scan_index_forward(true)
+            .send()
+            .await
+            .map_err(|e| service_error(&e))?;
+        let items = output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(Self::record)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            next_cursor: Self::encode_cursor(output.last_evaluated_key),
+        })
+    }
+}
+
+/// DynamoDB takes at most 25 puts per BatchWriteItem and 100 items per transaction.
+const BATCH_WRITE_MAX: usize = 25;
+const TRANSACTION_MAX: usize = 100;
+
+#[async_trait]
+impl StatusStore for DynamoStatusStore {
+    async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError> {
+        for chunk in records.chunks(BATCH_WRITE_MAX) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|record| {
+                    WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .set_item(Some(Self::item(record)))
+                                .build()
+                                .expect("item is set"),
+                        )
+                        .build()
+                })
+                .collect();
+            // Unprocessed items (throttling) are retried with backoff, never dropped.
+            let mut delay = Duration::from_millis(50);
+            for attempt in 0.. {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| service_error(&e))?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt >= 8 {
+                    return Err(StoreError::Service(format!(
+                        "{} status writes still unprocessed after {attempt} retries",
+                        requests.len()
+                    )));
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(TRANSACTION_MAX) {
+            let items: Vec<TransactWriteItem> = chunk
+                .iter()
+                .map(|id| {
+                    let update = Update::builder()
+                        .table_name(&self.table)
+                        .key("sendId", s(id.to_string()))
+                        .update_expression("SET #status = :queued, updatedAt = :now")
+                        .condition_expression("#status = :pending")
+                        .expression_attribute_names("#status", "status")
+                        .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
+                        .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
+                        .expression_attribute_values(":now", s(timestamp(Utc::now())))
+                        .build()
+                        .expect("key, table and expression are set");
+                    TransactWriteItem::builder().update(update).build()
+                })
+                .collect();
+            let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            if let Err(error) = result {
+                // One record already past PENDING cancels the whole transaction:
+                // fall back to one conditional write each.
+                tracing::debug!(error = %describe(&error), "batched QUEUED write fell back to single writes");
+                for id in chunk {
+                    self.mark_queued_one(*id).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn begin_attempt(&self, id: SendId) -> Result<Claim, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("sendId", s(id.to_string()))
+            .update_expression("SET attempts = if_not_exists(attempts, :zero) + :one, updatedAt = :now")
+            .condition_expression(TERMINAL_CONDITION)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":now", s(timestamp(Utc::now())))
+            .expression_attribute_values(":sent", s(SendStatus::Sent.as_str()))
+            .expression_attribute_values(":error", s(SendStatus::Error.as_str()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let attempts = output
+                    .attributes
+                    .and_then(|a| a.get("attempts").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
+                    .unwrap_or(1);
+                Ok(Claim::Claimed { attempts })
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(match self.get(id).await? {
+                    Some(record) => Claim::AlreadyFinal(record.status),
+                    None => Claim::Missing,
+                })
+            }
+            Err(error) => Err(service_error(&error)),
+        }
+    }
+
+    async fn mark_sent(&self, id: SendId, provider_message_id: &str, sent_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.finish(
+            id,
+            SendStatus::Sent,
+            &[("sentAt", timestamp(sent_at)), ("providerMessageId", provider_message_id.to_string())],
+            &["errorReason"],
+        )
+        .await
+    }
+
+    async fn mark_error(&self, id: SendId, reason: &str) -> Result<bool, StoreError> {
+        self.finish(id, SendStatus::Error, &[("errorReason", reason.to_string())], &[]).await
+    }
+
+    async fn get(&self, id: SendId) -> Result<Option<SendRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("sendId", s(id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error(&e))?;
+        output.item.as_ref().map(Self::record).transpose()
+    }
+
+    async fn by_status(
+        &self,
+        status: SendStatus,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let query = self
+            .client
+            .query()
+            .index_name(STATUS_INDEX)
+            .key_condition_expression("#status = :status AND createdAt BETWEEN :from AND :to")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":from", s(timestamp(from)))
+            .expression_attribute_values(":to", s(timestamp(to)));
+        self.query_page(query, limit, cursor).await
+    }
+
+    async fn by_batch(
+        &self,
+        batch: BatchId,
+        status: Option<SendStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .index_name(BATCH_INDEX)
+            .key_condition_expression("batchId = :batch")
+            .expression_attribute_values(":batch", s(batch.to_string()));
+        if let Some(status) = status {
+            query = query
+                .filter_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status.as_str()));
+        }
+        self.query_page(query, limit, cursor).await
+    }
+
+    async fn batch_counts(&self, batch: BatchId) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BATCH_INDEX)
+                .key_condition_expression("batchId = :batch")
+                .expression_attribute_values(":batch", s(batch.to_string()))
+                .select(Select::SpecificAttributes)
+                .projection_expression("#status")
+                .expression_attribute_names("#status", "status")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| service_error(&e))?;
+            for item in output.items.unwrap_or_default() {
+                if let Some(status) = item.get("status").and_then(|v| v.as_s().ok()) {
+                    *counts.entry(status.clone()).or_insert(0) += 1;
+                }
+            }
+            start = output.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(counts);
+            }
+        }
+    }
+}
