@@ -71,7 +71,10 @@ impl IntoResponse for ApiError {
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         tracing::error!(%error, "ingest failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("could not accept the messages: {error}"))
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("could not accept the messages: {error}"),
+        )
     }
 }
 
@@ -81,10 +84,18 @@ async fn require_api_key(State(state): State<AppState>, headers: HeaderMap, requ
         // Constant-time comparison: the key's length is not secret, its bytes are.
         let matches = given.is_some_and(|given| {
             given.len() == expected.len()
-                && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+                && given
+                    .bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
         });
         if !matches {
-            let message = if given.is_some() { "the x-api-key header is wrong" } else { "an x-api-key header is required" };
+            let message = if given.is_some() {
+                "the x-api-key header is wrong"
+            } else {
+                "an x-api-key header is required"
+            };
             return ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
         }
     }
@@ -145,7 +156,10 @@ async fn upload_campaign(
     if declared.is_some_and(|length| length > limit) {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the upload is {} bytes; the limit is {limit} (api.max_upload_bytes)", declared.unwrap_or_default()),
+            format!(
+                "the upload is {} bytes; the limit is {limit} (api.max_upload_bytes)",
+                declared.unwrap_or_default()
+            ),
         ));
     }
 
@@ -157,11 +171,16 @@ async fn upload_campaign(
         let name = field.name().unwrap_or_default().to_string();
         if name == "file" {
             if file_name.is_some() {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "the upload has more than one `file` part"));
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "the upload has more than one `file` part",
+                ));
             }
             file_name = Some(field.file_name().unwrap_or("upload.csv").to_string());
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                parser.feed(&chunk).map_err(|e| csv_file_error(file_name.as_deref(), e))?;
+                parser
+                    .feed(&chunk)
+                    .map_err(|e| csv_file_error(file_name.as_deref(), e))?;
                 raw_csv.extend_from_slice(&chunk);
             }
         } else if let Some(attachment_name) = field.file_name().map(str::to_string) {
@@ -170,9 +189,8 @@ async fn upload_campaign(
             attachments.insert(attachment_name, (content_type, bytes));
         }
     }
-    let file_name = file_name.ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "the upload has no `file` part with the CSV")
-    })?;
+    let file_name = file_name
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the upload has no `file` part with the CSV"))?;
     let mut parsed = parser.finish().map_err(|e| csv_file_error(Some(&file_name), e))?;
 
     let batch_id = BatchId::new();
@@ -186,7 +204,11 @@ async fn upload_campaign(
     let mut stored_attachments: HashMap<String, Attachment> = HashMap::new();
     for (name, (content_type, bytes)) in attachments {
         let key = format!("attachments/{batch_id}/{}", sanitize_key(&name));
-        pipeline.blobs.put(&key, bytes, &content_type).await.map_err(IngestError::from)?;
+        pipeline
+            .blobs
+            .put(&key, bytes, &content_type)
+            .await
+            .map_err(IngestError::from)?;
         stored_attachments.insert(
             name.clone(),
             Attachment {
@@ -227,7 +249,9 @@ async fn upload_campaign(
     parsed.rejected.sort_by_key(|r| r.row);
 
     let accepted = pipeline.accept(Some(batch_id), messages).await?;
-    pipeline.metrics.record_upload(0, parsed.rejected.len(), parsed.duplicates.len());
+    pipeline
+        .metrics
+        .record_upload(0, parsed.rejected.len(), parsed.duplicates.len());
     let report = UploadReport {
         batch_id,
         file_name,
@@ -259,7 +283,13 @@ fn csv_file_error(file_name: Option<&str>, error: crate::csv_upload::CsvFileErro
 fn sanitize_key(name: &str) -> String {
     let cleaned: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
         "file".into()
@@ -303,7 +333,10 @@ async fn post_notification(
 ) -> Result<(StatusCode, Json<NotificationAccepted>), ApiError> {
     let kind: MessageKind = request.kind.parse().map_err(|e| unprocessable("type", e))?;
     if kind == MessageKind::Campaign {
-        return Err(unprocessable("type", "must be reminder, offer or subscription (campaigns are uploaded as CSV)"));
+        return Err(unprocessable(
+            "type",
+            "must be reminder, offer or subscription (campaigns are uploaded as CSV)",
+        ));
     }
     let recipient = EmailAddress::parse(&request.recipient).map_err(|e| unprocessable("recipient", e))?;
     let subject = request

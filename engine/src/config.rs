@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::domain::Priority;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -17,20 +17,6 @@ pub struct Settings {
     pub sender: SenderSettings,
     pub mailer: MailerSettings,
     pub routing: RoutingRules,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: ServerSettings::default(),
-            api: ApiSettings::default(),
-            resources: ResourceSettings::default(),
-            queues: QueueSettings::default(),
-            sender: SenderSettings::default(),
-            mailer: MailerSettings::default(),
-            routing: RoutingRules::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,7 +313,11 @@ mod tests {
     fn nonsense_values_are_refused_by_name() {
         let mut settings = Settings::default();
         settings.resources.prefix = "Bad_Prefix".into();
-        assert!(settings.validate().unwrap_err().to_string().contains("resources.prefix"));
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("resources.prefix"));
         let mut settings = Settings::default();
         settings.queues.long_poll_secs = 30;
         assert!(settings.validate().unwrap_err().to_string().contains("long_poll_secs"));

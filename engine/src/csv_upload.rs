@@ -238,7 +238,11 @@ impl CsvUploadParser {
             names.push(name);
         }
         let find = |wanted: &[&str]| names.iter().position(|n| wanted.contains(&n.as_str()));
-        let required = [("email", find(&["email"])), ("subject", find(&["subject"])), ("body", find(&["body"]))];
+        let required = [
+            ("email", find(&["email"])),
+            ("subject", find(&["subject"])),
+            ("body", find(&["body"])),
+        ];
         let missing: Vec<String> = required
             .iter()
             .filter(|(_, at)| at.is_none())
@@ -278,7 +282,12 @@ impl CsvUploadParser {
         let text = |parser: &Self, index: usize, name: &str| -> Result<String, (String, String)> {
             std::str::from_utf8(parser.field(index))
                 .map(str::to_string)
-                .map_err(|e| (name.to_string(), format!("is not valid UTF-8 (byte {})", e.valid_up_to())))
+                .map_err(|e| {
+                    (
+                        name.to_string(),
+                        format!("is not valid UTF-8 (byte {})", e.valid_up_to()),
+                    )
+                })
         };
         let optional = |parser: &Self, index: Option<usize>, name: &str| -> Result<Option<String>, (String, String)> {
             match index {
@@ -418,7 +427,13 @@ mod tests {
     fn duplicates_are_skipped_and_point_at_the_first_row() {
         let parsed = parse("email,subject,body\na@example.com,1,x\nb@example.com,2,x\nA@EXAMPLE.com,3,x\n");
         assert_eq!(parsed.accepted.len(), 2);
-        assert_eq!(parsed.duplicates, vec![DuplicateRow { row: 4, duplicate_of_row: 2 }]);
+        assert_eq!(
+            parsed.duplicates,
+            vec![DuplicateRow {
+                row: 4,
+                duplicate_of_row: 2
+            }]
+        );
     }
 
     #[test]
@@ -437,8 +452,7 @@ mod tests {
         assert_eq!(accepted, vec![2, 9]);
         assert_eq!(parsed.accepted[1].priority, Some(Priority::High));
         assert_eq!(parsed.accepted[1].kind, Some(MessageKind::Reminder));
-        let rejected: Vec<(u64, Option<&str>)> =
-            parsed.rejected.iter().map(|r| (r.row, r.field.as_deref())).collect();
+        let rejected: Vec<(u64, Option<&str>)> = parsed.rejected.iter().map(|r| (r.row, r.field.as_deref())).collect();
         assert_eq!(
             rejected,
             vec![

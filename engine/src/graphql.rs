@@ -127,11 +127,18 @@ impl QueryRoot {
         let page = match (batch_id, status) {
             (Some(batch), status) => {
                 if from.is_some() || to.is_some() {
-                    return Err(Error::new("`from`/`to` filter by status; with `batchId` leave them out"));
+                    return Err(Error::new(
+                        "`from`/`to` filter by status; with `batchId` leave them out",
+                    ));
                 }
                 pipeline
                     .store
-                    .by_batch(parse_batch(&batch)?, status.map(Into::into), first as usize, after.as_deref())
+                    .by_batch(
+                        parse_batch(&batch)?,
+                        status.map(Into::into),
+                        first as usize,
+                        after.as_deref(),
+                    )
                     .await?
             }
             (None, Some(status)) => {
@@ -145,7 +152,11 @@ impl QueryRoot {
                     .by_status(status.into(), from, to, first as usize, after.as_deref())
                     .await?
             }
-            (None, None) => return Err(Error::new("give `status` or `batchId`: listing everything would scan the table")),
+            (None, None) => {
+                return Err(Error::new(
+                    "give `status` or `batchId`: listing everything would scan the table",
+                ))
+            }
         };
         Ok(EmailSendPage {
             page_info: PageInfo {

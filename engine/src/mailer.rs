@@ -100,11 +100,9 @@ pub fn to_mime(email: &Email) -> Result<Vec<u8>, MailError> {
         Some(attachment) => {
             let content_type = ContentType::parse(&attachment.content_type)
                 .unwrap_or_else(|_| ContentType::parse("application/octet-stream").expect("valid"));
-            builder.multipart(
-                MultiPart::mixed()
-                    .singlepart(text_part)
-                    .singlepart(MimeAttachment::new(attachment.filename.clone()).body(attachment.bytes.to_vec(), content_type)),
-            )
+            builder.multipart(MultiPart::mixed().singlepart(text_part).singlepart(
+                MimeAttachment::new(attachment.filename.clone()).body(attachment.bytes.to_vec(), content_type),
+            ))
         }
     }
     .map_err(|e| MailError::Rejected(format!("building MIME message: {e}")))?;
@@ -127,7 +125,13 @@ impl Mailer for SesV2Mailer {
         use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, RawMessage};
         let content = match &email.attachment {
             None => {
-                let text = |t: &str| Content::builder().data(t).charset("UTF-8").build().expect("data is set");
+                let text = |t: &str| {
+                    Content::builder()
+                        .data(t)
+                        .charset("UTF-8")
+                        .build()
+                        .expect("data is set")
+                };
                 EmailContent::builder()
                     .simple(
                         Message::builder()
@@ -193,7 +197,13 @@ impl Mailer for SesV1Mailer {
                 .map_err(|e| classify(&e))?;
             return Ok(output.message_id);
         }
-        let text = |t: &str| Content::builder().data(t).charset("UTF-8").build().expect("data is set");
+        let text = |t: &str| {
+            Content::builder()
+                .data(t)
+                .charset("UTF-8")
+                .build()
+                .expect("data is set")
+        };
         let output = self
             .client
             .send_email()
@@ -252,7 +262,12 @@ impl Mailer for SmtpMailer {
     async fn send(&self, email: &Email) -> Result<String, MailError> {
         let mime = to_mime(email)?;
         let envelope = lettre::address::Envelope::new(
-            Some(email.from.parse().map_err(|e| MailError::Rejected(format!("from: {e}")))?),
+            Some(
+                email
+                    .from
+                    .parse()
+                    .map_err(|e| MailError::Rejected(format!("from: {e}")))?,
+            ),
             vec![email.to.parse().map_err(|e| MailError::Rejected(format!("to: {e}")))?],
         )
         .map_err(|e| MailError::Rejected(e.to_string()))?;

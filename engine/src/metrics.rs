@@ -32,8 +32,13 @@ pub struct Metrics {
 }
 
 /// Latency buckets (seconds) for the Prometheus histogram.
-const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 const QUANTILES: [f64; 4] = [0.5, 0.95, 0.99, 0.999];
+
+/// A per-priority counter: its name, help text, and how to read it.
+type CounterFamily = (&'static str, &'static str, fn(&PriorityCounts) -> u64);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -128,22 +133,56 @@ impl Metrics {
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         };
-        counter("courier_messages_accepted_total", "Messages accepted by the ingest API.", self.accepted.load(Ordering::Relaxed));
-        counter("courier_rows_rejected_total", "Uploaded rows rejected as invalid.", self.rejected.load(Ordering::Relaxed));
-        counter("courier_rows_duplicate_total", "Uploaded rows skipped as duplicates within their file.", self.duplicates.load(Ordering::Relaxed));
+        counter(
+            "courier_messages_accepted_total",
+            "Messages accepted by the ingest API.",
+            self.accepted.load(Ordering::Relaxed),
+        );
+        counter(
+            "courier_rows_rejected_total",
+            "Uploaded rows rejected as invalid.",
+            self.rejected.load(Ordering::Relaxed),
+        );
+        counter(
+            "courier_rows_duplicate_total",
+            "Uploaded rows skipped as duplicates within their file.",
+            self.duplicates.load(Ordering::Relaxed),
+        );
         counter(
             "courier_redeliveries_skipped_total",
             "Redelivered messages deleted without sending because they were already final.",
             self.redeliveries_skipped.load(Ordering::Relaxed),
         );
-        counter("courier_messages_undecodable_total", "Queue messages whose body could not be decoded.", self.undecodable.load(Ordering::Relaxed));
+        counter(
+            "courier_messages_undecodable_total",
+            "Queue messages whose body could not be decoded.",
+            self.undecodable.load(Ordering::Relaxed),
+        );
 
-        let per_priority: [(&str, &str, fn(&PriorityCounts) -> u64); 5] = [
-            ("courier_messages_enqueued_total", "Messages put on a priority queue.", |c| c.enqueued),
-            ("courier_messages_sent_total", "Messages the mail provider accepted.", |c| c.sent),
-            ("courier_send_errors_total", "Messages that ended in ERROR.", |c| c.errors),
-            ("courier_send_retries_total", "Sends put back on their queue to retry (throttling, transient failures).", |c| c.retries),
-            ("courier_messages_dead_lettered_total", "Messages found on a dead-letter queue and marked ERROR.", |c| c.dead_lettered),
+        let per_priority: [CounterFamily; 5] = [
+            (
+                "courier_messages_enqueued_total",
+                "Messages put on a priority queue.",
+                |c| c.enqueued,
+            ),
+            (
+                "courier_messages_sent_total",
+                "Messages the mail provider accepted.",
+                |c| c.sent,
+            ),
+            ("courier_send_errors_total", "Messages that ended in ERROR.", |c| {
+                c.errors
+            }),
+            (
+                "courier_send_retries_total",
+                "Sends put back on their queue to retry (throttling, transient failures).",
+                |c| c.retries,
+            ),
+            (
+                "courier_messages_dead_lettered_total",
+                "Messages found on a dead-letter queue and marked ERROR.",
+                |c| c.dead_lettered,
+            ),
         ];
         let counts: Vec<(Priority, PriorityCounts)> = Priority::ALL.iter().map(|p| (*p, self.counts(*p))).collect();
         for (name, help, read) in per_priority {
@@ -154,13 +193,23 @@ impl Metrics {
         }
 
         let name = "courier_accepted_to_sent_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from acceptance by the API to SENT.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from acceptance by the API to SENT.\n# TYPE {name} histogram"
+        );
         let mut quantiles = String::new();
         for priority in Priority::ALL {
-            let histogram = self.latency[priority.index()].lock().expect("latency histogram lock").clone();
+            let histogram = self.latency[priority.index()]
+                .lock()
+                .expect("latency histogram lock")
+                .clone();
             for bound in BUCKETS {
                 let le_micros = (bound * 1e6) as u64;
-                let count = if histogram.is_empty() { 0 } else { histogram.count_between(0, le_micros) };
+                let count = if histogram.is_empty() {
+                    0
+                } else {
+                    histogram.count_between(0, le_micros)
+                };
                 let _ = writeln!(out, "{name}_bucket{{priority=\"{priority}\",le=\"{bound}\"}} {count}");
             }
             let total = histogram.len();
@@ -169,8 +218,15 @@ impl Metrics {
             let _ = writeln!(out, "{name}_sum{{priority=\"{priority}\"}} {sum_seconds}");
             let _ = writeln!(out, "{name}_count{{priority=\"{priority}\"}} {total}");
             for q in QUANTILES {
-                let value = if histogram.is_empty() { 0.0 } else { histogram.value_at_quantile(q) as f64 / 1e6 };
-                let _ = writeln!(quantiles, "courier_accepted_to_sent_quantile_seconds{{priority=\"{priority}\",quantile=\"{q}\"}} {value}");
+                let value = if histogram.is_empty() {
+                    0.0
+                } else {
+                    histogram.value_at_quantile(q) as f64 / 1e6
+                };
+                let _ = writeln!(
+                    quantiles,
+                    "courier_accepted_to_sent_quantile_seconds{{priority=\"{priority}\",quantile=\"{q}\"}} {value}"
+                );
             }
         }
         let _ = writeln!(
@@ -187,7 +243,9 @@ mod tests {
     use super::*;
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
-        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix}"))
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix}"))
     }
 
     #[test]
@@ -200,18 +258,30 @@ mod tests {
         }
         metrics.record_retry(Priority::High);
         let text = metrics.render_prometheus();
-        assert_eq!(line(&text, "courier_messages_accepted_total "), "courier_messages_accepted_total 5");
-        assert_eq!(line(&text, "courier_messages_sent_total{priority=\"low\"}"), "courier_messages_sent_total{priority=\"low\"} 5");
-        assert_eq!(line(&text, "courier_send_retries_total{priority=\"high\"}"), "courier_send_retries_total{priority=\"high\"} 1");
+        assert_eq!(
+            line(&text, "courier_messages_accepted_total "),
+            "courier_messages_accepted_total 5"
+        );
+        assert_eq!(
+            line(&text, "courier_messages_sent_total{priority=\"low\"}"),
+            "courier_messages_sent_total{priority=\"low\"} 5"
+        );
+        assert_eq!(
+            line(&text, "courier_send_retries_total{priority=\"high\"}"),
+            "courier_send_retries_total{priority=\"high\"} 1"
+        );
         assert!(text.contains("courier_accepted_to_sent_seconds_bucket{priority=\"low\",le=\"0.025\"} 2\n"));
         assert!(text.contains("courier_accepted_to_sent_seconds_bucket{priority=\"low\",le=\"1\"} 4\n"));
         assert!(text.contains("courier_accepted_to_sent_seconds_bucket{priority=\"low\",le=\"+Inf\"} 5\n"));
-        let p50: f64 = line(&text, "courier_accepted_to_sent_quantile_seconds{priority=\"low\",quantile=\"0.5\"}")
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let p50: f64 = line(
+            &text,
+            "courier_accepted_to_sent_quantile_seconds{priority=\"low\",quantile=\"0.5\"}",
+        )
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
         assert!((p50 - 0.030).abs() < 0.001, "p50 {p50}");
         assert!(text.contains("courier_accepted_to_sent_seconds_count{priority=\"high\"} 0\n"));
     }

@@ -60,6 +60,9 @@ pub enum IngestError {
 
 const PARALLEL_CALLS: usize = 8;
 
+/// The ids a batch put on its queue, and those refused with the reason.
+type Enqueued = (Vec<SendId>, Vec<(SendId, String)>);
+
 impl Pipeline {
     pub async fn accept(&self, batch_id: Option<BatchId>, messages: Vec<NewMessage>) -> Result<Accepted, IngestError> {
         let now = Utc::now();
@@ -133,16 +136,13 @@ impl Pipeline {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let results: Vec<(Priority, Vec<SendId>, Vec<(SendId, String)>)> = stream::iter(batches)
-            .map(|(priority, batch)| async move {
-                let (sent, failed) = self.enqueue_with_retry(priority, batch).await;
-                (priority, sent, failed)
-            })
+        let results: Vec<(Priority, Enqueued)> = stream::iter(batches)
+            .map(|(priority, batch)| async move { (priority, self.enqueue_with_retry(priority, batch).await) })
             .buffer_unordered(PARALLEL_CALLS)
             .collect()
             .await;
         let mut queued = Vec::with_capacity(outbound.len());
-        for (priority, sent, failed) in results {
+        for (priority, (sent, failed)) in results {
             self.metrics.record_enqueued(priority, sent.len());
             accepted.enqueued += sent.len();
             queued.extend(sent);
@@ -158,11 +158,7 @@ impl Pipeline {
     }
 
     /// Sends one batch, retrying refused entries once; returns (enqueued, failed).
-    async fn enqueue_with_retry(
-        &self,
-        priority: Priority,
-        batch: Vec<OutboundMessage>,
-    ) -> (Vec<SendId>, Vec<(SendId, String)>) {
+    async fn enqueue_with_retry(&self, priority: Priority, batch: Vec<OutboundMessage>) -> Enqueued {
         let mut pending = batch;
         let mut enqueued = Vec::new();
         for attempt in 0..2 {

@@ -214,7 +214,11 @@ async fn provision_table(clients: &AwsClients, names: &ResourceNames) -> Result<
         .await;
     match created {
         Ok(_) => {}
-        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
             tracing::debug!(table = %names.table, "table already exists");
         }
         Err(error) => return Err(fail(&names.table, &error)),
@@ -268,10 +272,18 @@ async fn provision_identity(clients: &AwsClients, settings: &Settings) -> Result
                 .map_err(|e| fail(&format!("SES identity {address}"), &e))?;
         }
         MailerKind::Sesv2 => {
-            let created = clients.sesv2.create_email_identity().email_identity(address).send().await;
+            let created = clients
+                .sesv2
+                .create_email_identity()
+                .email_identity(address)
+                .send()
+                .await;
             match created {
                 Ok(_) => {}
-                Err(error) if error.as_service_error().is_some_and(|e| e.is_already_exists_exception()) => {}
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_already_exists_exception()) => {}
                 Err(error) => return Err(fail(&format!("SES v2 identity {address}"), &error)),
             }
         }

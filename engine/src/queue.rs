@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 
 use crate::aws::describe;
 use crate::domain::{OutboundMessage, Priority};
@@ -63,7 +65,12 @@ pub trait MessageQueue: Send + Sync {
         messages: &[OutboundMessage],
     ) -> Result<Vec<(OutboundMessage, String)>, QueueError>;
     /// Enqueues one message after `delay` (at most 15 minutes).
-    async fn send_delayed(&self, priority: Priority, message: &OutboundMessage, delay: Duration) -> Result<(), QueueError>;
+    async fn send_delayed(
+        &self,
+        priority: Priority,
+        message: &OutboundMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError>;
     async fn receive(&self, queue: QueueRef, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
     async fn delete(&self, message: &ReceivedMessage) -> Result<(), QueueError>;
     /// Makes a received message visible again after `timeout`.
@@ -118,7 +125,10 @@ impl MessageQueue for SqsQueues {
         priority: Priority,
         messages: &[OutboundMessage],
     ) -> Result<Vec<(OutboundMessage, String)>, QueueError> {
-        assert!(messages.len() <= MAX_BATCH, "SQS batches hold at most {MAX_BATCH} messages");
+        assert!(
+            messages.len() <= MAX_BATCH,
+            "SQS batches hold at most {MAX_BATCH} messages"
+        );
         let queue = QueueRef::Main(priority);
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -154,7 +164,12 @@ impl MessageQueue for SqsQueues {
             .collect())
     }
 
-    async fn send_delayed(&self, priority: Priority, message: &OutboundMessage, delay: Duration) -> Result<(), QueueError> {
+    async fn send_delayed(
+        &self,
+        priority: Priority,
+        message: &OutboundMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let queue = QueueRef::Main(priority);
         self.client
             .send_message()

@@ -59,7 +59,10 @@ mod tests {
         });
         assert_eq!(schedule.len(), 10);
         let count = |p| schedule.iter().filter(|s| **s == p).count();
-        assert_eq!((count(Priority::High), count(Priority::Medium), count(Priority::Low)), (6, 3, 1));
+        assert_eq!(
+            (count(Priority::High), count(Priority::Medium), count(Priority::Low)),
+            (6, 3, 1)
+        );
         assert_eq!(schedule[0], Priority::High, "high is served first");
         let longest_high_run = schedule
             .split(|p| *p != Priority::High)

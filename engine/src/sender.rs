@@ -61,7 +61,11 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationTo
         let order = std::iter::once(preferred).chain(Priority::ALL.into_iter().filter(|p| *p != preferred));
         let mut received = Vec::new();
         for priority in order {
-            match pipeline.queues.receive(QueueRef::Main(priority), MAX_BATCH, Duration::ZERO).await {
+            match pipeline
+                .queues
+                .receive(QueueRef::Main(priority), MAX_BATCH, Duration::ZERO)
+                .await
+            {
                 Ok(messages) if !messages.is_empty() => {
                     received = messages;
                     break;
@@ -75,8 +79,7 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationTo
         }
         if received.is_empty() {
             // All empty: long-poll every queue at once, so an arrival anywhere wakes us.
-            let polls = Priority::ALL
-                .map(|p| pipeline.queues.receive(QueueRef::Main(p), MAX_BATCH, long_poll));
+            let polls = Priority::ALL.map(|p| pipeline.queues.receive(QueueRef::Main(p), MAX_BATCH, long_poll));
             let results = tokio::select! {
                 results = futures::future::join_all(polls) => results,
                 _ = shutdown.cancelled() => break,
@@ -112,7 +115,10 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
             // Poison: leave it; SQS's redrive policy moves it to the DLQ, where the reconciler ends it.
             pipeline.metrics.record_undecodable();
             tracing::warn!(send_id = ?received.send_id, receives = received.receive_count, %reason, "undecodable message");
-            let _ = pipeline.queues.set_visibility(received, backoff(pipeline, received.receive_count)).await;
+            let _ = pipeline
+                .queues
+                .set_visibility(received, backoff(pipeline, received.receive_count))
+                .await;
             return Outcome::Left(reason);
         }
     };
@@ -128,7 +134,10 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
         Ok(Claim::Missing) => {
             let reason = "no status record for this message".to_string();
             tracing::warn!(%send_id, "{reason}");
-            let _ = pipeline.queues.set_visibility(received, backoff(pipeline, received.receive_count)).await;
+            let _ = pipeline
+                .queues
+                .set_visibility(received, backoff(pipeline, received.receive_count))
+                .await;
             return Outcome::Left(reason);
         }
         Err(error) => {
@@ -141,7 +150,10 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
         Ok(email) => email,
         Err(reason) => {
             tracing::warn!(%send_id, %reason, "could not load message content; SQS will redeliver it");
-            let _ = pipeline.queues.set_visibility(received, backoff(pipeline, received.receive_count)).await;
+            let _ = pipeline
+                .queues
+                .set_visibility(received, backoff(pipeline, received.receive_count))
+                .await;
             return Outcome::Left(reason);
         }
     };
@@ -194,7 +206,10 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
         Err(MailError::Transient(reason)) => {
             pipeline.metrics.record_retry(priority);
             tracing::warn!(%send_id, receives = received.receive_count, %reason, "transient send failure");
-            let _ = pipeline.queues.set_visibility(received, backoff(pipeline, received.receive_count)).await;
+            let _ = pipeline
+                .queues
+                .set_visibility(received, backoff(pipeline, received.receive_count))
+                .await;
             Outcome::Left(reason)
         }
     }

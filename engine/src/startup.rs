@@ -43,7 +43,10 @@ impl Application {
         let mailer = build_mailer(settings.mailer.kind, &settings.mailer.smtp, clients)?;
         let pipeline = Pipeline {
             queues: Arc::new(SqsQueues::new(clients.sqs.clone(), &provisioned)),
-            store: Arc::new(DynamoStatusStore::new(clients.dynamodb.clone(), &provisioned.names.table)),
+            store: Arc::new(DynamoStatusStore::new(
+                clients.dynamodb.clone(),
+                &provisioned.names.table,
+            )),
             blobs: Arc::new(S3Blobs::new(clients.s3.clone(), &provisioned.names.bucket)),
             mailer,
             metrics: Arc::new(Metrics::default()),

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, Select, TransactWriteItem, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, PutRequest, ReturnValue, Select, TransactWriteItem, Update, WriteRequest,
+};
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -52,7 +54,12 @@ pub trait StatusStore: Send + Sync {
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError>;
     async fn begin_attempt(&self, id: SendId) -> Result<Claim, StoreError>;
     /// → SENT; false when the record was already final.
-    async fn mark_sent(&self, id: SendId, provider_message_id: &str, sent_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn mark_sent(
+        &self,
+        id: SendId,
+        provider_message_id: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// → ERROR with a reason; false when the record was already final.
     async fn mark_error(&self, id: SendId, reason: &str) -> Result<bool, StoreError>;
     async fn get(&self, id: SendId) -> Result<Option<SendRecord>, StoreError>;
@@ -191,7 +198,13 @@ impl DynamoStatusStore {
     }
 
     /// A conditional update that refuses to touch a final record.
-    async fn finish(&self, id: SendId, status: SendStatus, sets: &[(&str, String)], removes: &[&str]) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        id: SendId,
+        status: SendStatus,
+        sets: &[(&str, String)],
+        removes: &[&str],
+    ) -> Result<bool, StoreError> {
         let mut expression = String::from("SET #status = :new, updatedAt = :now");
         let mut update = self
             .client
@@ -213,7 +226,13 @@ impl DynamoStatusStore {
         }
         match update.update_expression(expression).send().await {
             Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(error) => Err(service_error(&error)),
         }
     }
@@ -223,7 +242,13 @@ impl DynamoStatusStore {
         match result {
             Ok(_) => Ok(()),
             // Already past PENDING (a fast sender got there first): that status stands.
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(error) => Err(service_error(&error)),
         }
     }
@@ -338,7 +363,12 @@ impl StatusStore for DynamoStatusStore {
                     TransactWriteItem::builder().update(update).build()
                 })
                 .collect();
-            let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
             if let Err(error) = result {
                 // One record already past PENDING cancels the whole transaction:
                 // fall back to one conditional write each.
@@ -372,11 +402,19 @@ impl StatusStore for DynamoStatusStore {
             Ok(output) => {
                 let attempts = output
                     .attributes
-                    .and_then(|a| a.get("attempts").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
+                    .and_then(|a| {
+                        a.get("attempts")
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|n| n.parse().ok())
+                    })
                     .unwrap_or(1);
                 Ok(Claim::Claimed { attempts })
             }
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 Ok(match self.get(id).await? {
                     Some(record) => Claim::AlreadyFinal(record.status),
                     None => Claim::Missing,
@@ -386,18 +424,27 @@ impl StatusStore for DynamoStatusStore {
         }
     }
 
-    async fn mark_sent(&self, id: SendId, provider_message_id: &str, sent_at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn mark_sent(
+        &self,
+        id: SendId,
+        provider_message_id: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         self.finish(
             id,
             SendStatus::Sent,
-            &[("sentAt", timestamp(sent_at)), ("providerMessageId", provider_message_id.to_string())],
+            &[
+                ("sentAt", timestamp(sent_at)),
+                ("providerMessageId", provider_message_id.to_string()),
+            ],
             &["errorReason"],
         )
         .await
     }
 
     async fn mark_error(&self, id: SendId, reason: &str) -> Result<bool, StoreError> {
-        self.finish(id, SendStatus::Error, &[("errorReason", reason.to_string())], &[]).await
+        self.finish(id, SendStatus::Error, &[("errorReason", reason.to_string())], &[])
+            .await
     }
 
     async fn get(&self, id: SendId) -> Result<Option<SendRecord>, StoreError> {

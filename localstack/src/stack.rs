@@ -21,7 +21,13 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [Service::Sqs, Service::S3, Service::Ses, Service::SesV2, Service::DynamoDb];
+    pub const ALL: [Service; 5] = [
+        Service::Sqs,
+        Service::S3,
+        Service::Ses,
+        Service::SesV2,
+        Service::DynamoDb,
+    ];
 
     /// The suffix of the SDK's `AWS_ENDPOINT_URL_<SERVICE>` variable.
     pub fn env_suffix(self) -> &'static str {
@@ -414,17 +420,15 @@ where
     }
 }
 
-fn blocking_install<T: Send + 'static>(
+async fn blocking_install<T: Send + 'static>(
     install: impl FnOnce() -> Result<T, StackError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, StackError>> {
-    async move {
-        tokio::task::spawn_blocking(install)
-            .await
-            .map_err(|e| StackError::Spawn {
-                process: "installer".into(),
-                reason: e.to_string(),
-            })?
-    }
+) -> Result<T, StackError> {
+    tokio::task::spawn_blocking(install)
+        .await
+        .map_err(|e| StackError::Spawn {
+            process: "installer".into(),
+            reason: e.to_string(),
+        })?
 }
 
 async fn start_localstack(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
@@ -445,17 +449,24 @@ async fn start_localstack(log_dir: &Path, timeout: Duration) -> Result<StartedEm
         .env("LOCALSTACK_TELEMETRY", "0")
         .current_dir(log_dir);
     let mut process = ManagedProcess::spawn("localstack", command, &log)?;
-    wait_ready("LocalStack (sqs, s3, ses)", &url, &mut process, &log, timeout, |client, url| async move {
-        let Ok(response) = client.get(format!("{url}/_localstack/health")).send().await else {
-            return false;
-        };
-        let Ok(health) = response.json::<serde_json::Value>().await else {
-            return false;
-        };
-        ["sqs", "s3", "ses"].iter().all(|s| {
-            matches!(health["services"][s].as_str(), Some("available") | Some("running"))
-        })
-    })
+    wait_ready(
+        "LocalStack (sqs, s3, ses)",
+        &url,
+        &mut process,
+        &log,
+        timeout,
+        |client, url| async move {
+            let Ok(response) = client.get(format!("{url}/_localstack/health")).send().await else {
+                return false;
+            };
+            let Ok(health) = response.json::<serde_json::Value>().await else {
+                return false;
+            };
+            ["sqs", "s3", "ses"]
+                .iter()
+                .all(|s| matches!(health["services"][s].as_str(), Some("available") | Some("running")))
+        },
+    )
     .await?;
     Ok(StartedEmulator {
         name: "localstack-core".into(),
@@ -475,13 +486,20 @@ async fn start_moto(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator
         .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
         .current_dir(log_dir);
     let mut process = ManagedProcess::spawn("moto", command, &log)?;
-    wait_ready("moto (sesv2)", &url, &mut process, &log, timeout, |client, url| async move {
-        client
-            .get(format!("{url}/moto-api/"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
+    wait_ready(
+        "moto (sesv2)",
+        &url,
+        &mut process,
+        &log,
+        timeout,
+        |client, url| async move {
+            client
+                .get(format!("{url}/moto-api/"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+    )
     .await?;
     Ok(StartedEmulator {
         name: "moto".into(),
@@ -504,16 +522,24 @@ async fn start_dynamodb_local(log_dir: &Path, timeout: Duration) -> Result<Start
     let log = log_dir.join("dynamodb-local.log");
     let mut command = Command::new("java");
     command
-        .arg(format!("-Djava.library.path={}", jar_dir.join("DynamoDBLocal_lib").display()))
+        .arg(format!(
+            "-Djava.library.path={}",
+            jar_dir.join("DynamoDBLocal_lib").display()
+        ))
         .arg("-jar")
         .arg(&jar)
         .args(["-inMemory", "-sharedDb", "-port", &port.to_string()])
         .current_dir(&jar_dir);
     let mut process = ManagedProcess::spawn("dynamodb-local", command, &log)?;
     // Any HTTP answer (DynamoDB Local says 400 to a bare GET) means it is serving.
-    wait_ready("DynamoDB Local", &url, &mut process, &log, timeout, |client, url| async move {
-        client.get(&url).send().await.is_ok()
-    })
+    wait_ready(
+        "DynamoDB Local",
+        &url,
+        &mut process,
+        &log,
+        timeout,
+        |client, url| async move { client.get(&url).send().await.is_ok() },
+    )
     .await?;
     Ok(StartedEmulator {
         name: "dynamodb-local".into(),

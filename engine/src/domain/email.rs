@@ -56,7 +56,9 @@ impl EmailAddress {
                     && !label.ends_with('-')
                     && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             })
-            && labels.last().is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()));
+            && labels
+                .last()
+                .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()));
         if !domain_ok {
             return Err(AddressError::InvalidDomain);
         }
@@ -100,9 +102,18 @@ mod tests {
     fn malformed_addresses_are_rejected_with_the_reason() {
         assert_eq!(EmailAddress::parse(""), Err(AddressError::Empty));
         assert_eq!(EmailAddress::parse("no-at.example.com"), Err(AddressError::MissingAt));
-        assert_eq!(EmailAddress::parse("a..b@example.com"), Err(AddressError::InvalidLocalPart));
-        assert_eq!(EmailAddress::parse(".a@example.com"), Err(AddressError::InvalidLocalPart));
-        assert_eq!(EmailAddress::parse("a b@example.com"), Err(AddressError::InvalidLocalPart));
+        assert_eq!(
+            EmailAddress::parse("a..b@example.com"),
+            Err(AddressError::InvalidLocalPart)
+        );
+        assert_eq!(
+            EmailAddress::parse(".a@example.com"),
+            Err(AddressError::InvalidLocalPart)
+        );
+        assert_eq!(
+            EmailAddress::parse("a b@example.com"),
+            Err(AddressError::InvalidLocalPart)
+        );
         assert_eq!(EmailAddress::parse("a@localhost"), Err(AddressError::InvalidDomain));
         assert_eq!(EmailAddress::parse("a@-x.com"), Err(AddressError::InvalidDomain));
         assert_eq!(EmailAddress::parse("a@x..com"), Err(AddressError::InvalidDomain));

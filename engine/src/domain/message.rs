@@ -2,7 +2,6 @@ use chrono::{DateTime, Utc};
 use std::fmt;
 use std::str::FromStr;
 
-
 macro_rules! uuid_id {
     ($name:ident, $what:literal) => {
         #[doc = concat!("The identifier of one ", $what, ".")]
@@ -202,7 +201,10 @@ mod tests {
             priority: Priority::Medium,
             recipient: "a@example.com".into(),
             subject: "Hi".into(),
-            body: MessageBody::Stored { key: "bodies/x".into(), bytes: 300_000 },
+            body: MessageBody::Stored {
+                key: "bodies/x".into(),
+                bytes: 300_000,
+            },
             attachment: Some(Attachment {
                 key: "att/x".into(),
                 filename: "x.pdf".into(),

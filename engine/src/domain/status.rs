@@ -19,7 +19,12 @@ pub enum SendStatus {
 }
 
 impl SendStatus {
-    pub const ALL: [SendStatus; 4] = [SendStatus::Pending, SendStatus::Queued, SendStatus::Sent, SendStatus::Error];
+    pub const ALL: [SendStatus; 4] = [
+        SendStatus::Pending,
+        SendStatus::Queued,
+        SendStatus::Sent,
+        SendStatus::Error,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,0 +1,107 @@
+use std::time::Duration;
+
+use engine::config::MailerKind;
+use engine::domain::{SendId, SendStatus};
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, test_settings, wait_for, TestApp};
+
+/// Uploads a plain row, a row with an attachment and a row whose body is too
+/// large for SQS, and waits for all three to end SENT.
+async fn send_three_kinds(app: &TestApp) -> (String, String, String) {
+    let plain = app.address_for("plain");
+    let with_attachment = app.address_for("attached");
+    let large = app.address_for("large");
+    let big_body = "Long letter. ".repeat(25_000); // ~325 KB: over SQS's 256 KiB
+    let csv = format!(
+        "email,subject,body,attachment\n{plain},Plain,Just text,\n{with_attachment},Invoice,See attached,invoice.pdf\n{large},Large,{big_body},\n"
+    );
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("three.csv"),
+        )
+        .part(
+            "invoice",
+            reqwest::multipart::Part::bytes(b"%PDF-1.4 courier test".to_vec())
+                .file_name("invoice.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        );
+    let response = app
+        .http
+        .post(format!("{}/campaigns/upload", app.address))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["accepted"], 3, "{report}");
+    let batch_id = report["batchId"].as_str().unwrap().to_string();
+    let counts = wait_for(Duration::from_secs(60), "three sends to end", || async {
+        let counts = app.batch_counts(&batch_id).await;
+        let finished: u64 = ["SENT", "ERROR"].iter().filter_map(|s| counts.get(*s)).sum();
+        (finished == 3).then_some(counts)
+    })
+    .await;
+    assert_eq!(counts.get("SENT"), Some(&3), "{counts:?}");
+    (plain, with_attachment, large)
+}
+
+#[tokio::test]
+async fn the_ses_v2_mailer_delivers_plain_attached_and_large_messages_through_the_stack() {
+    let app = spawn_app(test_settings(MailerKind::Sesv2)).await;
+    let (plain, attached, large) = send_three_kinds(&app).await;
+    let mail = app.sent_mail().await;
+    assert_eq!(mail.len(), 3, "{mail:?}");
+    assert!(mail.iter().all(|m| m.recorded_by == "sesv2"));
+    let to = |address: &str| mail.iter().find(|m| m.to.iter().any(|t| t == address)).unwrap().clone();
+    assert_eq!(to(&plain).subject.as_deref(), Some("Plain"));
+    let raw = to(&attached).raw.expect("an attachment is sent as a raw MIME message");
+    assert!(raw.contains("invoice.pdf") && raw.contains("multipart/mixed"));
+    assert!(to(&large).message_id.len() > 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_ses_v1_mailer_delivers_plain_attached_and_large_messages_through_the_stack() {
+    let app = spawn_app(test_settings(MailerKind::Ses)).await;
+    let (plain, attached, _large) = send_three_kinds(&app).await;
+    let mail = app.sent_mail().await;
+    assert_eq!(mail.len(), 3, "{mail:?}");
+    assert!(mail.iter().all(|m| m.recorded_by == "ses"));
+    assert!(mail
+        .iter()
+        .any(|m| m.to.contains(&plain) && m.subject.as_deref() == Some("Plain")));
+    let raw = mail
+        .iter()
+        .find(|m| m.raw.as_deref().is_some_and(|r| r.contains(&attached)))
+        .expect("raw message");
+    assert!(raw.raw.as_deref().unwrap().contains("invoice.pdf"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_dry_run_mailer_marks_messages_sent_without_mailing_anyone() {
+    let app = spawn_app(test_settings(MailerKind::DryRun)).await;
+    let response = app
+        .post_notification(serde_json::json!({
+            "type": "subscription",
+            "recipient": app.address_for("dry"),
+            "fields": { "plan": "Pro", "renews": "2027-01-01" }
+        }))
+        .await;
+    assert_eq!(response.status(), 202);
+    let id: SendId = response.json::<Value>().await.unwrap()["sendId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let record = app.wait_final(id, Duration::from_secs(30)).await;
+    assert_eq!(record.status, SendStatus::Sent);
+    assert_eq!(record.subject, "Your subscription");
+    assert!(record.provider_message_id.unwrap().starts_with("dry-run-"));
+    assert!(app.sent_mail().await.is_empty());
+    app.stop().await;
+}

@@ -1,0 +1,12 @@
+//! Integration tests against the real local stack (LocalStack, DynamoDB Local
+//! and moto as host processes), started once for the whole binary.
+
+mod helpers;
+
+mod api_key;
+mod campaign;
+mod delivery;
+mod graphql;
+mod mailers;
+mod provisioning;
+mod upload_limits;
