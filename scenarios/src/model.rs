@@ -1,0 +1,651 @@
+//! The scenario schema. Every table refuses unknown keys, so a typo is an
+//! error that names the key, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One load run, as written in `scenarios/<name>.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Every random choice (traffic, data, fault dice) derives from it.
+    pub seed: u64,
+    #[serde(default)]
+    pub run: RunSpec,
+    #[serde(default)]
+    pub engine: EngineSpec,
+    #[serde(default)]
+    pub traffic: TrafficSpec,
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+    #[serde(default)]
+    pub slo: Slo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSpec {
+    /// `local` (emulators started here), `aws`, or the URL of a running stack.
+    pub target: TargetSpec,
+    /// How long traffic arrives.
+    pub duration_secs: f64,
+    /// Stop generating traffic once this many messages were offered (rows + notifications).
+    pub message_budget: Option<u64>,
+    /// After traffic stops, how long to wait for every message to reach SENT or ERROR.
+    pub drain_timeout_secs: f64,
+    /// Concurrent goose users that carry the arrivals (an open model needs enough of them).
+    pub users: usize,
+    /// How often the run samples rates and queue depths.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        Self {
+            target: TargetSpec::Local,
+            duration_secs: 30.0,
+            message_budget: None,
+            drain_timeout_secs: 60.0,
+            users: 16,
+            sample_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetSpec {
+    Local,
+    Aws,
+    #[serde(untagged)]
+    Endpoint(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSpec {
+    pub workers: usize,
+    pub concurrency: usize,
+    pub visibility_timeout_secs: u32,
+    pub max_receives: u32,
+    /// `sesv2`, `ses`, `smtp` or `dry-run`.
+    pub mailer: String,
+    pub long_poll_secs: u32,
+    pub retry_base_secs: u32,
+    pub retry_max_secs: u32,
+}
+
+impl Default for EngineSpec {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            concurrency: 10,
+            visibility_timeout_secs: 30,
+            max_receives: 3,
+            mailer: "sesv2".into(),
+            long_poll_secs: 1,
+            retry_base_secs: 1,
+            retry_max_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrafficSpec {
+    pub campaigns: Option<CampaignSpec>,
+    pub notifications: Option<NotificationSpec>,
+}
+
+/// Uploaded CSV campaigns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignSpec {
+    /// How many campaigns at most (the arrival shape spaces them out).
+    pub count: u64,
+    pub rows: RowCount,
+    /// Share of each row type; rows of type `campaign` go by the campaign routing rule.
+    pub mix: BTreeMap<String, f64>,
+    pub duplicate_pct: f64,
+    pub invalid_pct: f64,
+    pub attachment_pct: f64,
+    pub attachment_bytes: usize,
+    pub arrival: ArrivalShape,
+}
+
+impl Default for CampaignSpec {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            rows: RowCount::Fixed(100),
+            mix: BTreeMap::from([("campaign".to_string(), 1.0)]),
+            duplicate_pct: 0.0,
+            invalid_pct: 0.0,
+            attachment_pct: 0.0,
+            attachment_bytes: 10_000,
+            arrival: ArrivalShape::Constant { rate_per_sec: 0.2 },
+        }
+    }
+}
+
+/// Rows per campaign: a fixed number or a uniform range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RowCount {
+    Fixed(u64),
+    Uniform { min: u64, max: u64 },
+}
+
+/// Single notifications posted to `/notifications`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationSpec {
+    pub mix: BTreeMap<String, f64>,
+    pub arrival: ArrivalShape,
+}
+
+impl Default for NotificationSpec {
+    fn default() -> Self {
+        Self {
+            mix: BTreeMap::from([
+                ("reminder".to_string(), 0.2),
+                ("offer".to_string(), 0.4),
+                ("subscription".to_string(), 0.4),
+            ]),
+            arrival: ArrivalShape::Constant { rate_per_sec: 10.0 },
+        }
+    }
+}
+
+/// How arrivals are spread over time: an open model (arrival rate, per second).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "shape", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ArrivalShape {
+    Constant {
+        rate_per_sec: f64,
+    },
+    /// Linear from `from` to `to` over `over_secs`, then `to`.
+    Ramp {
+        from: f64,
+        to: f64,
+        over_secs: f64,
+    },
+    /// `base` until `at_secs`, then `to`.
+    Step {
+        base: f64,
+        to: f64,
+        at_secs: f64,
+    },
+    /// `base`, with `peak` from `at_secs` for `for_secs`.
+    Spike {
+        base: f64,
+        peak: f64,
+        at_secs: f64,
+        for_secs: f64,
+    },
+}
+
+impl ArrivalShape {
+    /// The arrival rate at `t` seconds into the run.
+    pub fn rate_at(&self, t: f64) -> f64 {
+        match *self {
+            ArrivalShape::Constant { rate_per_sec } => rate_per_sec,
+            ArrivalShape::Ramp { from, to, over_secs } => {
+                if over_secs <= 0.0 || t >= over_secs {
+                    to
+                } else {
+                    from + (to - from) * t / over_secs
+                }
+            }
+            ArrivalShape::Step { base, to, at_secs } => {
+                if t < at_secs {
+                    base
+                } else {
+                    to
+                }
+            }
+            ArrivalShape::Spike {
+                base,
+                peak,
+                at_secs,
+                for_secs,
+            } => {
+                if t >= at_secs && t < at_secs + for_secs {
+                    peak
+                } else {
+                    base
+                }
+            }
+        }
+    }
+
+    pub fn max_rate(&self) -> f64 {
+        match *self {
+            ArrivalShape::Constant { rate_per_sec } => rate_per_sec,
+            ArrivalShape::Ramp { from, to, .. } => from.max(to),
+            ArrivalShape::Step { base, to, .. } => base.max(to),
+            ArrivalShape::Spike { base, peak, .. } => base.max(peak),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// SES answers "slow down" to `probability` of sends.
+    SesThrottle,
+    /// Every SES send takes `latency_ms` longer.
+    SesLatency,
+    /// SES rejects `probability` of sends for good.
+    SesReject,
+    /// SQS refuses `probability` of send calls with a server error.
+    SqsSendError,
+    /// SQS refuses `probability` of receive calls with a server error.
+    SqsReceiveError,
+    /// DynamoDB answers ProvisionedThroughputExceeded to `probability` of calls.
+    DynamodbThrottle,
+    /// SES's own sending limits: `max_send_rate` per second and `daily_quota`.
+    SesQuota,
+    /// The sender workers crash (abort mid-send) and restart after `duration_secs`.
+    KillWorker,
+    /// Every emulator process is stopped (SIGSTOP) for `duration_secs`.
+    PauseStack,
+    /// `count` undecodable messages are put on the queues at `start_secs`.
+    Poison,
+}
+
+/// One fault on the run's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub kind: FaultKind,
+    #[serde(default)]
+    pub start_secs: f64,
+    /// Until the end of the run when left out.
+    pub duration_secs: Option<f64>,
+    pub probability: Option<f64>,
+    pub latency_ms: Option<u64>,
+    pub max_send_rate: Option<f64>,
+    pub daily_quota: Option<u64>,
+    pub count: Option<u64>,
+}
+
+/// A figure per priority; any may be left out.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerPriority {
+    pub high: Option<f64>,
+    pub medium: Option<f64>,
+    pub low: Option<f64>,
+}
+
+/// What the run must show to pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Slo {
+    pub p50_ms: PerPriority,
+    pub p95_ms: PerPriority,
+    pub p99_ms: PerPriority,
+    pub min_delivered_per_sec: Option<f64>,
+    pub max_error_pct: Option<f64>,
+    pub max_lost: u64,
+    pub max_duplicate_sends: u64,
+    /// The DLQ must hold exactly the injected poison messages.
+    pub dlq_equals_poison: bool,
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Self {
+            p50_ms: PerPriority::default(),
+            p95_ms: PerPriority::default(),
+            p99_ms: PerPriority::default(),
+            min_delivered_per_sec: None,
+            max_error_pct: None,
+            max_lost: 0,
+            max_duplicate_sends: 0,
+            dlq_equals_poison: true,
+        }
+    }
+}
+
+/// A scenario file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{}: {field}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ScenarioError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    /// The dotted key at fault, e.g. `traffic.campaigns.duplicate_pct`.
+    pub field: String,
+    pub message: String,
+}
+
+const KINDS: [&str; 4] = ["reminder", "offer", "subscription", "campaign"];
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: path.to_path_buf(),
+            line: None,
+            field: "(file)".into(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is only used to name it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, span.start));
+            let message = e.message().to_string();
+            // serde names the offending key in backticks; fall back to the line's key.
+            let field = message
+                .split('`')
+                .nth(1)
+                .map(str::to_string)
+                .or_else(|| line.and_then(|l| key_on_line(text, l)))
+                .unwrap_or_else(|| "(syntax)".into());
+            ScenarioError {
+                file: path.to_path_buf(),
+                line,
+                field,
+                message,
+            }
+        })?;
+        scenario.validate().map_err(|(field, message)| ScenarioError {
+            file: path.to_path_buf(),
+            line: locate(text, &field),
+            field,
+            message,
+        })?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_string(), message));
+        let pct = |field: &str, value: f64| {
+            if (0.0..=100.0).contains(&value) {
+                Ok(())
+            } else {
+                fail(field, format!("{value} is not a percentage between 0 and 100"))
+            }
+        };
+        if self.name.trim().is_empty() {
+            return fail("name", "must not be empty".into());
+        }
+        if !(self.run.duration_secs > 0.0) {
+            return fail("run.duration_secs", "must be more than 0".into());
+        }
+        if self.run.users == 0 {
+            return fail("run.users", "must be at least 1".into());
+        }
+        if !["sesv2", "ses", "smtp", "dry-run"].contains(&self.engine.mailer.as_str()) {
+            return fail(
+                "engine.mailer",
+                format!("`{}` is not one of sesv2, ses, smtp, dry-run", self.engine.mailer),
+            );
+        }
+        if self.engine.workers == 0 || self.engine.concurrency == 0 {
+            return fail("engine.workers", "workers and concurrency must be at least 1".into());
+        }
+        if self.engine.max_receives == 0 {
+            return fail("engine.max_receives", "must be at least 1".into());
+        }
+        if self.traffic.campaigns.is_none() && self.traffic.notifications.is_none() {
+            return fail("traffic", "needs [traffic.campaigns] or [traffic.notifications]".into());
+        }
+        if let Some(c) = &self.traffic.campaigns {
+            pct("traffic.campaigns.duplicate_pct", c.duplicate_pct)?;
+            pct("traffic.campaigns.invalid_pct", c.invalid_pct)?;
+            pct("traffic.campaigns.attachment_pct", c.attachment_pct)?;
+            check_mix("traffic.campaigns.mix", &c.mix, &KINDS)?;
+            check_arrival("traffic.campaigns.arrival", &c.arrival)?;
+            if let RowCount::Uniform { min, max } = c.rows {
+                if min > max || max == 0 {
+                    return fail(
+                        "traffic.campaigns.rows",
+                        format!("min {min} and max {max} make no range"),
+                    );
+                }
+            }
+        }
+        if let Some(n) = &self.traffic.notifications {
+            check_mix("traffic.notifications.mix", &n.mix, &KINDS[..3])?;
+            check_arrival("traffic.notifications.arrival", &n.arrival)?;
+        }
+        for fault in &self.faults {
+            let field = |name: &str| format!("faults.{name}");
+            if fault.start_secs < 0.0 || fault.duration_secs.is_some_and(|d| d <= 0.0) {
+                return fail(&field("start_secs"), "start must be ≥ 0 and duration > 0".into());
+            }
+            let needs = |value: bool, what: &str| {
+                if value {
+                    Ok(())
+                } else {
+                    fail(&field(what), format!("a {:?} fault needs `{what}`", fault.kind))
+                }
+            };
+            match fault.kind {
+                FaultKind::SesThrottle
+                | FaultKind::SesReject
+                | FaultKind::SqsSendError
+                | FaultKind::SqsReceiveError
+                | FaultKind::DynamodbThrottle => {
+                    needs(fault.probability.is_some(), "probability")?;
+                    let p = fault.probability.unwrap_or_default();
+                    if !(0.0..=1.0).contains(&p) {
+                        return fail(&field("probability"), format!("{p} is not between 0 and 1"));
+                    }
+                }
+                FaultKind::SesLatency => needs(fault.latency_ms.is_some(), "latency_ms")?,
+                FaultKind::SesQuota => needs(fault.max_send_rate.is_some_and(|r| r > 0.0), "max_send_rate")?,
+                FaultKind::Poison => needs(fault.count.is_some_and(|c| c > 0), "count")?,
+                FaultKind::KillWorker | FaultKind::PauseStack => needs(fault.duration_secs.is_some(), "duration_secs")?,
+            }
+        }
+        for (name, figures) in [
+            ("slo.p50_ms", self.slo.p50_ms),
+            ("slo.p95_ms", self.slo.p95_ms),
+            ("slo.p99_ms", self.slo.p99_ms),
+        ] {
+            for value in [figures.high, figures.medium, figures.low].into_iter().flatten() {
+                if value <= 0.0 {
+                    return fail(name, format!("{value} is not a positive latency"));
+                }
+            }
+        }
+        if let Some(pct_value) = self.slo.max_error_pct {
+            pct("slo.max_error_pct", pct_value)?;
+        }
+        Ok(())
+    }
+
+    /// How many poison messages the scenario injects in all.
+    pub fn poison_count(&self) -> u64 {
+        self.faults
+            .iter()
+            .filter(|f| f.kind == FaultKind::Poison)
+            .filter_map(|f| f.count)
+            .sum()
+    }
+}
+
+fn check_mix(field: &str, mix: &BTreeMap<String, f64>, allowed: &[&str]) -> Result<(), (String, String)> {
+    if let Some(unknown) = mix.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err((field.to_string(), format!("`{unknown}` is not one of {allowed:?}")));
+    }
+    if mix.values().any(|w| *w < 0.0) || mix.values().sum::<f64>() <= 0.0 {
+        return Err((field.to_string(), "weights must be ≥ 0 and not all 0".into()));
+    }
+    Ok(())
+}
+
+fn check_arrival(field: &str, arrival: &ArrivalShape) -> Result<(), (String, String)> {
+    let rates: Vec<f64> = match *arrival {
+        ArrivalShape::Constant { rate_per_sec } => vec![rate_per_sec],
+        ArrivalShape::Ramp { from, to, .. } => vec![from, to],
+        ArrivalShape::Step { base, to, .. } => vec![base, to],
+        ArrivalShape::Spike { base, peak, .. } => vec![base, peak],
+    };
+    if rates.iter().any(|r| *r < 0.0 || !r.is_finite()) || arrival.max_rate() <= 0.0 {
+        return Err((field.to_string(), "rates must be ≥ 0 with at least one above 0".into()));
+    }
+    Ok(())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let content = text.lines().nth(line - 1)?;
+    let key = content.split('=').next()?.trim();
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+}
+
+/// The line that sets `field` (a dotted path), found by its table header and key.
+fn locate(text: &str, field: &str) -> Option<usize> {
+    let (table, key) = match field.rsplit_once('.') {
+        Some((table, key)) => (Some(table), key),
+        None => (None, field),
+    };
+    let mut in_table = table.is_none();
+    let mut table_line = None;
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            let name = trimmed.trim_matches(|c| c == '[' || c == ']').trim();
+            in_table = table == Some(name);
+            if in_table {
+                table_line = Some(index + 1);
+            }
+            continue;
+        }
+        if in_table {
+            let this_key = trimmed.split('=').next().unwrap_or_default().trim();
+            if this_key == key {
+                return Some(index + 1);
+            }
+        }
+    }
+    table_line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, Path::new("scenarios/test.toml"))
+    }
+
+    const MINIMAL: &str =
+        "name = \"t\"\nseed = 7\n[traffic.notifications]\narrival = { shape = \"constant\", rate_per_sec = 5 }\n";
+
+    #[test]
+    fn a_minimal_scenario_gets_the_documented_defaults() {
+        let scenario = parse(MINIMAL).unwrap();
+        assert_eq!(scenario.run.duration_secs, 30.0);
+        assert_eq!(scenario.engine.max_receives, 3);
+        assert_eq!(scenario.run.target, TargetSpec::Local);
+        assert_eq!(scenario.slo.max_lost, 0);
+        assert!(scenario.traffic.campaigns.is_none());
+        assert_eq!(scenario.traffic.notifications.unwrap().mix.len(), 3);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_file_and_line() {
+        let error = parse("name = \"t\"\nseed = 1\n[run]\nduration = 10\n").unwrap_err();
+        assert_eq!(error.line, Some(4));
+        assert_eq!(error.field, "duration");
+        assert!(
+            error.to_string().starts_with("scenarios/test.toml:4: duration:"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_its_line() {
+        let error = parse("name = \"t\"\nseed = \"abc\"\n").unwrap_err();
+        assert_eq!(error.line, Some(2));
+        assert!(
+            error.message.contains("integer") || error.message.contains("u64"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field_and_its_line() {
+        let text = "name = \"t\"\nseed = 1\n\n[traffic.campaigns]\ncount = 2\nduplicate_pct = 140\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.field, "traffic.campaigns.duplicate_pct");
+        assert_eq!(error.line, Some(6));
+        assert!(error.message.contains("140"));
+
+        let text = format!("{MINIMAL}[[faults]]\nkind = \"ses_throttle\"\nstart_secs = 3\n");
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.field, "faults.probability");
+        assert!(error.message.contains("needs `probability`"));
+
+        let text = format!("{MINIMAL}[[faults]]\nkind = \"ses_meltdown\"\n");
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.line, Some(6));
+        assert!(error.message.contains("ses_meltdown"));
+    }
+
+    #[test]
+    fn traffic_is_required_and_mixes_only_know_real_kinds() {
+        let error = parse("name = \"t\"\nseed = 1\n").unwrap_err();
+        assert_eq!(error.field, "traffic");
+        let text = "name = \"t\"\nseed = 1\n[traffic.notifications]\nmix = { reminder = 1, invoice = 2 }\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.field, "traffic.notifications.mix");
+        assert_eq!(error.line, Some(4));
+    }
+
+    #[test]
+    fn arrival_shapes_give_their_rates_over_time() {
+        let ramp = ArrivalShape::Ramp {
+            from: 0.0,
+            to: 10.0,
+            over_secs: 10.0,
+        };
+        assert_eq!(ramp.rate_at(5.0), 5.0);
+        assert_eq!(ramp.rate_at(20.0), 10.0);
+        let spike = ArrivalShape::Spike {
+            base: 1.0,
+            peak: 50.0,
+            at_secs: 10.0,
+            for_secs: 5.0,
+        };
+        assert_eq!(
+            (spike.rate_at(9.9), spike.rate_at(10.0), spike.rate_at(15.0)),
+            (1.0, 50.0, 1.0)
+        );
+        let step = ArrivalShape::Step {
+            base: 2.0,
+            to: 8.0,
+            at_secs: 3.0,
+        };
+        assert_eq!((step.rate_at(2.9), step.rate_at(3.0)), (2.0, 8.0));
+    }
+
+    #[test]
+    fn every_library_scenario_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") && !path.ends_with("Cargo.toml") {
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                count += 1;
+            }
+        }
+        assert!(count >= 7, "the library has its seven scenarios, found {count}");
+    }
+}
