@@ -1,6 +1,10 @@
 //! The AWS SDK clients, built once from one stack description.
 
+use std::sync::Arc;
+
 use localstack::{Service, Stack};
+
+use crate::faults::{FaultHooks, FaultPlan};
 
 /// Every AWS client the pipeline uses, each pointed at its service's endpoint.
 #[derive(Clone, Debug)]
@@ -14,7 +18,34 @@ pub struct AwsClients {
 
 impl AwsClients {
     pub async fn for_stack(stack: &Stack) -> Self {
+        Self::build(stack, None).await
+    }
+
+    /// Clients whose every call goes through `plan` (failure injection).
+    pub async fn with_faults(stack: &Stack, plan: Arc<FaultPlan>) -> Self {
+        Self::build(stack, Some(plan)).await
+    }
+
+    async fn build(stack: &Stack, plan: Option<Arc<FaultPlan>>) -> Self {
         let sdk = stack.sdk_config().await;
+        let hooks = plan.map(|plan| {
+            // The same client the SDK builds by default: hyper 1 with rustls on aws-lc.
+            let base = sdk.http_client().unwrap_or_else(|| {
+                use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                    .build_https()
+            });
+            FaultHooks::new(base, plan)
+        });
+        macro_rules! hook {
+            ($builder:expr) => {
+                if let Some(hooks) = &hooks {
+                    $builder.set_http_client(Some(hooks.http_client.clone()));
+                    $builder.push_interceptor(hooks.interceptor.clone());
+                }
+            };
+        }
         let endpoint = |service| stack.endpoint(service).map(str::to_string);
 
         let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk);
@@ -29,6 +60,11 @@ impl AwsClients {
         sesv2.set_endpoint_url(endpoint(Service::SesV2));
         let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk);
         dynamodb.set_endpoint_url(endpoint(Service::DynamoDb));
+        hook!(sqs);
+        hook!(s3);
+        hook!(ses);
+        hook!(sesv2);
+        hook!(dynamodb);
         Self {
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),

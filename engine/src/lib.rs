@@ -17,6 +17,7 @@ pub mod blobs;
 pub mod config;
 pub mod csv_upload;
 pub mod domain;
+pub mod faults;
 pub mod graphql;
 pub mod mailer;
 pub mod metrics;

@@ -6,6 +6,7 @@ mod helpers;
 mod api_key;
 mod campaign;
 mod delivery;
+mod faults;
 mod graphql;
 mod mailers;
 mod provisioning;

@@ -1,0 +1,504 @@
+//! Failure injection per AWS operation, inside the SDK, so the same faults
+//! work against the local stack, LocalStack and real AWS.
+//!
+//! Two SDK extension points cooperate: an interceptor tags each request with
+//! its operation (read from the SDK's own metadata), and a wrapping HTTP
+//! connector decides — by the active faults and a seeded dice — whether to pass
+//! the request on, delay it, or answer in the service's place with the
+//! service's own error (SES's `Throttling`, DynamoDB's
+//! `ProvisionedThroughputExceededException`, …). The SDK then treats the
+//! answer exactly as it would a real one: retries, error codes and all.
+//!
+//! [`SesQuota`] models SES's sending limits (MaxSendRate, a 24-hour quota) the
+//! way SES enforces them, answering with SES's throttling errors.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, Metadata};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+
+const OPERATION_HEADER: &str = "x-courier-operation";
+
+/// Which calls a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultTarget {
+    /// SES v1 `SendEmail`/`SendRawEmail` and SES v2 `SendEmail`.
+    SesSend,
+    /// SQS `SendMessage`/`SendMessageBatch`.
+    SqsSend,
+    /// SQS `ReceiveMessage`.
+    SqsReceive,
+    /// Every DynamoDB call.
+    DynamoDb,
+}
+
+impl FaultTarget {
+    fn matches(self, service: &str, operation: &str) -> bool {
+        match self {
+            FaultTarget::SesSend => {
+                (service == "SESv2" && operation == "SendEmail")
+                    || (service == "SES" && (operation == "SendEmail" || operation == "SendRawEmail"))
+            }
+            FaultTarget::SqsSend => service == "SQS" && operation.starts_with("SendMessage"),
+            FaultTarget::SqsReceive => service == "SQS" && operation == "ReceiveMessage",
+            FaultTarget::DynamoDb => service == "DynamoDB",
+        }
+    }
+}
+
+/// What a fault does to a call it hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultEffect {
+    /// The service's "slow down" error.
+    Throttle,
+    /// SES's permanent rejection (`MessageRejected`).
+    Reject,
+    /// A 500 from the service.
+    ServerError,
+    /// The call goes through this much later.
+    Latency { ms: u64 },
+}
+
+/// SES's sending limits: at most `max_send_rate` sends in any second and
+/// `daily_quota` in any 24 hours.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct SesQuota {
+    pub max_send_rate: f64,
+    pub daily_quota: Option<u64>,
+}
+
+#[derive(Debug)]
+struct QuotaState {
+    quota: SesQuota,
+    tokens: f64,
+    refilled_at: Instant,
+    sent_today: u64,
+    day_started: Instant,
+}
+
+impl QuotaState {
+    /// `Ok` when the send fits the limits, else which limit it exceeded.
+    fn admit(&mut self, now: Instant) -> Result<(), &'static str> {
+        if now.duration_since(self.day_started) >= Duration::from_secs(86_400) {
+            self.day_started = now;
+            self.sent_today = 0;
+        }
+        if self.quota.daily_quota.is_some_and(|q| self.sent_today >= q) {
+            return Err("Daily message quota exceeded.");
+        }
+        // A token bucket one second deep: SES smooths bursts over about a second.
+        let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.quota.max_send_rate).min(self.quota.max_send_rate.max(1.0));
+        self.refilled_at = now;
+        if self.tokens < 1.0 {
+            return Err("Maximum sending rate exceeded.");
+        }
+        self.tokens -= 1.0;
+        self.sent_today += 1;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ActiveFault {
+    id: u64,
+    name: String,
+    target: FaultTarget,
+    probability: f64,
+    effect: FaultEffect,
+}
+
+/// One injected fault, for the results file's timeline.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InjectedFault {
+    /// Milliseconds since the plan was created.
+    pub at_ms: u64,
+    pub fault: String,
+    pub operation: String,
+}
+
+/// The faults currently in force, shared by every client built with it.
+#[derive(Debug)]
+pub struct FaultPlan {
+    created: Instant,
+    faults: RwLock<Vec<ActiveFault>>,
+    quota: Mutex<Option<QuotaState>>,
+    dice: Mutex<u64>,
+    next_id: AtomicU64,
+    injected: Mutex<Vec<InjectedFault>>,
+    counts: Mutex<BTreeMap<String, u64>>,
+    calls: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Injections kept for the timeline; counts keep going past it.
+const MAX_RECORDED: usize = 200_000;
+
+impl FaultPlan {
+    pub fn new(seed: u64) -> Arc<Self> {
+        Arc::new(Self {
+            created: Instant::now(),
+            faults: RwLock::new(Vec::new()),
+            quota: Mutex::new(None),
+            dice: Mutex::new(seed ^ 0x5DEE_CE66_D1CE_5EED),
+            next_id: AtomicU64::new(1),
+            injected: Mutex::new(Vec::new()),
+            counts: Mutex::new(BTreeMap::new()),
+            calls: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Starts a fault; returns its id for [`FaultPlan::deactivate`].
+    pub fn activate(&self, name: &str, target: FaultTarget, probability: f64, effect: FaultEffect) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(fault = name, ?target, probability, ?effect, "fault on");
+        self.faults.write().expect("faults lock").push(ActiveFault {
+            id,
+            name: name.to_string(),
+            target,
+            probability,
+            effect,
+        });
+        id
+    }
+
+    pub fn deactivate(&self, id: u64) {
+        let mut faults = self.faults.write().expect("faults lock");
+        if let Some(fault) = faults.iter().find(|f| f.id == id) {
+            tracing::info!(fault = %fault.name, "fault off");
+        }
+        faults.retain(|f| f.id != id);
+    }
+
+    /// Puts SES's sending limits in force (`None` lifts them).
+    pub fn set_ses_quota(&self, quota: Option<SesQuota>) {
+        let now = Instant::now();
+        *self.quota.lock().expect("quota lock") = quota.map(|quota| QuotaState {
+            quota,
+            tokens: quota.max_send_rate.max(1.0),
+            refilled_at: now,
+            sent_today: 0,
+            day_started: now,
+        });
+    }
+
+    /// Names of the faults in force now.
+    pub fn active(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .faults
+            .read()
+            .expect("faults lock")
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        if self.quota.lock().expect("quota lock").is_some() {
+            names.push("ses_quota".into());
+        }
+        names
+    }
+
+    /// How many times each fault was injected.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().expect("counts lock").clone()
+    }
+
+    /// How many calls each operation (`Service.Operation`) made through the plan.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.calls.lock().expect("calls lock").clone()
+    }
+
+    pub fn injected(&self) -> Vec<InjectedFault> {
+        self.injected.lock().expect("injected lock").clone()
+    }
+
+    /// A uniform number in [0, 1) from the plan's seeded dice (splitmix64).
+    fn roll(&self) -> f64 {
+        let mut state = self.dice.lock().expect("dice lock");
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn record(&self, fault: &str, operation: &str) {
+        *self
+            .counts
+            .lock()
+            .expect("counts lock")
+            .entry(fault.to_string())
+            .or_default() += 1;
+        let mut injected = self.injected.lock().expect("injected lock");
+        if injected.len() < MAX_RECORDED {
+            injected.push(InjectedFault {
+                at_ms: self.created.elapsed().as_millis() as u64,
+                fault: fault.to_string(),
+                operation: operation.to_string(),
+            });
+        }
+    }
+
+    /// Decides what happens to one call.
+    fn decide(&self, service: &str, operation: &str) -> Decision {
+        let label = format!("{service}.{operation}");
+        *self.calls.lock().expect("calls lock").entry(label.clone()).or_default() += 1;
+        let mut delay = Duration::ZERO;
+        let faults = self.faults.read().expect("faults lock").clone();
+        for fault in faults.iter().filter(|f| f.target.matches(service, operation)) {
+            if self.roll() >= fault.probability {
+                continue;
+            }
+            self.record(&fault.name, &label);
+            match fault.effect {
+                FaultEffect::Latency { ms } => delay += Duration::from_millis(ms),
+                effect => {
+                    return Decision::Answer {
+                        delay,
+                        response: error_response(service, effect, "injected by Courier"),
+                    }
+                }
+            }
+        }
+        if FaultTarget::SesSend.matches(service, operation) {
+            let mut quota = self.quota.lock().expect("quota lock");
+            if let Some(state) = quota.as_mut() {
+                if let Err(message) = state.admit(Instant::now()) {
+                    drop(quota);
+                    self.record("ses_quota", &label);
+                    return Decision::Answer {
+                        delay,
+                        response: error_response(service, FaultEffect::Throttle, message),
+                    };
+                }
+            }
+        }
+        Decision::Pass { delay }
+    }
+}
+
+enum Decision {
+    Pass { delay: Duration },
+    Answer { delay: Duration, response: ErrorResponse },
+}
+
+struct ErrorResponse {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+/// The error each service itself answers, in its own protocol.
+fn error_response(service: &str, effect: FaultEffect, message: &str) -> ErrorResponse {
+    match (service, effect) {
+        ("SESv2", FaultEffect::Throttle) => rest_json(429, "TooManyRequestsException", message),
+        ("SESv2", FaultEffect::Reject) => rest_json(400, "MessageRejected", "Email address is not verified."),
+        ("SESv2", _) => rest_json(500, "InternalFailure", message),
+        ("SES", FaultEffect::Throttle) => query_xml(400, "Throttling", message),
+        ("SES", FaultEffect::Reject) => query_xml(400, "MessageRejected", "Email address is not verified."),
+        ("SES", _) => query_xml(500, "InternalFailure", message),
+        ("DynamoDB", FaultEffect::Throttle) => aws_json(
+            400,
+            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+            "The level of configured provisioned throughput for the table was exceeded.",
+        ),
+        ("SQS", FaultEffect::Throttle) => aws_json(400, "com.amazonaws.sqs#RequestThrottled", message),
+        (_, _) => aws_json(500, "InternalFailure", message),
+    }
+}
+
+fn rest_json(status: u16, error_type: &str, message: &str) -> ErrorResponse {
+    ErrorResponse {
+        status,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("x-amzn-errortype", error_type.into()),
+        ],
+        body: serde_json::json!({ "message": message }).to_string(),
+    }
+}
+
+fn aws_json(status: u16, error_type: &str, message: &str) -> ErrorResponse {
+    ErrorResponse {
+        status,
+        headers: vec![("content-type", "application/x-amz-json-1.0".into())],
+        body: serde_json::json!({ "__type": error_type, "message": message }).to_string(),
+    }
+}
+
+fn query_xml(status: u16, code: &str, message: &str) -> ErrorResponse {
+    let kind = if status >= 500 { "Receiver" } else { "Sender" };
+    ErrorResponse {
+        status,
+        headers: vec![("content-type", "text/xml".into())],
+        body: format!(
+            "<ErrorResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\"><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>courier-fault</RequestId></ErrorResponse>"
+        ),
+    }
+}
+
+impl ErrorResponse {
+    fn into_http(self) -> HttpResponse {
+        let mut response = HttpResponse::new(
+            StatusCode::try_from(self.status).expect("a valid status"),
+            SdkBody::from(self.body),
+        );
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response.headers_mut().insert("x-amzn-requestid", "courier-fault");
+        response
+    }
+}
+
+/// Tags each request with `Service.Operation` for the connector to read.
+#[derive(Debug)]
+struct OperationTagger;
+
+impl Intercept for OperationTagger {
+    fn name(&self) -> &'static str {
+        "CourierOperationTagger"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(metadata) = cfg.load::<Metadata>() {
+            let tag = format!("{}.{}", metadata.service(), metadata.name());
+            context.request_mut().headers_mut().insert(OPERATION_HEADER, tag);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FaultyHttpClient {
+    inner: SharedHttpClient,
+    plan: Arc<FaultPlan>,
+}
+
+impl HttpClient for FaultyHttpClient {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(FaultyConnector {
+            inner: self.inner.http_connector(settings, components),
+            plan: self.plan.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct FaultyConnector {
+    inner: SharedHttpConnector,
+    plan: Arc<FaultPlan>,
+}
+
+impl HttpConnector for FaultyConnector {
+    fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
+        let tag = request.headers_mut().remove(OPERATION_HEADER);
+        let Some((service, operation)) = tag.as_deref().and_then(|t| t.split_once('.')) else {
+            return self.inner.call(request);
+        };
+        match self.plan.decide(service, operation) {
+            Decision::Pass { delay } if delay.is_zero() => self.inner.call(request),
+            Decision::Pass { delay } => {
+                let inner = self.inner.clone();
+                HttpConnectorFuture::new(async move {
+                    tokio::time::sleep(delay).await;
+                    inner.call(request).await
+                })
+            }
+            Decision::Answer { delay, response } => HttpConnectorFuture::new(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(response.into_http())
+            }),
+        }
+    }
+}
+
+/// What a client config builder needs to route its calls through `plan`.
+pub struct FaultHooks {
+    pub http_client: SharedHttpClient,
+    pub interceptor: aws_smithy_runtime_api::client::interceptors::SharedInterceptor,
+}
+
+impl FaultHooks {
+    pub fn new(base: SharedHttpClient, plan: Arc<FaultPlan>) -> Self {
+        Self {
+            http_client: SharedHttpClient::new(FaultyHttpClient { inner: base, plan }),
+            interceptor: aws_smithy_runtime_api::client::interceptors::SharedInterceptor::new(OperationTagger),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_admits_the_send_rate_and_then_throttles() {
+        let start = Instant::now();
+        let mut state = QuotaState {
+            quota: SesQuota {
+                max_send_rate: 14.0,
+                daily_quota: Some(30),
+            },
+            tokens: 14.0,
+            refilled_at: start,
+            sent_today: 0,
+            day_started: start,
+        };
+        let admitted = (0..100).filter(|_| state.admit(start).is_ok()).count();
+        assert_eq!(admitted, 14, "one second's worth at once");
+        let later = start + Duration::from_millis(500);
+        let admitted = (0..100).filter(|_| state.admit(later).is_ok()).count();
+        assert_eq!(admitted, 7, "half a second refills half the rate");
+        let much_later = start + Duration::from_secs(10);
+        let admitted = (0..100).filter(|_| state.admit(much_later).is_ok()).count();
+        assert_eq!(admitted, 9, "the daily quota of 30 caps the rest");
+        assert_eq!(state.admit(much_later), Err("Daily message quota exceeded."));
+    }
+
+    #[test]
+    fn an_injected_fault_hits_close_to_the_asked_rate() {
+        let plan = FaultPlan::new(99);
+        plan.activate("ses_throttle", FaultTarget::SesSend, 0.3, FaultEffect::Throttle);
+        let n = 20_000;
+        let hits = (0..n)
+            .filter(|_| matches!(plan.decide("SESv2", "SendEmail"), Decision::Answer { .. }))
+            .count() as f64;
+        // Binomial(20000, 0.3): sd ≈ 64.8; 5 sd either side is a false alarm once in ~3.5 million runs.
+        let expected = 0.3 * n as f64;
+        assert!((hits - expected).abs() < 5.0 * 64.8, "{hits} hits, expected {expected}");
+        assert_eq!(plan.counts()["ses_throttle"], hits as u64);
+        // Other operations are untouched.
+        assert!((0..1000).all(|_| matches!(plan.decide("SQS", "ReceiveMessage"), Decision::Pass { .. })));
+    }
+
+    #[test]
+    fn a_deactivated_fault_stops_hitting() {
+        let plan = FaultPlan::new(1);
+        let id = plan.activate("dynamo", FaultTarget::DynamoDb, 1.0, FaultEffect::Throttle);
+        assert!(matches!(plan.decide("DynamoDB", "UpdateItem"), Decision::Answer { .. }));
+        plan.deactivate(id);
+        assert!(matches!(plan.decide("DynamoDB", "UpdateItem"), Decision::Pass { .. }));
+        assert!(plan.active().is_empty());
+    }
+}

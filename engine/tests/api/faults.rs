@@ -1,0 +1,130 @@
+use engine::aws::AwsClients;
+use engine::faults::{FaultEffect, FaultPlan, FaultTarget, SesQuota};
+use engine::mailer::{Email, MailError, Mailer, SesV1Mailer, SesV2Mailer};
+
+use crate::helpers::shared_stack;
+
+fn email(to: &str) -> Email {
+    Email {
+        from: "courier@example.com".into(),
+        to: to.into(),
+        subject: "Fault test".into(),
+        text: "t".into(),
+        attachment: None,
+    }
+}
+
+#[tokio::test]
+async fn injected_ses_faults_arrive_as_the_services_own_errors_in_both_api_versions() {
+    let stack = shared_stack().await;
+    let plan = FaultPlan::new(7);
+    let clients = AwsClients::with_faults(stack, plan.clone()).await;
+    clients
+        .ses
+        .verify_email_identity()
+        .email_address("courier@example.com")
+        .send()
+        .await
+        .unwrap();
+    let _ = clients
+        .sesv2
+        .create_email_identity()
+        .email_identity("courier@example.com")
+        .send()
+        .await;
+    let v2 = SesV2Mailer::new(clients.sesv2.clone());
+    let v1 = SesV1Mailer::new(clients.ses.clone());
+    let mailers: [&dyn Mailer; 2] = [&v2, &v1];
+
+    let reject = plan.activate("ses_reject", FaultTarget::SesSend, 1.0, FaultEffect::Reject);
+    for mailer in mailers {
+        let error = mailer.send(&email("fault-reject@example.com")).await.unwrap_err();
+        assert!(
+            matches!(&error, MailError::Rejected(m) if m.contains("MessageRejected")),
+            "{}: {error}",
+            mailer.name()
+        );
+    }
+    plan.deactivate(reject);
+
+    let throttle = plan.activate("ses_throttle", FaultTarget::SesSend, 1.0, FaultEffect::Throttle);
+    for mailer in mailers {
+        let error = mailer.send(&email("fault-throttle@example.com")).await.unwrap_err();
+        assert!(matches!(error, MailError::Throttled(_)), "{}: {error}", mailer.name());
+    }
+    plan.deactivate(throttle);
+    // The SDK itself retries throttling (3 attempts), as it would against SES.
+    assert_eq!(plan.counts()["ses_throttle"], 6);
+
+    // SES's rate limit: a 3/s account answers "Maximum sending rate exceeded" to a burst;
+    // the SDK's own retries get every send through, no faster than the rate allows.
+    plan.set_ses_quota(Some(SesQuota {
+        max_send_rate: 3.0,
+        daily_quota: None,
+    }));
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        v1.send(&email(&format!("quota{i}@example.com")))
+            .await
+            .expect("retried until admitted");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // 3 sends fit the first second's bucket; the other 7 need 7/3 s of refill at least.
+    assert!(elapsed >= 7.0 / 3.0, "10 sends at 3/s took only {elapsed:.2}s");
+    assert!(plan.counts()["ses_quota"] >= 1, "the quota throttled some attempts");
+    plan.set_ses_quota(None);
+    assert!(
+        v2.send(&email("fault-none@example.com")).await.is_ok(),
+        "no fault in force: the send goes through"
+    );
+}
+
+#[tokio::test]
+async fn injected_dynamodb_throttling_and_sqs_errors_surface_after_the_sdks_retries() {
+    let stack = shared_stack().await;
+    let plan = FaultPlan::new(8);
+    let clients = AwsClients::with_faults(stack, plan.clone()).await;
+    plan.activate("dynamodb_throttle", FaultTarget::DynamoDb, 1.0, FaultEffect::Throttle);
+    let error = clients.dynamodb.list_tables().send().await.unwrap_err();
+    let text = engine_error_text(&error);
+    assert!(text.contains("ProvisionedThroughputExceeded"), "{text}");
+
+    plan.activate(
+        "sqs_receive_error",
+        FaultTarget::SqsReceive,
+        1.0,
+        FaultEffect::ServerError,
+    );
+    let queue = clients
+        .sqs
+        .create_queue()
+        .queue_name("fault-probe")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    assert!(clients.sqs.receive_message().queue_url(&queue).send().await.is_err());
+    assert!(
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&queue)
+            .message_body("x")
+            .send()
+            .await
+            .is_ok(),
+        "sends are untouched"
+    );
+    assert_eq!(plan.counts()["sqs_receive_error"], 3, "three attempts, all refused");
+}
+
+fn engine_error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{error:?}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(" / {cause:?}"));
+        source = cause.source();
+    }
+    text
+}
