@@ -183,6 +183,13 @@ impl FaultPlan {
         faults.retain(|f| f.id != id);
     }
 
+    /// Lifts every fault and the SES quota.
+    pub fn clear(&self) {
+        self.faults.write().expect("faults lock").clear();
+        self.set_ses_quota(None);
+        tracing::info!("all faults off");
+    }
+
     /// Puts SES's sending limits in force (`None` lifts them).
     pub fn set_ses_quota(&self, quota: Option<SesQuota>) {
         let now = Instant::now();

@@ -71,6 +71,8 @@ pub trait MessageQueue: Send + Sync {
         message: &OutboundMessage,
         delay: Duration,
     ) -> Result<(), QueueError>;
+    /// Enqueues a body as it is, unchecked: for fault injection (poison) and tooling.
+    async fn send_raw(&self, priority: Priority, body: &str, send_id: Option<&str>) -> Result<(), QueueError>;
     async fn receive(&self, queue: QueueRef, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
     async fn delete(&self, message: &ReceivedMessage) -> Result<(), QueueError>;
     /// Makes a received message visible again after `timeout`.
@@ -180,6 +182,21 @@ impl MessageQueue for SqsQueues {
             .send()
             .await
             .map_err(|e| Self::error(queue, &e))?;
+        Ok(())
+    }
+
+    async fn send_raw(&self, priority: Priority, body: &str, send_id: Option<&str>) -> Result<(), QueueError> {
+        let queue = QueueRef::Main(priority);
+        let mut send = self.client.send_message().queue_url(self.url(queue)).message_body(body);
+        if let Some(id) = send_id {
+            let attribute = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(id)
+                .build()
+                .expect("data type is set");
+            send = send.message_attributes("sendId", attribute);
+        }
+        send.send().await.map_err(|e| Self::error(queue, &e))?;
         Ok(())
     }
 

@@ -59,6 +59,16 @@ async fn fetch_json(client: &reqwest::Client, url: &str) -> Result<Value, StackE
     response.json().await.map_err(|e| fail(e.to_string()))
 }
 
+/// One message reaches each address once, however often a record lists it
+/// (moto adds a raw message's `To:` header to the destinations it was given).
+fn distinct(addresses: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    addresses
+        .into_iter()
+        .filter(|a| seen.insert(a.to_ascii_lowercase()))
+        .collect()
+}
+
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
@@ -99,7 +109,7 @@ fn parse_localstack(body: &Value) -> Vec<SentEmail> {
             SentEmail {
                 message_id: m["Id"].as_str().unwrap_or_default().to_string(),
                 source: m["Source"].as_str().unwrap_or_default().to_string(),
-                to,
+                to: distinct(to),
                 subject: m["Subject"].as_str().map(str::to_string),
                 raw,
                 recorded_by: "ses",
@@ -113,7 +123,7 @@ fn parse_moto(body: &Value) -> Vec<SentEmail> {
     let simple = ses["Message"].as_array().into_iter().flatten().map(|m| SentEmail {
         message_id: m["id"].as_str().unwrap_or_default().to_string(),
         source: m["source"].as_str().unwrap_or_default().to_string(),
-        to: strings(&m["destinations"]["ToAddresses"]),
+        to: distinct(strings(&m["destinations"]["ToAddresses"])),
         subject: m["subject"].as_str().map(str::to_string),
         raw: None,
         recorded_by: "sesv2",
@@ -121,7 +131,7 @@ fn parse_moto(body: &Value) -> Vec<SentEmail> {
     let raw = ses["RawMessage"].as_array().into_iter().flatten().map(|m| SentEmail {
         message_id: m["id"].as_str().unwrap_or_default().to_string(),
         source: m["source"].as_str().unwrap_or_default().to_string(),
-        to: strings(&m["destinations"]),
+        to: distinct(strings(&m["destinations"])),
         subject: None,
         raw: m["raw_data"].as_str().map(str::to_string),
         recorded_by: "sesv2",
@@ -142,5 +152,14 @@ mod tests {
             parse_localstack(&body)[0].to,
             vec!["ann@example.com", "bob@example.com"]
         );
+    }
+
+    #[test]
+    fn a_raw_message_that_moto_lists_twice_counts_once_per_recipient() {
+        let body = serde_json::json!({ "ses": { "RawMessage": [{
+            "id": "m1", "source": "a@example.com",
+            "destinations": ["Ann@example.com", "ann@example.com"], "raw_data": "To: ann@example.com\r\n\r\nx"
+        }] } });
+        assert_eq!(parse_moto(&body)[0].to, vec!["Ann@example.com"]);
     }
 }

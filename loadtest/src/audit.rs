@@ -1,0 +1,142 @@
+//! Conservation audit, in the manner of Jepsen's queue checker: every message
+//! accepted must end somewhere, once.
+//!
+//! - lost: accepted, never terminal (still PENDING/QUEUED at the end, or missing);
+//! - duplicated: mailed more than once;
+//! - unexpected: mailed, never accepted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+/// What the audit found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Audit {
+    /// Messages the API said it accepted.
+    pub accepted: u64,
+    /// Records found for them in the status store.
+    pub records_found: u64,
+    pub by_status: BTreeMap<String, u64>,
+    pub lost: u64,
+    /// Extra sends beyond the first, summed over recipients.
+    pub duplicated: u64,
+    pub unexpected: u64,
+    /// Messages in the dead-letter queues at the end.
+    pub dead_lettered: u64,
+    pub poison_injected: u64,
+    /// Whether a provider record of sent mail was available to check against.
+    pub mail_record_checked: bool,
+    /// The first few lost messages, for a human to look at.
+    pub lost_examples: Vec<String>,
+    /// The first few recipients mailed more than once, with their counts.
+    pub duplicate_examples: Vec<String>,
+    pub error_reasons: BTreeMap<String, u64>,
+}
+
+/// One accepted message as the store holds it at the end of the run.
+#[derive(Debug, Clone)]
+pub struct FinalRecord {
+    pub send_id: String,
+    pub recipient: String,
+    pub status: String,
+    pub error_reason: Option<String>,
+}
+
+/// Checks conservation. `mailed` counts each recipient's emails sent during the
+/// run (from the provider's record), when there is one.
+pub fn audit(
+    accepted: u64,
+    records: &[FinalRecord],
+    mailed: Option<&HashMap<String, u64>>,
+    dead_lettered: u64,
+    poison_injected: u64,
+) -> Audit {
+    let mut result = Audit {
+        accepted,
+        records_found: records.len() as u64,
+        dead_lettered,
+        poison_injected,
+        mail_record_checked: mailed.is_some(),
+        ..Audit::default()
+    };
+    for record in records {
+        *result.by_status.entry(record.status.clone()).or_default() += 1;
+        if record.status != "SENT" && record.status != "ERROR" {
+            result.lost += 1;
+            if result.lost_examples.len() < 10 {
+                result
+                    .lost_examples
+                    .push(format!("{} ({})", record.send_id, record.status));
+            }
+        }
+        if let Some(reason) = &record.error_reason {
+            if record.status == "ERROR" {
+                // Group by the reason's stable head, not its unique ids.
+                let head: String = reason.chars().take(60).collect();
+                *result.error_reasons.entry(head).or_default() += 1;
+            }
+        }
+    }
+    // Accepted but with no record at all counts as lost too.
+    result.lost += accepted.saturating_sub(records.len() as u64);
+    if let Some(mailed) = mailed {
+        let accepted_recipients: HashSet<String> = records.iter().map(|r| r.recipient.to_ascii_lowercase()).collect();
+        for (recipient, count) in mailed {
+            if accepted_recipients.contains(&recipient.to_ascii_lowercase()) {
+                result.duplicated += count.saturating_sub(1);
+                if *count > 1 && result.duplicate_examples.len() < 10 {
+                    result.duplicate_examples.push(format!("{recipient} ×{count}"));
+                }
+            } else {
+                result.unexpected += count;
+            }
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, to: &str, status: &str) -> FinalRecord {
+        FinalRecord {
+            send_id: id.into(),
+            recipient: to.into(),
+            status: status.into(),
+            error_reason: (status == "ERROR").then(|| "rejected: MessageRejected".into()),
+        }
+    }
+
+    #[test]
+    fn a_clean_run_has_nothing_lost_duplicated_or_unexpected() {
+        let records = vec![record("1", "a@x.com", "SENT"), record("2", "b@x.com", "ERROR")];
+        let mailed = HashMap::from([("a@x.com".to_string(), 1)]);
+        let result = audit(2, &records, Some(&mailed), 0, 0);
+        assert_eq!((result.lost, result.duplicated, result.unexpected), (0, 0, 0));
+        assert_eq!(result.by_status["SENT"], 1);
+        assert_eq!(result.error_reasons["rejected: MessageRejected"], 1);
+    }
+
+    #[test]
+    fn stuck_missing_doubled_and_stray_mail_are_each_counted() {
+        let records = vec![
+            record("1", "a@x.com", "SENT"),
+            record("2", "b@x.com", "QUEUED"),
+            record("3", "c@x.com", "PENDING"),
+        ];
+        let mailed = HashMap::from([("a@x.com".to_string(), 3), ("stranger@x.com".to_string(), 1)]);
+        let result = audit(4, &records, Some(&mailed), 0, 0);
+        assert_eq!(result.lost, 3, "two stuck and one with no record");
+        assert_eq!(result.duplicated, 2);
+        assert_eq!(result.unexpected, 1);
+        assert_eq!(result.lost_examples.len(), 2);
+    }
+
+    #[test]
+    fn without_a_mail_record_only_the_store_is_checked() {
+        let result = audit(1, &[record("1", "a@x.com", "SENT")], None, 0, 0);
+        assert!(!result.mail_record_checked);
+        assert_eq!((result.lost, result.duplicated, result.unexpected), (0, 0, 0));
+    }
+}

@@ -1,0 +1,221 @@
+//! Drives the ingest API with goose, as an open model.
+//!
+//! Goose runs a closed model (users loop over transactions), so arrivals are
+//! decoupled from users: every user takes the next arrival from one shared
+//! schedule, waits for its intended time and makes the request. A request that
+//! starts later than the tolerance is counted as late (the users could not
+//! keep up), and its latency is measured from the intended time, so slowness
+//! in the harness is never hidden (coordinated omission).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use goose::config::GooseConfiguration;
+use goose::prelude::*;
+use scenarios::{Arrival, Request};
+use serde_json::Value;
+
+/// What became of one arrival.
+#[derive(Debug, Clone)]
+pub struct RequestOutcome {
+    pub index: usize,
+    pub intended_secs: f64,
+    pub started_secs: f64,
+    pub is_campaign: bool,
+    pub status: Option<u16>,
+    pub response: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// The shared schedule and what the users made of it.
+pub struct Driver {
+    arrivals: Vec<Arrival>,
+    next: AtomicUsize,
+    start: Instant,
+    traffic: Duration,
+    lateness_tolerance: Duration,
+    late: AtomicU64,
+    outcomes: Mutex<Vec<RequestOutcome>>,
+    api_key: Option<String>,
+}
+
+impl Driver {
+    pub fn new(arrivals: Vec<Arrival>, start: Instant, traffic: Duration, api_key: Option<String>) -> Arc<Self> {
+        Arc::new(Self {
+            arrivals,
+            next: AtomicUsize::new(0),
+            start,
+            traffic,
+            lateness_tolerance: Duration::from_millis(100),
+            late: AtomicU64::new(0),
+            outcomes: Mutex::new(Vec::new()),
+            api_key,
+        })
+    }
+
+    pub fn started(&self) -> usize {
+        self.next.load(Ordering::Relaxed).min(self.arrivals.len())
+    }
+
+    pub fn total(&self) -> usize {
+        self.arrivals.len()
+    }
+
+    pub fn late_starts(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
+
+    pub fn outcomes(&self) -> Vec<RequestOutcome> {
+        let mut outcomes = self.outcomes.lock().expect("outcomes lock").clone();
+        outcomes.sort_by_key(|o| o.index);
+        outcomes
+    }
+
+    pub fn arrival(&self, index: usize) -> &Arrival {
+        &self.arrivals[index]
+    }
+
+    /// Messages the API has said it accepted so far.
+    pub fn accepted_so_far(&self) -> u64 {
+        self.outcomes
+            .lock()
+            .expect("outcomes lock")
+            .iter()
+            .map(accepted_by)
+            .sum()
+    }
+
+    async fn next_arrival(self: &Arc<Self>, user: &mut GooseUser) -> TransactionResult {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(arrival) = self.arrivals.get(index) else {
+            // Schedule done: idle, never spin (goose calls this again at once and records each call).
+            self.next.fetch_sub(1, Ordering::Relaxed);
+            let end = self.start + self.traffic;
+            let idle = end
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(250));
+            tokio::time::sleep(idle.min(Duration::from_secs(1))).await;
+            return Ok(());
+        };
+        let intended = self.start + Duration::from_secs_f64(arrival.at_secs);
+        let now = Instant::now();
+        if intended > now {
+            tokio::time::sleep(intended - now).await;
+        } else if now - intended > self.lateness_tolerance {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
+        let started_secs = self.start.elapsed().as_secs_f64();
+        let mut outcome = RequestOutcome {
+            index,
+            intended_secs: arrival.at_secs,
+            started_secs,
+            is_campaign: matches!(arrival.request, Request::Campaign { .. }),
+            status: None,
+            response: None,
+            error: None,
+        };
+        let result = self.send(user, &arrival.request).await;
+        match result {
+            Ok((status, body)) => {
+                outcome.status = Some(status);
+                outcome.response = body;
+            }
+            Err(error) => outcome.error = Some(error),
+        }
+        let failed = outcome.status.is_none_or(|s| s >= 300);
+        let error_text = outcome
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("HTTP {:?}", outcome.status));
+        self.outcomes.lock().expect("outcomes lock").push(outcome);
+        if failed {
+            return Err(Box::new(TransactionError::Custom(error_text)));
+        }
+        Ok(())
+    }
+
+    async fn send(&self, user: &mut GooseUser, request: &Request) -> Result<(u16, Option<Value>), String> {
+        let (path, builder) = match request {
+            Request::Campaign {
+                file_name,
+                csv,
+                attachments,
+                ..
+            } => {
+                let mut form = reqwest013::multipart::Form::new().part(
+                    "file",
+                    reqwest013::multipart::Part::bytes(csv.clone()).file_name(file_name.clone()),
+                );
+                for (name, bytes) in attachments {
+                    form = form.part(
+                        format!("attachment:{name}"),
+                        reqwest013::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
+                    );
+                }
+                let path = "/campaigns/upload";
+                let builder = user
+                    .get_request_builder(&GooseMethod::Post, path)
+                    .map_err(|e| e.to_string())?;
+                (path, builder.multipart(form))
+            }
+            Request::Notification { body, .. } => {
+                let path = "/notifications";
+                let builder = user
+                    .get_request_builder(&GooseMethod::Post, path)
+                    .map_err(|e| e.to_string())?;
+                (path, builder.json(body))
+            }
+        };
+        let builder = match &self.api_key {
+            Some(key) => builder.header("x-api-key", key),
+            None => builder,
+        };
+        let goose_request = GooseRequest::builder()
+            .method(GooseMethod::Post)
+            .path(path)
+            .expect_status_code(202)
+            .set_request_builder(builder)
+            .build();
+        let response = user.request(goose_request).await.map_err(|e| e.to_string())?;
+        let response = response.response.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.ok();
+        Ok((status, body))
+    }
+}
+
+/// Messages one outcome's response says were accepted.
+pub fn accepted_by(outcome: &RequestOutcome) -> u64 {
+    match (&outcome.response, outcome.status) {
+        (Some(body), Some(202)) if outcome.is_campaign => body["accepted"].as_u64().unwrap_or(0),
+        (Some(_), Some(202)) => 1,
+        _ => 0,
+    }
+}
+
+/// Runs goose against `base_url` until the schedule's traffic time is over.
+pub async fn drive(driver: Arc<Driver>, base_url: &str, users: usize, report: &Path) -> Result<(), GooseError> {
+    let mut config = GooseConfiguration::default();
+    config.host = Some(base_url.to_string());
+    config.users = Some(users);
+    config.increase_rate = Some(users.to_string());
+    let secs = (driver.start.saturating_duration_since(Instant::now()) + driver.traffic).as_secs() + 2;
+    config.run_time = Some(format!("{secs}s"));
+    config.report_file = vec![report.display().to_string()];
+    config.no_print_metrics = true;
+    config.quiet = 1;
+    config.no_telnet = true;
+    let transaction_driver = driver.clone();
+    let transaction = Transaction::new(Arc::new(move |user| {
+        let driver = transaction_driver.clone();
+        Box::pin(async move { driver.next_arrival(user).await })
+    }))
+    .set_name("arrival");
+    GooseAttack::initialize_with_config(config)?
+        .register_scenario(scenario!("open-model arrivals").register_transaction(transaction))
+        .execute()
+        .await?;
+    Ok(())
+}

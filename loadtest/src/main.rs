@@ -1,0 +1,179 @@
+//! `loadtest run | check-stack | calibrate`: thin over the `loadtest` library.
+//! Exit codes: 0 pass, 3 SLO breach, 1 harness error (2: bad command line).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use engine::aws::AwsClients;
+use loadtest::run::{run, RunOptions};
+use loadtest::{EXIT_HARNESS_ERROR, EXIT_SLO_BREACH};
+use localstack::{Stack, StackOptions, StackTarget};
+
+#[derive(Parser)]
+#[command(name = "loadtest", about = "Courier's stress runs against the real pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario file and judge it against its SLOs.
+    Run {
+        scenario: PathBuf,
+        /// Where results.json and goose's report go (default target/loadtest/<name>-<time>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overrides the scenario's target: `local`, `aws` or a stack URL.
+        #[arg(long, env = "COURIER_STACK")]
+        stack: Option<String>,
+        /// Measure the stack's own ceiling first and report delivered msg/s against it.
+        #[arg(long)]
+        calibrate: bool,
+    },
+    /// Conformance checks of the stack (visibility, redrive, long poll, conditional writes).
+    CheckStack {
+        #[arg(long, env = "COURIER_STACK", default_value = "local")]
+        stack: String,
+    },
+    /// Measure the stack's ceiling for the pipeline's per-message call mix.
+    Calibrate {
+        #[arg(long, env = "COURIER_STACK", default_value = "local")]
+        stack: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+}
+
+async fn start_stack(stack: &str) -> anyhow::Result<Stack> {
+    let target: StackTarget = stack.parse()?;
+    Ok(Stack::start(StackOptions {
+        target,
+        ..StackOptions::default()
+    })
+    .await?)
+}
+
+async fn main_inner() -> anyhow::Result<i32> {
+    match Cli::parse().command {
+        Command::Run {
+            scenario,
+            out,
+            stack,
+            calibrate,
+        } => {
+            let outcome = run(RunOptions {
+                scenario,
+                out_dir: out,
+                stack,
+                calibrate,
+                progress: true,
+            })
+            .await?;
+            let r = &outcome.results;
+            println!("\n{} — {}", r.scenario.name, r.verdict.to_uppercase());
+            println!("{:<28} {:>14} {:>34}", "objective", "target", "measured");
+            for v in &r.slo {
+                println!(
+                    "{:<28} {:>14} {:>34} {}",
+                    v.name,
+                    v.target,
+                    v.measured,
+                    if v.pass { "ok" } else { "FAIL" }
+                );
+            }
+            println!(
+                "accepted {}  sent {}  errors {}  lost {}  duplicated {}  unexpected {}  dlq {}",
+                r.audit.accepted,
+                r.audit.by_status.get("SENT").unwrap_or(&0),
+                r.audit.by_status.get("ERROR").unwrap_or(&0),
+                r.audit.lost,
+                r.audit.duplicated,
+                r.audit.unexpected,
+                r.audit.dead_lettered
+            );
+            for (priority, p) in &r.latency_ms {
+                println!(
+                    "latency {priority:<6} n={:<6} p50 {:>8.1} ms  p95 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
+                    p.count, p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms
+                );
+            }
+            print!("delivered {:.1} msg/s", r.delivered_per_sec);
+            if let (Some(c), Some(f)) = (&r.calibration, r.fraction_of_ceiling) {
+                print!("  (ceiling {:.1} msg/s, {:.0}% of it)", c.msgs_per_sec, f * 100.0);
+            }
+            println!(
+                "\nlate starts {}  failed requests {}",
+                r.offered.late_starts, r.offered.failed_requests
+            );
+            println!("results: {}", outcome.results_path.display());
+            Ok(if outcome.passed { 0 } else { EXIT_SLO_BREACH })
+        }
+        Command::CheckStack { stack } => {
+            let stack = start_stack(&stack).await?;
+            let clients = AwsClients::for_stack(&stack).await;
+            let prefix = format!("chk-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            let results = loadtest::check_stack::check_stack(&clients, &prefix).await;
+            for r in &results {
+                println!(
+                    "{} {:<55} {} ({} ms)",
+                    if r.pass { "ok  " } else { "FAIL" },
+                    r.name,
+                    r.detail,
+                    r.millis
+                );
+            }
+            Ok(if results.iter().all(|r| r.pass) {
+                0
+            } else {
+                EXIT_SLO_BREACH
+            })
+        }
+        Command::Calibrate {
+            stack,
+            seconds,
+            concurrency,
+        } => {
+            let stack = start_stack(&stack).await?;
+            let clients = AwsClients::for_stack(&stack).await;
+            let mut settings = engine::config::Settings::default();
+            settings.resources.prefix = format!("cal-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            settings.sender.enabled = false;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let app = engine::Application::build(settings, &clients, listener).await?;
+            let c = loadtest::calibrate::calibrate(
+                std::sync::Arc::new(app.pipeline().clone()),
+                Duration::from_secs(seconds),
+                concurrency,
+            )
+            .await;
+            println!(
+                "stack ceiling: {:.1} msg/s ({} messages in {:.1} s, {} concurrent batches of 10, mailer {})",
+                c.msgs_per_sec, c.messages, c.seconds, c.concurrent_batches, c.mailer
+            );
+            Ok(0)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,loadtest=info,localstack=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match main_inner().await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("loadtest: {error:#}");
+            EXIT_HARNESS_ERROR
+        }
+    };
+    std::process::exit(code);
+}
