@@ -1,0 +1,91 @@
+//! Whole load runs against the local stack each run starts for itself.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use loadtest::run::{run, RunOptions};
+
+fn workspace_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("courier-loadtest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once() {
+    let out = scratch_dir("smoke");
+    let outcome = run(RunOptions {
+        scenario: workspace_file("scenarios/smoke.toml"),
+        out_dir: Some(out.clone()),
+        ..RunOptions::default()
+    })
+    .await
+    .expect("the harness runs");
+    let r = &outcome.results;
+    let failed: Vec<_> = r.slo.iter().filter(|v| !v.pass).collect();
+    assert!(outcome.passed, "SLOs failed: {failed:?}");
+
+    // Conservation: what the plan offered was accepted, and every accepted message was mailed once.
+    assert_eq!(
+        r.audit.accepted, r.offered.expected_messages,
+        "the API accepted what the plan expected"
+    );
+    assert_eq!(r.audit.records_found, r.audit.accepted);
+    assert_eq!(r.audit.by_status.get("SENT"), Some(&r.audit.accepted));
+    assert!(
+        r.audit.mail_record_checked,
+        "the emulator's sent-mail record was audited"
+    );
+    assert_eq!((r.audit.lost, r.audit.duplicated, r.audit.unexpected), (0, 0, 0));
+    assert!(
+        r.offered.rejected_rows > 0 && r.offered.duplicate_rows > 0,
+        "the campaign's bad rows were offered"
+    );
+
+    assert!(r.check_stack.iter().all(|c| c.pass), "{:?}", r.check_stack);
+    assert!(r.timeseries.len() >= 5, "sampled through the run");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&outcome.results_path).unwrap()).unwrap();
+    assert_eq!(written["schema_version"], 1);
+    assert_eq!(written["verdict"], "pass");
+    assert!(out.join("goose-report.html").exists(), "goose's own report is kept");
+}
+
+#[test]
+fn a_run_that_misses_its_slo_exits_with_the_breach_code_and_a_bad_scenario_with_the_harness_code() {
+    let binary = env!("CARGO_BIN_EXE_loadtest");
+    let out = scratch_dir("impossible");
+    let status = Command::new(binary)
+        .args([
+            "run",
+            &workspace_file("loadtest/tests/fixtures/impossible-slo.toml")
+                .display()
+                .to_string(),
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env_remove("COURIER_STACK")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(loadtest::EXIT_SLO_BREACH));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["verdict"], "fail");
+    assert_eq!(results["audit"]["lost"], 0, "a slow run is still a complete one");
+
+    let typo = workspace_file("loadtest/tests/fixtures/typo.toml");
+    let output = Command::new(binary)
+        .args(["run", &typo.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(loadtest::EXIT_HARNESS_ERROR));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("typo.toml:5: duration_sec"),
+        "the error names file, line and field: {stderr}"
+    );
+}
