@@ -123,6 +123,16 @@ impl Metrics {
         }
     }
 
+    /// Accepted→SENT latency so far at priority `p`: (count, p50, p95, p99) in milliseconds.
+    pub fn latency_percentiles(&self, priority: Priority) -> (u64, f64, f64, f64) {
+        let histogram = self.latency[priority.index()].lock().expect("latency histogram lock");
+        if histogram.is_empty() {
+            return (0, 0.0, 0.0, 0.0);
+        }
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        (histogram.len(), ms(0.5), ms(0.95), ms(0.99))
+    }
+
     fn slot(&self, priority: Priority) -> &PerPriority {
         &self.per_priority[priority.index()]
     }

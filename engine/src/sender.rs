@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::{stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{MessageBody, OutboundMessage, Priority, SendId};
@@ -31,64 +33,108 @@ pub enum Outcome {
     Left(String),
 }
 
-/// Runs `workers` sender loops until `shutdown` is cancelled; in-flight sends finish.
+/// Runs `workers` sender loops until `shutdown` is cancelled; in-flight sends
+/// finish and fetched-but-unstarted messages go back to their queues. Dropping
+/// (or aborting) the returned future stops every worker and fetcher at once,
+/// as a crash would: SQS redelivers what they held after its visibility timeout.
 pub async fn run_senders(pipeline: Pipeline, shutdown: CancellationToken) {
-    let workers = pipeline.settings.sender.workers;
-    let handles: Vec<_> = (0..workers)
-        .map(|worker| {
-            let pipeline = pipeline.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move { worker_loop(worker, pipeline, shutdown).await })
-        })
-        .collect();
-    for handle in handles {
-        if let Err(error) = handle.await {
-            tracing::error!(%error, "sender worker panicked");
+    let mut workers = JoinSet::new();
+    for worker in 0..pipeline.settings.sender.workers {
+        workers.spawn(worker_loop(worker, pipeline.clone(), shutdown.clone()));
+    }
+    while let Some(result) = workers.join_next().await {
+        if let Err(error) = result {
+            if error.is_panic() {
+                tracing::error!(%error, "sender worker panicked");
+            }
         }
+    }
+}
+
+/// Keeps a long poll open on one queue and hands each batch to its worker.
+/// The channel holds one batch, so a fetcher only receives when its worker
+/// will take the batch soon (messages do not age in a buffer).
+async fn fetch(
+    priority: Priority,
+    pipeline: Pipeline,
+    inbox: mpsc::Sender<Vec<ReceivedMessage>>,
+    shutdown: CancellationToken,
+) {
+    let long_poll = Duration::from_secs(pipeline.settings.queues.long_poll_secs.into());
+    loop {
+        let permit = tokio::select! {
+            permit = inbox.reserve() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        // Not raced with shutdown: a receive dropped mid-way would hide its messages
+        // for a whole visibility timeout. It ends within `long_poll` anyway.
+        match pipeline
+            .queues
+            .receive(QueueRef::Main(priority), MAX_BATCH, long_poll)
+            .await
+        {
+            Ok(messages) if !messages.is_empty() => {
+                if shutdown.is_cancelled() {
+                    release(&pipeline, &messages).await;
+                    return;
+                }
+                permit.send(messages);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%priority, %error, "receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Makes messages visible again at once, for another worker to take.
+async fn release(pipeline: &Pipeline, messages: &[ReceivedMessage]) {
+    for message in messages {
+        let _ = pipeline.queues.set_visibility(message, Duration::ZERO).await;
     }
 }
 
 async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationToken) {
     let settings = &pipeline.settings;
     let schedule = weighted_schedule(|p| settings.sender.weights.of(p));
-    let long_poll = Duration::from_secs(settings.queues.long_poll_secs.into());
+    let mut fetchers = JoinSet::new();
+    let mut inboxes = Vec::with_capacity(3);
+    for priority in Priority::ALL {
+        let (tx, rx) = mpsc::channel(1);
+        fetchers.spawn(fetch(priority, pipeline.clone(), tx, shutdown.clone()));
+        inboxes.push(rx);
+    }
     let mut turn = worker; // workers start at different points of the schedule
     tracing::info!(worker, ?schedule, "sender worker started");
-    while !shutdown.is_cancelled() {
+    loop {
         let preferred = schedule[turn % schedule.len()];
         turn += 1;
-        // The scheduled queue first, then the others in priority order, without waiting.
+        // The scheduled queue first, then the others in priority order.
         let order = std::iter::once(preferred).chain(Priority::ALL.into_iter().filter(|p| *p != preferred));
-        let mut received = Vec::new();
-        for priority in order {
-            match pipeline
-                .queues
-                .receive(QueueRef::Main(priority), MAX_BATCH, Duration::ZERO)
-                .await
-            {
-                Ok(messages) if !messages.is_empty() => {
-                    received = messages;
-                    break;
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(worker, %error, "receive failed");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+        let ready = order.into_iter().find_map(|p| inboxes[p.index()].try_recv().ok());
+        let batch = match ready {
+            Some(batch) => batch,
+            None => {
+                let [high, medium, low] = &mut inboxes[..] else {
+                    unreachable!("three inboxes")
+                };
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    Some(batch) = high.recv() => batch,
+                    Some(batch) = medium.recv() => batch,
+                    Some(batch) = low.recv() => batch,
+                    else => break,
                 }
             }
-        }
-        if received.is_empty() {
-            // All empty: long-poll every queue at once, so an arrival anywhere wakes us.
-            let polls = Priority::ALL.map(|p| pipeline.queues.receive(QueueRef::Main(p), MAX_BATCH, long_poll));
-            let results = tokio::select! {
-                results = futures::future::join_all(polls) => results,
-                _ = shutdown.cancelled() => break,
-            };
-            received = results.into_iter().filter_map(Result::ok).flatten().collect();
-        }
-        let concurrency = settings.sender.concurrency;
-        stream::iter(received)
-            .for_each_concurrent(concurrency, |message| {
+        };
+        stream::iter(batch)
+            .for_each_concurrent(settings.sender.concurrency, |message| {
                 let pipeline = &pipeline;
                 async move {
                     let outcome = process(pipeline, &message).await;
@@ -96,6 +142,13 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationTo
                 }
             })
             .await;
+    }
+    while fetchers.join_next().await.is_some() {}
+    for inbox in &mut inboxes {
+        inbox.close();
+        while let Ok(batch) = inbox.try_recv() {
+            release(&pipeline, &batch).await;
+        }
     }
     tracing::info!(worker, "sender worker stopped");
 }

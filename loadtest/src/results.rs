@@ -81,7 +81,17 @@ pub struct Sample {
     pub retries_per_sec: f64,
     /// Per queue (`high`, `high-dlq`, …): visible + in flight.
     pub queue_depths: BTreeMap<String, QueueDepthSample>,
+    /// Accepted→SENT so far, per priority, as the engine measures it.
+    pub latency_ms: BTreeMap<String, LatencySample>,
     pub active_faults: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LatencySample {
+    pub count: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -25,7 +25,8 @@ use crate::check_stack::check_stack;
 use crate::driver::{drive, Driver};
 use crate::latency::LatencyByPriority;
 use crate::results::{
-    FaultWindow, MachineInfo, Offered, QueueDepthSample, RunResults, Sample, ScenarioInfo, StackInfo, SCHEMA_VERSION,
+    FaultWindow, LatencySample, MachineInfo, Offered, QueueDepthSample, RunResults, Sample, ScenarioInfo, StackInfo,
+    SCHEMA_VERSION,
 };
 use crate::slo::{evaluate, Measured};
 
@@ -349,6 +350,13 @@ async fn sample(
         errors_per_sec: rate(errors, previous.map(|p| p.errors)),
         retries_per_sec: rate(retries, previous.map(|p| p.retries)),
         queue_depths,
+        latency_ms: Priority::ALL
+            .iter()
+            .map(|p| {
+                let (count, p50, p95, p99) = pipeline.metrics.latency_percentiles(*p);
+                (p.to_string(), LatencySample { count, p50, p95, p99 })
+            })
+            .collect(),
         active_faults: plan.active(),
     }
 }
@@ -591,7 +599,9 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         task.abort();
     }
     fault_plan.clear();
-    stack.set_paused(false);
+    if scenario.faults.iter().any(|f| f.kind == FaultKind::PauseStack) {
+        stack.set_paused(false);
+    }
     {
         let mut senders = shared.senders.lock().await;
         if senders.handle.is_none() {

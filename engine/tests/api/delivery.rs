@@ -239,3 +239,52 @@ async fn a_throttled_send_goes_back_to_its_queue_and_is_sent_on_a_later_receive(
     assert_eq!(app.sent_mail().await.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn aborted_senders_stop_sending_at_once_and_a_restart_delivers_what_waited() {
+    let mut settings = test_settings(MailerKind::DryRun);
+    settings.sender.enabled = false;
+    let app = spawn_app(settings).await;
+    let post = |name: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .post_notification(json!({ "type": "reminder", "recipient": app.address_for(name), "body": "b" }))
+                .await;
+            response.json::<serde_json::Value>().await.unwrap()["sendId"]
+                .as_str()
+                .unwrap()
+                .parse::<SendId>()
+                .unwrap()
+        }
+    };
+    let senders = tokio::spawn(engine::sender::run_senders(
+        app.pipeline.clone(),
+        CancellationToken::new(),
+    ));
+    let first = post("before-crash").await;
+    assert_eq!(
+        app.wait_final(first, Duration::from_secs(30)).await.status,
+        SendStatus::Sent
+    );
+
+    senders.abort(); // a crash: no graceful shutdown
+    let _ = senders.await;
+    let second = post("during-crash").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.record(second).await.unwrap().status,
+        SendStatus::Queued,
+        "no worker survived the abort"
+    );
+
+    let shutdown = CancellationToken::new();
+    let restarted = tokio::spawn(engine::sender::run_senders(app.pipeline.clone(), shutdown.clone()));
+    assert_eq!(
+        app.wait_final(second, Duration::from_secs(30)).await.status,
+        SendStatus::Sent
+    );
+    shutdown.cancel();
+    restarted.await.unwrap();
+    app.stop().await;
+}
