@@ -12,7 +12,6 @@ use crate::blobs::{BlobError, BlobStore};
 use crate::config::Settings;
 use crate::domain::{
     Attachment, BatchId, EmailAddress, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord,
-    SendStatus,
 };
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
@@ -99,24 +98,7 @@ impl Pipeline {
             .into_iter()
             .collect::<Result<_, _>>()?;
 
-        let records: Vec<SendRecord> = outbound
-            .iter()
-            .map(|m| SendRecord {
-                send_id: m.send_id,
-                batch_id: m.batch_id,
-                kind: m.kind,
-                priority: m.priority,
-                recipient: m.recipient.clone(),
-                subject: m.subject.clone(),
-                status: SendStatus::Pending,
-                created_at: now,
-                updated_at: now,
-                sent_at: None,
-                attempts: 0,
-                provider_message_id: None,
-                error_reason: None,
-            })
-            .collect();
+        let records: Vec<SendRecord> = outbound.iter().map(SendRecord::pending).collect();
         // Recorded before enqueued, so a sender never meets a message with no record.
         self.store.put_pending(&records).await?;
         self.metrics.record_upload(records.len(), 0, 0);

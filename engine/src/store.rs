@@ -98,11 +98,20 @@ fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
+type UpdateItem = aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+
+/// Makes an update refuse records that are already SENT or ERROR.
+fn unless_final(update: UpdateItem) -> UpdateItem {
+    update
+        .condition_expression("attribute_exists(sendId) AND NOT (#status IN (:sent, :error))")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":sent", s(SendStatus::Sent.as_str()))
+        .expression_attribute_values(":error", s(SendStatus::Error.as_str()))
+}
+
 fn service_error(error: &(dyn std::error::Error + 'static)) -> StoreError {
     StoreError::Service(describe(error))
 }
-
-const TERMINAL_CONDITION: &str = "attribute_exists(sendId) AND NOT (#status IN (:sent, :error))";
 
 impl DynamoStatusStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
@@ -206,17 +215,11 @@ impl DynamoStatusStore {
         removes: &[&str],
     ) -> Result<bool, StoreError> {
         let mut expression = String::from("SET #status = :new, updatedAt = :now");
-        let mut update = self
-            .client
-            .update_item()
+        let mut update = unless_final(self.client.update_item())
             .table_name(&self.table)
             .key("sendId", s(id.to_string()))
-            .condition_expression(TERMINAL_CONDITION)
-            .expression_attribute_names("#status", "status")
             .expression_attribute_values(":new", s(status.as_str()))
-            .expression_attribute_values(":now", s(timestamp(Utc::now())))
-            .expression_attribute_values(":sent", s(SendStatus::Sent.as_str()))
-            .expression_attribute_values(":error", s(SendStatus::Error.as_str()));
+            .expression_attribute_values(":now", s(timestamp(Utc::now())));
         for (i, (name, value)) in sets.iter().enumerate() {
             expression.push_str(&format!(", {name} = :v{i}"));
             update = update.expression_attribute_values(format!(":v{i}"), s(value));
@@ -253,7 +256,7 @@ impl DynamoStatusStore {
         }
     }
 
-    fn queued_update(&self, id: SendId) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn queued_update(&self, id: SendId) -> UpdateItem {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -382,19 +385,13 @@ impl StatusStore for DynamoStatusStore {
     }
 
     async fn begin_attempt(&self, id: SendId) -> Result<Claim, StoreError> {
-        let result = self
-            .client
-            .update_item()
+        let result = unless_final(self.client.update_item())
             .table_name(&self.table)
             .key("sendId", s(id.to_string()))
             .update_expression("SET attempts = if_not_exists(attempts, :zero) + :one, updatedAt = :now")
-            .condition_expression(TERMINAL_CONDITION)
-            .expression_attribute_names("#status", "status")
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":now", s(timestamp(Utc::now())))
-            .expression_attribute_values(":sent", s(SendStatus::Sent.as_str()))
-            .expression_attribute_values(":error", s(SendStatus::Error.as_str()))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;

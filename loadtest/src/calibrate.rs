@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use engine::domain::{MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord, SendStatus};
+use engine::domain::{MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord};
 use engine::pipeline::Pipeline;
 use engine::queue::{QueueRef, MAX_BATCH};
 use futures::future::join_all;
@@ -24,36 +24,20 @@ pub struct Calibration {
 }
 
 fn message(recipient: String) -> (OutboundMessage, SendRecord) {
-    let now = Utc::now();
-    let send_id = SendId::new();
     let message = OutboundMessage {
-        send_id,
-        batch_id: None,
-        kind: MessageKind::Subscription,
-        priority: Priority::Low,
-        recipient: recipient.clone(),
-        subject: "Calibration".into(),
-        body: MessageBody::Inline {
-            text: "Calibration message.".into(),
-        },
-        attachment: None,
-        accepted_at: now,
-    };
-    let record = SendRecord {
-        send_id,
+        send_id: SendId::new(),
         batch_id: None,
         kind: MessageKind::Subscription,
         priority: Priority::Low,
         recipient,
         subject: "Calibration".into(),
-        status: SendStatus::Pending,
-        created_at: now,
-        updated_at: now,
-        sent_at: None,
-        attempts: 0,
-        provider_message_id: None,
-        error_reason: None,
+        body: MessageBody::Inline {
+            text: "Calibration message.".into(),
+        },
+        attachment: None,
+        accepted_at: Utc::now(),
     };
+    let record = SendRecord::pending(&message);
     (message, record)
 }
 

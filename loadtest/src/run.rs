@@ -141,34 +141,29 @@ struct Shared {
 }
 
 async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), String> {
-    use engine::domain::{MessageKind, SendStatus};
+    use engine::domain::{MessageBody, MessageKind, OutboundMessage};
     for i in 0..count {
         let priority = Priority::ALL[(i % 3) as usize];
-        let send_id = SendId::new();
-        let now = Utc::now();
+        let message = OutboundMessage {
+            send_id: SendId::new(),
+            batch_id: None,
+            kind: MessageKind::Offer,
+            priority,
+            recipient: format!("poison.{i}@example.com"),
+            subject: "poison".into(),
+            body: MessageBody::Inline { text: "poison".into() },
+            attachment: None,
+            accepted_at: Utc::now(),
+        };
         pipeline
             .store
-            .put_pending(&[SendRecord {
-                send_id,
-                batch_id: None,
-                kind: MessageKind::Offer,
-                priority,
-                recipient: format!("poison.{i}@example.com"),
-                subject: "poison".into(),
-                status: SendStatus::Pending,
-                created_at: now,
-                updated_at: now,
-                sent_at: None,
-                attempts: 0,
-                provider_message_id: None,
-                error_reason: None,
-            }])
+            .put_pending(&[SendRecord::pending(&message)])
             .await
             .map_err(|e| e.to_string())?;
         // A body no sender can decode, carrying a real sendId: it must end in the DLQ.
         pipeline
             .queues
-            .send_raw(priority, "{\"poison\": true", Some(&send_id.to_string()))
+            .send_raw(priority, "{\"poison\": true", Some(&message.send_id.to_string()))
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -195,10 +190,9 @@ fn fault_detail(fault: &FaultSpec) -> String {
     parts.join(", ")
 }
 
-/// Runs one fault from its start to its end on the run's clock.
-async fn run_fault(
-    fault: FaultSpec,
-    index: usize,
+/// What every fault of a run acts on.
+#[derive(Clone)]
+struct FaultContext {
     start: Instant,
     traffic_end: Duration,
     plan: Arc<FaultPlan>,
@@ -206,7 +200,19 @@ async fn run_fault(
     stack: Arc<Stack>,
     pipeline: Pipeline,
     stop: CancellationToken,
-) {
+}
+
+/// Runs one fault from its start to its end on the run's clock.
+async fn run_fault(fault: FaultSpec, index: usize, context: FaultContext) {
+    let FaultContext {
+        start,
+        traffic_end,
+        plan,
+        shared,
+        stack,
+        pipeline,
+        stop,
+    } = context;
     let at = start + Duration::from_secs_f64(fault.start_secs);
     tokio::select! {
         _ = tokio::time::sleep_until(at.into()) => {}
@@ -541,24 +547,21 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
     let driver = Driver::new(plan_of_traffic.arrivals.clone(), start, traffic, None);
     let stop_background = CancellationToken::new();
 
+    let fault_context = FaultContext {
+        start,
+        traffic_end: traffic,
+        plan: fault_plan.clone(),
+        shared: shared.clone(),
+        stack: stack.clone(),
+        pipeline: pipeline.clone(),
+        stop: stop_background.clone(),
+    };
     let fault_tasks: Vec<_> = scenario
         .faults
         .iter()
         .cloned()
         .enumerate()
-        .map(|(index, fault)| {
-            tokio::spawn(run_fault(
-                fault,
-                index,
-                start,
-                traffic,
-                fault_plan.clone(),
-                shared.clone(),
-                stack.clone(),
-                pipeline.clone(),
-                stop_background.clone(),
-            ))
-        })
+        .map(|(index, fault)| tokio::spawn(run_fault(fault, index, fault_context.clone())))
         .collect();
 
     let sampler = {

@@ -378,7 +378,7 @@ impl Scenario {
         if self.name.trim().is_empty() {
             return fail("name", "must not be empty".into());
         }
-        if !(self.run.duration_secs > 0.0) {
+        if !self.run.duration_secs.is_finite() || self.run.duration_secs <= 0.0 {
             return fail("run.duration_secs", "must be more than 0".into());
         }
         if self.run.users == 0 {

@@ -1,8 +1,5 @@
+use super::{BatchId, MessageKind, OutboundMessage, Priority, SendId};
 use chrono::{DateTime, Utc};
-use std::fmt;
-use std::str::FromStr;
-
-use super::{BatchId, MessageKind, Priority, SendId};
 
 /// Where a message is in its life. SENT and ERROR are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -40,21 +37,7 @@ impl SendStatus {
     }
 }
 
-impl fmt::Display for SendStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SendStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SendStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("`{s}` is not a status (PENDING, QUEUED, SENT, ERROR)"))
-    }
-}
+named_enum!(SendStatus, "status");
 
 /// What the status store holds for one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,4 +55,25 @@ pub struct SendRecord {
     pub attempts: u32,
     pub provider_message_id: Option<String>,
     pub error_reason: Option<String>,
+}
+
+impl SendRecord {
+    /// The record of a message just accepted: PENDING, no attempts yet.
+    pub fn pending(message: &OutboundMessage) -> Self {
+        Self {
+            send_id: message.send_id,
+            batch_id: message.batch_id,
+            kind: message.kind,
+            priority: message.priority,
+            recipient: message.recipient.clone(),
+            subject: message.subject.clone(),
+            status: SendStatus::Pending,
+            created_at: message.accepted_at,
+            updated_at: message.accepted_at,
+            sent_at: None,
+            attempts: 0,
+            provider_message_id: None,
+            error_reason: None,
+        }
+    }
 }
