@@ -18,6 +18,7 @@ use crate::csv_upload::{CsvLimits, CsvUploadParser, DuplicateRow, RejectedRow};
 use crate::domain::{Attachment, BatchId, EmailAddress, MessageKind, Priority};
 use crate::graphql::StatusSchema;
 use crate::pipeline::{IngestError, NewMessage, Pipeline};
+use crate::queue::QueueRef;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -102,11 +103,37 @@ async fn require_api_key(State(state): State<AppState>, headers: HeaderMap, requ
     next.run(request).await
 }
 
+/// Counters and latencies, plus every queue's depth read at scrape time.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.pipeline.metrics.render_prometheus(),
+    let pipeline = &state.pipeline;
+    let queues = Priority::ALL.into_iter().flat_map(|p| {
+        [
+            (QueueRef::Main(p), p.to_string()),
+            (QueueRef::DeadLetter(p), format!("{p}-dlq")),
+        ]
+    });
+    let depths = futures::future::join_all(
+        queues.map(|(queue, name)| async move { (name, pipeline.queues.depth(queue).await) }),
     )
+    .await;
+    let mut text = pipeline.metrics.render_prometheus();
+    text.push_str(
+        "# HELP courier_queue_messages Messages in each queue (GetQueueAttributes at scrape time).\n# TYPE courier_queue_messages gauge\n",
+    );
+    for (name, depth) in depths {
+        // A queue that cannot be read is left out rather than failing the scrape.
+        let Ok(depth) = depth else { continue };
+        for (state, value) in [
+            ("visible", depth.visible),
+            ("in_flight", depth.in_flight),
+            ("delayed", depth.delayed),
+        ] {
+            text.push_str(&format!(
+                "courier_queue_messages{{queue=\"{name}\",state=\"{state}\"}} {value}\n"
+            ));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn graphql(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {

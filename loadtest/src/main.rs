@@ -1,6 +1,7 @@
 //! `loadtest run | check-stack | calibrate`: thin over the `loadtest` library.
 //! Exit codes: 0 pass, 3 SLO breach, 1 harness error (2: bad command line).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ enum Command {
         /// Measure the stack's own ceiling first and report delivered msg/s against it.
         #[arg(long)]
         calibrate: bool,
+        /// Show the live view while the run goes on (logs then go to $TMPDIR/courier-loadtest-<pid>.log).
+        #[arg(long)]
+        tui: bool,
     },
     /// Conformance checks of the stack (visibility, redrive, long poll, conditional writes).
     CheckStack {
@@ -64,15 +68,35 @@ async fn main_inner() -> anyhow::Result<i32> {
             out,
             stack,
             calibrate,
+            tui,
         } => {
-            let outcome = run(RunOptions {
+            let show_view = tui && std::io::stdout().is_terminal();
+            let (live, view) = if show_view {
+                let (tx, rx) = tokio::sync::watch::channel(::tui::snapshot::Snapshot::default());
+                let title = format!("loadtest {}", scenario.display());
+                let view = tokio::spawn(::tui::event_loop::run(
+                    ::tui::event_loop::WatchSource(rx),
+                    title,
+                    Duration::from_millis(500),
+                ));
+                (Some(tx), Some(view))
+            } else {
+                (None, None)
+            };
+            let options = RunOptions {
                 scenario,
                 out_dir: out,
                 stack,
                 calibrate,
-                progress: true,
-            })
-            .await?;
+                progress: !show_view,
+                live,
+            };
+            let outcome = run(options).await;
+            if let Some(view) = view {
+                // The view ends when the run drops its sender, or sooner on `q`.
+                let _ = view.await;
+            }
+            let outcome = outcome?;
             let r = &outcome.results;
             println!("\n{} — {}", r.scenario.name, r.verdict.to_uppercase());
             println!("{:<28} {:>14} {:>34}", "objective", "target", "measured");
@@ -161,13 +185,29 @@ async fn main_inner() -> anyhow::Result<i32> {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,loadtest=info,localstack=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,loadtest=info,localstack=info".into());
+    // Under the live view, log lines would tear the screen: they go to a file instead.
+    let wants_view = std::env::args().any(|a| a == "--tui") && std::io::stdout().is_terminal();
+    if wants_view {
+        let path = std::env::temp_dir().join(format!("courier-loadtest-{}.log", std::process::id()));
+        match std::fs::File::create(&path) {
+            Ok(file) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init(),
+            Err(_) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::sink)
+                .init(),
+        }
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let code = match main_inner().await {
         Ok(code) => code,
         Err(error) => {

@@ -51,7 +51,7 @@ fn other(context: &str, reason: impl std::fmt::Display) -> HarnessError {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunOptions {
     pub scenario: PathBuf,
     /// Where results go; `target/loadtest/<scenario>-<time>/` by default.
@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub calibrate: bool,
     /// Print a progress line every few seconds.
     pub progress: bool,
+    /// Publish every reading for a live view (`loadtest run --tui`).
+    pub live: Option<tokio::sync::watch::Sender<tui::snapshot::Snapshot>>,
 }
 
 pub struct RunOutcome {
@@ -367,6 +369,71 @@ async fn sample(
     }
 }
 
+/// The live view's reading: the sample, the engine's counters, and the latency
+/// SLOs judged on the engine's figures so far.
+fn live_snapshot(sample: &Sample, pipeline: &Pipeline, slo: &scenarios::Slo) -> tui::snapshot::Snapshot {
+    use tui::snapshot::{Counters, Depth, Latency, Snapshot};
+    let mut snapshot = Snapshot {
+        accepted: sample.accepted as f64,
+        active_faults: sample.active_faults.clone(),
+        ..Snapshot::default()
+    };
+    for p in Priority::ALL {
+        let c = pipeline.metrics.counts(p);
+        snapshot.by_priority.insert(
+            p.to_string(),
+            Counters {
+                enqueued: c.enqueued as f64,
+                sent: c.sent as f64,
+                errors: c.errors as f64,
+                retries: c.retries as f64,
+                dead_lettered: c.dead_lettered as f64,
+            },
+        );
+        if let Some(l) = sample.latency_ms.get(p.as_str()) {
+            snapshot.latency.insert(
+                p.to_string(),
+                Latency {
+                    p50: l.p50,
+                    p95: l.p95,
+                    p99: l.p99,
+                },
+            );
+            for (label, targets, value) in [
+                ("p50", slo.p50_ms, l.p50),
+                ("p95", slo.p95_ms, l.p95),
+                ("p99", slo.p99_ms, l.p99),
+            ] {
+                let target = match p {
+                    Priority::High => targets.high,
+                    Priority::Medium => targets.medium,
+                    Priority::Low => targets.low,
+                };
+                if let Some(target) = target {
+                    snapshot.slo.push((
+                        format!("{label} {p} {value:.0} ≤ {target:.0} ms (so far)"),
+                        l.count == 0 || value <= target,
+                    ));
+                }
+            }
+        }
+    }
+    snapshot.queues = sample
+        .queue_depths
+        .iter()
+        .map(|(q, d)| {
+            (
+                q.clone(),
+                Depth {
+                    visible: d.visible as f64,
+                    in_flight: d.in_flight as f64,
+                },
+            )
+        })
+        .collect();
+    snapshot
+}
+
 fn progress_line(sample: &Sample, driver: &Driver) -> String {
     let depth = |name: &str| {
         sample
@@ -572,6 +639,8 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         let stop = stop_background.clone();
         let interval = Duration::from_millis(scenario.run.sample_interval_ms.max(100));
         let progress = options.progress;
+        let live = options.live.clone();
+        let slo = scenario.slo.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             let mut last_print = Instant::now();
@@ -582,6 +651,9 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
                 }
                 let previous = shared.samples.lock().expect("samples lock").last().cloned();
                 let s = sample(&pipeline, start, driver.accepted_so_far(), &plan, previous.as_ref()).await;
+                if let Some(live) = &live {
+                    let _ = live.send(live_snapshot(&s, &pipeline, &slo));
+                }
                 if progress && last_print.elapsed() >= Duration::from_secs(2) {
                     eprintln!("{}", progress_line(&s, &driver));
                     last_print = Instant::now();

@@ -86,5 +86,18 @@ async fn requests_without_the_right_api_key_get_401_and_change_nothing() {
         .unwrap();
     assert_eq!(response.status(), 202);
     assert_eq!(app.depth(QueueRef::Main(Priority::High)).await.visible, 1);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("courier_queue_messages{queue=\"high\",state=\"visible\"} 1\n"),
+        "/metrics reports queue depths read from SQS: {metrics}"
+    );
     app.stop().await;
 }
