@@ -47,11 +47,13 @@ impl Source for EngineSource {
 pub struct WatchSource(pub tokio::sync::watch::Receiver<Snapshot>);
 
 impl Source for WatchSource {
+    /// Waits for a reading newer than the last (a repeat would read as a zero rate).
     async fn fetch(&mut self) -> Result<Option<Snapshot>, String> {
-        if self.0.has_changed().is_err() {
-            return Ok(None);
+        match tokio::time::timeout(Duration::from_secs(5), self.0.changed()).await {
+            Ok(Ok(())) => Ok(Some(self.0.borrow_and_update().clone())),
+            Ok(Err(_)) => Ok(None),
+            Err(_) => Err("no new reading for 5 s".into()),
         }
-        Ok(Some(self.0.borrow_and_update().clone()))
     }
 }
 
