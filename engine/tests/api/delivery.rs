@@ -154,16 +154,9 @@ async fn a_poison_message_reaches_the_dead_letter_queue_after_three_receives_and
 async fn a_redelivered_message_that_is_already_sent_is_deleted_without_a_second_send() {
     let app = spawn_app(test_settings(MailerKind::Sesv2)).await;
     let recipient = app.address_for("once");
-    let response = app
-        .post_notification(
-            json!({ "type": "offer", "recipient": recipient, "subject": "20% off", "body": "Today only." }),
-        )
+    let send_id = app
+        .notify(json!({ "type": "offer", "recipient": recipient, "subject": "20% off", "body": "Today only." }))
         .await;
-    let send_id: SendId = response.json::<serde_json::Value>().await.unwrap()["sendId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
     let record = app.wait_final(send_id, Duration::from_secs(30)).await;
     assert_eq!(record.status, SendStatus::Sent);
 
@@ -216,14 +209,9 @@ async fn a_throttled_send_goes_back_to_its_queue_and_is_sent_on_a_later_receive(
     })
     .await;
     let recipient = app.address_for("throttled");
-    let response = app
-        .post_notification(json!({ "type": "reminder", "recipient": recipient, "body": "Pay by Friday." }))
+    let send_id = app
+        .notify(json!({ "type": "reminder", "recipient": recipient, "body": "Pay by Friday." }))
         .await;
-    let send_id: SendId = response.json::<serde_json::Value>().await.unwrap()["sendId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
     let record = app.wait_final(send_id, Duration::from_secs(60)).await;
     assert_eq!(
         record.status,
@@ -245,19 +233,8 @@ async fn aborted_senders_stop_sending_at_once_and_a_restart_delivers_what_waited
     let mut settings = test_settings(MailerKind::DryRun);
     settings.sender.enabled = false;
     let app = spawn_app(settings).await;
-    let post = |name: &'static str| {
-        let app = &app;
-        async move {
-            let response = app
-                .post_notification(json!({ "type": "reminder", "recipient": app.address_for(name), "body": "b" }))
-                .await;
-            response.json::<serde_json::Value>().await.unwrap()["sendId"]
-                .as_str()
-                .unwrap()
-                .parse::<SendId>()
-                .unwrap()
-        }
-    };
+    let post =
+        |name: &'static str| app.notify(json!({ "type": "reminder", "recipient": app.address_for(name), "body": "b" }));
     let senders = tokio::spawn(engine::sender::run_senders(
         app.pipeline.clone(),
         CancellationToken::new(),

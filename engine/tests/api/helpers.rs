@@ -132,6 +132,14 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Posts a notification that must be accepted, and returns its send id.
+    pub async fn notify(&self, body: Value) -> SendId {
+        let response = self.post_notification(body).await;
+        assert_eq!(response.status(), 202, "the notification is accepted");
+        let accepted: Value = response.json().await.unwrap();
+        accepted["sendId"].as_str().unwrap().parse().unwrap()
+    }
+
     pub async fn graphql(&self, query: &str) -> Value {
         let response = self
             .http

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use engine::config::MailerKind;
-use engine::domain::{SendId, SendStatus};
+use engine::domain::SendStatus;
 use serde_json::Value;
 
 use crate::helpers::{spawn_app, test_settings, wait_for, TestApp};
@@ -85,19 +85,13 @@ async fn the_ses_v1_mailer_delivers_plain_attached_and_large_messages_through_th
 #[tokio::test]
 async fn the_dry_run_mailer_marks_messages_sent_without_mailing_anyone() {
     let app = spawn_app(test_settings(MailerKind::DryRun)).await;
-    let response = app
-        .post_notification(serde_json::json!({
+    let id = app
+        .notify(serde_json::json!({
             "type": "subscription",
             "recipient": app.address_for("dry"),
             "fields": { "plan": "Pro", "renews": "2027-01-01" }
         }))
         .await;
-    assert_eq!(response.status(), 202);
-    let id: SendId = response.json::<Value>().await.unwrap()["sendId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
     let record = app.wait_final(id, Duration::from_secs(30)).await;
     assert_eq!(record.status, SendStatus::Sent);
     assert_eq!(record.subject, "Your subscription");
