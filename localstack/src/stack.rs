@@ -85,8 +85,14 @@ impl Endpoints {
         endpoints
     }
 
-    /// Applies `AWS_ENDPOINT_URL_<SERVICE>` (and `AWS_ENDPOINT_URL` for all) from the environment.
+    /// Applies `AWS_ENDPOINT_URL` (every service) and then `AWS_ENDPOINT_URL_<SERVICE>`
+    /// (one service) from the environment, as the SDK itself would.
     fn with_env_overrides(mut self) -> Self {
+        if let Some(url) = std::env::var("AWS_ENDPOINT_URL").ok().filter(|u| !u.is_empty()) {
+            for service in Service::ALL {
+                self.set(service, url.clone());
+            }
+        }
         for service in Service::ALL {
             let specific = std::env::var(format!("AWS_ENDPOINT_URL_{}", service.env_suffix())).ok();
             if let Some(url) = specific.filter(|u| !u.is_empty()) {
