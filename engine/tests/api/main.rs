@@ -10,4 +10,5 @@ mod faults;
 mod graphql;
 mod mailers;
 mod provisioning;
+mod status_store;
 mod upload_limits;
