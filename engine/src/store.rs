@@ -109,6 +109,23 @@ fn unless_final(update: UpdateItem) -> UpdateItem {
         .expression_attribute_values(":error", s(SendStatus::Error.as_str()))
 }
 
+/// A transaction cancelled because a condition did not hold (not for any other reason).
+fn refused_by_condition(
+    error: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+            .cancellation_reasons()
+            .iter()
+            .any(|reason| reason.code() == Some("ConditionalCheckFailed")),
+        _ => false,
+    }
+}
+
 fn service_error(error: &(dyn std::error::Error + 'static)) -> StoreError {
     StoreError::Service(describe(error))
 }
@@ -240,25 +257,9 @@ impl DynamoStatusStore {
         }
     }
 
-    async fn mark_queued_one(&self, id: SendId) -> Result<(), StoreError> {
-        let result = self.queued_update(id).send().await;
-        match result {
-            Ok(_) => Ok(()),
-            // Already past PENDING (a fast sender got there first): that status stands.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(service_error(&error)),
-        }
-    }
-
-    fn queued_update(&self, id: SendId) -> UpdateItem {
-        self.client
-            .update_item()
+    /// PENDING → QUEUED for one record, as an item of a transaction.
+    fn queued_update(&self, id: SendId) -> TransactWriteItem {
+        let update = Update::builder()
             .table_name(&self.table)
             .key("sendId", s(id.to_string()))
             .update_expression("SET #status = :queued, updatedAt = :now")
@@ -267,6 +268,24 @@ impl DynamoStatusStore {
             .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
             .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
             .expression_attribute_values(":now", s(timestamp(Utc::now())))
+            .build()
+            .expect("key, table and expression are set");
+        TransactWriteItem::builder().update(update).build()
+    }
+
+    async fn mark_queued_one(&self, id: SendId) -> Result<(), StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .transact_items(self.queued_update(id))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already past PENDING (a fast sender got there first): that status stands.
+            Err(error) if refused_by_condition(&error) => Ok(()),
+            Err(error) => Err(service_error(&error)),
+        }
     }
 
     async fn query_page(
@@ -349,23 +368,7 @@ impl StatusStore for DynamoStatusStore {
 
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
         for chunk in ids.chunks(TRANSACTION_MAX) {
-            let items: Vec<TransactWriteItem> = chunk
-                .iter()
-                .map(|id| {
-                    let update = Update::builder()
-                        .table_name(&self.table)
-                        .key("sendId", s(id.to_string()))
-                        .update_expression("SET #status = :queued, updatedAt = :now")
-                        .condition_expression("#status = :pending")
-                        .expression_attribute_names("#status", "status")
-                        .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
-                        .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
-                        .expression_attribute_values(":now", s(timestamp(Utc::now())))
-                        .build()
-                        .expect("key, table and expression are set");
-                    TransactWriteItem::builder().update(update).build()
-                })
-                .collect();
+            let items: Vec<TransactWriteItem> = chunk.iter().map(|id| self.queued_update(*id)).collect();
             let result = self
                 .client
                 .transact_write_items()
