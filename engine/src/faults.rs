@@ -142,6 +142,8 @@ pub struct FaultPlan {
     injected: Mutex<Vec<InjectedFault>>,
     counts: Mutex<BTreeMap<String, u64>>,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// How long the stack itself took to answer, per operation (µs), injected delays excluded.
+    answered_in: Mutex<BTreeMap<String, hdrhistogram::Histogram<u64>>>,
 }
 
 /// Injections kept for the timeline; counts keep going past it.
@@ -158,6 +160,7 @@ impl FaultPlan {
             injected: Mutex::new(Vec::new()),
             counts: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(BTreeMap::new()),
+            answered_in: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -225,6 +228,21 @@ impl FaultPlan {
     /// How many calls each operation (`Service.Operation`) made through the plan.
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.calls.lock().expect("calls lock").clone()
+    }
+
+    /// How long the stack took to answer each operation (`Service.Operation`),
+    /// in microseconds, as histograms. Injected delays and answers are not in it:
+    /// this is the stack's own speed during the run, a reference for its latencies.
+    pub fn answer_times(&self) -> BTreeMap<String, hdrhistogram::Histogram<u64>> {
+        self.answered_in.lock().expect("answer times lock").clone()
+    }
+
+    fn record_answer_time(&self, operation: &str, elapsed: Duration) {
+        let mut times = self.answered_in.lock().expect("answer times lock");
+        let histogram = times.entry(operation.to_string()).or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+        });
+        histogram.saturating_record((elapsed.as_micros() as u64).clamp(1, 600_000_000));
     }
 
     pub fn injected(&self) -> Vec<InjectedFault> {
@@ -421,13 +439,19 @@ impl HttpConnector for FaultyConnector {
         let Some((service, operation)) = tag.as_deref().and_then(|t| t.split_once('.')) else {
             return self.inner.call(request);
         };
+        let label = format!("{service}.{operation}");
         match self.plan.decide(service, operation) {
-            Decision::Pass { delay } if delay.is_zero() => self.inner.call(request),
             Decision::Pass { delay } => {
                 let inner = self.inner.clone();
+                let plan = self.plan.clone();
                 HttpConnectorFuture::new(async move {
-                    tokio::time::sleep(delay).await;
-                    inner.call(request).await
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let started = Instant::now();
+                    let response = inner.call(request).await;
+                    plan.record_answer_time(&label, started.elapsed());
+                    response
                 })
             }
             Decision::Answer { delay, response } => HttpConnectorFuture::new(async move {

@@ -5,33 +5,9 @@
 //! - duplicated: mailed more than once;
 //! - unexpected: mailed, never accepted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
-
-/// What the audit found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Audit {
-    /// Messages the API said it accepted.
-    pub accepted: u64,
-    /// Records found for them in the status store.
-    pub records_found: u64,
-    pub by_status: BTreeMap<String, u64>,
-    pub lost: u64,
-    /// Extra sends beyond the first, summed over recipients.
-    pub duplicated: u64,
-    pub unexpected: u64,
-    /// Messages in the dead-letter queues at the end.
-    pub dead_lettered: u64,
-    pub poison_injected: u64,
-    /// Whether a provider record of sent mail was available to check against.
-    pub mail_record_checked: bool,
-    /// The first few lost messages, for a human to look at.
-    pub lost_examples: Vec<String>,
-    /// The first few recipients mailed more than once, with their counts.
-    pub duplicate_examples: Vec<String>,
-    pub error_reasons: BTreeMap<String, u64>,
-}
+pub use reports::results::Audit;
 
 /// One accepted message as the store holds it at the end of the run.
 #[derive(Debug, Clone)]

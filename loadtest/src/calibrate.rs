@@ -12,16 +12,8 @@ use engine::domain::{MessageBody, MessageKind, OutboundMessage, Priority, SendId
 use engine::pipeline::Pipeline;
 use engine::queue::{QueueRef, MAX_BATCH};
 use futures::future::join_all;
-use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Calibration {
-    pub msgs_per_sec: f64,
-    pub messages: u64,
-    pub seconds: f64,
-    pub concurrent_batches: usize,
-    pub mailer: String,
-}
+pub use reports::results::Calibration;
 
 fn message(recipient: String) -> (OutboundMessage, SendRecord) {
     let message = OutboundMessage {

@@ -10,15 +10,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use engine::aws::AwsClients;
-use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckResult {
-    pub name: String,
-    pub pass: bool,
-    pub detail: String,
-    pub millis: u64,
-}
+pub use reports::results::CheckResult;
 
 type Outcome = Result<String, String>;
 

@@ -35,6 +35,10 @@ enum Command {
         /// Show the live view while the run goes on (logs then go to $TMPDIR/courier-loadtest-<pid>.log).
         #[arg(long)]
         tui: bool,
+        /// Adds a fault for the whole run, as an inline TOML table, e.g.
+        /// --fault 'kind = "ses_latency", latency_ms = 50'. Repeatable; recorded in the results.
+        #[arg(long = "fault", value_name = "TOML")]
+        faults: Vec<String>,
     },
     /// Conformance checks of the stack (visibility, redrive, long poll, conditional writes).
     CheckStack {
@@ -69,6 +73,7 @@ async fn main_inner() -> anyhow::Result<i32> {
             stack,
             calibrate,
             tui,
+            faults,
         } => {
             let show_view = tui && std::io::stdout().is_terminal();
             let (live, view) = if show_view {
@@ -88,6 +93,7 @@ async fn main_inner() -> anyhow::Result<i32> {
                 out_dir: out,
                 stack,
                 calibrate,
+                extra_faults: faults,
                 progress: !show_view,
                 live,
             };
@@ -134,6 +140,8 @@ async fn main_inner() -> anyhow::Result<i32> {
                 r.offered.late_starts, r.offered.failed_requests
             );
             println!("results: {}", outcome.results_path.display());
+            println!("report:  {}", outcome.reports.html.display());
+            println!("summary: {}", outcome.reports.markdown.display());
             Ok(if outcome.passed { 0 } else { EXIT_SLO_BREACH })
         }
         Command::CheckStack { stack } => {

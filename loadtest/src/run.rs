@@ -23,7 +23,7 @@ use crate::audit::{audit, FinalRecord};
 use crate::calibrate::{calibrate, Calibration};
 use crate::check_stack::check_stack;
 use crate::driver::{drive, Driver};
-use crate::latency::LatencyByPriority;
+use crate::latency::{percentiles_of, stack_reference_ms, LatencyByPriority};
 use crate::results::{
     FaultWindow, LatencySample, MachineInfo, Offered, QueueDepthSample, RunResults, Sample, ScenarioInfo, StackInfo,
     SCHEMA_VERSION,
@@ -62,6 +62,9 @@ pub struct RunOptions {
     pub calibrate: bool,
     /// Print a progress line every few seconds.
     pub progress: bool,
+    /// Faults added to the scenario's, each an inline TOML table
+    /// (`kind = "ses_latency", latency_ms = 50`).
+    pub extra_faults: Vec<String>,
     /// Publish every reading for a live view (`loadtest run --tui`).
     pub live: Option<tokio::sync::watch::Sender<tui::snapshot::Snapshot>>,
 }
@@ -69,6 +72,8 @@ pub struct RunOptions {
 pub struct RunOutcome {
     pub results: RunResults,
     pub results_path: PathBuf,
+    /// report.html and summary.md, beside the results.
+    pub reports: reports::Written,
     pub passed: bool,
 }
 
@@ -527,7 +532,10 @@ fn default_out_dir(name: &str) -> PathBuf {
 
 pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
     let run_started = Instant::now();
-    let scenario = Scenario::load(&options.scenario)?;
+    let mut scenario = Scenario::load(&options.scenario)?;
+    for fault in &options.extra_faults {
+        scenario.add_fault(fault)?;
+    }
     let plan_of_traffic = scenarios::generate(&scenario);
     let out_dir = options
         .out_dir
@@ -835,6 +843,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         .filter(|c| c.msgs_per_sec > 0.0)
         .map(|c| delivered_per_sec / c.msgs_per_sec);
 
+    let answer_times = fault_plan.answer_times();
     let results = RunResults {
         schema_version: SCHEMA_VERSION,
         scenario: ScenarioInfo {
@@ -842,6 +851,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
             description: scenario.description.clone(),
             file: options.scenario.display().to_string(),
             seed: scenario.seed,
+            extra_faults: options.extra_faults.clone(),
         },
         verdict: if passed { "pass" } else { "fail" }.into(),
         started_at: start_wall.to_rfc3339(),
@@ -860,6 +870,8 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         faults: shared.windows.lock().expect("windows lock").clone(),
         fault_counts: fault_plan.counts(),
         aws_calls: fault_plan.calls(),
+        stack_answer_ms: answer_times.iter().map(|(op, h)| (op.clone(), percentiles_of(h))).collect(),
+        stack_reference_ms: stack_reference_ms(&answer_times),
         check_stack: checks,
         stack: StackInfo {
             target: format!("{:?}", stack.target()),
@@ -873,9 +885,12 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
     tracing::info!(drained_secs, "run finished");
     let results_path = out_dir.join("results.json");
     write_results(&results, &results_path)?;
+    let reports = reports::write_reports(&results, None, &out_dir)
+        .map_err(|e| other(&format!("writing reports into {}", out_dir.display()), e))?;
     Ok(RunOutcome {
         results,
         results_path,
+        reports,
         passed,
     })
 }

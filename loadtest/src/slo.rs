@@ -2,19 +2,11 @@
 
 use engine::domain::Priority;
 use scenarios::{PerPriority, Slo};
-use serde::Serialize;
 
 use crate::audit::Audit;
 use crate::latency::LatencyByPriority;
 
-/// One objective, what was measured, and whether it held.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Verdict {
-    pub name: String,
-    pub target: String,
-    pub measured: String,
-    pub pass: bool,
-}
+pub use reports::results::Verdict;
 
 /// The figures the SLOs are judged on.
 pub struct Measured<'a> {

@@ -465,6 +465,34 @@ impl Scenario {
         Ok(())
     }
 
+    /// Adds a fault given as the inside of an inline TOML table, e.g.
+    /// `kind = "ses_latency", latency_ms = 50` (`loadtest run --fault`), and
+    /// validates the scenario again. Errors name the fault as `--fault`.
+    pub fn add_fault(&mut self, table: &str) -> Result<(), ScenarioError> {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            fault: FaultSpec,
+        }
+        let origin = PathBuf::from("--fault");
+        let error = |field: String, message: String| ScenarioError {
+            file: origin.clone(),
+            line: None,
+            field,
+            message,
+        };
+        let wrapper: Wrapper = toml::from_str(&format!("fault = {{ {table} }}")).map_err(|e| {
+            let message = e.message().to_string();
+            let field = message
+                .split('`')
+                .nth(1)
+                .map(|f| format!("faults.{f}"))
+                .unwrap_or_else(|| "faults".into());
+            error(field, format!("{message} (in `{table}`)"))
+        })?;
+        self.faults.push(wrapper.fault);
+        self.validate().map_err(|(field, message)| error(field, message))
+    }
+
     /// How many poison messages the scenario injects in all.
     pub fn poison_count(&self) -> u64 {
         self.faults
@@ -647,5 +675,20 @@ mod tests {
             }
         }
         assert!(count >= 7, "the library has its seven scenarios, found {count}");
+    }
+
+    #[test]
+    fn a_fault_from_the_command_line_joins_the_timeline_or_names_what_is_wrong() {
+        let mut scenario = parse(MINIMAL).unwrap();
+        scenario.add_fault(r#"kind = "ses_latency", latency_ms = 50"#).unwrap();
+        assert_eq!(scenario.faults.len(), 1);
+        assert_eq!(scenario.faults[0].latency_ms, Some(50));
+        assert_eq!(scenario.faults[0].duration_secs, None, "in force for the whole run");
+
+        let missing = scenario.add_fault(r#"kind = "ses_latency""#).unwrap_err();
+        assert_eq!(missing.field, "faults.latency_ms");
+        assert!(missing.to_string().starts_with("--fault: faults.latency_ms:"), "{missing}");
+        let unknown = parse(MINIMAL).unwrap().add_fault(r#"kind = "ses_latency", latncy_ms = 5"#).unwrap_err();
+        assert_eq!(unknown.field, "faults.latncy_ms", "{unknown}");
     }
 }

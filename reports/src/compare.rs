@@ -1,0 +1,628 @@
+//! Baseline comparison: the CI gate.
+//!
+//! The machines that run CI are shared and noisy: a neighbour's build can make
+//! the emulators, and so every latency, several times slower for a while. A
+//! gate on raw times would cry wolf. So each run also measures its stack's own
+//! speed (`stack_reference_ms`: the median answer time of its SQS and DynamoDB
+//! calls, taken throughout the run) and a latency or throughput figure counts
+//! as a regression only when it is worse beyond tolerance **both** as measured
+//! **and** read against that yardstick. A slower machine moves both figures
+//! and the yardstick, so it passes; slower code (or an injected SES delay)
+//! moves the figures but not the yardstick, so it fails.
+//!
+//! Each latency figure is itself a median (p50) or high percentile over every
+//! message of a priority, and several current runs may be given: the gate then
+//! takes the median of each figure across them. p99 and max rest on a handful
+//! of messages in a smoke run and are shown, not gated. Correctness figures
+//! (lost, duplicated, unexpected, failed objectives) have no tolerance at all.
+
+use serde::Serialize;
+
+use crate::results::RunResults;
+
+/// How far a figure may move before it is a regression.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Tolerances {
+    /// p50 latency: relative worsening allowed, in percent.
+    pub p50_pct: f64,
+    /// p95 latency: relative worsening allowed, in percent.
+    pub p95_pct: f64,
+    /// A latency change smaller than this (ms) is never a regression.
+    pub latency_floor_ms: f64,
+    /// Delivered msg/s: relative drop allowed, in percent.
+    pub throughput_pct: f64,
+    /// ERROR share: increase allowed, in percentage points.
+    pub error_points: f64,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Self {
+            p50_pct: 25.0,
+            p95_pct: 40.0,
+            latency_floor_ms: 25.0,
+            throughput_pct: 15.0,
+            error_points: 1.0,
+        }
+    }
+}
+
+/// Which way is better for a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+/// How a figure is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "rule")]
+pub enum Rule {
+    /// Worse by more than `pct` percent and by more than `floor` in absolute
+    /// terms, both as measured and against the stack's speed.
+    Relative { pct: f64, floor: f64 },
+    /// Worse by more than `slack` in absolute terms.
+    Absolute { slack: f64 },
+    /// Shown for context, never gated.
+    Informational,
+}
+
+/// What became of one figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Improved,
+    Within,
+    Regressed,
+    /// The baseline had it and the current run does not (e.g. nothing sent at a priority).
+    Missing,
+    Info,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Improved => "improved",
+            Outcome::Within => "within tolerance",
+            Outcome::Regressed => "REGRESSED",
+            Outcome::Missing => "MISSING",
+            Outcome::Info => "info",
+        }
+    }
+
+    pub fn fails(self) -> bool {
+        matches!(self, Outcome::Regressed | Outcome::Missing)
+    }
+}
+
+/// One figure in both runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub figure: String,
+    pub unit: String,
+    pub better: Better,
+    pub rule: Rule,
+    pub baseline: Option<f64>,
+    pub current: Option<f64>,
+    /// current ÷ baseline.
+    pub ratio: Option<f64>,
+    /// The same ratio with each side read against its run's stack speed.
+    pub normalised_ratio: Option<f64>,
+    pub outcome: Outcome,
+}
+
+/// A whole comparison: every figure, and what to know before trusting it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub baseline_label: String,
+    pub current_label: String,
+    /// How many current runs the figures are the median of.
+    pub current_runs: usize,
+    pub tolerances: Tolerances,
+    pub rows: Vec<Row>,
+    /// Differences between the runs that a reader should know of.
+    pub notes: Vec<String>,
+}
+
+impl Comparison {
+    pub fn regressed(&self) -> bool {
+        self.rows.iter().any(|r| r.outcome.fails())
+    }
+
+    pub fn regressions(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| r.outcome.fails())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CompareError {
+    #[error("nothing to compare: no current results given")]
+    NoCurrent,
+    #[error("not comparable: {what} differs (baseline {baseline}, current {current})")]
+    NotComparable {
+        what: &'static str,
+        baseline: String,
+        current: String,
+    },
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// A figure read from a results file; `None` when the run has no such figure.
+type Pick = Box<dyn Fn(&RunResults) -> Option<f64>>;
+
+struct Spec {
+    figure: String,
+    unit: &'static str,
+    better: Better,
+    rule: Rule,
+    /// Whether the figure scales with the stack's speed (latency, throughput).
+    speed_bound: bool,
+    pick: Pick,
+}
+
+fn specs(baseline: &RunResults, current: &[RunResults], tolerances: &Tolerances) -> Vec<Spec> {
+    let mut specs = vec![
+        Spec {
+            figure: "objectives failed".into(),
+            unit: "",
+            better: Better::Lower,
+            rule: Rule::Absolute { slack: 0.0 },
+            speed_bound: false,
+            pick: Box::new(|r| Some(r.slo.iter().filter(|v| !v.pass).count() as f64)),
+        },
+        Spec {
+            figure: "lost".into(),
+            unit: "",
+            better: Better::Lower,
+            rule: Rule::Absolute { slack: 0.0 },
+            speed_bound: false,
+            pick: Box::new(|r| Some(r.audit.lost as f64)),
+        },
+        Spec {
+            figure: "duplicate sends".into(),
+            unit: "",
+            better: Better::Lower,
+            rule: Rule::Absolute { slack: 0.0 },
+            speed_bound: false,
+            pick: Box::new(|r| Some(r.audit.duplicated as f64)),
+        },
+        Spec {
+            figure: "unexpected sends".into(),
+            unit: "",
+            better: Better::Lower,
+            rule: Rule::Absolute { slack: 0.0 },
+            speed_bound: false,
+            pick: Box::new(|r| Some(r.audit.unexpected as f64)),
+        },
+        Spec {
+            figure: "ERROR share".into(),
+            unit: "%",
+            better: Better::Lower,
+            rule: Rule::Absolute {
+                slack: tolerances.error_points,
+            },
+            speed_bound: false,
+            pick: Box::new(|r| {
+                (r.audit.accepted > 0).then(|| 100.0 * r.errors() as f64 / r.audit.accepted as f64)
+            }),
+        },
+        Spec {
+            figure: "delivered msg/s".into(),
+            unit: "msg/s",
+            better: Better::Higher,
+            rule: Rule::Relative {
+                pct: tolerances.throughput_pct,
+                floor: 0.5,
+            },
+            speed_bound: true,
+            pick: Box::new(|r| Some(r.delivered_per_sec)),
+        },
+    ];
+    // Every priority either run saw, in the order high, medium, low.
+    let mut priorities: Vec<String> = Vec::new();
+    for run in std::iter::once(baseline).chain(current) {
+        for priority in run.latency_ms.keys() {
+            if !priorities.contains(priority) {
+                priorities.push(priority.clone());
+            }
+        }
+    }
+    let rank = |p: &str| ["high", "medium", "low"].iter().position(|x| *x == p).unwrap_or(3);
+    priorities.sort_by_key(|p| rank(p));
+    type Percentile = fn(&crate::results::Percentiles) -> f64;
+    let percentiles: [(&str, Rule, Percentile); 3] = [
+        (
+            "p50",
+            Rule::Relative {
+                pct: tolerances.p50_pct,
+                floor: tolerances.latency_floor_ms,
+            },
+            |p| p.p50_ms,
+        ),
+        (
+            "p95",
+            Rule::Relative {
+                pct: tolerances.p95_pct,
+                floor: tolerances.latency_floor_ms,
+            },
+            |p| p.p95_ms,
+        ),
+        ("p99", Rule::Informational, |p| p.p99_ms),
+    ];
+    for (label, rule, read) in percentiles {
+        for priority in &priorities {
+            let key = priority.clone();
+            specs.push(Spec {
+                figure: format!("latency {label} {priority}"),
+                unit: "ms",
+                better: Better::Lower,
+                rule,
+                speed_bound: true,
+                pick: Box::new(move |r| r.latency_ms.get(&key).filter(|p| p.count > 0).map(read)),
+            });
+        }
+    }
+    specs.push(Spec {
+        figure: "stack answer time (reference)".into(),
+        unit: "ms",
+        better: Better::Lower,
+        rule: Rule::Informational,
+        speed_bound: false,
+        pick: Box::new(|r| r.stack_reference_ms),
+    });
+    specs.push(Spec {
+        figure: "late starts".into(),
+        unit: "",
+        better: Better::Lower,
+        rule: Rule::Informational,
+        speed_bound: false,
+        pick: Box::new(|r| Some(r.offered.late_starts as f64)),
+    });
+    specs
+}
+
+fn check_comparable(baseline: &RunResults, current: &RunResults) -> Result<(), CompareError> {
+    let differ = |what: &'static str, b: String, c: String| {
+        if b == c {
+            Ok(())
+        } else {
+            Err(CompareError::NotComparable {
+                what,
+                baseline: b,
+                current: c,
+            })
+        }
+    };
+    differ("scenario", baseline.scenario.name.clone(), current.scenario.name.clone())?;
+    differ("seed", baseline.scenario.seed.to_string(), current.scenario.seed.to_string())?;
+    let (b, c) = (&baseline.machine.build_profile, &current.machine.build_profile);
+    if !b.is_empty() && !c.is_empty() {
+        differ("build profile", b.clone(), c.clone())?;
+    }
+    Ok(())
+}
+
+/// Whether `current` is worse than `baseline` beyond `rule`, by raw values.
+fn worse_beyond(better: Better, rule: Rule, baseline: f64, current: f64) -> bool {
+    let worsening = match better {
+        Better::Lower => current - baseline,
+        Better::Higher => baseline - current,
+    };
+    match rule {
+        Rule::Absolute { slack } => worsening > slack + 1e-9,
+        Rule::Relative { pct, floor } => worsening > floor && worsening > baseline.abs() * pct / 100.0,
+        Rule::Informational => false,
+    }
+}
+
+/// Compares `current` (one run, or several of the same code: each figure is
+/// then their median) with `baseline`.
+pub fn compare(
+    baseline: &RunResults,
+    current: &[RunResults],
+    tolerances: &Tolerances,
+) -> Result<Comparison, CompareError> {
+    let first = current.first().ok_or(CompareError::NoCurrent)?;
+    for run in current {
+        check_comparable(baseline, run)?;
+    }
+    let mut notes = Vec::new();
+    for run in current {
+        if run.scenario.extra_faults != baseline.scenario.extra_faults {
+            notes.push(format!(
+                "current run {} had faults added on the command line: {}",
+                run.started_at,
+                if run.scenario.extra_faults.is_empty() {
+                    "none".into()
+                } else {
+                    run.scenario.extra_faults.join("; ")
+                }
+            ));
+        }
+        if run.machine.cores != baseline.machine.cores {
+            notes.push(format!(
+                "the baseline ran on {} cores, a current run on {}",
+                baseline.machine.cores, run.machine.cores
+            ));
+        }
+        if run.stack.versions != baseline.stack.versions {
+            notes.push("the stack's versions differ from the baseline's".into());
+        }
+    }
+    notes.dedup();
+
+    let reference_base = baseline.stack_reference_ms.filter(|r| *r > 0.0);
+    let reference_now = median(current.iter().filter_map(|r| r.stack_reference_ms).collect()).filter(|r| *r > 0.0);
+    if reference_base.is_none() || reference_now.is_none() {
+        notes.push("a run has no stack answer time; latency and throughput are judged as measured only".into());
+    }
+    // How much slower the stack answered now than in the baseline run.
+    let slowdown = reference_base.zip(reference_now).map(|(b, c)| c / b);
+
+    let rows = specs(baseline, current, tolerances)
+        .into_iter()
+        .map(|spec| {
+            let base = (spec.pick)(baseline);
+            let now = median(current.iter().filter_map(|r| (spec.pick)(r)).collect());
+            let ratio = base.zip(now).filter(|(b, _)| *b != 0.0).map(|(b, c)| c / b);
+            // A latency that grows with the stack's slowdown is no regression; a
+            // throughput that shrinks with it is none either.
+            let normalised = |value: f64| match (spec.speed_bound, slowdown, spec.better) {
+                (true, Some(s), Better::Lower) => Some(value / s),
+                (true, Some(s), Better::Higher) => Some(value * s),
+                _ => None,
+            };
+            let normalised_ratio = ratio.and_then(|r| normalised(r));
+            let outcome = match (base, now) {
+                _ if spec.rule == Rule::Informational => Outcome::Info,
+                (Some(_), None) => Outcome::Missing,
+                (None, _) => Outcome::Info,
+                (Some(b), Some(c)) => {
+                    let raw_worse = worse_beyond(spec.better, spec.rule, b, c);
+                    let normalised_worse = match normalised(c) {
+                        Some(c_norm) => worse_beyond(spec.better, spec.rule, b, c_norm),
+                        None => raw_worse,
+                    };
+                    let improved = match spec.better {
+                        Better::Lower => c < b,
+                        Better::Higher => c > b,
+                    } && worse_beyond(spec.better, spec.rule, c, b);
+                    if raw_worse && normalised_worse {
+                        Outcome::Regressed
+                    } else if improved {
+                        Outcome::Improved
+                    } else {
+                        Outcome::Within
+                    }
+                }
+            };
+            Row {
+                figure: spec.figure,
+                unit: spec.unit.to_string(),
+                better: spec.better,
+                rule: spec.rule,
+                baseline: base,
+                current: now,
+                ratio,
+                normalised_ratio,
+                outcome,
+            }
+        })
+        .collect();
+    Ok(Comparison {
+        baseline_label: format!("{} ({})", baseline.scenario.name, baseline.started_at),
+        current_label: if current.len() == 1 {
+            format!("{} ({})", first.scenario.name, first.started_at)
+        } else {
+            format!("{} (median of {} runs)", first.scenario.name, current.len())
+        },
+        current_runs: current.len(),
+        tolerances: *tolerances,
+        rows,
+        notes,
+    })
+}
+
+/// A figure as people read it: whole milliseconds, one decimal for rates.
+pub fn format_value(value: Option<f64>, unit: &str) -> String {
+    match value {
+        None => "—".into(),
+        Some(v) if unit == "ms" && v >= 100.0 => format!("{v:.0} ms"),
+        Some(v) if unit == "ms" => format!("{v:.1} ms"),
+        Some(v) if unit == "%" => format!("{v:.2}%"),
+        Some(v) if unit.is_empty() => format!("{v:.0}"),
+        Some(v) => format!("{v:.1} {unit}"),
+    }
+}
+
+/// "+12%" / "−8%" from a ratio.
+pub fn format_change(ratio: Option<f64>) -> String {
+    match ratio {
+        None => "—".into(),
+        Some(r) => {
+            let pct = (r - 1.0) * 100.0;
+            if pct.abs() < 0.5 {
+                "±0%".into()
+            } else if pct > 0.0 {
+                format!("+{pct:.0}%")
+            } else {
+                format!("−{:.0}%", pct.abs())
+            }
+        }
+    }
+}
+
+/// The comparison as a fixed-width table for a terminal or a CI log.
+pub fn to_text(comparison: &Comparison) -> String {
+    let mut out = format!(
+        "baseline: {}\ncurrent:  {}\n\n{:<32} {:>12} {:>12} {:>8} {:>10}  {}\n",
+        comparison.baseline_label,
+        comparison.current_label,
+        "figure",
+        "baseline",
+        "current",
+        "change",
+        "vs stack",
+        "outcome"
+    );
+    for row in &comparison.rows {
+        out.push_str(&format!(
+            "{:<32} {:>12} {:>12} {:>8} {:>10}  {}\n",
+            row.figure,
+            format_value(row.baseline, &row.unit),
+            format_value(row.current, &row.unit),
+            format_change(row.ratio),
+            format_change(row.normalised_ratio),
+            row.outcome.label()
+        ));
+    }
+    for note in &comparison.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    let t = &comparison.tolerances;
+    out.push_str(&format!(
+        "\ntolerances: p50 +{}%, p95 +{}% (and more than {} ms), both as measured and against the stack's answer time; delivered msg/s −{}%; ERROR share +{} points; lost, duplicated, unexpected and failed objectives: none more\n",
+        t.p50_pct, t.p95_pct, t.latency_floor_ms, t.throughput_pct, t.error_points
+    ));
+    out.push_str(if comparison.regressed() {
+        "verdict: REGRESSION\n"
+    } else {
+        "verdict: no regression\n"
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Percentiles;
+
+    fn run(p50_high: f64, reference: f64) -> RunResults {
+        let mut results = crate::fixtures::results();
+        results.latency_ms.insert(
+            "high".into(),
+            Percentiles {
+                count: 100,
+                p50_ms: p50_high,
+                p95_ms: p50_high * 2.0,
+                p99_ms: p50_high * 3.0,
+                max_ms: p50_high * 4.0,
+            },
+        );
+        results.stack_reference_ms = Some(reference);
+        results
+    }
+
+    fn outcome(comparison: &Comparison, figure: &str) -> Outcome {
+        comparison.rows.iter().find(|r| r.figure == figure).unwrap().outcome
+    }
+
+    #[test]
+    fn the_same_figures_are_within_tolerance() {
+        let c = compare(&run(100.0, 8.0), &[run(100.0, 8.0)], &Tolerances::default()).unwrap();
+        assert!(!c.regressed(), "{}", to_text(&c));
+        assert_eq!(outcome(&c, "latency p50 high"), Outcome::Within);
+    }
+
+    #[test]
+    fn slower_code_on_an_unchanged_stack_is_a_regression() {
+        let c = compare(&run(100.0, 8.0), &[run(150.0, 8.0)], &Tolerances::default()).unwrap();
+        assert!(c.regressed());
+        assert_eq!(outcome(&c, "latency p50 high"), Outcome::Regressed);
+        assert_eq!(outcome(&c, "latency p95 high"), Outcome::Regressed);
+        assert_eq!(outcome(&c, "latency p99 high"), Outcome::Info, "p99 is shown, not gated");
+    }
+
+    #[test]
+    fn a_uniformly_slower_machine_is_not_a_regression() {
+        // Everything twice as slow, the stack's own answers included.
+        let c = compare(&run(100.0, 8.0), &[run(200.0, 16.0)], &Tolerances::default()).unwrap();
+        assert!(!c.regressed(), "{}", to_text(&c));
+        let row = c.rows.iter().find(|r| r.figure == "latency p50 high").unwrap();
+        assert_eq!(row.ratio, Some(2.0));
+        assert_eq!(row.normalised_ratio, Some(1.0));
+    }
+
+    #[test]
+    fn a_faster_stack_does_not_hide_an_unchanged_figure_as_a_regression() {
+        // The stack answered twice as fast but the figure held: against the
+        // yardstick it looks worse, as measured it is not, so it passes.
+        let c = compare(&run(100.0, 8.0), &[run(100.0, 4.0)], &Tolerances::default()).unwrap();
+        assert!(!c.regressed(), "{}", to_text(&c));
+    }
+
+    #[test]
+    fn faster_code_is_an_improvement() {
+        let c = compare(&run(200.0, 8.0), &[run(100.0, 8.0)], &Tolerances::default()).unwrap();
+        assert!(!c.regressed());
+        assert_eq!(outcome(&c, "latency p50 high"), Outcome::Improved);
+    }
+
+    #[test]
+    fn a_small_change_under_the_floor_is_never_a_regression() {
+        // +50% but only +10 ms: noise at this scale.
+        let c = compare(&run(20.0, 8.0), &[run(30.0, 8.0)], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&c, "latency p50 high"), Outcome::Within);
+    }
+
+    #[test]
+    fn one_lost_message_fails_whatever_the_latency() {
+        let mut current = run(100.0, 8.0);
+        current.audit.lost = 1;
+        let c = compare(&run(100.0, 8.0), &[current], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&c, "lost"), Outcome::Regressed);
+    }
+
+    #[test]
+    fn a_priority_that_stopped_sending_is_missing_and_fails() {
+        let mut current = run(100.0, 8.0);
+        current.latency_ms.remove("high");
+        let c = compare(&run(100.0, 8.0), &[current], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&c, "latency p50 high"), Outcome::Missing);
+        assert!(c.regressed());
+    }
+
+    #[test]
+    fn several_current_runs_are_judged_by_their_median() {
+        // One outlier among three does not fail the gate.
+        let runs = [run(100.0, 8.0), run(400.0, 8.0), run(105.0, 8.0)];
+        let c = compare(&run(100.0, 8.0), &runs, &Tolerances::default()).unwrap();
+        assert!(!c.regressed(), "{}", to_text(&c));
+        let row = c.rows.iter().find(|r| r.figure == "latency p50 high").unwrap();
+        assert_eq!(row.current, Some(105.0));
+    }
+
+    #[test]
+    fn runs_of_different_scenarios_are_refused() {
+        let mut other = run(100.0, 8.0);
+        other.scenario.name = "another".into();
+        let baseline = run(100.0, 8.0);
+        let error = compare(&baseline, &[other], &Tolerances::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("not comparable: scenario differs (baseline {}, current another)", baseline.scenario.name)
+        );
+    }
+
+    #[test]
+    fn lower_throughput_on_an_unchanged_stack_is_a_regression() {
+        let mut current = run(100.0, 8.0);
+        current.delivered_per_sec = run(100.0, 8.0).delivered_per_sec * 0.5;
+        let c = compare(&run(100.0, 8.0), &[current], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&c, "delivered msg/s"), Outcome::Regressed);
+    }
+}

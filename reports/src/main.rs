@@ -1,0 +1,125 @@
+//! `reports render | compare`: thin over the `reports` library.
+//! Exit codes: 0 fine, 3 regression (compare), 1 unreadable or incomparable input (2: bad command line).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use reports::compare::{compare, to_text, Tolerances};
+use reports::results::RunResults;
+use reports::{markdown, write_reports, EXIT_ERROR, EXIT_REGRESSION};
+
+#[derive(Parser)]
+#[command(name = "reports", about = "Courier's run reports and the CI latency gate")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render report.html and summary.md from a results file.
+    Render {
+        results: PathBuf,
+        /// Where the reports go (default: beside the results file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A baseline results file to compare with, shown in both reports.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
+    /// Compare a run with a baseline; exits 3 on a regression beyond tolerance.
+    Compare {
+        baseline: PathBuf,
+        /// One run, or several runs of the same code (each figure is then their median).
+        #[arg(required = true)]
+        current: Vec<PathBuf>,
+        /// Also write the Markdown summary with the comparison here (appends; e.g. $GITHUB_STEP_SUMMARY).
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// Allowed p50 latency growth, percent.
+        #[arg(long, default_value_t = Tolerances::default().p50_pct)]
+        p50_tolerance: f64,
+        /// Allowed p95 latency growth, percent.
+        #[arg(long, default_value_t = Tolerances::default().p95_pct)]
+        p95_tolerance: f64,
+        /// Latency changes below this many ms never count.
+        #[arg(long, default_value_t = Tolerances::default().latency_floor_ms)]
+        latency_floor_ms: f64,
+        /// Allowed drop in delivered msg/s, percent.
+        #[arg(long, default_value_t = Tolerances::default().throughput_pct)]
+        throughput_tolerance: f64,
+        /// Print the comparison as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run() -> anyhow::Result<i32> {
+    match Cli::parse().command {
+        Command::Render { results, out, baseline } => {
+            let current = RunResults::load(&results)?;
+            let comparison = match &baseline {
+                Some(path) => Some(compare(&RunResults::load(path)?, &[current.clone()], &Tolerances::default())?),
+                None => None,
+            };
+            let dir = out.unwrap_or_else(|| results.parent().map(PathBuf::from).unwrap_or_default());
+            let written = write_reports(&current, comparison.as_ref(), &dir)
+                .with_context(|| format!("writing reports into {}", dir.display()))?;
+            println!("report:  {}\nsummary: {}", written.html.display(), written.markdown.display());
+            Ok(0)
+        }
+        Command::Compare {
+            baseline,
+            current,
+            summary,
+            p50_tolerance,
+            p95_tolerance,
+            latency_floor_ms,
+            throughput_tolerance,
+            json,
+        } => {
+            let tolerances = Tolerances {
+                p50_pct: p50_tolerance,
+                p95_pct: p95_tolerance,
+                latency_floor_ms,
+                throughput_pct: throughput_tolerance,
+                ..Tolerances::default()
+            };
+            let base = RunResults::load(&baseline)?;
+            let runs = current
+                .iter()
+                .map(|path| RunResults::load(path))
+                .collect::<Result<Vec<_>, _>>()?;
+            let comparison = compare(&base, &runs, &tolerances)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&comparison)?);
+            } else {
+                print!("{}", to_text(&comparison));
+            }
+            if let Some(path) = summary {
+                let latest = runs.last().expect("at least one run");
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                file.write_all(markdown::render(latest, Some(&comparison)).as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(if comparison.regressed() { EXIT_REGRESSION } else { 0 })
+        }
+    }
+}
+
+fn main() {
+    let code = match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("reports: {error:#}");
+            EXIT_ERROR
+        }
+    };
+    std::process::exit(code);
+}

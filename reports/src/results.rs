@@ -1,0 +1,329 @@
+//! The results file every load run writes: versioned JSON that the reports,
+//! the CI gate and people read. `loadtest` fills these types; everything here
+//! is plain data, so one definition serves the writer and every reader.
+//!
+//! Bump [`SCHEMA_VERSION`] on any incompatible change. Fields added later carry
+//! `#[serde(default)]` so older files still load.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub schema_version: u32,
+    pub scenario: ScenarioInfo,
+    /// `pass` or `fail`.
+    pub verdict: String,
+    pub started_at: String,
+    pub traffic_secs: f64,
+    pub total_secs: f64,
+    pub slo: Vec<Verdict>,
+    pub audit: Audit,
+    pub offered: Offered,
+    /// Accepted→SENT, corrected for coordinated omission (from the intended arrival time).
+    pub latency_ms: BTreeMap<String, Percentiles>,
+    /// As the engine measured it (from acceptance), for comparison.
+    pub latency_uncorrected_ms: BTreeMap<String, Percentiles>,
+    /// Latency of messages that arrived before the first campaign, and after it.
+    pub latency_by_phase_ms: BTreeMap<String, BTreeMap<String, Percentiles>>,
+    pub delivered_per_sec: f64,
+    pub calibration: Option<Calibration>,
+    /// delivered_per_sec over the calibrated ceiling, when calibrated in the same run.
+    pub fraction_of_ceiling: Option<f64>,
+    pub timeseries: Vec<Sample>,
+    pub faults: Vec<FaultWindow>,
+    pub fault_counts: BTreeMap<String, u64>,
+    pub aws_calls: BTreeMap<String, u64>,
+    /// How long the stack took to answer each operation (`Service.Operation`)
+    /// during the run; injected delays and answers are not in it.
+    #[serde(default)]
+    pub stack_answer_ms: BTreeMap<String, Percentiles>,
+    /// Median answer time of the run's SQS and DynamoDB calls, long polls
+    /// excluded: how fast this machine and its emulators were during the run.
+    /// The gate reads latencies against it.
+    #[serde(default)]
+    pub stack_reference_ms: Option<f64>,
+    pub check_stack: Vec<CheckResult>,
+    pub stack: StackInfo,
+    pub machine: MachineInfo,
+    pub goose_report: Option<String>,
+}
+
+impl RunResults {
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+
+    /// Reads a results file, refusing one written under another schema.
+    pub fn load(path: &Path) -> Result<Self, ResultsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ResultsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ResultsError> {
+        let path = path.display().to_string();
+        // Look at the version first, so a future file gets that error rather than a missing field.
+        #[derive(Deserialize)]
+        struct Versioned {
+            schema_version: Option<u32>,
+        }
+        let versioned: Versioned = serde_json::from_str(text).map_err(|e| ResultsError::Invalid {
+            path: path.clone(),
+            line: e.line(),
+            message: e.to_string(),
+        })?;
+        match versioned.schema_version {
+            Some(SCHEMA_VERSION) => {}
+            found => {
+                return Err(ResultsError::Version {
+                    path,
+                    found: found.map_or("none".into(), |v| v.to_string()),
+                })
+            }
+        }
+        serde_json::from_str(text).map_err(|e| ResultsError::Invalid {
+            path,
+            line: e.line(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.audit.by_status.get("SENT").copied().unwrap_or(0)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.audit.by_status.get("ERROR").copied().unwrap_or(0)
+    }
+
+    /// The run's time span on charts: traffic plus drain, as sampled.
+    pub fn span_secs(&self) -> f64 {
+        self.timeseries
+            .last()
+            .map(|s| s.t_secs)
+            .unwrap_or(0.0)
+            .max(self.traffic_secs)
+            .max(1.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}: not a Courier results file: {message}")]
+    Invalid { path: String, line: usize, message: String },
+    #[error("{path}: results schema_version {found}, this build reads {SCHEMA_VERSION}")]
+    Version { path: String, found: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub description: String,
+    pub file: String,
+    pub seed: u64,
+    /// Faults added on the command line (`loadtest run --fault`), beyond the file's.
+    #[serde(default)]
+    pub extra_faults: Vec<String>,
+}
+
+/// One objective, what was measured, and whether it held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub name: String,
+    pub target: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+/// What the conservation audit found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    /// Messages the API said it accepted.
+    pub accepted: u64,
+    /// Records found for them in the status store.
+    pub records_found: u64,
+    pub by_status: BTreeMap<String, u64>,
+    pub lost: u64,
+    /// Extra sends beyond the first, summed over recipients.
+    pub duplicated: u64,
+    pub unexpected: u64,
+    /// Messages in the dead-letter queues at the end.
+    pub dead_lettered: u64,
+    pub poison_injected: u64,
+    /// Whether a provider record of sent mail was available to check against.
+    pub mail_record_checked: bool,
+    /// The first few lost messages, for a human to look at.
+    pub lost_examples: Vec<String>,
+    /// The first few recipients mailed more than once, with their counts.
+    pub duplicate_examples: Vec<String>,
+    pub error_reasons: BTreeMap<String, u64>,
+}
+
+impl Audit {
+    /// Nothing lost, mailed twice or mailed unasked.
+    pub fn conserved(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.unexpected == 0
+    }
+}
+
+/// What the generator offered and how the API answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Offered {
+    pub requests: u64,
+    pub campaigns: u64,
+    pub notifications: u64,
+    /// Messages the plan expected to be accepted.
+    pub expected_messages: u64,
+    /// Requests that started more than the lateness tolerance after their intended time.
+    pub late_starts: u64,
+    /// Requests never started before traffic ended.
+    pub not_started: u64,
+    pub failed_requests: u64,
+    pub rejected_rows: u64,
+    pub duplicate_rows: u64,
+}
+
+/// Percentiles of one latency histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// One sampling tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub t_secs: f64,
+    pub accepted: u64,
+    pub sent: u64,
+    pub errors: u64,
+    pub retries: u64,
+    pub sent_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub retries_per_sec: f64,
+    /// Per queue (`high`, `high-dlq`, …): visible + in flight.
+    pub queue_depths: BTreeMap<String, QueueDepthSample>,
+    /// Accepted→SENT so far, per priority, as the engine measures it.
+    pub latency_ms: BTreeMap<String, LatencySample>,
+    pub active_faults: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencySample {
+    pub count: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QueueDepthSample {
+    pub visible: u64,
+    pub in_flight: u64,
+}
+
+impl QueueDepthSample {
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultWindow {
+    pub kind: String,
+    pub start_secs: f64,
+    pub end_secs: Option<f64>,
+    pub detail: String,
+}
+
+/// The stack's ceiling for the pipeline's per-message call mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub msgs_per_sec: f64,
+    pub messages: u64,
+    pub seconds: f64,
+    pub concurrent_batches: usize,
+    pub mailer: String,
+}
+
+/// One conformance check of the stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub pass: bool,
+    pub detail: String,
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackInfo {
+    pub target: String,
+    pub versions: BTreeMap<String, String>,
+    pub startup_secs: f64,
+    pub mailer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineInfo {
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub os: String,
+    pub courier_version: String,
+    /// `debug` or `release`: figures from different builds are not comparable.
+    #[serde(default)]
+    pub build_profile: String,
+}
+
+impl MachineInfo {
+    pub fn current() -> Self {
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        Self {
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            courier_version: env!("CARGO_PKG_VERSION").to_string(),
+            build_profile: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_from_another_schema_version_is_refused_by_name() {
+        let error = RunResults::parse(r#"{"schema_version": 99}"#, Path::new("old.json")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "old.json: results schema_version 99, this build reads 1"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_json_names_its_line() {
+        let error = RunResults::parse("{\n\"schema_version\": 1,\n oops", Path::new("r.json")).unwrap_err();
+        assert!(error.to_string().starts_with("r.json:3: not a Courier results file"), "{error}");
+    }
+}

@@ -1,0 +1,156 @@
+//! What a run did, in sentences and headline figures: the part of every report
+//! a stakeholder reads first. HTML and Markdown both take their words from here.
+
+use crate::results::RunResults;
+
+const PRIORITIES: [&str; 3] = ["high", "medium", "low"];
+
+/// Priorities present in `keys`, highest first.
+pub fn priorities_in<'a, V>(map: &'a std::collections::BTreeMap<String, V>) -> Vec<(&'a str, &'a V)> {
+    let mut present: Vec<(&str, &V)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    present.sort_by_key(|(k, _)| PRIORITIES.iter().position(|p| p == k).unwrap_or(PRIORITIES.len()));
+    present
+}
+
+/// Milliseconds as people read them: "85 ms", "1.8 s".
+pub fn duration_ms(ms: f64) -> String {
+    if ms >= 10_000.0 {
+        format!("{:.0} s", ms / 1000.0)
+    } else if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// A fault window's label for charts and tables, with how often it struck.
+pub fn fault_label(results: &RunResults, kind: &str, detail: &str) -> String {
+    let mut label = kind.replace('_', " ");
+    if !detail.is_empty() {
+        label.push_str(&format!(" ({detail})"));
+    }
+    if let Some(count) = injected(results, kind) {
+        label.push_str(&format!(": {count} injected"));
+    }
+    label
+}
+
+/// How often faults of `kind` struck; counts are kept per activation (`ses_throttle#1`).
+pub fn injected(results: &RunResults, kind: &str) -> Option<u64> {
+    let counts: Vec<u64> = results
+        .fault_counts
+        .iter()
+        .filter(|(name, _)| name.split('#').next() == Some(kind))
+        .map(|(_, count)| *count)
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().sum())
+}
+
+/// When the queues held the most, and how many.
+pub fn peak_queue_depth(results: &RunResults) -> Option<(f64, u64)> {
+    results
+        .timeseries
+        .iter()
+        .map(|s| {
+            let depth: u64 = s
+                .queue_depths
+                .iter()
+                .filter(|(name, _)| !name.ends_with("-dlq"))
+                .map(|(_, d)| d.total())
+                .sum();
+            (s.t_secs, depth)
+        })
+        .max_by_key(|(_, depth)| *depth)
+}
+
+/// The story of the run in a few sentences, verdict first.
+pub fn narrative(results: &RunResults) -> Vec<String> {
+    let mut lines = Vec::new();
+    let failed: Vec<&str> = results
+        .slo
+        .iter()
+        .filter(|v| !v.pass)
+        .map(|v| v.name.as_str())
+        .collect();
+    lines.push(if failed.is_empty() {
+        format!("Passed: all {} objectives were met.", results.slo.len())
+    } else {
+        format!(
+            "Failed: {} of {} objectives were missed ({}).",
+            failed.len(),
+            results.slo.len(),
+            failed.join(", ")
+        )
+    });
+    let audit = &results.audit;
+    lines.push(format!(
+        "{} messages were accepted from {} requests ({} campaign uploads, {} notifications) over {:.0} s of traffic; {} were sent, {} ended in ERROR and {} were lost.",
+        audit.accepted,
+        results.offered.requests,
+        results.offered.campaigns,
+        results.offered.notifications,
+        results.traffic_secs,
+        results.sent(),
+        results.errors(),
+        audit.lost
+    ));
+    if results.faults.is_empty() {
+        lines.push("No faults were injected.".into());
+    } else {
+        let faults: Vec<String> = results
+            .faults
+            .iter()
+            .map(|w| {
+                format!(
+                    "{} from {:.0} s to {:.0} s",
+                    fault_label(results, &w.kind, &w.detail),
+                    w.start_secs,
+                    w.end_secs.unwrap_or(results.traffic_secs)
+                )
+            })
+            .collect();
+        lines.push(format!("Faults injected: {}.", faults.join("; ")));
+    }
+    let mut delivery = format!("Delivered {:.1} messages per second", results.delivered_per_sec);
+    if let (Some(fraction), Some(calibration)) = (results.fraction_of_ceiling, &results.calibration) {
+        delivery.push_str(&format!(
+            ", {:.0}% of the {:.1} msg/s this stack can carry",
+            fraction * 100.0,
+            calibration.msgs_per_sec
+        ));
+    }
+    if let Some((at, depth)) = peak_queue_depth(results) {
+        delivery.push_str(&format!("; the queues peaked at {depth} messages at {at:.0} s"));
+    }
+    delivery.push('.');
+    lines.push(delivery);
+    let latency: Vec<String> = priorities_in(&results.latency_ms)
+        .into_iter()
+        .map(|(priority, p)| format!("{priority} {} (p99 {})", duration_ms(p.p50_ms), duration_ms(p.p99_ms)))
+        .collect();
+    if !latency.is_empty() {
+        lines.push(format!(
+            "Median time from request to sent: {}.",
+            latency.join(", ")
+        ));
+    }
+    if audit.dead_lettered > 0 || audit.poison_injected > 0 {
+        lines.push(format!(
+            "{} messages were dead-lettered; {} undecodable messages were injected.",
+            audit.dead_lettered, audit.poison_injected
+        ));
+    }
+    lines.push(if audit.conserved() {
+        if audit.mail_record_checked {
+            "Every accepted message was accounted for, and no one was mailed twice or unasked.".into()
+        } else {
+            "Every accepted message was accounted for (no provider mail record to check sends against).".into()
+        }
+    } else {
+        format!(
+            "Conservation broken: {} lost, {} duplicate sends, {} unexpected sends.",
+            audit.lost, audit.duplicated, audit.unexpected
+        )
+    });
+    lines
+}

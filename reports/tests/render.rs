@@ -1,0 +1,127 @@
+//! Rendering from a real results file: every section is there, every chart is
+//! well-formed SVG, nothing is loaded from elsewhere, and the Markdown carries
+//! the verdict and the objectives.
+
+use std::path::Path;
+
+use reports::compare::{compare, Tolerances};
+use reports::results::RunResults;
+
+fn fixture(name: &str) -> RunResults {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    RunResults::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every `<svg …>…</svg>` in the page, in order.
+fn svgs(html: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<svg") {
+        let end = rest[start..].find("</svg>").expect("every svg is closed") + start + "</svg>".len();
+        found.push(&rest[start..end]);
+        rest = &rest[end..];
+    }
+    found
+}
+
+#[test]
+fn the_html_report_has_every_section_verdict_first() {
+    let results = fixture("ses-throttle.results.json");
+    let html = reports::html::render(&results, None);
+    let sections = [
+        "id=\"verdict\"",
+        "id=\"slo\"",
+        "id=\"throughput\"",
+        "id=\"queues\"",
+        "id=\"latency\"",
+        "id=\"faults\"",
+        "id=\"outcomes\"",
+        "id=\"audit\"",
+        "id=\"stack\"",
+        "id=\"machine\"",
+    ];
+    let mut last = 0;
+    for section in sections {
+        let at = html.find(section).unwrap_or_else(|| panic!("{section} missing"));
+        assert!(at > last, "{section} out of order");
+        last = at;
+    }
+    let verdict = if results.passed() { "PASS" } else { "FAIL" };
+    assert!(html.contains(&format!("<span class=\"badge\">{verdict}</span>")));
+    for v in &results.slo {
+        assert!(html.contains(&reports::svg::escape(&v.name)), "objective {} shown", v.name);
+    }
+    for version in results.stack.versions.values() {
+        assert!(html.contains(version.as_str()), "stack version {version} shown");
+    }
+}
+
+#[test]
+fn every_chart_is_well_formed_svg_with_a_title_and_a_viewbox() {
+    let results = fixture("ses-throttle.results.json");
+    let html = reports::html::render(&results, None);
+    let charts = svgs(&html);
+    assert_eq!(charts.len(), 4, "throughput, queues, latency bars, latency over time");
+    for svg in charts {
+        let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("invalid SVG ({e}): {svg:.200}"));
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "svg");
+        assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
+        assert!(root.attribute("viewBox").is_some());
+        assert!(root.children().any(|n| n.has_tag_name("title")), "a chart says what it is");
+        let drawn = root
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline") || n.has_tag_name("rect"))
+            .count();
+        assert!(drawn > 0, "a chart draws something");
+    }
+}
+
+#[test]
+fn the_fault_windows_are_drawn_over_the_time_charts() {
+    let results = fixture("ses-throttle.results.json");
+    assert!(!results.faults.is_empty(), "the fixture is a run with faults");
+    let html = reports::html::render(&results, None);
+    let bands = html.matches("<g class=\"fault\">").count();
+    // Three time charts, each with every window.
+    assert_eq!(bands, 3 * results.faults.len());
+}
+
+#[test]
+fn the_report_loads_nothing_from_anywhere_else() {
+    let html = reports::html::render(&fixture("ses-throttle.results.json"), None);
+    let without_namespace = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    for reference in ["http://", "https://", "src=", "<link", "<script", "url("] {
+        assert!(!without_namespace.contains(reference), "found {reference}");
+    }
+    assert!(html.contains("Content-Security-Policy"));
+}
+
+#[test]
+fn the_markdown_summary_carries_verdict_objectives_and_the_comparison() {
+    let results = fixture("ses-throttle.results.json");
+    let comparison = compare(&results, &[results.clone()], &Tolerances::default()).unwrap();
+    let markdown = reports::markdown::render(&results, Some(&comparison));
+    let first_line = markdown.lines().next().unwrap();
+    assert!(first_line.starts_with("## ") && first_line.contains(&results.scenario.name));
+    assert!(markdown.contains("| Objective | Target | Measured |"));
+    assert_eq!(
+        markdown.lines().filter(|l| l.starts_with("| ") && (l.ends_with("✅ |") || l.ends_with("❌ |"))).count(),
+        results.slo.len()
+    );
+    assert!(markdown.contains("### Compared with baseline: ✅ no regression"));
+    assert!(markdown.len() < 8 * 1024, "fits a job summary at a glance");
+}
+
+#[test]
+fn a_run_that_failed_says_so_first_and_names_the_missed_objective() {
+    let mut results = fixture("ses-throttle.results.json");
+    results.verdict = "fail".into();
+    results.slo[0].pass = false;
+    let name = results.slo[0].name.clone();
+    let html = reports::html::render(&results, None);
+    assert!(html.contains("<span class=\"badge\">FAIL</span>"));
+    let verdict_end = html.find("id=\"slo\"").unwrap();
+    assert!(html[..verdict_end].contains(&reports::svg::escape(&name)), "the narrative names it");
+    assert!(reports::markdown::render(&results, None).starts_with("## ❌"));
+}
