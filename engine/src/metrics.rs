@@ -29,6 +29,39 @@ pub struct Metrics {
     per_priority: [PerPriority; 3],
     /// Microseconds from acceptance to SENT, one histogram per priority.
     latency: [Mutex<Histogram<u64>>; 3],
+    /// Microseconds a sender spent on a message, from its claim to SENT
+    /// recorded: the per-message service time, with no queueing in it.
+    handling: [Mutex<Histogram<u64>>; 3],
+    /// Microseconds per step of handling a message, one histogram per [`Stage`].
+    stages: [Mutex<Histogram<u64>>; 4],
+}
+
+/// The steps of handling one message, timed separately so a slowdown can be
+/// placed: claiming it in the status table, loading stored content, the
+/// provider's send call, and recording SENT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Claim,
+    Content,
+    Send,
+    Record,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Claim, Stage::Content, Stage::Send, Stage::Record];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Claim => "claim",
+            Stage::Content => "content",
+            Stage::Send => "send",
+            Stage::Record => "record",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Latency buckets (seconds) for the Prometheus histogram.
@@ -54,6 +87,8 @@ impl Default for Metrics {
             undecodable: AtomicU64::new(0),
             per_priority: Default::default(),
             latency: [histogram(), histogram(), histogram()],
+            handling: [histogram(), histogram(), histogram()],
+            stages: [histogram(), histogram(), histogram(), histogram()],
         }
     }
 }
@@ -79,13 +114,35 @@ impl Metrics {
         self.slot(priority).enqueued.fetch_add(count as u64, Ordering::Relaxed);
     }
 
-    pub fn record_sent(&self, priority: Priority, latency: Duration) {
+    /// A message SENT `latency` after its acceptance, `handling` after its claim.
+    pub fn record_sent(&self, priority: Priority, latency: Duration, handling: Duration) {
         self.slot(priority).sent.fetch_add(1, Ordering::Relaxed);
-        let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.latency[priority.index()]
+        for (histograms, duration) in [(&self.latency, latency), (&self.handling, handling)] {
+            let micros = (duration.as_micros() as u64).clamp(1, 3_600_000_000);
+            histograms[priority.index()]
+                .lock()
+                .expect("histogram lock")
+                .saturating_record(micros);
+        }
+    }
+
+    /// One step of handling a message took `elapsed` (every attempt, whatever its outcome).
+    pub fn record_stage(&self, stage: Stage, elapsed: Duration) {
+        let micros = (elapsed.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.stages[stage.index()]
             .lock()
-            .expect("latency histogram lock")
+            .expect("histogram lock")
             .saturating_record(micros);
+    }
+
+    /// Times of one handling step so far, in microseconds.
+    pub fn stage_histogram(&self, stage: Stage) -> Histogram<u64> {
+        self.stages[stage.index()].lock().expect("histogram lock").clone()
+    }
+
+    /// Claim→SENT handling times so far at `priority`, in microseconds.
+    pub fn handling_histogram(&self, priority: Priority) -> Histogram<u64> {
+        self.handling[priority.index()].lock().expect("histogram lock").clone()
     }
 
     pub fn record_error(&self, priority: Priority) {
@@ -202,31 +259,38 @@ impl Metrics {
             }
         }
 
-        let name = "courier_accepted_to_sent_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from acceptance by the API to SENT.\n# TYPE {name} histogram"
+        let by_priority = |histograms: &[Mutex<Histogram<u64>>; 3]| -> Vec<(&'static str, Histogram<u64>)> {
+            Priority::ALL
+                .iter()
+                .map(|p| (p.as_str(), histograms[p.index()].lock().expect("histogram lock").clone()))
+                .collect()
+        };
+        write_histogram(
+            &mut out,
+            "courier_accepted_to_sent_seconds",
+            "Time from acceptance by the API to SENT.",
+            "priority",
+            &by_priority(&self.latency),
+        );
+        write_histogram(
+            &mut out,
+            "courier_send_handling_seconds",
+            "Time a sender spent on a message, from its claim to SENT recorded.",
+            "priority",
+            &by_priority(&self.handling),
+        );
+        let stages: Vec<(&'static str, Histogram<u64>)> =
+            Stage::ALL.iter().map(|s| (s.as_str(), self.stage_histogram(*s))).collect();
+        write_histogram(
+            &mut out,
+            "courier_send_stage_seconds",
+            "Time of each step of handling a message: claim, content, send, record.",
+            "stage",
+            &stages,
         );
         let mut quantiles = String::new();
         for priority in Priority::ALL {
-            let histogram = self.latency[priority.index()]
-                .lock()
-                .expect("latency histogram lock")
-                .clone();
-            for bound in BUCKETS {
-                let le_micros = (bound * 1e6) as u64;
-                let count = if histogram.is_empty() {
-                    0
-                } else {
-                    histogram.count_between(0, le_micros)
-                };
-                let _ = writeln!(out, "{name}_bucket{{priority=\"{priority}\",le=\"{bound}\"}} {count}");
-            }
-            let total = histogram.len();
-            let sum_seconds = histogram.mean() * total as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{priority=\"{priority}\",le=\"+Inf\"}} {total}");
-            let _ = writeln!(out, "{name}_sum{{priority=\"{priority}\"}} {sum_seconds}");
-            let _ = writeln!(out, "{name}_count{{priority=\"{priority}\"}} {total}");
+            let histogram = self.latency[priority.index()].lock().expect("histogram lock").clone();
             for q in QUANTILES {
                 let value = if histogram.is_empty() {
                     0.0
@@ -248,6 +312,27 @@ impl Metrics {
     }
 }
 
+/// One Prometheus histogram family, a series per `label` value, from HDR histograms of microseconds.
+fn write_histogram(out: &mut String, name: &str, help: &str, label: &str, series: &[(&str, Histogram<u64>)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (value, histogram) in series {
+        for bound in BUCKETS {
+            let le_micros = (bound * 1e6) as u64;
+            let count = if histogram.is_empty() {
+                0
+            } else {
+                histogram.count_between(0, le_micros)
+            };
+            let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"{bound}\"}} {count}");
+        }
+        let total = histogram.len();
+        let sum_seconds = histogram.mean() * total as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {sum_seconds}");
+        let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {total}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +349,7 @@ mod tests {
         metrics.record_upload(5, 2, 1);
         metrics.record_enqueued(Priority::Low, 5);
         for ms in [10, 20, 30, 40, 2_000] {
-            metrics.record_sent(Priority::Low, Duration::from_millis(ms));
+            metrics.record_sent(Priority::Low, Duration::from_millis(ms), Duration::from_millis(ms / 10));
         }
         metrics.record_retry(Priority::High);
         let text = metrics.render_prometheus();

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{MessageBody, OutboundMessage, Priority, SendId};
+use crate::metrics::Stage;
 use crate::mailer::{Email, EmailAttachment, MailError};
 use crate::pipeline::Pipeline;
 use crate::queue::{QueueRef, ReceivedMessage, MAX_BATCH};
@@ -176,7 +177,8 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
         }
     };
     let send_id = message.send_id;
-    match pipeline.store.begin_attempt(send_id).await {
+    let claimed_at = std::time::Instant::now();
+    match timed(pipeline, Stage::Claim, pipeline.store.begin_attempt(send_id)).await {
         Ok(Claim::Claimed { .. }) => {}
         Ok(Claim::AlreadyFinal(status)) => {
             pipeline.metrics.record_redelivery_skipped();
@@ -199,7 +201,7 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
         }
     }
 
-    let email = match resolve_email(pipeline, &message).await {
+    let email = match timed(pipeline, Stage::Content, resolve_email(pipeline, &message)).await {
         Ok(email) => email,
         Err(reason) => {
             tracing::warn!(%send_id, %reason, "could not load message content; SQS will redeliver it");
@@ -211,13 +213,19 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
         }
     };
 
-    match pipeline.mailer.send(&email).await {
+    match timed(pipeline, Stage::Send, pipeline.mailer.send(&email)).await {
         Ok(provider_message_id) => {
             let sent_at = Utc::now();
-            match pipeline.store.mark_sent(send_id, &provider_message_id, sent_at).await {
+            let recorded = timed(
+                pipeline,
+                Stage::Record,
+                pipeline.store.mark_sent(send_id, &provider_message_id, sent_at),
+            )
+            .await;
+            match recorded {
                 Ok(_) => {
                     let latency = (sent_at - message.accepted_at).to_std().unwrap_or_default();
-                    pipeline.metrics.record_sent(priority, latency);
+                    pipeline.metrics.record_sent(priority, latency, claimed_at.elapsed());
                     delete(pipeline, received, send_id).await;
                     Outcome::Sent
                 }
@@ -266,6 +274,14 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
             Outcome::Left(reason)
         }
     }
+}
+
+/// Awaits one step of handling a message and records how long it took.
+async fn timed<T>(pipeline: &Pipeline, stage: Stage, step: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let output = step.await;
+    pipeline.metrics.record_stage(stage, started.elapsed());
+    output
 }
 
 async fn delete(pipeline: &Pipeline, received: &ReceivedMessage, send_id: SendId) {

@@ -844,6 +844,28 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         .map(|c| delivered_per_sec / c.msgs_per_sec);
 
     let answer_times = fault_plan.answer_times();
+    let mut handling_ms = BTreeMap::new();
+    let mut all_handling: Option<hdrhistogram::Histogram<u64>> = None;
+    for priority in Priority::ALL {
+        let histogram = pipeline.metrics.handling_histogram(priority);
+        if histogram.is_empty() {
+            continue;
+        }
+        handling_ms.insert(priority.to_string(), percentiles_of(&histogram));
+        match all_handling.as_mut() {
+            Some(all) => all.add(&histogram).map_err(|e| other("merging handling times", e))?,
+            None => all_handling = Some(histogram),
+        }
+    }
+    if let Some(all) = &all_handling {
+        handling_ms.insert("all".to_string(), percentiles_of(all));
+    }
+    let stage_ms = engine::metrics::Stage::ALL
+        .iter()
+        .map(|stage| (stage.as_str().to_string(), pipeline.metrics.stage_histogram(*stage)))
+        .filter(|(_, histogram)| !histogram.is_empty())
+        .map(|(stage, histogram)| (stage, percentiles_of(&histogram)))
+        .collect();
     let results = RunResults {
         schema_version: SCHEMA_VERSION,
         scenario: ScenarioInfo {
@@ -863,6 +885,8 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         latency_ms: corrected.summary(),
         latency_uncorrected_ms: uncorrected.summary(),
         latency_by_phase_ms: latency_by_phase,
+        handling_ms,
+        stage_ms,
         delivered_per_sec,
         calibration,
         fraction_of_ceiling,

@@ -53,6 +53,16 @@ async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once
     assert_eq!(written["schema_version"], 1);
     assert_eq!(written["verdict"], "pass");
     assert!(out.join("goose-report.html").exists(), "goose's own report is kept");
+
+    // The stack's speed and the senders' handling time are recorded for the gate.
+    let reference = r.stack_reference_ms.expect("stack answer time measured");
+    assert!(reference > 0.0 && reference < 5_000.0, "{reference}");
+    assert_eq!(r.handling_ms["all"].count, r.audit.accepted, "one handling time per message sent");
+    // The reports are written beside the results and tell the same verdict.
+    let html = std::fs::read_to_string(&outcome.reports.html).unwrap();
+    assert!(html.contains("<span class=\"badge\">PASS</span>"));
+    let summary = std::fs::read_to_string(&outcome.reports.markdown).unwrap();
+    assert!(summary.starts_with("## ✅ smoke — PASS"), "{summary}");
 }
 
 #[test]
@@ -76,6 +86,8 @@ fn a_run_that_misses_its_slo_exits_with_the_breach_code_and_a_bad_scenario_with_
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["verdict"], "fail");
     assert_eq!(results["audit"]["lost"], 0, "a slow run is still a complete one");
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("<span class=\"badge\">FAIL</span>"), "a failed run still gets its report");
 
     let typo = workspace_file("loadtest/tests/fixtures/typo.toml");
     let output = Command::new(binary)

@@ -20,15 +20,26 @@ use serde::Serialize;
 
 use crate::results::RunResults;
 
-/// How far a figure may move before it is a regression.
+/// How far a figure may move before it is a regression. The defaults come
+/// from 10 runs of the smoke scenario on unchanged code on a shared 2-core
+/// machine (README, "How the gate avoids crying wolf").
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Tolerances {
-    /// p50 latency: relative worsening allowed, in percent.
+    /// Claim→SENT handling time and each of its stages (p50 over every
+    /// message): relative worsening allowed, in percent.
+    pub handling_pct: f64,
+    /// A handling or stage change smaller than this (ms) is never a regression.
+    pub handling_floor_ms: f64,
+    /// End-to-end p50 latency per priority: relative worsening allowed, in percent.
     pub p50_pct: f64,
-    /// p95 latency: relative worsening allowed, in percent.
+    /// End-to-end p95 latency per priority: relative worsening allowed, in percent.
     pub p95_pct: f64,
-    /// A latency change smaller than this (ms) is never a regression.
+    /// An end-to-end latency change smaller than this (ms) is never a regression.
     pub latency_floor_ms: f64,
+    /// A p50 over fewer messages than this (in the baseline) is shown, not gated.
+    pub min_messages_p50: u64,
+    /// A p95 over fewer messages than this (in the baseline) is shown, not gated.
+    pub min_messages_p95: u64,
     /// Delivered msg/s: relative drop allowed, in percent.
     pub throughput_pct: f64,
     /// ERROR share: increase allowed, in percentage points.
@@ -38,9 +49,13 @@ pub struct Tolerances {
 impl Default for Tolerances {
     fn default() -> Self {
         Self {
-            p50_pct: 25.0,
-            p95_pct: 40.0,
+            handling_pct: 25.0,
+            handling_floor_ms: 10.0,
+            p50_pct: 50.0,
+            p95_pct: 75.0,
             latency_floor_ms: 25.0,
+            min_messages_p50: 30,
+            min_messages_p95: 100,
             throughput_pct: 15.0,
             error_points: 1.0,
         }
@@ -117,7 +132,8 @@ pub struct Row {
 pub struct Comparison {
     pub baseline_label: String,
     pub current_label: String,
-    /// How many current runs the figures are the median of.
+    /// How many runs each side's figures are the median of.
+    pub baseline_runs: usize,
     pub current_runs: usize,
     pub tolerances: Tolerances,
     pub rows: Vec<Row>,
@@ -139,6 +155,8 @@ impl Comparison {
 pub enum CompareError {
     #[error("nothing to compare: no current results given")]
     NoCurrent,
+    #[error("nothing to compare with: no baseline results given")]
+    NoBaseline,
     #[error("not comparable: {what} differs (baseline {baseline}, current {current})")]
     NotComparable {
         what: &'static str,
@@ -174,7 +192,7 @@ struct Spec {
     pick: Pick,
 }
 
-fn specs(baseline: &RunResults, current: &[RunResults], tolerances: &Tolerances) -> Vec<Spec> {
+fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
     let mut specs = vec![
         Spec {
             figure: "objectives failed".into(),
@@ -234,7 +252,7 @@ fn specs(baseline: &RunResults, current: &[RunResults], tolerances: &Tolerances)
     ];
     // Every priority either run saw, in the order high, medium, low.
     let mut priorities: Vec<String> = Vec::new();
-    for run in std::iter::once(baseline).chain(current) {
+    for run in runs {
         for priority in run.latency_ms.keys() {
             if !priorities.contains(priority) {
                 priorities.push(priority.clone());
@@ -244,30 +262,84 @@ fn specs(baseline: &RunResults, current: &[RunResults], tolerances: &Tolerances)
     let rank = |p: &str| ["high", "medium", "low"].iter().position(|x| *x == p).unwrap_or(3);
     priorities.sort_by_key(|p| rank(p));
     type Percentile = fn(&crate::results::Percentiles) -> f64;
-    let percentiles: [(&str, Rule, Percentile); 3] = [
-        (
-            "p50",
-            Rule::Relative {
-                pct: tolerances.p50_pct,
-                floor: tolerances.latency_floor_ms,
-            },
-            |p| p.p50_ms,
-        ),
-        (
-            "p95",
-            Rule::Relative {
-                pct: tolerances.p95_pct,
-                floor: tolerances.latency_floor_ms,
-            },
-            |p| p.p95_ms,
-        ),
-        ("p99", Rule::Informational, |p| p.p99_ms),
+    // Handling time and its stages: medians over every message, so gated tightly.
+    let handling_rule = Rule::Relative {
+        pct: tolerances.handling_pct,
+        floor: tolerances.handling_floor_ms,
+    };
+    let mut handling_figures = vec![("handling", "all")];
+    for stage in ["claim", "content", "send", "record"] {
+        if runs.iter().any(|r| r.stage_ms.contains_key(stage)) {
+            handling_figures.push(("stage", stage));
+        }
+    }
+    for (what, key) in handling_figures {
+        let (figure, pick): (String, Pick) = if what == "handling" {
+            (
+                "handling p50 (claim→SENT)".into(),
+                Box::new(|r| r.handling_ms.get("all").filter(|p| p.count > 0).map(|p| p.p50_ms)),
+            )
+        } else {
+            (
+                format!("stage p50 {key}"),
+                Box::new(move |r| r.stage_ms.get(key).filter(|p| p.count > 0).map(|p| p.p50_ms)),
+            )
+        };
+        specs.push(Spec {
+            figure,
+            unit: "ms",
+            better: Better::Lower,
+            rule: handling_rule,
+            speed_bound: true,
+            pick,
+        });
+    }
+    specs.push(Spec {
+        figure: "handling p95 (claim→SENT)".into(),
+        unit: "ms",
+        better: Better::Lower,
+        rule: Rule::Informational,
+        speed_bound: true,
+        pick: Box::new(|r| r.handling_ms.get("all").filter(|p| p.count > 0).map(|p| p.p95_ms)),
+    });
+
+    // End-to-end latency: queueing makes it swing far more than the stack's
+    // speed explains, so only gross regressions are gated, and only where
+    // enough messages stand behind the percentile.
+    let baseline_count = |priority: &str| {
+        median(
+            baselines
+                .iter()
+                .filter_map(|r| r.latency_ms.get(priority).map(|p| p.count as f64))
+                .collect(),
+        )
+        .unwrap_or(0.0) as u64
+    };
+    let percentiles: [(&str, Option<(f64, u64)>, Percentile); 3] = [
+        ("p50", Some((tolerances.p50_pct, tolerances.min_messages_p50)), |p| p.p50_ms),
+        ("p95", Some((tolerances.p95_pct, tolerances.min_messages_p95)), |p| p.p95_ms),
+        ("p99", None, |p| p.p99_ms),
     ];
-    for (label, rule, read) in percentiles {
+    for (label, gate, read) in percentiles {
         for priority in &priorities {
             let key = priority.clone();
+            let count = baseline_count(priority);
+            let (rule, figure) = match gate {
+                Some((pct, min)) if count >= min => (
+                    Rule::Relative {
+                        pct,
+                        floor: tolerances.latency_floor_ms,
+                    },
+                    format!("latency {label} {priority}"),
+                ),
+                Some(_) => (
+                    Rule::Informational,
+                    format!("latency {label} {priority} (n={count}, too few to gate)"),
+                ),
+                None => (Rule::Informational, format!("latency {label} {priority}")),
+            };
             specs.push(Spec {
-                figure: format!("latency {label} {priority}"),
+                figure,
                 unit: "ms",
                 better: Better::Lower,
                 rule,
@@ -329,15 +401,16 @@ fn worse_beyond(better: Better, rule: Rule, baseline: f64, current: f64) -> bool
     }
 }
 
-/// Compares `current` (one run, or several of the same code: each figure is
-/// then their median) with `baseline`.
+/// Compares `current` with `baseline`. Either side may be several runs of
+/// the same code: each figure is then the median across them.
 pub fn compare(
-    baseline: &RunResults,
+    baselines: &[RunResults],
     current: &[RunResults],
     tolerances: &Tolerances,
 ) -> Result<Comparison, CompareError> {
+    let baseline = baselines.first().ok_or(CompareError::NoBaseline)?;
     let first = current.first().ok_or(CompareError::NoCurrent)?;
-    for run in current {
+    for run in baselines.iter().chain(current) {
         check_comparable(baseline, run)?;
     }
     let mut notes = Vec::new();
@@ -365,7 +438,7 @@ pub fn compare(
     }
     notes.dedup();
 
-    let reference_base = baseline.stack_reference_ms.filter(|r| *r > 0.0);
+    let reference_base = median(baselines.iter().filter_map(|r| r.stack_reference_ms).collect()).filter(|r| *r > 0.0);
     let reference_now = median(current.iter().filter_map(|r| r.stack_reference_ms).collect()).filter(|r| *r > 0.0);
     if reference_base.is_none() || reference_now.is_none() {
         notes.push("a run has no stack answer time; latency and throughput are judged as measured only".into());
@@ -373,10 +446,11 @@ pub fn compare(
     // How much slower the stack answered now than in the baseline run.
     let slowdown = reference_base.zip(reference_now).map(|(b, c)| c / b);
 
-    let rows = specs(baseline, current, tolerances)
+    let all_runs: Vec<&RunResults> = baselines.iter().chain(current).collect();
+    let rows = specs(baselines, &all_runs, tolerances)
         .into_iter()
         .map(|spec| {
-            let base = (spec.pick)(baseline);
+            let base = median(baselines.iter().filter_map(|r| (spec.pick)(r)).collect());
             let now = median(current.iter().filter_map(|r| (spec.pick)(r)).collect());
             let ratio = base.zip(now).filter(|(b, _)| *b != 0.0).map(|(b, c)| c / b);
             // A latency that grows with the stack's slowdown is no regression; a
@@ -423,13 +497,17 @@ pub fn compare(
             }
         })
         .collect();
-    Ok(Comparison {
-        baseline_label: format!("{} ({})", baseline.scenario.name, baseline.started_at),
-        current_label: if current.len() == 1 {
+    let label = |runs: &[RunResults], first: &RunResults| {
+        if runs.len() == 1 {
             format!("{} ({})", first.scenario.name, first.started_at)
         } else {
-            format!("{} (median of {} runs)", first.scenario.name, current.len())
-        },
+            format!("{} (median of {} runs)", first.scenario.name, runs.len())
+        }
+    };
+    Ok(Comparison {
+        baseline_label: label(baselines, baseline),
+        current_label: label(current, first),
+        baseline_runs: baselines.len(),
         current_runs: current.len(),
         tolerances: *tolerances,
         rows,
@@ -495,8 +573,8 @@ pub fn to_text(comparison: &Comparison) -> String {
     }
     let t = &comparison.tolerances;
     out.push_str(&format!(
-        "\ntolerances: p50 +{}%, p95 +{}% (and more than {} ms), both as measured and against the stack's answer time; delivered msg/s −{}%; ERROR share +{} points; lost, duplicated, unexpected and failed objectives: none more\n",
-        t.p50_pct, t.p95_pct, t.latency_floor_ms, t.throughput_pct, t.error_points
+        "\ntolerances (each both as measured and against the stack's answer time): handling and stage p50 +{}% (and > {} ms); latency p50 +{}% (n ≥ {}), p95 +{}% (n ≥ {}), and > {} ms; delivered msg/s −{}%. ERROR share +{} points; lost, duplicated, unexpected, failed objectives: none more\n",
+        t.handling_pct, t.handling_floor_ms, t.p50_pct, t.min_messages_p50, t.p95_pct, t.min_messages_p95, t.latency_floor_ms, t.throughput_pct, t.error_points
     ));
     out.push_str(if comparison.regressed() {
         "verdict: REGRESSION\n"
@@ -523,6 +601,16 @@ mod tests {
                 max_ms: p50_high * 4.0,
             },
         );
+        results.handling_ms.insert(
+            "all".into(),
+            Percentiles {
+                count: 300,
+                p50_ms: p50_high / 2.0,
+                p95_ms: p50_high,
+                p99_ms: p50_high * 1.5,
+                max_ms: p50_high * 2.0,
+            },
+        );
         results.stack_reference_ms = Some(reference);
         results
     }
@@ -533,24 +621,80 @@ mod tests {
 
     #[test]
     fn the_same_figures_are_within_tolerance() {
-        let c = compare(&run(100.0, 8.0), &[run(100.0, 8.0)], &Tolerances::default()).unwrap();
+        let c = compare(&[run(100.0, 8.0)], &[run(100.0, 8.0)], &Tolerances::default()).unwrap();
         assert!(!c.regressed(), "{}", to_text(&c));
         assert_eq!(outcome(&c, "latency p50 high"), Outcome::Within);
     }
 
     #[test]
     fn slower_code_on_an_unchanged_stack_is_a_regression() {
-        let c = compare(&run(100.0, 8.0), &[run(150.0, 8.0)], &Tolerances::default()).unwrap();
+        let c = compare(&[run(100.0, 8.0)], &[run(200.0, 8.0)], &Tolerances::default()).unwrap();
         assert!(c.regressed());
+        assert_eq!(outcome(&c, "handling p50 (claim→SENT)"), Outcome::Regressed);
         assert_eq!(outcome(&c, "latency p50 high"), Outcome::Regressed);
         assert_eq!(outcome(&c, "latency p95 high"), Outcome::Regressed);
         assert_eq!(outcome(&c, "latency p99 high"), Outcome::Info, "p99 is shown, not gated");
     }
 
     #[test]
+    fn a_slower_send_on_an_unchanged_stack_fails_on_handling_time_alone() {
+        // End-to-end latency hidden in the noise, but every message took 40% longer to handle.
+        let mut current = run(100.0, 8.0);
+        for p in current.handling_ms.values_mut() {
+            p.p50_ms *= 1.4;
+            p.p95_ms *= 1.4;
+        }
+        let c = compare(&[run(100.0, 8.0)], &[current], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&c, "latency p50 high"), Outcome::Within);
+        assert_eq!(outcome(&c, "handling p50 (claim→SENT)"), Outcome::Regressed);
+        assert!(c.regressed());
+    }
+
+    #[test]
+    fn a_slower_provider_call_fails_on_its_stage() {
+        let with_send = |send_ms: f64| {
+            let mut r = run(100.0, 8.0);
+            r.stage_ms.insert(
+                "send".into(),
+                Percentiles {
+                    count: 300,
+                    p50_ms: send_ms,
+                    ..Percentiles::default()
+                },
+            );
+            r
+        };
+        let c = compare(&[with_send(60.0)], &[with_send(110.0)], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&c, "stage p50 send"), Outcome::Regressed);
+        let c = compare(&[with_send(60.0)], &[with_send(65.0)], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&c, "stage p50 send"), Outcome::Within);
+    }
+
+    #[test]
+    fn a_percentile_over_too_few_messages_is_shown_not_gated() {
+        let mut few = run(100.0, 8.0);
+        few.latency_ms.get_mut("high").unwrap().count = 19;
+        let mut current = few.clone();
+        current.latency_ms.get_mut("high").unwrap().p50_ms = 400.0;
+        let c = compare(&[few], &[current], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&c, "latency p50 high (n=19, too few to gate)"), Outcome::Info);
+        assert!(!c.regressed(), "{}", to_text(&c));
+    }
+
+    #[test]
+    fn a_baseline_of_several_runs_is_their_median() {
+        let baselines = [run(100.0, 8.0), run(300.0, 8.0), run(110.0, 8.0)];
+        let c = compare(&baselines, &[run(120.0, 8.0)], &Tolerances::default()).unwrap();
+        let row = c.rows.iter().find(|r| r.figure == "latency p50 high").unwrap();
+        assert_eq!(row.baseline, Some(110.0));
+        assert_eq!(c.baseline_label, format!("{} (median of 3 runs)", baselines[0].scenario.name));
+        assert!(!c.regressed(), "{}", to_text(&c));
+    }
+
+    #[test]
     fn a_uniformly_slower_machine_is_not_a_regression() {
         // Everything twice as slow, the stack's own answers included.
-        let c = compare(&run(100.0, 8.0), &[run(200.0, 16.0)], &Tolerances::default()).unwrap();
+        let c = compare(&[run(100.0, 8.0)], &[run(200.0, 16.0)], &Tolerances::default()).unwrap();
         assert!(!c.regressed(), "{}", to_text(&c));
         let row = c.rows.iter().find(|r| r.figure == "latency p50 high").unwrap();
         assert_eq!(row.ratio, Some(2.0));
@@ -561,13 +705,13 @@ mod tests {
     fn a_faster_stack_does_not_hide_an_unchanged_figure_as_a_regression() {
         // The stack answered twice as fast but the figure held: against the
         // yardstick it looks worse, as measured it is not, so it passes.
-        let c = compare(&run(100.0, 8.0), &[run(100.0, 4.0)], &Tolerances::default()).unwrap();
+        let c = compare(&[run(100.0, 8.0)], &[run(100.0, 4.0)], &Tolerances::default()).unwrap();
         assert!(!c.regressed(), "{}", to_text(&c));
     }
 
     #[test]
     fn faster_code_is_an_improvement() {
-        let c = compare(&run(200.0, 8.0), &[run(100.0, 8.0)], &Tolerances::default()).unwrap();
+        let c = compare(&[run(200.0, 8.0)], &[run(100.0, 8.0)], &Tolerances::default()).unwrap();
         assert!(!c.regressed());
         assert_eq!(outcome(&c, "latency p50 high"), Outcome::Improved);
     }
@@ -575,7 +719,7 @@ mod tests {
     #[test]
     fn a_small_change_under_the_floor_is_never_a_regression() {
         // +50% but only +10 ms: noise at this scale.
-        let c = compare(&run(20.0, 8.0), &[run(30.0, 8.0)], &Tolerances::default()).unwrap();
+        let c = compare(&[run(20.0, 8.0)], &[run(30.0, 8.0)], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&c, "latency p50 high"), Outcome::Within);
     }
 
@@ -583,7 +727,7 @@ mod tests {
     fn one_lost_message_fails_whatever_the_latency() {
         let mut current = run(100.0, 8.0);
         current.audit.lost = 1;
-        let c = compare(&run(100.0, 8.0), &[current], &Tolerances::default()).unwrap();
+        let c = compare(&[run(100.0, 8.0)], &[current], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&c, "lost"), Outcome::Regressed);
     }
 
@@ -591,7 +735,7 @@ mod tests {
     fn a_priority_that_stopped_sending_is_missing_and_fails() {
         let mut current = run(100.0, 8.0);
         current.latency_ms.remove("high");
-        let c = compare(&run(100.0, 8.0), &[current], &Tolerances::default()).unwrap();
+        let c = compare(&[run(100.0, 8.0)], &[current], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&c, "latency p50 high"), Outcome::Missing);
         assert!(c.regressed());
     }
@@ -600,7 +744,7 @@ mod tests {
     fn several_current_runs_are_judged_by_their_median() {
         // One outlier among three does not fail the gate.
         let runs = [run(100.0, 8.0), run(400.0, 8.0), run(105.0, 8.0)];
-        let c = compare(&run(100.0, 8.0), &runs, &Tolerances::default()).unwrap();
+        let c = compare(&[run(100.0, 8.0)], &runs, &Tolerances::default()).unwrap();
         assert!(!c.regressed(), "{}", to_text(&c));
         let row = c.rows.iter().find(|r| r.figure == "latency p50 high").unwrap();
         assert_eq!(row.current, Some(105.0));
@@ -611,7 +755,7 @@ mod tests {
         let mut other = run(100.0, 8.0);
         other.scenario.name = "another".into();
         let baseline = run(100.0, 8.0);
-        let error = compare(&baseline, &[other], &Tolerances::default()).unwrap_err();
+        let error = compare(std::slice::from_ref(&baseline), &[other], &Tolerances::default()).unwrap_err();
         assert_eq!(
             error.to_string(),
             format!("not comparable: scenario differs (baseline {}, current another)", baseline.scenario.name)
@@ -622,7 +766,7 @@ mod tests {
     fn lower_throughput_on_an_unchanged_stack_is_a_regression() {
         let mut current = run(100.0, 8.0);
         current.delivered_per_sec = run(100.0, 8.0).delivered_per_sec * 0.5;
-        let c = compare(&run(100.0, 8.0), &[current], &Tolerances::default()).unwrap();
+        let c = compare(&[run(100.0, 8.0)], &[current], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&c, "delivered msg/s"), Outcome::Regressed);
     }
 }

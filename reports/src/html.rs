@@ -314,38 +314,37 @@ fn latency_section(out: &mut String, results: &RunResults) {
         latency_bars(results),
         "From the moment each request was due to be sent (coordinated-omission corrected) until its message was SENT.",
     );
+    let row = |label: String, p: &crate::results::Percentiles| {
+        let cells = vec![
+            label,
+            p.count.to_string(),
+            duration_ms(p.p50_ms),
+            duration_ms(p.p95_ms),
+            duration_ms(p.p99_ms),
+            duration_ms(p.max_ms),
+        ];
+        (cells, false)
+    };
     let mut rows = Vec::new();
     for (label, map) in [
         ("from intended arrival", &results.latency_ms),
         ("from acceptance (engine)", &results.latency_uncorrected_ms),
     ] {
         for (priority, p) in priorities_in(map) {
-            rows.push((
-                vec![
-                    format!("{priority}, {label}"),
-                    p.count.to_string(),
-                    duration_ms(p.p50_ms),
-                    duration_ms(p.p95_ms),
-                    duration_ms(p.p99_ms),
-                    duration_ms(p.max_ms),
-                ],
-                false,
-            ));
+            rows.push(row(format!("{priority}, {label}"), p));
+        }
+    }
+    if let Some(p) = results.handling_ms.get("all") {
+        rows.push(row("all, handling (claim to SENT)".into(), p));
+    }
+    for stage in ["claim", "content", "send", "record"] {
+        if let Some(p) = results.stage_ms.get(stage) {
+            rows.push(row(format!("handling step: {stage}"), p));
         }
     }
     for (phase, map) in &results.latency_by_phase_ms {
         for (priority, p) in priorities_in(map) {
-            rows.push((
-                vec![
-                    format!("{priority}, {phase}"),
-                    p.count.to_string(),
-                    duration_ms(p.p50_ms),
-                    duration_ms(p.p95_ms),
-                    duration_ms(p.p99_ms),
-                    duration_ms(p.max_ms),
-                ],
-                false,
-            ));
+            rows.push(row(format!("{priority}, {phase}"), p));
         }
     }
     table(out, &["priority", "sent", "p50", "p95", "p99", "max"], &rows);

@@ -2,7 +2,7 @@
 //! Exit codes: 0 fine, 3 regression (compare), 1 unreadable or incomparable input (2: bad command line).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,12 +25,13 @@ enum Command {
         /// Where the reports go (default: beside the results file).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// A baseline results file to compare with, shown in both reports.
+        /// A baseline results file (or a directory of them) to compare with, shown in both reports.
         #[arg(long)]
         baseline: Option<PathBuf>,
     },
     /// Compare a run with a baseline; exits 3 on a regression beyond tolerance.
     Compare {
+        /// A results file, or a directory of them (runs of the same code; each figure is their median).
         baseline: PathBuf,
         /// One run, or several runs of the same code (each figure is then their median).
         #[arg(required = true)]
@@ -38,6 +39,9 @@ enum Command {
         /// Also write the Markdown summary with the comparison here (appends; e.g. $GITHUB_STEP_SUMMARY).
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Allowed growth of the claim→SENT handling time (p50, p95), percent.
+        #[arg(long, default_value_t = Tolerances::default().handling_pct)]
+        handling_tolerance: f64,
         /// Allowed p50 latency growth, percent.
         #[arg(long, default_value_t = Tolerances::default().p50_pct)]
         p50_tolerance: f64,
@@ -56,12 +60,31 @@ enum Command {
     },
 }
 
+/// One results file, or every `*.json` in a directory.
+fn load_runs(path: &Path) -> anyhow::Result<Vec<RunResults>> {
+    if !path.is_dir() {
+        return Ok(vec![RunResults::load(path)?]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "{}: no results files (*.json) in it", path.display());
+    Ok(files.iter().map(|f| RunResults::load(f)).collect::<Result<_, _>>()?)
+}
+
 fn run() -> anyhow::Result<i32> {
     match Cli::parse().command {
         Command::Render { results, out, baseline } => {
             let current = RunResults::load(&results)?;
             let comparison = match &baseline {
-                Some(path) => Some(compare(&RunResults::load(path)?, &[current.clone()], &Tolerances::default())?),
+                Some(path) => Some(compare(
+                    &load_runs(path)?,
+                    std::slice::from_ref(&current),
+                    &Tolerances::default(),
+                )?),
                 None => None,
             };
             let dir = out.unwrap_or_else(|| results.parent().map(PathBuf::from).unwrap_or_default());
@@ -74,6 +97,7 @@ fn run() -> anyhow::Result<i32> {
             baseline,
             current,
             summary,
+            handling_tolerance,
             p50_tolerance,
             p95_tolerance,
             latency_floor_ms,
@@ -84,10 +108,11 @@ fn run() -> anyhow::Result<i32> {
                 p50_pct: p50_tolerance,
                 p95_pct: p95_tolerance,
                 latency_floor_ms,
+                handling_pct: handling_tolerance,
                 throughput_pct: throughput_tolerance,
                 ..Tolerances::default()
             };
-            let base = RunResults::load(&baseline)?;
+            let base = load_runs(&baseline)?;
             let runs = current
                 .iter()
                 .map(|path| RunResults::load(path))

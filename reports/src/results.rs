@@ -30,6 +30,14 @@ pub struct RunResults {
     pub latency_uncorrected_ms: BTreeMap<String, Percentiles>,
     /// Latency of messages that arrived before the first campaign, and after it.
     pub latency_by_phase_ms: BTreeMap<String, BTreeMap<String, Percentiles>>,
+    /// Claim→SENT as the senders measured it: the per-message service time,
+    /// with no queueing in it; per priority and `all`.
+    #[serde(default)]
+    pub handling_ms: BTreeMap<String, Percentiles>,
+    /// Each step of handling a message (`claim`, `content`, `send`, `record`),
+    /// every attempt whatever its outcome: where the handling time goes.
+    #[serde(default)]
+    pub stage_ms: BTreeMap<String, Percentiles>,
     pub delivered_per_sec: f64,
     pub calibration: Option<Calibration>,
     /// delivered_per_sec over the calibrated ceiling, when calibrated in the same run.

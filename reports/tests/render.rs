@@ -100,7 +100,7 @@ fn the_report_loads_nothing_from_anywhere_else() {
 #[test]
 fn the_markdown_summary_carries_verdict_objectives_and_the_comparison() {
     let results = fixture("ses-throttle.results.json");
-    let comparison = compare(&results, &[results.clone()], &Tolerances::default()).unwrap();
+    let comparison = compare(std::slice::from_ref(&results), std::slice::from_ref(&results), &Tolerances::default()).unwrap();
     let markdown = reports::markdown::render(&results, Some(&comparison));
     let first_line = markdown.lines().next().unwrap();
     assert!(first_line.starts_with("## ") && first_line.contains(&results.scenario.name));
