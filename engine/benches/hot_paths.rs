@@ -5,38 +5,16 @@
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use engine::config::RoutingRules;
-use engine::csv_upload::parse_all;
 use engine::domain::{BatchId, MessageBody, MessageKind, OutboundMessage, Priority, SendId};
 
-/// `rows` distinct data rows of exactly 100 bytes each (newline included).
-fn campaign_csv(rows: usize) -> Vec<u8> {
-    let mut csv = b"email,subject,body,type\n".to_vec();
-    for i in 0..rows {
-        let mut row = format!("user{i:07}@example.com,Your November statement,Hello, your statement is ready.,campaign");
-        // Pad the body to make the row 100 bytes with its newline.
-        let pad = 99usize.saturating_sub(row.len());
-        row.insert_str(row.len() - ",campaign".len(), &".".repeat(pad));
-        debug_assert_eq!(row.len(), 99);
-        csv.extend_from_slice(row.as_bytes());
-        csv.push(b'\n');
-    }
-    csv
-}
+mod support;
+
+// As in the engine and loadtest binaries (see `csv_system_allocator` for glibc's malloc).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn csv_parse(c: &mut Criterion) {
-    const ROWS: usize = 100_000;
-    let csv = campaign_csv(ROWS);
-    assert_eq!(csv.len(), 24 + ROWS * 100);
-    let check = parse_all(&csv, 64 * 1024).expect("bench CSV parses");
-    assert_eq!(check.accepted.len(), ROWS, "every bench row is valid: {:?}", check.rejected.first());
-
-    let mut group = c.benchmark_group("csv");
-    group.throughput(Throughput::Elements(ROWS as u64));
-    group.sample_size(20);
-    group.bench_function("parse_and_validate_100_byte_rows", |b| {
-        b.iter(|| parse_all(std::hint::black_box(&csv), 64 * 1024).expect("parses"))
-    });
-    group.finish();
+    support::bench_csv_parse(c, "parse_and_validate_100_byte_rows");
 }
 
 fn message() -> OutboundMessage {
@@ -48,7 +26,7 @@ fn message() -> OutboundMessage {
         recipient: "user0000001@example.com".into(),
         subject: "Your November statement".into(),
         body: MessageBody::Inline {
-            text: "Hello, your statement is ready.".into(),
+            text: "Hello: your statement is ready.".into(),
         },
         attachment: None,
         accepted_at: Utc::now(),

@@ -6,7 +6,9 @@
 //! A bad row is rejected with its number, field and reason; every other row
 //! still counts. Only a file whose header is unusable is refused whole.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use crate::domain::{EmailAddress, MessageKind, Priority};
 
@@ -102,7 +104,15 @@ pub struct CsvUploadParser {
     row: u64,
     columns: Option<Columns>,
     header_error: Option<CsvFileError>,
-    first_row_of: HashMap<String, u64>,
+    /// Accepted rows by a hash of their lowercased recipient (seeded per
+    /// parser), so a duplicate is found without keeping a second copy of
+    /// every address; `colliding` holds the rare address whose hash another
+    /// already took.
+    first_row_of: HashMap<u64, usize, foldhash::fast::RandomState>,
+    recipient_hasher: foldhash::fast::RandomState,
+    colliding: HashMap<String, u64>,
+    /// All ones; tests narrow it to make every address collide.
+    hash_mask: u64,
     parsed: ParsedUpload,
 }
 
@@ -120,7 +130,10 @@ impl CsvUploadParser {
             row: 0,
             columns: None,
             header_error: None,
-            first_row_of: HashMap::new(),
+            first_row_of: HashMap::default(),
+            recipient_hasher: foldhash::fast::RandomState::default(),
+            colliding: HashMap::new(),
+            hash_mask: u64::MAX,
             parsed: ParsedUpload::default(),
         }
     }
@@ -262,7 +275,7 @@ impl CsvUploadParser {
         })
     }
 
-    fn reject(&mut self, field: Option<&str>, reason: String) {
+    fn reject(&mut self, field: Option<&'static str>, reason: String) {
         self.parsed.rejected.push(RejectedRow {
             row: self.row,
             field: field.map(str::to_string),
@@ -279,79 +292,102 @@ impl CsvUploadParser {
             let reason = format!("has {} fields; the header has {}", self.ends_len, columns.count);
             return self.reject(None, reason);
         }
-        let text = |parser: &Self, index: usize, name: &str| -> Result<String, (String, String)> {
-            std::str::from_utf8(parser.field(index))
-                .map(str::to_string)
-                .map_err(|e| {
-                    (
-                        name.to_string(),
-                        format!("is not valid UTF-8 (byte {})", e.valid_up_to()),
-                    )
-                })
+        let row = match self.validate_row(columns) {
+            Ok(row) => row,
+            Err((field, reason)) => return self.reject(field, reason),
         };
-        let optional = |parser: &Self, index: Option<usize>, name: &str| -> Result<Option<String>, (String, String)> {
-            match index {
-                None => Ok(None),
-                Some(i) => text(parser, i, name).map(|t| Some(t.trim().to_string()).filter(|t| !t.is_empty())),
-            }
-        };
-        let fields = (|| {
-            let email = text(self, columns.email, "email")?;
-            let subject = text(self, columns.subject, "subject")?;
-            let body = text(self, columns.body, "body")?;
-            let kind = optional(self, columns.kind, "type")?;
-            let priority = optional(self, columns.priority, "priority")?;
-            let attachment = optional(self, columns.attachment, "attachment")?;
-            Ok::<_, (String, String)>((email, subject, body, kind, priority, attachment))
-        })();
-        let (email, subject, body, kind, priority, attachment) = match fields {
-            Ok(fields) => fields,
-            Err((field, reason)) => return self.reject(Some(&field), reason),
-        };
-        let recipient = match EmailAddress::parse(&email) {
-            Ok(address) => address,
-            Err(error) => return self.reject(Some("email"), format!("`{}` {error}", email.trim())),
-        };
-        let subject = subject.trim().to_string();
-        if subject.is_empty() {
-            return self.reject(Some("subject"), "is empty".into());
-        }
-        if subject.chars().count() > self.limits.max_subject_chars {
-            let reason = format!("is longer than {} characters", self.limits.max_subject_chars);
-            return self.reject(Some("subject"), reason);
-        }
-        if subject.contains(['\r', '\n']) {
-            return self.reject(Some("subject"), "contains a line break".into());
-        }
-        if body.trim().is_empty() {
-            return self.reject(Some("body"), "is empty".into());
-        }
-        let kind = match kind.map(|k| k.parse::<MessageKind>()).transpose() {
-            Ok(kind) => kind,
-            Err(reason) => return self.reject(Some("type"), reason),
-        };
-        let priority = match priority.map(|p| p.parse::<Priority>()).transpose() {
-            Ok(priority) => priority,
-            Err(reason) => return self.reject(Some("priority"), reason),
-        };
-        let key = recipient.dedup_key();
-        if let Some(&first) = self.first_row_of.get(&key) {
-            self.parsed.duplicates.push(DuplicateRow {
+        match self.first_accepted_with(&row.recipient) {
+            Some(first) => self.parsed.duplicates.push(DuplicateRow {
                 row: self.row,
                 duplicate_of_row: first,
-            });
-            return;
+            }),
+            None => self.parsed.accepted.push(row),
         }
-        self.first_row_of.insert(key, self.row);
-        self.parsed.accepted.push(AcceptedRow {
+    }
+
+    /// The row that first had `recipient` (case-insensitively), or `None`
+    /// after noting that the row about to be accepted now has it.
+    fn first_accepted_with(&mut self, recipient: &EmailAddress) -> Option<u64> {
+        let address = recipient.as_str();
+        let mut lowered = [0u8; 256];
+        let lowered = &mut lowered[..address.len()];
+        lowered.copy_from_slice(address.as_bytes());
+        lowered.make_ascii_lowercase();
+        let hash = self.recipient_hasher.hash_one(&*lowered) & self.hash_mask;
+        let next_index = self.parsed.accepted.len();
+        match self.first_row_of.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(next_index);
+                None
+            }
+            Entry::Occupied(taken) => {
+                let holder = &self.parsed.accepted[*taken.get()];
+                if holder.recipient.as_str().eq_ignore_ascii_case(address) {
+                    return Some(holder.row);
+                }
+                match self.colliding.entry(recipient.dedup_key()) {
+                    Entry::Occupied(first) => Some(*first.get()),
+                    Entry::Vacant(slot) => {
+                        slot.insert(self.row);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks the current record's fields, borrowing them; only an accepted
+    /// row's values are copied out.
+    fn validate_row(&self, columns: Columns) -> Result<AcceptedRow, (Option<&'static str>, String)> {
+        let text = |index: usize, name: &'static str| {
+            std::str::from_utf8(self.field(index))
+                .map_err(|e| (Some(name), format!("is not valid UTF-8 (byte {})", e.valid_up_to())))
+        };
+        let optional = |index: Option<usize>, name: &'static str| match index {
+            None => Ok(None),
+            Some(i) => text(i, name).map(|t| Some(t.trim()).filter(|t| !t.is_empty())),
+        };
+        let email = text(columns.email, "email")?;
+        let subject = text(columns.subject, "subject")?.trim();
+        let body = text(columns.body, "body")?;
+        let kind = optional(columns.kind, "type")?;
+        let priority = optional(columns.priority, "priority")?;
+        let attachment = optional(columns.attachment, "attachment")?;
+        let recipient =
+            EmailAddress::parse(email).map_err(|error| (Some("email"), format!("`{}` {error}", email.trim())))?;
+        if subject.is_empty() {
+            return Err((Some("subject"), "is empty".into()));
+        }
+        // Counting characters only matters once the bytes could exceed the limit.
+        if subject.len() > self.limits.max_subject_chars && subject.chars().count() > self.limits.max_subject_chars {
+            return Err((
+                Some("subject"),
+                format!("is longer than {} characters", self.limits.max_subject_chars),
+            ));
+        }
+        if subject.contains(['\r', '\n']) {
+            return Err((Some("subject"), "contains a line break".into()));
+        }
+        if body.trim().is_empty() {
+            return Err((Some("body"), "is empty".into()));
+        }
+        let kind = kind
+            .map(str::parse::<MessageKind>)
+            .transpose()
+            .map_err(|reason| (Some("type"), reason))?;
+        let priority = priority
+            .map(str::parse::<Priority>)
+            .transpose()
+            .map_err(|reason| (Some("priority"), reason))?;
+        Ok(AcceptedRow {
             row: self.row,
             recipient,
-            subject,
-            body,
+            subject: subject.to_string(),
+            body: body.to_string(),
             kind,
             priority,
-            attachment,
-        });
+            attachment: attachment.map(str::to_string),
+        })
     }
 }
 
@@ -398,6 +434,19 @@ pub fn parse_all(bytes: &[u8], chunk_size: usize) -> Result<ParsedUpload, CsvFil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duplicates_are_found_exactly_even_when_every_address_hashes_alike() {
+        let csv = b"email,subject,body\na@x.com,S,B\nb@x.com,S,B\nA@X.com,S,B\nc@x.com,S,B\nB@x.com,S,B\n";
+        let mut parser = CsvUploadParser::new(CsvLimits::default());
+        parser.hash_mask = 0;
+        parser.feed(csv).unwrap();
+        let parsed = parser.finish().unwrap();
+        let accepted: Vec<&str> = parsed.accepted.iter().map(|r| r.recipient.as_str()).collect();
+        assert_eq!(accepted, ["a@x.com", "b@x.com", "c@x.com"]);
+        let duplicates: Vec<(u64, u64)> = parsed.duplicates.iter().map(|d| (d.row, d.duplicate_of_row)).collect();
+        assert_eq!(duplicates, [(4, 2), (6, 3)]);
+    }
 
     fn parse(text: &str) -> ParsedUpload {
         parse_all(text.as_bytes(), 7).expect("file is usable")

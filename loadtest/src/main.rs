@@ -191,6 +191,11 @@ async fn main_inner() -> anyhow::Result<i32> {
     }
 }
 
+// Ingest allocates a few small strings per CSV row; mimalloc makes that
+// about twice as fast as glibc's malloc (engine/benches, README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

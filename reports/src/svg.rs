@@ -168,6 +168,15 @@ fn y_axis(out: &mut String, frame: &Frame, step: f64, unit: &str) {
     );
 }
 
+fn x_axis_line(out: &mut String) {
+    let y = HEIGHT - BOTTOM;
+    let _ = write!(
+        out,
+        r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#666"/>"##,
+        WIDTH - RIGHT
+    );
+}
+
 impl LineChart {
     pub fn to_svg(&self) -> String {
         let y_data_max = self
@@ -227,13 +236,7 @@ impl LineChart {
             (LEFT + WIDTH - RIGHT) / 2.0,
             HEIGHT - 4.0
         );
-        let _ = write!(
-            out,
-            r##"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#666"/>"##,
-            HEIGHT - BOTTOM,
-            WIDTH - RIGHT,
-            HEIGHT - BOTTOM
-        );
+        x_axis_line(&mut out);
         for series in &self.series {
             let points: Vec<String> = series
                 .points
@@ -341,13 +344,7 @@ impl BarChart {
                 escape(name)
             );
         }
-        let _ = write!(
-            out,
-            r##"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#666"/>"##,
-            HEIGHT - BOTTOM,
-            WIDTH - RIGHT,
-            HEIGHT - BOTTOM
-        );
+        x_axis_line(&mut out);
         let entries: Vec<(&str, &str, bool)> = self
             .measures
             .iter()

@@ -47,22 +47,25 @@ impl EmailAddress {
         if !local_ok {
             return Err(AddressError::InvalidLocalPart);
         }
-        let labels: Vec<&str> = domain.split('.').collect();
-        let domain_ok = labels.len() >= 2
-            && labels.iter().all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            })
-            && labels
-                .last()
-                .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()));
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        let tld = domain.rsplit('.').next().unwrap_or_default();
+        let domain_ok = domain.contains('.')
+            && domain.split('.').all(label_ok)
+            && tld.bytes().any(|b| b.is_ascii_alphabetic());
         if !domain_ok {
             return Err(AddressError::InvalidDomain);
         }
-        Ok(Self(format!("{local}@{}", domain.to_ascii_lowercase())))
+        let mut address = String::with_capacity(text.len());
+        address.push_str(local);
+        address.push('@');
+        address.extend(domain.chars().map(|c| c.to_ascii_lowercase()));
+        Ok(Self(address))
     }
 
     pub fn as_str(&self) -> &str {
