@@ -296,7 +296,9 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         )
         .unwrap_or(0.0) as u64
     };
-    let percentiles: [(&str, Option<(f64, u64)>, Percentile); 3] = [
+    // Label, (tolerance %, fewest messages to gate on) when gated, and the reading.
+    type Gate = Option<(f64, u64)>;
+    let percentiles: [(&str, Gate, Percentile); 3] = [
         ("p50", Some((tolerances.p50_pct, tolerances.min_messages_p50)), |p| p.p50_ms),
         ("p95", Some((tolerances.p95_pct, tolerances.min_messages_p95)), |p| p.p95_ms),
         ("p99", None, |p| p.p99_ms),
@@ -441,7 +443,7 @@ pub fn compare(
                 (true, Some(s), Better::Higher) => Some(value * s),
                 _ => None,
             };
-            let normalised_ratio = ratio.and_then(|r| normalised(r));
+            let normalised_ratio = ratio.and_then(normalised);
             let outcome = match (base, now) {
                 _ if spec.rule == Rule::Informational => Outcome::Info,
                 (Some(_), None) => Outcome::Missing,

@@ -6,7 +6,7 @@ use crate::results::RunResults;
 const PRIORITIES: [&str; 3] = ["high", "medium", "low"];
 
 /// Priorities present in `keys`, highest first.
-pub fn priorities_in<'a, V>(map: &'a std::collections::BTreeMap<String, V>) -> Vec<(&'a str, &'a V)> {
+pub fn priorities_in<V>(map: &std::collections::BTreeMap<String, V>) -> Vec<(&str, &V)> {
     let mut present: Vec<(&str, &V)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
     present.sort_by_key(|(k, _)| PRIORITIES.iter().position(|p| p == k).unwrap_or(PRIORITIES.len()));
     present
