@@ -239,9 +239,9 @@ impl FaultPlan {
 
     fn record_answer_time(&self, operation: &str, elapsed: Duration) {
         let mut times = self.answered_in.lock().expect("answer times lock");
-        let histogram = times.entry(operation.to_string()).or_insert_with(|| {
-            hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
-        });
+        let histogram = times
+            .entry(operation.to_string())
+            .or_insert_with(|| hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"));
         histogram.saturating_record((elapsed.as_micros() as u64).clamp(1, 600_000_000));
     }
 

@@ -262,7 +262,12 @@ impl Metrics {
         let by_priority = |histograms: &[Mutex<Histogram<u64>>; 3]| -> Vec<(&'static str, Histogram<u64>)> {
             Priority::ALL
                 .iter()
-                .map(|p| (p.as_str(), histograms[p.index()].lock().expect("histogram lock").clone()))
+                .map(|p| {
+                    (
+                        p.as_str(),
+                        histograms[p.index()].lock().expect("histogram lock").clone(),
+                    )
+                })
                 .collect()
         };
         write_histogram(
@@ -279,8 +284,10 @@ impl Metrics {
             "priority",
             &by_priority(&self.handling),
         );
-        let stages: Vec<(&'static str, Histogram<u64>)> =
-            Stage::ALL.iter().map(|s| (s.as_str(), self.stage_histogram(*s))).collect();
+        let stages: Vec<(&'static str, Histogram<u64>)> = Stage::ALL
+            .iter()
+            .map(|s| (s.as_str(), self.stage_histogram(*s)))
+            .collect();
         write_histogram(
             &mut out,
             "courier_send_stage_seconds",

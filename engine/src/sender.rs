@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{MessageBody, OutboundMessage, Priority, SendId};
-use crate::metrics::Stage;
 use crate::mailer::{Email, EmailAttachment, MailError};
+use crate::metrics::Stage;
 use crate::pipeline::Pipeline;
 use crate::queue::{QueueRef, ReceivedMessage, MAX_BATCH};
 use crate::routing::weighted_schedule;

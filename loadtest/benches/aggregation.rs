@@ -10,7 +10,9 @@ fn worker(samples: u64, seed: u64) -> LatencyByPriority {
     let mut latency = LatencyByPriority::default();
     let mut state = seed;
     for i in 0..samples {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let micros = 1_000 + (state >> 33) % 30_000_000;
         latency.record(Priority::ALL[(i % 3) as usize], micros);
     }

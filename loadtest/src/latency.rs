@@ -92,7 +92,9 @@ pub fn stack_reference_ms(answer_times: &BTreeMap<String, Histogram<u64>>) -> Op
             None => merged = Some(histogram.clone()),
         }
     }
-    merged.filter(|m| !m.is_empty()).map(|m| m.value_at_quantile(0.5) as f64 / 1000.0)
+    merged
+        .filter(|m| !m.is_empty())
+        .map(|m| m.value_at_quantile(0.5) as f64 / 1000.0)
 }
 
 #[cfg(test)]

@@ -894,7 +894,10 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         faults: shared.windows.lock().expect("windows lock").clone(),
         fault_counts: fault_plan.counts(),
         aws_calls: fault_plan.calls(),
-        stack_answer_ms: answer_times.iter().map(|(op, h)| (op.clone(), percentiles_of(h))).collect(),
+        stack_answer_ms: answer_times
+            .iter()
+            .map(|(op, h)| (op.clone(), percentiles_of(h)))
+            .collect(),
         stack_reference_ms: stack_reference_ms(&answer_times),
         check_stack: checks,
         stack: StackInfo {

@@ -57,7 +57,10 @@ async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once
     // The stack's speed and the senders' handling time are recorded for the gate.
     let reference = r.stack_reference_ms.expect("stack answer time measured");
     assert!(reference > 0.0 && reference < 5_000.0, "{reference}");
-    assert_eq!(r.handling_ms["all"].count, r.audit.accepted, "one handling time per message sent");
+    assert_eq!(
+        r.handling_ms["all"].count, r.audit.accepted,
+        "one handling time per message sent"
+    );
     // The reports are written beside the results and tell the same verdict.
     let html = std::fs::read_to_string(&outcome.reports.html).unwrap();
     assert!(html.contains("<span class=\"badge\">PASS</span>"));
@@ -87,7 +90,10 @@ fn a_run_that_misses_its_slo_exits_with_the_breach_code_and_a_bad_scenario_with_
     assert_eq!(results["verdict"], "fail");
     assert_eq!(results["audit"]["lost"], 0, "a slow run is still a complete one");
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(report.contains("<span class=\"badge\">FAIL</span>"), "a failed run still gets its report");
+    assert!(
+        report.contains("<span class=\"badge\">FAIL</span>"),
+        "a failed run still gets its report"
+    );
 
     let typo = workspace_file("loadtest/tests/fixtures/typo.toml");
     let output = Command::new(binary)

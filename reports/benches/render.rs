@@ -15,7 +15,12 @@ fn rendering(c: &mut Criterion) {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ses-throttle.results.json"),
     )
     .unwrap();
-    let comparison = compare(std::slice::from_ref(&results), std::slice::from_ref(&results), &Tolerances::default()).unwrap();
+    let comparison = compare(
+        std::slice::from_ref(&results),
+        std::slice::from_ref(&results),
+        &Tolerances::default(),
+    )
+    .unwrap();
     let mut group = c.benchmark_group("report");
     group.bench_function("load_results_json", |b| {
         b.iter(|| RunResults::parse(std::hint::black_box(&text), std::path::Path::new("r.json")).unwrap())
@@ -27,7 +32,13 @@ fn rendering(c: &mut Criterion) {
         b.iter(|| reports::markdown::render(std::hint::black_box(&results), Some(&comparison)))
     });
     group.bench_function("compare", |b| {
-        b.iter(|| compare(std::hint::black_box(std::slice::from_ref(&results)), std::slice::from_ref(&results), &Tolerances::default()))
+        b.iter(|| {
+            compare(
+                std::hint::black_box(std::slice::from_ref(&results)),
+                std::slice::from_ref(&results),
+                &Tolerances::default(),
+            )
+        })
     });
     group.finish();
 }

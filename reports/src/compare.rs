@@ -215,9 +215,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
                 slack: tolerances.error_points,
             },
             speed_bound: false,
-            pick: Box::new(|r| {
-                (r.audit.accepted > 0).then(|| 100.0 * r.errors() as f64 / r.audit.accepted as f64)
-            }),
+            pick: Box::new(|r| (r.audit.accepted > 0).then(|| 100.0 * r.errors() as f64 / r.audit.accepted as f64)),
         },
         Spec {
             figure: "delivered msg/s".into(),
@@ -299,8 +297,12 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
     // Label, (tolerance %, fewest messages to gate on) when gated, and the reading.
     type Gate = Option<(f64, u64)>;
     let percentiles: [(&str, Gate, Percentile); 3] = [
-        ("p50", Some((tolerances.p50_pct, tolerances.min_messages_p50)), |p| p.p50_ms),
-        ("p95", Some((tolerances.p95_pct, tolerances.min_messages_p95)), |p| p.p95_ms),
+        ("p50", Some((tolerances.p50_pct, tolerances.min_messages_p50)), |p| {
+            p.p50_ms
+        }),
+        ("p95", Some((tolerances.p95_pct, tolerances.min_messages_p95)), |p| {
+            p.p95_ms
+        }),
         ("p99", None, |p| p.p99_ms),
     ];
     for (label, gate, read) in percentiles {
@@ -362,8 +364,16 @@ fn check_comparable(baseline: &RunResults, current: &RunResults) -> Result<(), C
             })
         }
     };
-    differ("scenario", baseline.scenario.name.clone(), current.scenario.name.clone())?;
-    differ("seed", baseline.scenario.seed.to_string(), current.scenario.seed.to_string())?;
+    differ(
+        "scenario",
+        baseline.scenario.name.clone(),
+        current.scenario.name.clone(),
+    )?;
+    differ(
+        "seed",
+        baseline.scenario.seed.to_string(),
+        current.scenario.seed.to_string(),
+    )?;
     let (b, c) = (&baseline.machine.build_profile, &current.machine.build_profile);
     if !b.is_empty() && !c.is_empty() {
         differ("build profile", b.clone(), c.clone())?;
@@ -616,7 +626,11 @@ mod tests {
         assert_eq!(outcome(&c, "handling p50 (claim→SENT)"), Outcome::Regressed);
         assert_eq!(outcome(&c, "latency p50 high"), Outcome::Regressed);
         assert_eq!(outcome(&c, "latency p95 high"), Outcome::Regressed);
-        assert_eq!(outcome(&c, "latency p99 high"), Outcome::Info, "p99 is shown, not gated");
+        assert_eq!(
+            outcome(&c, "latency p99 high"),
+            Outcome::Info,
+            "p99 is shown, not gated"
+        );
     }
 
     #[test]
@@ -670,7 +684,10 @@ mod tests {
         let c = compare(&baselines, &[run(120.0, 8.0)], &Tolerances::default()).unwrap();
         let row = c.rows.iter().find(|r| r.figure == "latency p50 high").unwrap();
         assert_eq!(row.baseline, Some(110.0));
-        assert_eq!(c.baseline_label, format!("{} (median of 3 runs)", baselines[0].scenario.name));
+        assert_eq!(
+            c.baseline_label,
+            format!("{} (median of 3 runs)", baselines[0].scenario.name)
+        );
         assert!(!c.regressed(), "{}", to_text(&c));
     }
 
@@ -741,7 +758,10 @@ mod tests {
         let error = compare(std::slice::from_ref(&baseline), &[other], &Tolerances::default()).unwrap_err();
         assert_eq!(
             error.to_string(),
-            format!("not comparable: scenario differs (baseline {}, current another)", baseline.scenario.name)
+            format!(
+                "not comparable: scenario differs (baseline {}, current another)",
+                baseline.scenario.name
+            )
         );
     }
 

@@ -68,7 +68,11 @@ fn fault_bands(results: &RunResults) -> Vec<Band> {
 }
 
 fn figure(out: &mut String, svg: String, caption: &str) {
-    let _ = write!(out, "<figure>{svg}<figcaption>{}</figcaption></figure>", escape(caption));
+    let _ = write!(
+        out,
+        "<figure>{svg}<figcaption>{}</figcaption></figure>",
+        escape(caption)
+    );
 }
 
 fn faults_caption(results: &RunResults) -> &'static str {
@@ -160,7 +164,12 @@ fn latency_over_time_chart(results: &RunResults) -> String {
             points: results
                 .timeseries
                 .iter()
-                .filter_map(|s| s.latency_ms.get(*priority).filter(|l| l.count > 0).map(|l| (s.t_secs, l.p95)))
+                .filter_map(|s| {
+                    s.latency_ms
+                        .get(*priority)
+                        .filter(|l| l.count > 0)
+                        .map(|l| (s.t_secs, l.p95))
+                })
                 .collect(),
         })
         .filter(|s| !s.points.is_empty())
@@ -300,7 +309,11 @@ pub fn comparison_section(out: &mut String, comparison: &Comparison) {
             )
         })
         .collect();
-    table(out, &["figure", "baseline", "current", "change", "vs stack", "outcome"], &rows);
+    table(
+        out,
+        &["figure", "baseline", "current", "change", "vs stack", "outcome"],
+        &rows,
+    );
     for note in &comparison.notes {
         let _ = write!(out, "<p class=\"muted\">Note: {}</p>", escape(note));
     }
@@ -389,7 +402,12 @@ fn outcomes_section(out: &mut String, results: &RunResults) {
         .audit
         .by_status
         .iter()
-        .map(|(status, count)| (vec![status.clone(), count.to_string()], status != "SENT" && status != "ERROR"))
+        .map(|(status, count)| {
+            (
+                vec![status.clone(), count.to_string()],
+                status != "SENT" && status != "ERROR",
+            )
+        })
         .collect();
     table(out, &["final status", "messages"], &rows);
     if results.audit.error_reasons.is_empty() {
@@ -409,11 +427,23 @@ fn outcomes_section(out: &mut String, results: &RunResults) {
         (vec!["campaign uploads".into(), o.campaigns.to_string()], false),
         (vec!["notifications".into(), o.notifications.to_string()], false),
         (vec!["messages expected".into(), o.expected_messages.to_string()], false),
-        (vec!["CSV rows rejected (invalid)".into(), o.rejected_rows.to_string()], false),
-        (vec!["CSV rows skipped (duplicates)".into(), o.duplicate_rows.to_string()], false),
-        (vec!["requests that failed".into(), o.failed_requests.to_string()], o.failed_requests > 0),
+        (
+            vec!["CSV rows rejected (invalid)".into(), o.rejected_rows.to_string()],
+            false,
+        ),
+        (
+            vec!["CSV rows skipped (duplicates)".into(), o.duplicate_rows.to_string()],
+            false,
+        ),
+        (
+            vec!["requests that failed".into(), o.failed_requests.to_string()],
+            o.failed_requests > 0,
+        ),
         (vec!["requests started late".into(), o.late_starts.to_string()], false),
-        (vec!["requests never started".into(), o.not_started.to_string()], o.not_started > 0),
+        (
+            vec!["requests never started".into(), o.not_started.to_string()],
+            o.not_started > 0,
+        ),
     ];
     table(out, &["offered load", ""], &rows);
     out.push_str("</section>");
@@ -430,7 +460,10 @@ fn audit_section(out: &mut String, results: &RunResults) {
     out.push_str("<p>Every accepted message must end SENT or ERROR exactly once, and nobody may be mailed who was not accepted. Checked against the status table and the mail provider's own record of what it sent.</p>");
     let rows = vec![
         (vec!["accepted".to_string(), a.accepted.to_string()], false),
-        (vec!["records found".into(), a.records_found.to_string()], a.records_found < a.accepted),
+        (
+            vec!["records found".into(), a.records_found.to_string()],
+            a.records_found < a.accepted,
+        ),
         (vec!["lost".into(), a.lost.to_string()], a.lost > 0),
         (
             vec![
@@ -443,12 +476,18 @@ fn audit_section(out: &mut String, results: &RunResults) {
             ],
             a.duplicated > 0,
         ),
-        (vec!["unexpected sends".into(), a.unexpected.to_string()], a.unexpected > 0),
+        (
+            vec!["unexpected sends".into(), a.unexpected.to_string()],
+            a.unexpected > 0,
+        ),
         (vec!["dead-lettered".into(), a.dead_lettered.to_string()], false),
         (vec!["poison injected".into(), a.poison_injected.to_string()], false),
     ];
     table(out, &["check", "count"], &rows);
-    for (title, examples) in [("Lost, for example", &a.lost_examples), ("Mailed more than once", &a.duplicate_examples)] {
+    for (title, examples) in [
+        ("Lost, for example", &a.lost_examples),
+        ("Mailed more than once", &a.duplicate_examples),
+    ] {
         if !examples.is_empty() {
             let _ = write!(out, "<p><strong>{title}:</strong> {}</p>", escape(&examples.join(", ")));
         }
@@ -469,7 +508,10 @@ fn provenance_section(out: &mut String, results: &RunResults) {
     }
     if let Some(reference) = results.stack_reference_ms {
         rows.push((
-            vec!["stack answer time (median SQS/DynamoDB call)".into(), format!("{reference:.1} ms")],
+            vec![
+                "stack answer time (median SQS/DynamoDB call)".into(),
+                format!("{reference:.1} ms"),
+            ],
             false,
         ));
     }
@@ -477,7 +519,10 @@ fn provenance_section(out: &mut String, results: &RunResults) {
         rows.push((
             vec![
                 "calibrated ceiling".into(),
-                format!("{:.1} msg/s ({} messages in {:.1} s)", c.msgs_per_sec, c.messages, c.seconds),
+                format!(
+                    "{:.1} msg/s ({} messages in {:.1} s)",
+                    c.msgs_per_sec, c.messages, c.seconds
+                ),
             ],
             false,
         ));
@@ -519,7 +564,10 @@ fn provenance_section(out: &mut String, results: &RunResults) {
             false,
         ),
         (
-            vec!["run took".into(), format!("{:.0} s ({:.0} s of traffic)", results.total_secs, results.traffic_secs)],
+            vec![
+                "run took".into(),
+                format!("{:.0} s ({:.0} s of traffic)", results.total_secs, results.traffic_secs),
+            ],
             false,
         ),
     ];

@@ -90,7 +90,11 @@ fn run() -> anyhow::Result<i32> {
             let dir = out.unwrap_or_else(|| results.parent().map(PathBuf::from).unwrap_or_default());
             let written = write_reports(&current, comparison.as_ref(), &dir)
                 .with_context(|| format!("writing reports into {}", dir.display()))?;
-            println!("report:  {}\nsummary: {}", written.html.display(), written.markdown.display());
+            println!(
+                "report:  {}\nsummary: {}",
+                written.html.display(),
+                written.markdown.display()
+            );
             Ok(0)
         }
         Command::Compare {

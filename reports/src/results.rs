@@ -332,6 +332,9 @@ mod tests {
     #[test]
     fn a_file_that_is_not_json_names_its_line() {
         let error = RunResults::parse("{\n\"schema_version\": 1,\n oops", Path::new("r.json")).unwrap_err();
-        assert!(error.to_string().starts_with("r.json:3: not a Courier results file"), "{error}");
+        assert!(
+            error.to_string().starts_with("r.json:3: not a Courier results file"),
+            "{error}"
+        );
     }
 }

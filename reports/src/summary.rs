@@ -129,10 +129,7 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
         .map(|(priority, p)| format!("{priority} {} (p99 {})", duration_ms(p.p50_ms), duration_ms(p.p99_ms)))
         .collect();
     if !latency.is_empty() {
-        lines.push(format!(
-            "Median time from request to sent: {}.",
-            latency.join(", ")
-        ));
+        lines.push(format!("Median time from request to sent: {}.", latency.join(", ")));
     }
     if audit.dead_lettered > 0 || audit.poison_injected > 0 {
         lines.push(format!(

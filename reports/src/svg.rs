@@ -12,7 +12,9 @@ const TOP: f64 = 34.0;
 const BOTTOM: f64 = 40.0;
 
 /// Colour-blind-safe (Okabe–Ito) colours, in the order series take them.
-pub const PALETTE: [&str; 7] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000"];
+pub const PALETTE: [&str; 7] = [
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000",
+];
 
 /// Escapes text for HTML and SVG (both XML-ish; attributes included).
 pub fn escape(text: &str) -> String {
@@ -193,11 +195,22 @@ impl LineChart {
             "{} over {:.0} seconds; {}{}",
             self.y_unit,
             x_max,
-            self.series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+            self.series
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             if self.bands.is_empty() {
                 String::new()
             } else {
-                format!("; shaded: {}", self.bands.iter().map(|b| b.label.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "; shaded: {}",
+                    self.bands
+                        .iter()
+                        .map(|b| b.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
         );
         open_svg(&mut out, &self.id, &self.title, &description);
@@ -247,7 +260,11 @@ impl LineChart {
             if points.is_empty() {
                 continue;
             }
-            let dash = if series.dashed { r#" stroke-dasharray="6 4""# } else { "" };
+            let dash = if series.dashed {
+                r#" stroke-dasharray="6 4""#
+            } else {
+                ""
+            };
             let _ = write!(
                 out,
                 r#"<polyline fill="none" stroke="{}" stroke-width="2" stroke-linejoin="round"{dash} points="{}"><title>{}</title></polyline>"#,
@@ -312,7 +329,12 @@ impl BarChart {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        open_svg(&mut out, &self.id, &self.title, &format!("{} ({})", description, self.y_unit));
+        open_svg(
+            &mut out,
+            &self.id,
+            &self.title,
+            &format!("{} ({})", description, self.y_unit),
+        );
         y_axis(&mut out, &frame, y_step, &self.y_unit);
         let plot_width = WIDTH - LEFT - RIGHT;
         let group_width = plot_width / self.groups.len().max(1) as f64;

@@ -61,7 +61,11 @@ fn load(page: &Path, screenshot: &Path, width: u32, height: u32) -> Load {
         .output()
         .expect("chromium runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let console = stderr.lines().filter(|l| l.contains(":CONSOLE")).map(str::to_string).collect();
+    let console = stderr
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect();
     let mut dump = Command::new(chromium());
     base(&mut dump);
     let dom = dump.arg("--dump-dom").arg(&url).output().expect("chromium runs");
@@ -97,7 +101,11 @@ fn the_report_loads_in_headless_chromium_without_a_console_message() {
         assert!(loaded.console.is_empty(), "console said: {:#?}", loaded.console);
         assert!(is_png(&screenshot), "screenshot {} taken", screenshot.display());
         assert!(loaded.dom.contains("id=\"verdict\"") && loaded.dom.contains("id=\"machine\""));
-        assert_eq!(loaded.dom.matches("<svg").count(), 4, "every chart made it into the DOM");
+        assert_eq!(
+            loaded.dom.matches("<svg").count(),
+            4,
+            "every chart made it into the DOM"
+        );
     }
 }
 

@@ -49,7 +49,11 @@ fn the_html_report_has_every_section_verdict_first() {
     let verdict = if results.passed() { "PASS" } else { "FAIL" };
     assert!(html.contains(&format!("<span class=\"badge\">{verdict}</span>")));
     for v in &results.slo {
-        assert!(html.contains(&reports::svg::escape(&v.name)), "objective {} shown", v.name);
+        assert!(
+            html.contains(&reports::svg::escape(&v.name)),
+            "objective {} shown",
+            v.name
+        );
     }
     for version in results.stack.versions.values() {
         assert!(html.contains(version.as_str()), "stack version {version} shown");
@@ -68,7 +72,10 @@ fn every_chart_is_well_formed_svg_with_a_title_and_a_viewbox() {
         assert_eq!(root.tag_name().name(), "svg");
         assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
         assert!(root.attribute("viewBox").is_some());
-        assert!(root.children().any(|n| n.has_tag_name("title")), "a chart says what it is");
+        assert!(
+            root.children().any(|n| n.has_tag_name("title")),
+            "a chart says what it is"
+        );
         let drawn = root
             .descendants()
             .filter(|n| n.has_tag_name("polyline") || n.has_tag_name("rect"))
@@ -100,13 +107,21 @@ fn the_report_loads_nothing_from_anywhere_else() {
 #[test]
 fn the_markdown_summary_carries_verdict_objectives_and_the_comparison() {
     let results = fixture("ses-throttle.results.json");
-    let comparison = compare(std::slice::from_ref(&results), std::slice::from_ref(&results), &Tolerances::default()).unwrap();
+    let comparison = compare(
+        std::slice::from_ref(&results),
+        std::slice::from_ref(&results),
+        &Tolerances::default(),
+    )
+    .unwrap();
     let markdown = reports::markdown::render(&results, Some(&comparison));
     let first_line = markdown.lines().next().unwrap();
     assert!(first_line.starts_with("## ") && first_line.contains(&results.scenario.name));
     assert!(markdown.contains("| Objective | Target | Measured |"));
     assert_eq!(
-        markdown.lines().filter(|l| l.starts_with("| ") && (l.ends_with("✅ |") || l.ends_with("❌ |"))).count(),
+        markdown
+            .lines()
+            .filter(|l| l.starts_with("| ") && (l.ends_with("✅ |") || l.ends_with("❌ |")))
+            .count(),
         results.slo.len()
     );
     assert!(markdown.contains("### Compared with baseline: ✅ no regression"));
@@ -122,6 +137,9 @@ fn a_run_that_failed_says_so_first_and_names_the_missed_objective() {
     let html = reports::html::render(&results, None);
     assert!(html.contains("<span class=\"badge\">FAIL</span>"));
     let verdict_end = html.find("id=\"slo\"").unwrap();
-    assert!(html[..verdict_end].contains(&reports::svg::escape(&name)), "the narrative names it");
+    assert!(
+        html[..verdict_end].contains(&reports::svg::escape(&name)),
+        "the narrative names it"
+    );
     assert!(reports::markdown::render(&results, None).starts_with("## ❌"));
 }

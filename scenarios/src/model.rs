@@ -687,8 +687,14 @@ mod tests {
 
         let missing = scenario.add_fault(r#"kind = "ses_latency""#).unwrap_err();
         assert_eq!(missing.field, "faults.latency_ms");
-        assert!(missing.to_string().starts_with("--fault: faults.latency_ms:"), "{missing}");
-        let unknown = parse(MINIMAL).unwrap().add_fault(r#"kind = "ses_latency", latncy_ms = 5"#).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("--fault: faults.latency_ms:"),
+            "{missing}"
+        );
+        let unknown = parse(MINIMAL)
+            .unwrap()
+            .add_fault(r#"kind = "ses_latency", latncy_ms = 5"#)
+            .unwrap_err();
         assert_eq!(unknown.field, "faults.latncy_ms", "{unknown}");
     }
 }

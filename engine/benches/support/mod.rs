@@ -5,7 +5,8 @@
 pub fn campaign_csv(rows: usize) -> Vec<u8> {
     let mut csv = b"email,subject,body,type\n".to_vec();
     for i in 0..rows {
-        let mut row = format!("user{i:07}@example.com,Your November statement,Hello: your statement is ready.,campaign");
+        let mut row =
+            format!("user{i:07}@example.com,Your November statement,Hello: your statement is ready.,campaign");
         // Pad the body to make the row 100 bytes with its newline.
         let pad = 99usize.saturating_sub(row.len());
         row.insert_str(row.len() - ",campaign".len(), &".".repeat(pad));
@@ -23,7 +24,12 @@ pub fn bench_csv_parse(c: &mut criterion::Criterion, name: &str) {
     let csv = campaign_csv(ROWS);
     assert_eq!(csv.len(), 24 + ROWS * 100);
     let check = engine::csv_upload::parse_all(&csv, 64 * 1024).expect("bench CSV parses");
-    assert_eq!(check.accepted.len(), ROWS, "every bench row is valid: {:?}", check.rejected.first());
+    assert_eq!(
+        check.accepted.len(),
+        ROWS,
+        "every bench row is valid: {:?}",
+        check.rejected.first()
+    );
 
     let mut group = c.benchmark_group("csv");
     group.throughput(criterion::Throughput::Elements(ROWS as u64));

@@ -55,9 +55,8 @@ impl EmailAddress {
                 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         let tld = domain.rsplit('.').next().unwrap_or_default();
-        let domain_ok = domain.contains('.')
-            && domain.split('.').all(label_ok)
-            && tld.bytes().any(|b| b.is_ascii_alphabetic());
+        let domain_ok =
+            domain.contains('.') && domain.split('.').all(label_ok) && tld.bytes().any(|b| b.is_ascii_alphabetic());
         if !domain_ok {
             return Err(AddressError::InvalidDomain);
         }
