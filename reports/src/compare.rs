@@ -1,17 +1,19 @@
 //! Baseline comparison: the CI gate.
 //!
 //! The machines that run CI are shared and noisy: a neighbour's build can make
-//! the emulators, and so every latency, several times slower for a while. A
-//! gate on raw times would cry wolf. So each run also measures its stack's own
-//! speed (`stack_reference_ms`: the median answer time of its SQS and DynamoDB
-//! calls, taken throughout the run) and a latency or throughput figure counts
-//! as a regression only when it is worse beyond tolerance **both** as measured
-//! **and** read against that yardstick. A slower machine moves both figures
-//! and the yardstick, so it passes; slower code (or an injected SES delay)
-//! moves the figures but not the yardstick, so it fails.
+//! the emulators, and so every latency, much slower for a while. A gate on raw
+//! times would cry wolf. So each run also times the stack's answers to every
+//! call it makes, and each speed-bound figure is read against the calls it
+//! waits on (its [`Yardstick`]): the send step against the mail provider's
+//! answer time, the status writes against DynamoDB's, end-to-end figures
+//! against the stack as a whole. A figure counts as a regression only when it
+//! is worse beyond tolerance **both** as measured **and** against its
+//! yardstick. A slower machine or emulator moves both and passes; slower code
+//! (or an injected SES delay, added before the emulator is called) moves the
+//! figure but not its yardstick, and fails.
 //!
 //! Each latency figure is itself a median (p50) or high percentile over every
-//! message of a priority, and several current runs may be given: the gate then
+//! message of a priority, and either side may be several runs: the gate then
 //! takes the median of each figure across them. p99 and max rest on a handful
 //! of messages in a smoke run and are shown, not gated. Correctness figures
 //! (lost, duplicated, unexpected, failed objectives) have no tolerance at all.
@@ -75,7 +77,7 @@ pub enum Better {
 #[serde(rename_all = "snake_case", tag = "rule")]
 pub enum Rule {
     /// Worse by more than `pct` percent and by more than `floor` in absolute
-    /// terms, both as measured and against the stack's speed.
+    /// terms, both as measured and against the figure's yardstick.
     Relative { pct: f64, floor: f64 },
     /// Worse by more than `slack` in absolute terms.
     Absolute { slack: f64 },
@@ -187,9 +189,44 @@ struct Spec {
     unit: &'static str,
     better: Better,
     rule: Rule,
-    /// Whether the figure scales with the stack's speed (latency, throughput).
-    speed_bound: bool,
+    /// What the figure is read against when the stack's speed changes.
+    yardstick: Yardstick,
     pick: Pick,
+}
+
+/// What a speed-bound figure is read against: a measure, from the same run,
+/// of how fast the stack answered the calls the figure waits on.
+#[derive(Debug, Clone, Copy)]
+enum Yardstick {
+    /// Not speed-bound (counts, shares).
+    None,
+    /// The run's `stack_reference_ms` (SQS and DynamoDB together).
+    Stack,
+    /// Σ weight × the p50 answer time of one of these operations (the one the run called most).
+    Calls(&'static [(&'static [&'static str], f64)]),
+}
+
+/// The status-table write a claim and a SENT record each make.
+const TABLE_UPDATE: &[&str] = &["DynamoDB.UpdateItem"];
+/// The provider call of the send step, whichever mailer the run used.
+const PROVIDER_SEND: &[&str] = &["SESv2.SendEmail", "SES.SendEmail", "SES.SendRawEmail"];
+
+impl Yardstick {
+    fn read(self, run: &RunResults) -> Option<f64> {
+        match self {
+            Yardstick::None => None,
+            Yardstick::Stack => run.stack_reference_ms,
+            Yardstick::Calls(parts) => parts.iter().try_fold(0.0, |sum, (operations, weight)| {
+                let busiest = operations
+                    .iter()
+                    .filter_map(|op| run.stack_answer_ms.get(*op))
+                    .filter(|p| p.count > 0)
+                    .max_by_key(|p| p.count)?;
+                Some(sum + weight * busiest.p50_ms)
+            }),
+        }
+        .filter(|v| *v > 0.0)
+    }
 }
 
 fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
@@ -199,7 +236,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         unit: "",
         better: Better::Lower,
         rule: Rule::Absolute { slack: 0.0 },
-        speed_bound: false,
+        yardstick: Yardstick::None,
         pick: Box::new(move |r| Some(pick(r) as f64)),
     };
     let mut specs = vec![
@@ -214,7 +251,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
             rule: Rule::Absolute {
                 slack: tolerances.error_points,
             },
-            speed_bound: false,
+            yardstick: Yardstick::None,
             pick: Box::new(|r| (r.audit.accepted > 0).then(|| 100.0 * r.errors() as f64 / r.audit.accepted as f64)),
         },
         Spec {
@@ -225,7 +262,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
                 pct: tolerances.throughput_pct,
                 floor: 0.5,
             },
-            speed_bound: true,
+            yardstick: Yardstick::Stack,
             pick: Box::new(|r| Some(r.delivered_per_sec)),
         },
     ];
@@ -264,12 +301,20 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
                 Box::new(move |r| r.stage_ms.get(key).filter(|p| p.count > 0).map(|p| p.p50_ms)),
             )
         };
+        // Each step is read against the service it waits on: emulators slow
+        // down independently of each other (moto's SES alone can swing ±30%).
+        let yardstick = match key {
+            "all" => Yardstick::Calls(&[(TABLE_UPDATE, 2.0), (PROVIDER_SEND, 1.0)]),
+            "claim" | "record" => Yardstick::Calls(&[(TABLE_UPDATE, 1.0)]),
+            "send" => Yardstick::Calls(&[(PROVIDER_SEND, 1.0)]),
+            _ => Yardstick::Stack,
+        };
         specs.push(Spec {
             figure,
             unit: "ms",
             better: Better::Lower,
             rule: handling_rule,
-            speed_bound: true,
+            yardstick,
             pick,
         });
     }
@@ -278,7 +323,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         unit: "ms",
         better: Better::Lower,
         rule: Rule::Informational,
-        speed_bound: true,
+        yardstick: Yardstick::Stack,
         pick: Box::new(|r| r.handling_ms.get("all").filter(|p| p.count > 0).map(|p| p.p95_ms)),
     });
 
@@ -328,7 +373,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
                 unit: "ms",
                 better: Better::Lower,
                 rule,
-                speed_bound: true,
+                yardstick: Yardstick::Stack,
                 pick: Box::new(move |r| r.latency_ms.get(&key).filter(|p| p.count > 0).map(read)),
             });
         }
@@ -338,7 +383,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         unit: "ms",
         better: Better::Lower,
         rule: Rule::Informational,
-        speed_bound: false,
+        yardstick: Yardstick::None,
         pick: Box::new(|r| r.stack_reference_ms),
     });
     specs.push(Spec {
@@ -346,7 +391,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         unit: "",
         better: Better::Lower,
         rule: Rule::Informational,
-        speed_bound: false,
+        yardstick: Yardstick::None,
         pick: Box::new(|r| Some(r.offered.late_starts as f64)),
     });
     specs
@@ -431,13 +476,9 @@ pub fn compare(
     }
     notes.dedup();
 
-    let reference_base = median(baselines.iter().filter_map(|r| r.stack_reference_ms).collect()).filter(|r| *r > 0.0);
-    let reference_now = median(current.iter().filter_map(|r| r.stack_reference_ms).collect()).filter(|r| *r > 0.0);
-    if reference_base.is_none() || reference_now.is_none() {
+    if baselines.iter().chain(current).any(|r| r.stack_reference_ms.is_none()) {
         notes.push("a run has no stack answer time; latency and throughput are judged as measured only".into());
     }
-    // How much slower the stack answered now than in the baseline run.
-    let slowdown = reference_base.zip(reference_now).map(|(b, c)| c / b);
 
     let all_runs: Vec<&RunResults> = baselines.iter().chain(current).collect();
     let rows = specs(baselines, &all_runs, tolerances)
@@ -446,11 +487,14 @@ pub fn compare(
             let base = median(baselines.iter().filter_map(|r| (spec.pick)(r)).collect());
             let now = median(current.iter().filter_map(|r| (spec.pick)(r)).collect());
             let ratio = base.zip(now).filter(|(b, _)| *b != 0.0).map(|(b, c)| c / b);
+            // How much slower the calls this figure waits on were answered now.
+            let yardstick = |runs: &[RunResults]| median(runs.iter().filter_map(|r| spec.yardstick.read(r)).collect());
+            let slowdown = yardstick(baselines).zip(yardstick(current)).map(|(b, c)| c / b);
             // A latency that grows with the stack's slowdown is no regression; a
             // throughput that shrinks with it is none either.
-            let normalised = |value: f64| match (spec.speed_bound, slowdown, spec.better) {
-                (true, Some(s), Better::Lower) => Some(value / s),
-                (true, Some(s), Better::Higher) => Some(value * s),
+            let normalised = |value: f64| match (slowdown, spec.better) {
+                (Some(s), Better::Lower) => Some(value / s),
+                (Some(s), Better::Higher) => Some(value * s),
                 _ => None,
             };
             let normalised_ratio = ratio.and_then(normalised);
@@ -540,19 +584,19 @@ pub fn format_change(ratio: Option<f64>) -> String {
 /// The comparison as a fixed-width table for a terminal or a CI log.
 pub fn to_text(comparison: &Comparison) -> String {
     let mut out = format!(
-        "baseline: {}\ncurrent:  {}\n\n{:<32} {:>12} {:>12} {:>8} {:>10}  {}\n",
+        "baseline: {}\ncurrent:  {}\n\n{:<32} {:>12} {:>12} {:>8} {:>12}  {}\n",
         comparison.baseline_label,
         comparison.current_label,
         "figure",
         "baseline",
         "current",
         "change",
-        "vs stack",
+        "vs yardstick",
         "outcome"
     );
     for row in &comparison.rows {
         out.push_str(&format!(
-            "{:<32} {:>12} {:>12} {:>8} {:>10}  {}\n",
+            "{:<32} {:>12} {:>12} {:>8} {:>12}  {}\n",
             row.figure,
             format_value(row.baseline, &row.unit),
             format_value(row.current, &row.unit),
@@ -566,7 +610,7 @@ pub fn to_text(comparison: &Comparison) -> String {
     }
     let t = &comparison.tolerances;
     out.push_str(&format!(
-        "\ntolerances (each both as measured and against the stack's answer time): handling and stage p50 +{}% (and > {} ms); latency p50 +{}% (n ≥ {}), p95 +{}% (n ≥ {}), and > {} ms; delivered msg/s −{}%. ERROR share +{} points; lost, duplicated, unexpected, failed objectives: none more\n",
+        "\ntolerances (each both as measured and against its yardstick): handling and stage p50 +{}% (and > {} ms); latency p50 +{}% (n ≥ {}), p95 +{}% (n ≥ {}), and > {} ms; delivered msg/s −{}%. ERROR share +{} points; lost, duplicated, unexpected, failed objectives: none more\n",
         t.handling_pct, t.handling_floor_ms, t.p50_pct, t.min_messages_p50, t.p95_pct, t.min_messages_p95, t.latency_floor_ms, t.throughput_pct, t.error_points
     ));
     out.push_str(if comparison.regressed() {
@@ -605,6 +649,10 @@ mod tests {
             },
         );
         results.stack_reference_ms = Some(reference);
+        // Every service answers at the run's speed.
+        for answer in results.stack_answer_ms.values_mut() {
+            answer.p50_ms = reference;
+        }
         results
     }
 
@@ -665,6 +713,40 @@ mod tests {
         assert_eq!(outcome(&c, "stage p50 send"), Outcome::Regressed);
         let c = compare(&[with_send(60.0)], &[with_send(65.0)], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&c, "stage p50 send"), Outcome::Within);
+    }
+
+    #[test]
+    fn a_send_step_that_slows_with_the_mail_provider_alone_is_no_regression() {
+        // moto slowed down by a third; SQS and DynamoDB did not.
+        let run_with = |send_ms: f64, provider_ms: f64| {
+            let mut r = run(100.0, 8.0);
+            r.stage_ms.insert(
+                "send".into(),
+                Percentiles {
+                    count: 300,
+                    p50_ms: send_ms,
+                    ..Percentiles::default()
+                },
+            );
+            r.stack_answer_ms.get_mut("SESv2.SendEmail").unwrap().p50_ms = provider_ms;
+            r
+        };
+        let c = compare(
+            &[run_with(90.0, 82.0)],
+            &[run_with(120.0, 113.0)],
+            &Tolerances::default(),
+        )
+        .unwrap();
+        let row = c.rows.iter().find(|r| r.figure == "stage p50 send").unwrap();
+        assert_eq!(row.outcome, Outcome::Within, "{}", to_text(&c));
+        // The same step 50 ms slower while the provider answered as before is one.
+        let c = compare(
+            &[run_with(90.0, 82.0)],
+            &[run_with(140.0, 82.0)],
+            &Tolerances::default(),
+        )
+        .unwrap();
+        assert_eq!(outcome(&c, "stage p50 send"), Outcome::Regressed);
     }
 
     #[test]

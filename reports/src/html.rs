@@ -288,7 +288,7 @@ pub fn comparison_section(out: &mut String, comparison: &Comparison) {
     };
     let _ = write!(
         out,
-        "<section id=\"comparison\"><h2>Compared with the baseline {verdict}</h2><p class=\"muted\">baseline {} · current {}. \"vs stack\" reads each side against its run's stack answer time, so a slower machine does not count as a regression.</p>",
+        "<section id=\"comparison\"><h2>Compared with the baseline {verdict}</h2><p class=\"muted\">baseline {} · current {}. \"vs yardstick\" reads each side against how fast the stack answered the calls that figure waits on in its own run, so a slower machine does not count as a regression.</p>",
         escape(&comparison.baseline_label),
         escape(&comparison.current_label)
     );
@@ -311,7 +311,7 @@ pub fn comparison_section(out: &mut String, comparison: &Comparison) {
         .collect();
     table(
         out,
-        &["figure", "baseline", "current", "change", "vs stack", "outcome"],
+        &["figure", "baseline", "current", "change", "vs yardstick", "outcome"],
         &rows,
     );
     for note in &comparison.notes {

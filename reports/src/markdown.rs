@@ -90,7 +90,7 @@ pub fn comparison_table(comparison: &Comparison) -> String {
         cell(&comparison.baseline_label),
         cell(&comparison.current_label)
     );
-    out.push_str("| Figure | Baseline | Current | Change | vs stack | Outcome |\n|---|---:|---:|---:|---:|---|\n");
+    out.push_str("| Figure | Baseline | Current | Change | vs yardstick | Outcome |\n|---|---:|---:|---:|---:|---|\n");
     for r in &comparison.rows {
         let _ = writeln!(
             out,
