@@ -656,6 +656,19 @@ mod tests {
         results
     }
 
+    /// `run` with its send step's p50 set to `send_ms`.
+    fn with_send_stage(mut run: RunResults, send_ms: f64) -> RunResults {
+        run.stage_ms.insert(
+            "send".into(),
+            Percentiles {
+                count: 300,
+                p50_ms: send_ms,
+                ..Percentiles::default()
+            },
+        );
+        run
+    }
+
     fn outcome(comparison: &Comparison, figure: &str) -> Outcome {
         comparison.rows.iter().find(|r| r.figure == figure).unwrap().outcome
     }
@@ -697,18 +710,7 @@ mod tests {
 
     #[test]
     fn a_slower_provider_call_fails_on_its_stage() {
-        let with_send = |send_ms: f64| {
-            let mut r = run(100.0, 8.0);
-            r.stage_ms.insert(
-                "send".into(),
-                Percentiles {
-                    count: 300,
-                    p50_ms: send_ms,
-                    ..Percentiles::default()
-                },
-            );
-            r
-        };
+        let with_send = |send_ms: f64| with_send_stage(run(100.0, 8.0), send_ms);
         let c = compare(&[with_send(60.0)], &[with_send(110.0)], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&c, "stage p50 send"), Outcome::Regressed);
         let c = compare(&[with_send(60.0)], &[with_send(65.0)], &Tolerances::default()).unwrap();
@@ -719,15 +721,7 @@ mod tests {
     fn a_send_step_that_slows_with_the_mail_provider_alone_is_no_regression() {
         // moto slowed down by a third; SQS and DynamoDB did not.
         let run_with = |send_ms: f64, provider_ms: f64| {
-            let mut r = run(100.0, 8.0);
-            r.stage_ms.insert(
-                "send".into(),
-                Percentiles {
-                    count: 300,
-                    p50_ms: send_ms,
-                    ..Percentiles::default()
-                },
-            );
+            let mut r = with_send_stage(run(100.0, 8.0), send_ms);
             r.stack_answer_ms.get_mut("SESv2.SendEmail").unwrap().p50_ms = provider_ms;
             r
         };
