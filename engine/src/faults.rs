@@ -241,8 +241,8 @@ impl FaultPlan {
         let mut times = self.answered_in.lock().expect("answer times lock");
         let histogram = times
             .entry(operation.to_string())
-            .or_insert_with(|| hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"));
-        histogram.saturating_record((elapsed.as_micros() as u64).clamp(1, 600_000_000));
+            .or_insert_with(crate::metrics::duration_histogram);
+        crate::metrics::record_duration(histogram, elapsed);
     }
 
     pub fn injected(&self) -> Vec<InjectedFault> {
@@ -277,17 +277,22 @@ impl FaultPlan {
         }
     }
 
-    /// Decides what happens to one call.
-    fn decide(&self, service: &str, operation: &str) -> Decision {
-        let label = format!("{service}.{operation}");
-        *self.calls.lock().expect("calls lock").entry(label.clone()).or_default() += 1;
+    /// Decides what happens to one call, labelled `Service.Operation`.
+    fn decide(&self, label: &str) -> Decision {
+        let (service, operation) = label.split_once('.').unwrap_or((label, ""));
+        *self
+            .calls
+            .lock()
+            .expect("calls lock")
+            .entry(label.to_string())
+            .or_default() += 1;
         let mut delay = Duration::ZERO;
         let faults = self.faults.read().expect("faults lock").clone();
         for fault in faults.iter().filter(|f| f.target.matches(service, operation)) {
             if self.roll() >= fault.probability {
                 continue;
             }
-            self.record(&fault.name, &label);
+            self.record(&fault.name, label);
             match fault.effect {
                 FaultEffect::Latency { ms } => delay += Duration::from_millis(ms),
                 effect => {
@@ -303,7 +308,7 @@ impl FaultPlan {
             if let Some(state) = quota.as_mut() {
                 if let Err(message) = state.admit(Instant::now()) {
                     drop(quota);
-                    self.record("ses_quota", &label);
+                    self.record("ses_quota", label);
                     return Decision::Answer {
                         delay,
                         response: error_response(service, FaultEffect::Throttle, message),
@@ -435,12 +440,15 @@ struct FaultyConnector {
 
 impl HttpConnector for FaultyConnector {
     fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
-        let tag = request.headers_mut().remove(OPERATION_HEADER);
-        let Some((service, operation)) = tag.as_deref().and_then(|t| t.split_once('.')) else {
+        // The tag is the operation's label, `Service.Operation`.
+        let Some(label) = request
+            .headers_mut()
+            .remove(OPERATION_HEADER)
+            .filter(|tag| tag.contains('.'))
+        else {
             return self.inner.call(request);
         };
-        let label = format!("{service}.{operation}");
-        match self.plan.decide(service, operation) {
+        match self.plan.decide(&label) {
             Decision::Pass { delay } => {
                 let inner = self.inner.clone();
                 let plan = self.plan.clone();
@@ -513,23 +521,23 @@ mod tests {
         plan.activate("ses_throttle", FaultTarget::SesSend, 0.3, FaultEffect::Throttle);
         let n = 20_000;
         let hits = (0..n)
-            .filter(|_| matches!(plan.decide("SESv2", "SendEmail"), Decision::Answer { .. }))
+            .filter(|_| matches!(plan.decide("SESv2.SendEmail"), Decision::Answer { .. }))
             .count() as f64;
         // Binomial(20000, 0.3): sd ≈ 64.8; 5 sd either side is a false alarm once in ~3.5 million runs.
         let expected = 0.3 * n as f64;
         assert!((hits - expected).abs() < 5.0 * 64.8, "{hits} hits, expected {expected}");
         assert_eq!(plan.counts()["ses_throttle"], hits as u64);
         // Other operations are untouched.
-        assert!((0..1000).all(|_| matches!(plan.decide("SQS", "ReceiveMessage"), Decision::Pass { .. })));
+        assert!((0..1000).all(|_| matches!(plan.decide("SQS.ReceiveMessage"), Decision::Pass { .. })));
     }
 
     #[test]
     fn a_deactivated_fault_stops_hitting() {
         let plan = FaultPlan::new(1);
         let id = plan.activate("dynamo", FaultTarget::DynamoDb, 1.0, FaultEffect::Throttle);
-        assert!(matches!(plan.decide("DynamoDB", "UpdateItem"), Decision::Answer { .. }));
+        assert!(matches!(plan.decide("DynamoDB.UpdateItem"), Decision::Answer { .. }));
         plan.deactivate(id);
-        assert!(matches!(plan.decide("DynamoDB", "UpdateItem"), Decision::Pass { .. }));
+        assert!(matches!(plan.decide("DynamoDB.UpdateItem"), Decision::Pass { .. }));
         assert!(plan.active().is_empty());
     }
 }

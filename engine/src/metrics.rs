@@ -75,10 +75,7 @@ type CounterFamily = (&'static str, &'static str, fn(&PriorityCounts) -> u64);
 
 impl Default for Metrics {
     fn default() -> Self {
-        let histogram = || {
-            // 1 µs to 1 hour at 3 significant figures: about 200 KiB each.
-            Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
-        };
+        let histogram = || Mutex::new(duration_histogram());
         Self {
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -118,21 +115,16 @@ impl Metrics {
     pub fn record_sent(&self, priority: Priority, latency: Duration, handling: Duration) {
         self.slot(priority).sent.fetch_add(1, Ordering::Relaxed);
         for (histograms, duration) in [(&self.latency, latency), (&self.handling, handling)] {
-            let micros = (duration.as_micros() as u64).clamp(1, 3_600_000_000);
-            histograms[priority.index()]
-                .lock()
-                .expect("histogram lock")
-                .saturating_record(micros);
+            record_duration(
+                &mut histograms[priority.index()].lock().expect("histogram lock"),
+                duration,
+            );
         }
     }
 
     /// One step of handling a message took `elapsed` (every attempt, whatever its outcome).
     pub fn record_stage(&self, stage: Stage, elapsed: Duration) {
-        let micros = (elapsed.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.stages[stage.index()]
-            .lock()
-            .expect("histogram lock")
-            .saturating_record(micros);
+        record_duration(&mut self.stages[stage.index()].lock().expect("histogram lock"), elapsed);
     }
 
     /// Times of one handling step so far, in microseconds.
@@ -317,6 +309,20 @@ impl Metrics {
         out.push_str(&quantiles);
         out
     }
+}
+
+/// The longest duration the histograms hold, in microseconds (1 hour).
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// A histogram of durations in microseconds, 1 µs to 1 hour at 3
+/// significant figures (about 200 KiB).
+pub fn duration_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid histogram bounds")
+}
+
+/// Records `elapsed` in microseconds, clamped into [`duration_histogram`]'s range.
+pub fn record_duration(histogram: &mut Histogram<u64>, elapsed: Duration) {
+    histogram.saturating_record((elapsed.as_micros() as u64).clamp(1, MAX_MICROS));
 }
 
 /// One Prometheus histogram family, a series per `label` value, from HDR histograms of microseconds.

@@ -1,6 +1,7 @@
 //! Accepted→SENT latency per priority, in HDR histograms (microseconds).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use engine::domain::Priority;
 use hdrhistogram::Histogram;
@@ -15,7 +16,7 @@ pub struct LatencyByPriority {
 
 impl Default for LatencyByPriority {
     fn default() -> Self {
-        let new = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+        let new = engine::metrics::duration_histogram;
         Self {
             histograms: [new(), new(), new()],
         }
@@ -24,7 +25,7 @@ impl Default for LatencyByPriority {
 
 impl LatencyByPriority {
     pub fn record(&mut self, priority: Priority, micros: u64) {
-        self.histograms[priority.index()].saturating_record(micros.clamp(1, 3_600_000_000));
+        engine::metrics::record_duration(&mut self.histograms[priority.index()], Duration::from_micros(micros));
     }
 
     /// Folds another set in (histograms merge exactly).
@@ -82,19 +83,29 @@ const REFERENCE_OPERATIONS: [&str; 11] = [
 /// The stack's speed during a run: the median answer time of its
 /// [`REFERENCE_OPERATIONS`].
 pub fn stack_reference_ms(answer_times: &BTreeMap<String, Histogram<u64>>) -> Option<f64> {
-    let mut merged: Option<Histogram<u64>> = None;
-    for (operation, histogram) in answer_times {
-        if !REFERENCE_OPERATIONS.contains(&operation.as_str()) {
-            continue;
-        }
-        match merged.as_mut() {
-            Some(m) => m.add(histogram).ok()?,
-            None => merged = Some(histogram.clone()),
-        }
-    }
-    merged
+    let reference = answer_times
+        .iter()
+        .filter(|(operation, _)| REFERENCE_OPERATIONS.contains(&operation.as_str()))
+        .map(|(_, histogram)| histogram);
+    merged(reference)
+        .ok()?
         .filter(|m| !m.is_empty())
         .map(|m| m.value_at_quantile(0.5) as f64 / 1000.0)
+}
+
+/// Folds histograms into one (they merge exactly); `None` when there are none.
+pub fn merged<'a>(
+    histograms: impl IntoIterator<Item = &'a Histogram<u64>>,
+) -> Result<Option<Histogram<u64>>, hdrhistogram::AdditionError> {
+    let mut histograms = histograms.into_iter();
+    let Some(first) = histograms.next() else {
+        return Ok(None);
+    };
+    let mut all = first.clone();
+    for histogram in histograms {
+        all.add(histogram)?;
+    }
+    Ok(Some(all))
 }
 
 #[cfg(test)]

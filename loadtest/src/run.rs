@@ -23,7 +23,7 @@ use crate::audit::{audit, FinalRecord};
 use crate::calibrate::{calibrate, Calibration};
 use crate::check_stack::check_stack;
 use crate::driver::{drive, Driver};
-use crate::latency::{percentiles_of, stack_reference_ms, LatencyByPriority};
+use crate::latency::{merged, percentiles_of, stack_reference_ms, LatencyByPriority};
 use crate::results::{
     FaultWindow, LatencySample, MachineInfo, Offered, QueueDepthSample, RunResults, Sample, ScenarioInfo, StackInfo,
     SCHEMA_VERSION,
@@ -844,21 +844,17 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         .map(|c| delivered_per_sec / c.msgs_per_sec);
 
     let answer_times = fault_plan.answer_times();
-    let mut handling_ms = BTreeMap::new();
-    let mut all_handling: Option<hdrhistogram::Histogram<u64>> = None;
-    for priority in Priority::ALL {
-        let histogram = pipeline.metrics.handling_histogram(priority);
-        if histogram.is_empty() {
-            continue;
-        }
-        handling_ms.insert(priority.to_string(), percentiles_of(&histogram));
-        match all_handling.as_mut() {
-            Some(all) => all.add(&histogram).map_err(|e| other("merging handling times", e))?,
-            None => all_handling = Some(histogram),
-        }
-    }
-    if let Some(all) = &all_handling {
-        handling_ms.insert("all".to_string(), percentiles_of(all));
+    let handling: Vec<(Priority, hdrhistogram::Histogram<u64>)> = Priority::ALL
+        .iter()
+        .map(|p| (*p, pipeline.metrics.handling_histogram(*p)))
+        .filter(|(_, histogram)| !histogram.is_empty())
+        .collect();
+    let mut handling_ms: BTreeMap<String, _> = handling
+        .iter()
+        .map(|(priority, histogram)| (priority.to_string(), percentiles_of(histogram)))
+        .collect();
+    if let Some(all) = merged(handling.iter().map(|(_, h)| h)).map_err(|e| other("merging handling times", e))? {
+        handling_ms.insert("all".to_string(), percentiles_of(&all));
     }
     let stage_ms = engine::metrics::Stage::ALL
         .iter()
