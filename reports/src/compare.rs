@@ -275,8 +275,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
             }
         }
     }
-    let rank = |p: &str| ["high", "medium", "low"].iter().position(|x| *x == p).unwrap_or(3);
-    priorities.sort_by_key(|p| rank(p));
+    priorities.sort_by_key(|p| crate::summary::priority_rank(p));
     type Percentile = fn(&crate::results::Percentiles) -> f64;
     // Handling time and its stages: medians over every message, so gated tightly.
     let handling_rule = Rule::Relative {

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::compare::{format_change, format_value, Comparison};
 use crate::results::RunResults;
-use crate::summary::{duration_ms, fault_label, injected, narrative, priorities_in};
+use crate::summary::{duration_ms, fault_label, injected, narrative, priorities_in, priority_rank, PRIORITIES};
 use crate::svg::{escape, Band, BarChart, LineChart, Series, PALETTE};
 
 const STYLE: &str = r#"
@@ -114,11 +114,8 @@ fn queue_chart(results: &RunResults) -> String {
             }
         }
     }
-    let rank = |n: &str| {
-        let base = n.trim_end_matches("-dlq");
-        let p = ["high", "medium", "low"].iter().position(|x| *x == base).unwrap_or(3);
-        p * 2 + usize::from(n.ends_with("-dlq"))
-    };
+    // Each priority's queue, then its dead-letter queue.
+    let rank = |n: &str| priority_rank(n.trim_end_matches("-dlq")) * 2 + usize::from(n.ends_with("-dlq"));
     names.sort_by_key(|n| rank(n));
     // Dead-letter queues that stayed empty would only add flat lines.
     names.retain(|n| {
@@ -154,7 +151,7 @@ fn queue_chart(results: &RunResults) -> String {
 }
 
 fn latency_over_time_chart(results: &RunResults) -> String {
-    let series = ["high", "medium", "low"]
+    let series = PRIORITIES
         .iter()
         .enumerate()
         .map(|(i, priority)| Series {

@@ -3,12 +3,21 @@
 
 use crate::results::RunResults;
 
-const PRIORITIES: [&str; 3] = ["high", "medium", "low"];
+/// Priorities as reports order them, highest first.
+pub const PRIORITIES: [&str; 3] = ["high", "medium", "low"];
+
+/// Where `priority` sorts: its place in [`PRIORITIES`], unknown names last.
+pub fn priority_rank(priority: &str) -> usize {
+    PRIORITIES
+        .iter()
+        .position(|p| *p == priority)
+        .unwrap_or(PRIORITIES.len())
+}
 
 /// Priorities present in `keys`, highest first.
 pub fn priorities_in<V>(map: &std::collections::BTreeMap<String, V>) -> Vec<(&str, &V)> {
     let mut present: Vec<(&str, &V)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    present.sort_by_key(|(k, _)| PRIORITIES.iter().position(|p| p == k).unwrap_or(PRIORITIES.len()));
+    present.sort_by_key(|(k, _)| priority_rank(k));
     present
 }
 
