@@ -1,23 +1,28 @@
 //! The HTTP API: ingest (CSV campaigns, single notifications), health,
 //! metrics and GraphQL, behind an optional API key.
+//!
+//! The handlers only translate HTTP to the domain and back: what a campaign
+//! or a notification becomes is the pipeline's business. Each route has its
+//! own body limit, and the work that writes runs in a task of its own, so a
+//! client that hangs up mid-request cannot leave it half done.
 
-use std::collections::HashMap;
-
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
-use crate::csv_upload::{CsvLimits, CsvUploadParser, DuplicateRow, RejectedRow};
-use crate::domain::{Attachment, BatchId, EmailAddress, MessageKind, Priority};
+use crate::campaign::{AttachmentPart, BatchReport, CampaignError, CampaignUpload};
+use crate::csv_upload::{CsvLimits, CsvUploadParser};
+use crate::domain::content::{check_body, check_subject, quoted};
+use crate::domain::{EmailAddress, MessageKind, Priority};
 use crate::graphql::StatusSchema;
-use crate::pipeline::{IngestError, NewMessage, Pipeline};
+use crate::pipeline::{IngestError, NewMessage, OnRefused, Pipeline};
 use crate::queue::QueueRef;
 
 #[derive(Clone)]
@@ -27,17 +32,28 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let max_upload = state.pipeline.settings.api.max_upload_bytes;
+    let api = &state.pipeline.settings.api;
+    let body_timeout = std::time::Duration::from_secs(state.pipeline.settings.server.body_read_timeout_secs);
     let protected = Router::new()
-        .route("/campaigns/upload", post(upload_campaign))
-        .route("/notifications", post(post_notification))
-        .route("/graphql", post(graphql))
+        .route(
+            "/campaigns/upload",
+            post(upload_campaign).layer(DefaultBodyLimit::max(api.max_upload_bytes)),
+        )
+        .route(
+            "/notifications",
+            post(post_notification).layer(DefaultBodyLimit::max(api.max_notification_bytes)),
+        )
+        .route(
+            "/graphql",
+            post(graphql).layer(DefaultBodyLimit::max(api.max_graphql_bytes)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(protected)
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_upload))
+        // A body that stalls is abandoned with 408 rather than holding a task.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }
 
@@ -57,6 +73,11 @@ impl ApiError {
             details: None,
         }
     }
+
+    fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -69,28 +90,49 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A 503 means nothing was written: the pipeline rolled back before answering.
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
-        tracing::error!(%error, "ingest failed");
+        tracing::error!(%error, "ingest failed; rolled back");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("could not accept the messages: {error}"),
+            "could not accept the messages now (a storage service did not answer); nothing was recorded, try again",
         )
+    }
+}
+
+impl From<CampaignError> for ApiError {
+    fn from(error: CampaignError) -> Self {
+        match error {
+            CampaignError::Ingest(error) => error.into(),
+            refused @ CampaignError::NothingAccepted { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string())
+            }
+        }
+    }
+}
+
+/// A JSON body that could not be read, answered in the API's own shape.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::new(rejection.status(), quoted_lines(&rejection.body_text()))
+    }
+}
+
+/// A parser's message (which may quote the input), cut to a readable length.
+fn quoted_lines(text: &str) -> String {
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
 async fn require_api_key(State(state): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
     if let Some(expected) = &state.pipeline.settings.api.key {
-        let given = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-        // Constant-time comparison: the key's length is not secret, its bytes are.
-        let matches = given.is_some_and(|given| {
-            given.len() == expected.len()
-                && given
-                    .bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
+        let given = headers.get("x-api-key").map(|v| v.as_bytes());
+        // Constant-time: the key's length is not secret, its bytes are.
+        let matches = given.is_some_and(|given| bool::from(given.ct_eq(expected.as_bytes())));
         if !matches {
             let message = if given.is_some() {
                 "the x-api-key header is wrong"
@@ -136,23 +178,25 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-async fn graphql(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {
-    state.schema.execute(request.into_inner()).await.into()
+/// `POST /graphql`: a JSON GraphQL request (no multipart: the API has no
+/// uploads), within its body limit and the schema's depth and complexity limits.
+async fn graphql(
+    State(state): State<AppState>,
+    request: Result<Json<async_graphql::Request>, JsonRejection>,
+) -> Result<Json<async_graphql::Response>, ApiError> {
+    let Json(request) = request?;
+    Ok(Json(state.schema.execute(request).await))
 }
 
+/// What an upload answers: the batch's report with its first rows.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadReport {
-    pub batch_id: BatchId,
-    pub file_name: String,
-    pub accepted: usize,
-    pub duplicates: usize,
-    pub rejected: usize,
-    pub enqueued: usize,
-    /// Accepted rows that could not be enqueued; each ended ERROR with its reason.
-    pub failed_to_enqueue: usize,
-    pub rejected_rows: Vec<RejectedRow>,
-    pub duplicate_rows: Vec<DuplicateRow>,
+    #[serde(flatten)]
+    pub report: BatchReport,
+    /// Present when rows were left out of this answer: where to read them all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more_rows: Option<String>,
 }
 
 fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
@@ -160,9 +204,55 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "the upload is larger than the configured limit (api.max_upload_bytes)".to_string()
     } else {
-        format!("malformed multipart upload: {}", error.body_text())
+        format!("malformed multipart upload: {}", quoted_lines(&error.body_text()))
     };
     ApiError::new(status, message)
+}
+
+/// The longest attachment file name taken.
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Reads the multipart form: the CSV (parsed and checked as it streams)
+/// and the attachments. Nothing is written while reading.
+async fn read_upload(mut multipart: Multipart) -> Result<CampaignUpload, ApiError> {
+    let mut parser = CsvUploadParser::new(CsvLimits::default());
+    let mut file_name = None;
+    let mut csv = Vec::new();
+    let mut attachments: Vec<AttachmentPart> = Vec::new();
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        if field.name() == Some("file") {
+            if file_name.is_some() {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "the upload has more than one `file` part"));
+            }
+            let name = field.file_name().unwrap_or("upload.csv").to_string();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                parser.feed(&chunk).map_err(|e| csv_file_error(&name, e))?;
+                csv.extend_from_slice(&chunk);
+            }
+            file_name = Some(name);
+        } else if let Some(name) = field.file_name().map(str::to_string) {
+            if name.len() > MAX_FILE_NAME_BYTES {
+                let message = format!("an attachment's file name is {} bytes; at most {MAX_FILE_NAME_BYTES}", name.len());
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+            }
+            if attachments.iter().any(|a| a.name == name) {
+                let message = format!("two attachment parts are both named `{}`; each needs its own name", quoted(&name));
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+            }
+            let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
+            let bytes = field.bytes().await.map_err(multipart_error)?;
+            attachments.push(AttachmentPart { name, content_type, bytes });
+        }
+    }
+    let file_name = file_name
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the upload has no `file` part with the CSV"))?;
+    let parsed = parser.finish().map_err(|e| csv_file_error(&file_name, e))?;
+    Ok(CampaignUpload {
+        file_name,
+        csv: csv.into(),
+        parsed,
+        attachments,
+    })
 }
 
 /// `POST /campaigns/upload`: a multipart form with the CSV in the part `file`
@@ -171,125 +261,25 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
 async fn upload_campaign(
     State(state): State<AppState>,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    multipart: Multipart,
 ) -> Result<(StatusCode, Json<UploadReport>), ApiError> {
-    let pipeline = &state.pipeline;
-    let limit = pipeline.settings.api.max_upload_bytes;
+    let limit = state.pipeline.settings.api.max_upload_bytes;
     // Refuse a declared oversize body before reading any of it.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
+    if let Some(length) = declared.filter(|length| *length > limit) {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the upload is {} bytes; the limit is {limit} (api.max_upload_bytes)",
-                declared.unwrap_or_default()
-            ),
+            format!("the upload is {length} bytes; the limit is {limit} (api.max_upload_bytes)"),
         ));
     }
-
-    let mut parser = CsvUploadParser::new(CsvLimits::default());
-    let mut file_name = None;
-    let mut raw_csv = Vec::new();
-    let mut attachments: HashMap<String, (String, Bytes)> = HashMap::new();
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_string();
-        if name == "file" {
-            if file_name.is_some() {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "the upload has more than one `file` part",
-                ));
-            }
-            file_name = Some(field.file_name().unwrap_or("upload.csv").to_string());
-            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                parser
-                    .feed(&chunk)
-                    .map_err(|e| csv_file_error(file_name.as_deref(), e))?;
-                raw_csv.extend_from_slice(&chunk);
-            }
-        } else if let Some(attachment_name) = field.file_name().map(str::to_string) {
-            let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
-            let bytes = field.bytes().await.map_err(multipart_error)?;
-            attachments.insert(attachment_name, (content_type, bytes));
-        }
-    }
-    let file_name = file_name
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the upload has no `file` part with the CSV"))?;
-    let mut parsed = parser.finish().map_err(|e| csv_file_error(Some(&file_name), e))?;
-
-    let batch_id = BatchId::new();
-    // The raw file is archived first, so every accepted batch can be traced to its bytes.
-    let archive_key = format!("uploads/{batch_id}/{}", sanitize_key(&file_name));
-    pipeline
-        .blobs
-        .put(&archive_key, Bytes::from(raw_csv), "text/csv")
-        .await
-        .map_err(IngestError::from)?;
-    let mut stored_attachments: HashMap<String, Attachment> = HashMap::new();
-    for (name, (content_type, bytes)) in attachments {
-        let key = format!("attachments/{batch_id}/{}", sanitize_key(&name));
-        pipeline
-            .blobs
-            .put(&key, bytes, &content_type)
-            .await
-            .map_err(IngestError::from)?;
-        stored_attachments.insert(
-            name.clone(),
-            Attachment {
-                key,
-                filename: name,
-                content_type,
-            },
-        );
-    }
-
-    let mut messages = Vec::with_capacity(parsed.accepted.len());
-    let mut unknown_attachments = Vec::new();
-    for row in std::mem::take(&mut parsed.accepted) {
-        let attachment = match &row.attachment {
-            None => None,
-            Some(name) => match stored_attachments.get(name) {
-                Some(stored) => Some(stored.clone()),
-                None => {
-                    unknown_attachments.push(RejectedRow {
-                        row: row.row,
-                        field: Some("attachment".into()),
-                        reason: format!("names `{name}`, which is not a file in this upload"),
-                    });
-                    continue;
-                }
-            },
-        };
-        messages.push(NewMessage {
-            kind: row.kind.unwrap_or(MessageKind::Campaign),
-            priority: row.priority,
-            recipient: row.recipient,
-            subject: row.subject,
-            body: row.body,
-            attachment,
-        });
-    }
-    parsed.rejected.extend(unknown_attachments);
-    parsed.rejected.sort_by_key(|r| r.row);
-
-    let accepted = pipeline.accept(Some(batch_id), messages).await?;
-    pipeline
-        .metrics
-        .record_upload(0, parsed.rejected.len(), parsed.duplicates.len());
-    let report = UploadReport {
-        batch_id,
-        file_name,
-        accepted: accepted.send_ids.len(),
-        duplicates: parsed.duplicates.len(),
-        rejected: parsed.rejected.len(),
-        enqueued: accepted.enqueued,
-        failed_to_enqueue: accepted.failed.len(),
-        rejected_rows: parsed.rejected,
-        duplicate_rows: parsed.duplicates,
-    };
+    let upload = read_upload(multipart).await?;
+    let pipeline = state.pipeline.clone();
+    // Writing runs to its end (or rolls back) even if the client hangs up now.
+    let report = detached(async move { pipeline.accept_campaign(upload).await }).await??;
+    let (report, truncated) = report.first_rows(state.pipeline.settings.api.max_reported_rows);
     tracing::info!(
         batch_id = %report.batch_id,
         file = %report.file_name,
@@ -298,31 +288,29 @@ async fn upload_campaign(
         rejected = report.rejected,
         "campaign accepted"
     );
-    Ok((StatusCode::ACCEPTED, Json(report)))
+    let more_rows = truncated.then(|| {
+        format!(
+            "only the first {} rejected and duplicate rows are listed; all of them: GraphQL batch(batchId: \"{}\") {{ rejectedRows(first, after) duplicateRows(first, after) }}",
+            state.pipeline.settings.api.max_reported_rows, report.batch_id
+        )
+    });
+    Ok((StatusCode::ACCEPTED, Json(UploadReport { report, more_rows })))
 }
 
-fn csv_file_error(file_name: Option<&str>, error: crate::csv_upload::CsvFileError) -> ApiError {
-    let file = file_name.unwrap_or("the CSV");
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{file}: {error}"))
+/// Runs `work` in a task of its own and waits for it: if the request's
+/// future is dropped (the client hung up), the task still finishes.
+async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> Result<T, ApiError> {
+    tokio::spawn(work).await.map_err(|error| {
+        tracing::error!(%error, "ingest task failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the ingest task failed")
+    })
 }
 
-/// Keeps S3 keys to a safe alphabet whatever the uploaded file was called.
-fn sanitize_key(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
-        "file".into()
-    } else {
-        cleaned
-    }
+fn csv_file_error(file_name: &str, error: crate::csv_upload::CsvFileError) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("{}: {error}", quoted(file_name)),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,34 +334,27 @@ pub struct NotificationAccepted {
 }
 
 fn unprocessable(field: &str, reason: impl std::fmt::Display) -> ApiError {
-    ApiError {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        message: format!("`{field}` {reason}"),
-        details: Some(json!({ "field": field })),
-    }
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("`{field}` {reason}")).with_details(json!({ "field": field }))
 }
 
-/// `POST /notifications`: one reminder, offer or subscription message.
-async fn post_notification(
-    State(state): State<AppState>,
-    Json(request): Json<NotificationRequest>,
-) -> Result<(StatusCode, Json<NotificationAccepted>), ApiError> {
-    let kind: MessageKind = request.kind.parse().map_err(|e| unprocessable("type", e))?;
+/// A notification request as a message, by the same field rules as a CSV row.
+fn notification_message(request: NotificationRequest) -> Result<NewMessage, ApiError> {
+    let kind: MessageKind = request.kind.parse().map_err(|e: String| unprocessable("type", quoted(&e)))?;
     if kind == MessageKind::Campaign {
         return Err(unprocessable(
             "type",
             "must be reminder, offer or subscription (campaigns are uploaded as CSV)",
         ));
     }
-    let recipient = EmailAddress::parse(&request.recipient).map_err(|e| unprocessable("recipient", e))?;
+    let recipient = EmailAddress::parse(&request.recipient)
+        .map_err(|e| unprocessable("recipient", format!("`{}` {e}", quoted(request.recipient.trim()))))?;
     let subject = request
         .subject
         .filter(|s| !s.trim().is_empty())
         .or_else(|| request.fields.get("subject").cloned())
+        .map(|s| s.trim().to_string())
         .unwrap_or_else(|| default_subject(kind).to_string());
-    if subject.contains(['\r', '\n']) {
-        return Err(unprocessable("subject", "contains a line break"));
-    }
+    check_subject(&subject).map_err(|e| unprocessable("subject", e))?;
     let body = match request.body.filter(|b| !b.trim().is_empty()) {
         Some(body) => body,
         None if !request.fields.is_empty() => request
@@ -385,22 +366,34 @@ async fn post_notification(
             .join("\n"),
         None => return Err(unprocessable("body", "is required when no `fields` are given")),
     };
-    let accepted = state
-        .pipeline
-        .accept(
-            None,
-            vec![NewMessage {
-                kind,
-                priority: None,
-                recipient,
-                subject,
-                body,
-                attachment: None,
-            }],
-        )
-        .await?;
+    check_body(&body).map_err(|e| unprocessable("body", e))?;
+    Ok(NewMessage {
+        kind,
+        priority: None,
+        recipient,
+        subject,
+        body,
+        attachment: None,
+    })
+}
+
+/// `POST /notifications`: one reminder, offer or subscription message.
+/// Answered 202 once it is on its queue; 503 (and nothing recorded) if not.
+async fn post_notification(
+    State(state): State<AppState>,
+    request: Result<Json<NotificationRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<NotificationAccepted>), ApiError> {
+    let Json(request) = request?;
+    let message = notification_message(request)?;
+    let pipeline = state.pipeline.clone();
+    let accepted =
+        detached(async move { pipeline.accept(None, vec![message], OnRefused::Withdraw).await }).await??;
     if let Some((_, reason)) = accepted.failed.first() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason.clone()));
+        tracing::warn!(%reason, "notification withdrawn: SQS refused it");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the queue did not take the message; nothing was recorded, try again",
+        ));
     }
     let (send_id, priority) = accepted.send_ids[0];
     Ok((

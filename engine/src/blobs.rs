@@ -10,12 +10,16 @@ use crate::aws::describe;
 pub struct BlobError {
     pub key: String,
     pub reason: String,
+    /// No object has that key.
+    pub not_found: bool,
 }
 
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError>;
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
+    /// Removes an object (rolling back an acceptance); a missing key is no error.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }
 
 #[derive(Clone, Debug)]
@@ -47,14 +51,16 @@ impl BlobStore for S3Blobs {
             .map_err(|e| BlobError {
                 key: key.to_string(),
                 reason: describe(&e),
+                not_found: false,
             })?;
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
-        let fail = |reason: String| BlobError {
+        let fail = |reason: String, not_found: bool| BlobError {
             key: key.to_string(),
             reason,
+            not_found,
         };
         let output = self
             .client
@@ -63,8 +69,26 @@ impl BlobStore for S3Blobs {
             .key(key)
             .send()
             .await
-            .map_err(|e| fail(describe(&e)))?;
-        let data = output.body.collect().await.map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| {
+                let missing = e.as_service_error().is_some_and(|e| e.is_no_such_key());
+                fail(describe(&e), missing)
+            })?;
+        let data = output.body.collect().await.map_err(|e| fail(e.to_string(), false))?;
         Ok(data.into_bytes())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| BlobError {
+                key: key.to_string(),
+                reason: describe(&e),
+                not_found: false,
+            })?;
+        Ok(())
     }
 }

@@ -24,6 +24,10 @@ pub struct Settings {
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
+    /// A connection that has not sent a request's whole header by then is closed.
+    pub header_read_timeout_secs: u64,
+    /// A request body that sends nothing for this long is abandoned (408).
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -31,6 +35,8 @@ impl Default for ServerSettings {
         Self {
             host: "127.0.0.1".into(),
             port: 8080,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
         }
     }
 }
@@ -40,12 +46,24 @@ impl Default for ServerSettings {
 pub struct ApiSettings {
     /// When set, every route but `/health` and `/metrics` needs `x-api-key: <key>`.
     pub key: Option<String>,
-    /// A request body over this is refused with 413 before it is read in full.
+    /// A campaign upload over this is refused with 413 before it is read in full.
     pub max_upload_bytes: usize,
+    /// The largest `POST /notifications` body (413 beyond it).
+    pub max_notification_bytes: usize,
+    /// The largest `POST /graphql` body (413 beyond it).
+    pub max_graphql_bytes: usize,
     /// Largest GraphQL page (`first`).
     pub max_page_size: usize,
-    /// A body larger than this goes to the blob store; the queue carries its key.
-    /// SQS takes at most 256 KiB per message, envelope included.
+    /// A query costing more is refused: each field costs 1, a page of `first`
+    /// items costs `first` times its selection (aliases count each).
+    pub max_graphql_complexity: usize,
+    pub max_graphql_depth: usize,
+    /// An upload's answer lists at most this many rejected and duplicate rows
+    /// (its counts are always whole; GraphQL's `batch` pages through the rest).
+    pub max_reported_rows: usize,
+    /// A message larger than this on its queue (measured encoded, as SQS
+    /// counts) has its body stored in the blob store; the queue carries the key.
+    /// Capped by the queues' own `MaximumMessageSize` and SQS's 256 KiB batch.
     pub inline_body_limit_bytes: usize,
 }
 
@@ -54,7 +72,12 @@ impl Default for ApiSettings {
         Self {
             key: None,
             max_upload_bytes: 20 * 1024 * 1024,
+            max_notification_bytes: 1024 * 1024,
+            max_graphql_bytes: 64 * 1024,
             max_page_size: 100,
+            max_graphql_complexity: 2_000,
+            max_graphql_depth: 8,
+            max_reported_rows: 100,
             inline_body_limit_bytes: 200 * 1024,
         }
     }

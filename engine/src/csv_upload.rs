@@ -10,6 +10,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
+use crate::domain::content::{check_body, check_subject, quoted};
 use crate::domain::{EmailAddress, MessageKind, Priority};
 
 /// A row that passed every check.
@@ -26,7 +27,7 @@ pub struct AcceptedRow {
 }
 
 /// A row that was refused, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RejectedRow {
     pub row: u64,
@@ -37,7 +38,7 @@ pub struct RejectedRow {
 }
 
 /// A row skipped because its recipient already appeared earlier in the file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DuplicateRow {
     pub row: u64,
@@ -62,19 +63,35 @@ pub enum CsvFileError {
     DuplicateColumn(String),
     #[error("the header row is not valid UTF-8")]
     HeaderNotUtf8,
+    #[error("the header row has more than {max} columns")]
+    TooManyColumns { max: usize },
+    #[error("row {row}, field `{field}`: a quoted field opens here and is never closed (the file ends inside it); close the quote or escape it as \"\"")]
+    UnterminatedQuote { row: u64, field: String },
+    #[error("more than {max} rows were rejected, so the file is refused whole; the first: {first}")]
+    TooManyRejected { max: usize, first: String },
 }
 
+/// The bounds an upload is held to (the field rules live in `domain::content`).
 #[derive(Debug, Clone, Copy)]
 pub struct CsvLimits {
-    /// A subject longer than this is rejected (SES accepts far more, mail clients show less).
-    pub max_subject_chars: usize,
+    /// A header with more columns refuses the file; a row with more fields is rejected.
+    pub max_columns: usize,
+    /// More rejected rows than this refuse the file whole: it is not the file
+    /// its owner meant to send, and the verdicts must stay bounded.
+    pub max_rejected_rows: usize,
 }
 
 impl Default for CsvLimits {
     fn default() -> Self {
-        Self { max_subject_chars: 998 }
+        Self {
+            max_columns: 64,
+            max_rejected_rows: 100_000,
+        }
     }
 }
+
+/// The longest value an optional column (type, priority, attachment) may hold.
+const MAX_SHORT_FIELD_BYTES: usize = 255;
 
 #[derive(Debug, Clone, Copy)]
 struct Columns {
@@ -103,7 +120,12 @@ pub struct CsvUploadParser {
     /// The spreadsheet row of the record being read (header = 1).
     row: u64,
     columns: Option<Columns>,
+    /// The header's names, lowercased, to name a column in an error.
+    header_names: Vec<String>,
     header_error: Option<CsvFileError>,
+    /// Fields of the current record beyond what the buffers keep (a row far
+    /// wider than any header allows is counted, not stored).
+    dropped_fields: usize,
     /// Accepted rows by a hash of their lowercased recipient (seeded per
     /// parser), so a duplicate is found without keeping a second copy of
     /// every address; `colliding` holds the rare address whose hash another
@@ -129,7 +151,9 @@ impl CsvUploadParser {
             ends_len: 0,
             row: 0,
             columns: None,
+            header_names: Vec::new(),
             header_error: None,
+            dropped_fields: 0,
             first_row_of: HashMap::default(),
             recipient_hasher: foldhash::fast::RandomState::default(),
             colliding: HashMap::new(),
@@ -159,6 +183,22 @@ impl CsvUploadParser {
             self.bom_checked = true;
             let head = std::mem::take(&mut self.head);
             self.push(&head)?;
+        }
+        // A line break ends an open unquoted record, is skipped between
+        // records, and is data only inside quotes: if a record is still open
+        // after it, the file ended inside a quoted field. csv-core would close
+        // it quietly and hand back one row holding the rest of the file,
+        // other people's rows included.
+        self.push(b"\n")?;
+        if self.field_len > 0 || self.ends_len > 0 {
+            let field = match self.columns {
+                Some(_) => self.header_names.get(self.ends_len).cloned().unwrap_or_default(),
+                None => format!("column {}", self.ends_len + 1),
+            };
+            return Err(CsvFileError::UnterminatedQuote {
+                row: self.row + 1,
+                field,
+            });
         }
         self.push(&[])?;
         if self.columns.is_none() {
@@ -196,14 +236,21 @@ impl CsvUploadParser {
                     self.field_bytes.resize(grown, 0);
                 }
                 csv_core::ReadRecordResult::OutputEndsFull => {
-                    let grown = self.field_ends.len() * 2;
-                    self.field_ends.resize(grown, 0);
+                    if self.field_ends.len() > self.limits.max_columns {
+                        // Wider than any header may be: count the fields, keep none.
+                        self.dropped_fields += self.ends_len;
+                        self.ends_len = 0;
+                    } else {
+                        let grown = self.field_ends.len() * 2;
+                        self.field_ends.resize(grown, 0);
+                    }
                 }
                 csv_core::ReadRecordResult::Record => {
                     self.row += 1;
                     self.on_record()?;
                     self.field_len = 0;
                     self.ends_len = 0;
+                    self.dropped_fields = 0;
                 }
                 csv_core::ReadRecordResult::End => return Ok(()),
             }
@@ -235,21 +282,27 @@ impl CsvUploadParser {
             }
             Some(columns) => {
                 self.on_data_row(columns);
-                Ok(())
+                self.check_rejected_count()
             }
         }
     }
 
-    fn read_header(&self) -> Result<Columns, CsvFileError> {
+    fn read_header(&mut self) -> Result<Columns, CsvFileError> {
+        let max = self.limits.max_columns;
+        if self.dropped_fields > 0 || self.ends_len > max {
+            return Err(CsvFileError::TooManyColumns { max });
+        }
         let mut names = Vec::with_capacity(self.ends_len);
+        let mut seen = std::collections::HashSet::with_capacity(self.ends_len);
         for i in 0..self.ends_len {
             let name = std::str::from_utf8(self.field(i)).map_err(|_| CsvFileError::HeaderNotUtf8)?;
             let name = name.trim().to_ascii_lowercase();
-            if !name.is_empty() && names.contains(&name) {
-                return Err(CsvFileError::DuplicateColumn(name));
+            if !name.is_empty() && !seen.insert(name.clone()) {
+                return Err(CsvFileError::DuplicateColumn(quoted(&name)));
             }
             names.push(name);
         }
+        self.header_names = names.clone();
         let find = |wanted: &[&str]| names.iter().position(|n| wanted.contains(&n.as_str()));
         let required = [
             ("email", find(&["email"])),
@@ -262,7 +315,8 @@ impl CsvUploadParser {
             .map(|(name, _)| name.to_string())
             .collect();
         if !missing.is_empty() {
-            return Err(CsvFileError::MissingColumns { missing, found: names });
+            let found = names.iter().map(|n| quoted(n)).collect();
+            return Err(CsvFileError::MissingColumns { missing, found });
         }
         Ok(Columns {
             email: required[0].1.unwrap_or_default(),
@@ -272,6 +326,19 @@ impl CsvUploadParser {
             priority: find(&["priority"]),
             attachment: find(&["attachment"]),
             count: names.len(),
+        })
+    }
+
+    fn check_rejected_count(&self) -> Result<(), CsvFileError> {
+        let max = self.limits.max_rejected_rows;
+        if self.parsed.rejected.len() <= max {
+            return Ok(());
+        }
+        let first = &self.parsed.rejected[0];
+        let field = first.field.as_deref().map(|f| format!(", field `{f}`")).unwrap_or_default();
+        Err(CsvFileError::TooManyRejected {
+            max,
+            first: format!("row {}{field}: {}", first.row, first.reason),
         })
     }
 
@@ -288,8 +355,9 @@ impl CsvUploadParser {
         if self.ends_len == 1 && self.field_ends[0] == 0 {
             return;
         }
-        if self.ends_len != columns.count {
-            let reason = format!("has {} fields; the header has {}", self.ends_len, columns.count);
+        let fields = self.ends_len + self.dropped_fields;
+        if fields != columns.count {
+            let reason = format!("has {fields} fields; the header has {}", columns.count);
             return self.reject(None, reason);
         }
         let row = match self.validate_row(columns) {
@@ -345,7 +413,14 @@ impl CsvUploadParser {
         };
         let optional = |index: Option<usize>, name: &'static str| match index {
             None => Ok(None),
-            Some(i) => text(i, name).map(|t| Some(t.trim()).filter(|t| !t.is_empty())),
+            Some(i) => match text(i, name)?.trim() {
+                "" => Ok(None),
+                long if long.len() > MAX_SHORT_FIELD_BYTES => Err((
+                    Some(name),
+                    format!("is {} bytes long; at most {MAX_SHORT_FIELD_BYTES} are allowed", long.len()),
+                )),
+                value => Ok(Some(value)),
+            },
         };
         let email = text(columns.email, "email")?;
         let subject = text(columns.subject, "subject")?.trim();
@@ -354,23 +429,9 @@ impl CsvUploadParser {
         let priority = optional(columns.priority, "priority")?;
         let attachment = optional(columns.attachment, "attachment")?;
         let recipient =
-            EmailAddress::parse(email).map_err(|error| (Some("email"), format!("`{}` {error}", email.trim())))?;
-        if subject.is_empty() {
-            return Err((Some("subject"), "is empty".into()));
-        }
-        // Counting characters only matters once the bytes could exceed the limit.
-        if subject.len() > self.limits.max_subject_chars && subject.chars().count() > self.limits.max_subject_chars {
-            return Err((
-                Some("subject"),
-                format!("is longer than {} characters", self.limits.max_subject_chars),
-            ));
-        }
-        if subject.contains(['\r', '\n']) {
-            return Err((Some("subject"), "contains a line break".into()));
-        }
-        if body.trim().is_empty() {
-            return Err((Some("body"), "is empty".into()));
-        }
+            EmailAddress::parse(email).map_err(|error| (Some("email"), format!("`{}` {error}", quoted(email.trim()))))?;
+        check_subject(subject).map_err(|reason| (Some("subject"), reason))?;
+        check_body(body).map_err(|reason| (Some("body"), reason))?;
         let kind = kind
             .map(str::parse::<MessageKind>)
             .transpose()
@@ -554,5 +615,87 @@ mod tests {
             reason: "=HYPERLINK(\"x\")".into(),
         }]);
         assert_eq!(csv, "row,field,reason\r\n3,email,\"'=HYPERLINK(\"\"x\"\")\"\r\n");
+    }
+
+    #[test]
+    fn an_unterminated_quote_refuses_the_file_naming_the_row_and_field_where_it_opened() {
+        let text = "email,subject,body\nr1@example.com,S,B1\nr2@example.com,S,\"oops\nr3@example.com,S,B3\nr4@example.com,S,B4\n";
+        for chunk in [1, 3, 7, 4096] {
+            let error = parse_all(text.as_bytes(), chunk).unwrap_err();
+            assert_eq!(
+                error,
+                CsvFileError::UnterminatedQuote {
+                    row: 3,
+                    field: "body".into()
+                },
+                "chunk size {chunk}"
+            );
+        }
+        assert!(matches!(
+            parse_all(b"email,\"subject\nbody\n", 5).unwrap_err(),
+            CsvFileError::UnterminatedQuote { row: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn closed_quotes_at_the_very_end_are_fine() {
+        for text in [
+            "email,subject,body\na@example.com,S,\"x\"",
+            "email,subject,body\na@example.com,S,\"x\"\n",
+            "email,subject,body\na@example.com,S,\"x\"\"y\"\r\n",
+            "email,subject,body\na@example.com,S,x",
+            "email,subject,body\r\na@example.com,S,x\r",
+        ] {
+            let parsed = parse_all(text.as_bytes(), 2).unwrap();
+            assert_eq!(parsed.accepted.len(), 1, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_header_wider_than_the_column_cap_is_refused_in_linear_time() {
+        let mut header = (0..100_000).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
+        header.push('\n');
+        let started = std::time::Instant::now();
+        let error = parse_all(header.as_bytes(), 64 * 1024).unwrap_err();
+        assert_eq!(error, CsvFileError::TooManyColumns { max: 64 });
+        // Not a timing assertion of the fix: the quadratic check took 30 s here.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_row_far_wider_than_the_header_is_rejected_with_its_true_width() {
+        let mut text = String::from("email,subject,body\n");
+        text.push_str(&",".repeat(1_000));
+        text.push_str("\na@example.com,S,B\n");
+        let parsed = parse_all(text.as_bytes(), 100).unwrap();
+        assert_eq!(parsed.rejected[0].row, 2);
+        assert!(parsed.rejected[0].reason.contains("has 1001 fields"), "{}", parsed.rejected[0].reason);
+        assert_eq!(parsed.accepted.len(), 1);
+    }
+
+    #[test]
+    fn a_file_of_mostly_rejected_rows_is_refused_at_the_cap() {
+        let mut parser = CsvUploadParser::new(CsvLimits {
+            max_rejected_rows: 10,
+            ..CsvLimits::default()
+        });
+        let text = format!("email,subject,body\n{}", ",,\n".repeat(50));
+        let error = parser.feed(text.as_bytes()).unwrap_err();
+        assert!(matches!(error, CsvFileError::TooManyRejected { max: 10, .. }), "{error}");
+        assert!(error.to_string().contains("row 2, field `email`"), "{error}");
+    }
+
+    #[test]
+    fn a_huge_bad_address_is_quoted_back_short() {
+        let text = format!("email,subject,body\n{},S,B\n", "x".repeat(100_000));
+        let parsed = parse_all(text.as_bytes(), 4096).unwrap();
+        assert!(parsed.rejected[0].reason.len() < 200, "{}", parsed.rejected[0].reason.len());
+    }
+
+    #[test]
+    fn control_characters_and_what_sqs_refuses_reject_the_row() {
+        let parsed = parse("email,subject,body\na@example.com,S\u{1},B\nb@example.com,S,B\u{0}\nc@example.com,S\u{FFFF},B\n");
+        let fields: Vec<(u64, Option<&str>)> = parsed.rejected.iter().map(|r| (r.row, r.field.as_deref())).collect();
+        assert_eq!(fields, [(2, Some("subject")), (3, Some("body")), (4, Some("subject"))]);
     }
 }

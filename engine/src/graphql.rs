@@ -1,18 +1,46 @@
 //! The status API at `/graphql`, served from the table's indexes (no scans).
+//!
+//! Bounded like every other door: a query's depth and complexity are
+//! limited (a page of `first` items costs `first` times its selection, and
+//! each alias counts again), so one request cannot ask for an unbounded
+//! response; and errors from the services behind it are logged, not shown.
 
 use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, Error, Object, Schema, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
+use crate::campaign::BatchReport;
+use crate::csv_upload::{DuplicateRow, RejectedRow};
 use crate::domain::{BatchId, SendRecord, SendStatus};
 use crate::pipeline::Pipeline;
+use crate::store::StoreError;
 
 pub type StatusSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
 
 pub fn schema(pipeline: Pipeline) -> StatusSchema {
+    let api = &pipeline.settings.api;
+    let (depth, complexity) = (api.max_graphql_depth, api.max_graphql_complexity);
     Schema::build(QueryRoot, EmptyMutation, EmptySubscription)
+        .limit_depth(depth)
+        .limit_complexity(complexity)
         .data(pipeline)
-        .limit_depth(8)
         .finish()
+}
+
+/// What a client sees of a store failure: its own mistake (a bad cursor)
+/// in full, the service's trouble only as "unavailable" (the log has it).
+fn public(error: StoreError) -> Error {
+    match error {
+        StoreError::BadCursor(_) => Error::new(error.to_string()),
+        other => {
+            tracing::error!(error = %other, "status store failed under GraphQL");
+            Error::new("the status store could not answer; try again")
+        }
+    }
+}
+
+/// The cost of a page field: `first` items of the selection, plus the field.
+fn page_cost(first: i32, child_complexity: usize) -> usize {
+    (first.max(1) as usize).saturating_mul(child_complexity).saturating_add(1)
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -92,10 +120,127 @@ pub struct StatusCount {
 }
 
 #[derive(SimpleObject)]
+#[graphql(name = "RejectedRow")]
+pub struct GqlRejectedRow {
+    row: u64,
+    field: Option<String>,
+    reason: String,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "DuplicateRow")]
+pub struct GqlDuplicateRow {
+    row: u64,
+    duplicate_of_row: u64,
+}
+
+#[derive(SimpleObject)]
+pub struct RejectedRowPage {
+    items: Vec<GqlRejectedRow>,
+    /// Pass as `after` for the next page (a position in the batch's report).
+    next: Option<i32>,
+}
+
+#[derive(SimpleObject)]
+pub struct DuplicateRowPage {
+    items: Vec<GqlDuplicateRow>,
+    next: Option<i32>,
+}
+
+/// One uploaded batch: what its file held, and where its messages are.
 pub struct Batch {
     batch_id: ID,
-    total: u64,
-    counts: Vec<StatusCount>,
+    counts: std::collections::BTreeMap<String, u64>,
+    report: Option<BatchReport>,
+}
+
+/// Rows `after..after+first` of `rows`, and where the next page starts.
+fn rows_page<T, U>(rows: &[T], first: i32, after: Option<i32>, map: impl Fn(&T) -> U) -> (Vec<U>, Option<i32>) {
+    let start = after.unwrap_or(0).max(0) as usize;
+    let end = start.saturating_add(first.max(0) as usize).min(rows.len());
+    let items = rows.get(start..end).unwrap_or_default().iter().map(map).collect();
+    (items, (end < rows.len()).then_some(end as i32))
+}
+
+#[Object]
+impl Batch {
+    async fn batch_id(&self) -> &ID {
+        &self.batch_id
+    }
+
+    /// Messages of the batch, all statuses.
+    async fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    async fn counts(&self) -> Vec<StatusCount> {
+        self.counts
+            .iter()
+            .map(|(status, count)| StatusCount {
+                status: status.clone(),
+                count: *count,
+            })
+            .collect()
+    }
+
+    async fn file_name(&self) -> Option<&str> {
+        self.report.as_ref().map(|r| r.file_name.as_str())
+    }
+
+    async fn accepted(&self) -> Option<u64> {
+        self.report.as_ref().map(|r| r.accepted as u64)
+    }
+
+    async fn duplicates(&self) -> Option<u64> {
+        self.report.as_ref().map(|r| r.duplicates as u64)
+    }
+
+    async fn rejected(&self) -> Option<u64> {
+        self.report.as_ref().map(|r| r.rejected as u64)
+    }
+
+    /// The file's rejected rows, by row number, a page at a time.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn rejected_rows(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<i32>,
+    ) -> Result<RejectedRowPage, Error> {
+        check_first(ctx, first)?;
+        let rows = self.report.as_ref().map(|r| r.rejected_rows.as_slice()).unwrap_or_default();
+        let (items, next) = rows_page(rows, first, after, |r: &RejectedRow| GqlRejectedRow {
+            row: r.row,
+            field: r.field.clone(),
+            reason: r.reason.clone(),
+        });
+        Ok(RejectedRowPage { items, next })
+    }
+
+    /// The file's duplicate rows, each with the row it repeats.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn duplicate_rows(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<i32>,
+    ) -> Result<DuplicateRowPage, Error> {
+        check_first(ctx, first)?;
+        let rows = self.report.as_ref().map(|r| r.duplicate_rows.as_slice()).unwrap_or_default();
+        let (items, next) = rows_page(rows, first, after, |d: &DuplicateRow| GqlDuplicateRow {
+            row: d.row,
+            duplicate_of_row: d.duplicate_of_row,
+        });
+        Ok(DuplicateRowPage { items, next })
+    }
+}
+
+fn check_first(ctx: &Context<'_>, first: i32) -> Result<(), Error> {
+    let cap = ctx.data::<Pipeline>()?.settings.api.max_page_size;
+    if first < 1 || first as usize > cap {
+        return Err(Error::new(format!("`first` must be between 1 and {cap}")));
+    }
+    Ok(())
 }
 
 pub struct QueryRoot;
@@ -109,6 +254,7 @@ impl QueryRoot {
     /// Sends by status (and creation time range) or by batch, oldest first.
     /// At least one of `status` and `batchId` is required: every query is served by an index.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn email_sends(
         &self,
         ctx: &Context<'_>,
@@ -120,10 +266,7 @@ impl QueryRoot {
         after: Option<String>,
     ) -> Result<EmailSendPage, Error> {
         let pipeline = ctx.data::<Pipeline>()?;
-        let cap = pipeline.settings.api.max_page_size;
-        if first < 1 || first as usize > cap {
-            return Err(Error::new(format!("`first` must be between 1 and {cap}")));
-        }
+        check_first(ctx, first)?;
         let page = match (batch_id, status) {
             (Some(batch), status) => {
                 if from.is_some() || to.is_some() {
@@ -139,7 +282,8 @@ impl QueryRoot {
                         first as usize,
                         after.as_deref(),
                     )
-                    .await?
+                    .await
+                    .map_err(public)?
             }
             (None, Some(status)) => {
                 let from = from.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
@@ -150,7 +294,8 @@ impl QueryRoot {
                 pipeline
                     .store
                     .by_status(status.into(), from, to, first as usize, after.as_deref())
-                    .await?
+                    .await
+                    .map_err(public)?
             }
             (None, None) => {
                 return Err(Error::new(
@@ -167,20 +312,25 @@ impl QueryRoot {
         })
     }
 
-    /// One uploaded batch with its counts by status.
+    /// One uploaded batch: its file's verdicts (accepted, duplicate and
+    /// rejected rows) and its messages' counts by status. `null` only for
+    /// an id no upload was given.
     async fn batch(&self, ctx: &Context<'_>, batch_id: ID) -> Result<Option<Batch>, Error> {
         let pipeline = ctx.data::<Pipeline>()?;
-        let counts = pipeline.store.batch_counts(parse_batch(&batch_id)?).await?;
-        if counts.is_empty() {
+        let id = parse_batch(&batch_id)?;
+        let (counts, report) = tokio::join!(pipeline.store.batch_counts(id), pipeline.batch_report(id));
+        let counts = counts.map_err(public)?;
+        let report = report.map_err(|error| {
+            tracing::error!(%error, "batch report unreadable under GraphQL");
+            Error::new("the batch's report could not be read; try again")
+        })?;
+        if counts.is_empty() && report.is_none() {
             return Ok(None);
         }
         Ok(Some(Batch {
             batch_id,
-            total: counts.values().sum(),
-            counts: counts
-                .into_iter()
-                .map(|(status, count)| StatusCount { status, count })
-                .collect(),
+            counts,
+            report,
         }))
     }
 }

@@ -1,12 +1,14 @@
 //! Courier's engine: the message pipeline it simulates and measures.
 //!
-//! Request path: [`api`] (axum: CSV campaigns, notifications, health,
-//! metrics, [`graphql`]) → [`pipeline`] (record PENDING in the [`store`],
+//! Request path: [`server`] (connections, timeouts) → [`api`] (axum: CSV
+//! campaigns, notifications, health, metrics, [`graphql`]) → [`campaign`]
+//! (a batch: attachments, archive, report) → [`pipeline`] (record PENDING in the [`store`],
 //! route by [`routing`], enqueue on the priority [`queue`]s, record QUEUED) →
 //! [`sender`] workers (weighted receive, conditional claim, [`mailer`],
 //! SENT/ERROR; the reconciler ends dead letters) → [`metrics`].
 //!
-//! [`domain`] holds the types; [`csv_upload`] the streaming CSV checks;
+//! [`domain`] holds the types and the field rules both entry points share
+//! (`domain::content`); [`csv_upload`] the streaming CSV checks;
 //! [`config`] the layered settings; [`aws`] builds the SDK clients once and
 //! [`provision`] creates the resources; [`startup`] wires it all together.
 //! AWS types stay in the adapters (`queue`, `store`, `blobs`, `mailer`).
@@ -14,6 +16,7 @@
 pub mod api;
 pub mod aws;
 pub mod blobs;
+pub mod campaign;
 pub mod config;
 pub mod csv_upload;
 pub mod domain;
@@ -26,6 +29,7 @@ pub mod provision;
 pub mod queue;
 pub mod routing;
 pub mod sender;
+pub mod server;
 pub mod startup;
 pub mod store;
 

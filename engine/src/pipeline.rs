@@ -1,6 +1,9 @@
 //! The pipeline's shared parts, and acceptance: record PENDING, enqueue by
-//! priority, record QUEUED. Nothing accepted is dropped: a message that cannot
-//! be enqueued ends ERROR with the reason, and the caller is told.
+//! priority, record QUEUED. Nothing accepted is dropped: a message SQS refuses
+//! even after a retry either ends ERROR with the reason or is withdrawn (its
+//! record deleted), as the caller chooses, and the caller is told. An
+//! acceptance that fails before anything was enqueued is rolled back, so an
+//! error answered to a client means nothing was written.
 
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use crate::domain::{
 };
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
-use crate::queue::{MessageQueue, MAX_BATCH};
+use crate::queue::{batches, wire_size, MessageQueue, MAX_BATCH_BYTES};
 use crate::store::{StatusStore, StoreError};
 
 /// Everything the API, senders and reconciler share. Cheap to clone.
@@ -45,8 +48,19 @@ pub struct NewMessage {
 pub struct Accepted {
     pub send_ids: Vec<(SendId, Priority)>,
     pub enqueued: usize,
-    /// Accepted but not enqueued after a retry: recorded ERROR with this reason.
+    /// Accepted but not enqueued after a retry, with the reason: recorded
+    /// ERROR or withdrawn, as [`OnRefused`] said.
     pub failed: Vec<(SendId, String)>,
+}
+
+/// What becomes of accepted messages SQS still refuses after a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefused {
+    /// Recorded ERROR with the reason (a campaign: the rest of it goes on).
+    RecordError,
+    /// Their records and stored bodies deleted (a single notification,
+    /// answered with an error: the client retries, nothing stays behind).
+    Withdraw,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,80 +77,151 @@ const PARALLEL_CALLS: usize = 8;
 type Enqueued = (Vec<SendId>, Vec<(SendId, String)>);
 
 impl Pipeline {
-    pub async fn accept(&self, batch_id: Option<BatchId>, messages: Vec<NewMessage>) -> Result<Accepted, IngestError> {
-        let now = Utc::now();
-        let inline_limit = self.settings.api.inline_body_limit_bytes;
-        let outbound: Vec<OutboundMessage> = stream::iter(messages)
-            .map(|new| async move {
-                let send_id = SendId::new();
-                let priority = self.settings.routing.route(new.kind, new.priority);
-                let body = if new.body.len() > inline_limit {
-                    let key = format!("bodies/{send_id}");
-                    let bytes = new.body.len();
-                    self.blobs
-                        .put(&key, Bytes::from(new.body), "text/plain; charset=utf-8")
-                        .await?;
-                    MessageBody::Stored { key, bytes }
-                } else {
-                    MessageBody::Inline { text: new.body }
-                };
-                Ok::<_, IngestError>(OutboundMessage {
-                    send_id,
-                    batch_id,
-                    kind: new.kind,
-                    priority,
-                    recipient: new.recipient.to_string(),
-                    subject: new.subject,
-                    body,
-                    attachment: new.attachment,
-                    accepted_at: now,
-                })
-            })
-            .buffered(PARALLEL_CALLS)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+    /// The most one message may take on its queue, measured as SQS measures
+    /// it (encoded body and attributes): the setting, capped by what the
+    /// queues say they take and by the batch limit.
+    pub fn inline_limit(&self) -> usize {
+        self.settings
+            .api
+            .inline_body_limit_bytes
+            .min(self.queues.max_message_bytes())
+            .min(MAX_BATCH_BYTES)
+    }
 
+    pub async fn accept(
+        &self,
+        batch_id: Option<BatchId>,
+        messages: Vec<NewMessage>,
+        on_refused: OnRefused,
+    ) -> Result<Accepted, IngestError> {
+        let outbound = self.prepare(batch_id, messages).await?;
         let records: Vec<SendRecord> = outbound.iter().map(SendRecord::pending).collect();
         // Recorded before enqueued, so a sender never meets a message with no record.
-        self.store.put_pending(&records).await?;
+        if let Err(error) = self.store.put_pending(&records).await {
+            self.roll_back(&outbound).await;
+            return Err(error.into());
+        }
         self.metrics.record_upload(records.len(), 0, 0);
 
         let mut accepted = Accepted {
             send_ids: outbound.iter().map(|m| (m.send_id, m.priority)).collect(),
             ..Accepted::default()
         };
-        let batches: Vec<(Priority, Vec<OutboundMessage>)> = Priority::ALL
-            .into_iter()
-            .flat_map(|priority| {
-                let of_priority: Vec<OutboundMessage> =
-                    outbound.iter().filter(|m| m.priority == priority).cloned().collect();
-                of_priority
-                    .chunks(MAX_BATCH)
-                    .map(|chunk| (priority, chunk.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let results: Vec<(Priority, Enqueued)> = stream::iter(batches)
-            .map(|(priority, batch)| async move { (priority, self.enqueue_with_retry(priority, batch).await) })
-            .buffer_unordered(PARALLEL_CALLS)
-            .collect()
-            .await;
+        let by_id: std::collections::HashMap<SendId, &OutboundMessage> =
+            outbound.iter().map(|m| (m.send_id, m)).collect();
         let mut queued = Vec::with_capacity(outbound.len());
-        for (priority, (sent, failed)) in results {
+        for (priority, (sent, failed)) in self.enqueue_all(&outbound).await {
             self.metrics.record_enqueued(priority, sent.len());
             accepted.enqueued += sent.len();
             queued.extend(sent);
             for (send_id, reason) in failed {
-                tracing::error!(%send_id, %reason, "accepted message could not be enqueued; marking ERROR");
-                self.store.mark_error(send_id, &reason).await?;
-                self.metrics.record_error(priority);
+                self.give_up(by_id[&send_id], &reason, on_refused).await?;
                 accepted.failed.push((send_id, reason));
             }
         }
-        self.store.mark_queued(&queued).await?;
+        // The messages are on their queues now: a failed QUEUED write loses
+        // nothing (a sender claims PENDING and QUEUED alike), so it is no error.
+        if let Err(error) = self.store.mark_queued(&queued).await {
+            tracing::warn!(%error, count = queued.len(), "could not record QUEUED; the senders will still claim them");
+        }
         Ok(accepted)
+    }
+
+    /// Gives each message its id and priority, and stores a body too large
+    /// for its queue in the blob store. On failure, removes what it stored.
+    async fn prepare(&self, batch_id: Option<BatchId>, messages: Vec<NewMessage>) -> Result<Vec<OutboundMessage>, IngestError> {
+        let now = Utc::now();
+        let inline_limit = self.inline_limit();
+        let prepared: Vec<Result<OutboundMessage, IngestError>> = stream::iter(messages)
+            .map(|new| async move {
+                let send_id = SendId::new();
+                let mut message = OutboundMessage {
+                    send_id,
+                    batch_id,
+                    kind: new.kind,
+                    priority: self.settings.routing.route(new.kind, new.priority),
+                    recipient: new.recipient.to_string(),
+                    subject: new.subject,
+                    body: MessageBody::Inline { text: new.body },
+                    attachment: new.attachment,
+                    accepted_at: now,
+                };
+                if wire_size(&message) > inline_limit {
+                    let MessageBody::Inline { text } = message.body else { unreachable!("built inline") };
+                    let key = format!("bodies/{send_id}");
+                    let bytes = text.len();
+                    self.blobs.put(&key, Bytes::from(text), "text/plain; charset=utf-8").await?;
+                    message.body = MessageBody::Stored { key, bytes };
+                }
+                Ok(message)
+            })
+            .buffered(PARALLEL_CALLS)
+            .collect()
+            .await;
+        if let Some(position) = prepared.iter().position(Result::is_err) {
+            let stored: Vec<OutboundMessage> = prepared.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+            self.roll_back(&stored).await;
+            return Err(prepared.into_iter().nth(position).and_then(Result::err).expect("an error is there"));
+        }
+        Ok(prepared.into_iter().map(|r| r.expect("no errors")).collect())
+    }
+
+    /// Puts every message on its priority's queue in batches SQS takes.
+    async fn enqueue_all(&self, outbound: &[OutboundMessage]) -> Vec<(Priority, Enqueued)> {
+        let jobs: Vec<(Priority, Vec<OutboundMessage>)> = Priority::ALL
+            .into_iter()
+            .flat_map(|priority| {
+                let of_priority: Vec<OutboundMessage> =
+                    outbound.iter().filter(|m| m.priority == priority).cloned().collect();
+                batches(of_priority, MAX_BATCH_BYTES)
+                    .into_iter()
+                    .map(move |batch| (priority, batch))
+            })
+            .collect();
+        stream::iter(jobs)
+            .map(|(priority, batch)| async move { (priority, self.enqueue_with_retry(priority, batch).await) })
+            .buffer_unordered(PARALLEL_CALLS)
+            .collect()
+            .await
+    }
+
+    /// An accepted message SQS would not take: ERROR, or withdrawn.
+    async fn give_up(&self, message: &OutboundMessage, reason: &str, on_refused: OnRefused) -> Result<(), IngestError> {
+        let send_id = message.send_id;
+        match on_refused {
+            OnRefused::RecordError => {
+                tracing::error!(%send_id, %reason, "accepted message could not be enqueued; marking ERROR");
+                self.store.mark_error(send_id, reason).await?;
+                self.metrics.record_error(message.priority);
+            }
+            OnRefused::Withdraw => {
+                tracing::warn!(%send_id, %reason, "message could not be enqueued; withdrawn");
+                self.roll_back(std::slice::from_ref(message)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes what an acceptance wrote for these messages: PENDING records
+    /// and stored bodies. Failures are logged; a record left behind stays
+    /// PENDING and is visible to `emailSends(status: PENDING)`.
+    pub async fn roll_back(&self, messages: &[OutboundMessage]) {
+        let ids: Vec<SendId> = messages.iter().map(|m| m.send_id).collect();
+        if let Err(error) = self.store.delete_pending(&ids).await {
+            tracing::error!(%error, count = ids.len(), "rolling back: could not delete PENDING records");
+        }
+        for message in messages {
+            if let MessageBody::Stored { key, .. } = &message.body {
+                self.delete_blob(key).await;
+            }
+        }
+    }
+
+    /// Deletes one stored object, logging (not failing) when it cannot.
+    pub async fn delete_blob(&self, key: &str) {
+        if let Err(error) = self.blobs.delete(key).await {
+            tracing::error!(%error, "rolling back: could not delete a stored object");
+        }
     }
 
     /// Sends one batch, retrying refused entries once; returns (enqueued, failed).

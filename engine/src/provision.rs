@@ -50,6 +50,8 @@ pub struct Provisioned {
     /// Indexed by `Priority::index()`.
     pub queue_urls: [String; 3],
     pub dead_letter_urls: [String; 3],
+    /// The smallest `MaximumMessageSize` of the three queues, as SQS reports it.
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,12 +79,13 @@ pub async fn provision(clients: &AwsClients, settings: &Settings) -> Result<Prov
     table?;
     bucket?;
     identity?;
-    let (queue_urls, dead_letter_urls) = queues?;
+    let (queue_urls, dead_letter_urls, max_message_bytes) = queues?;
     tracing::info!(prefix = %names.prefix, table = %names.table, bucket = %names.bucket, "provisioned");
     Ok(Provisioned {
         names,
         queue_urls,
         dead_letter_urls,
+        max_message_bytes,
     })
 }
 
@@ -123,7 +126,8 @@ async fn provision_queues(
     clients: &AwsClients,
     settings: &Settings,
     names: &ResourceNames,
-) -> Result<([String; 3], [String; 3]), ProvisionError> {
+) -> Result<([String; 3], [String; 3], usize), ProvisionError> {
+    let mut max_message_bytes = usize::MAX;
     let mut urls: [String; 3] = Default::default();
     let mut dead_letter_urls: [String; 3] = Default::default();
     for priority in Priority::ALL {
@@ -165,10 +169,31 @@ async fn provision_queues(
             ],
         )
         .await?;
+        max_message_bytes = max_message_bytes.min(maximum_message_size(clients, &names.queue(priority), &url).await?);
         urls[priority.index()] = url;
         dead_letter_urls[priority.index()] = dlq_url;
     }
-    Ok((urls, dead_letter_urls))
+    Ok((urls, dead_letter_urls, max_message_bytes))
+}
+
+/// The largest message the queue takes, as it says itself (AWS and
+/// LocalStack differ, and an owner may lower it).
+async fn maximum_message_size(clients: &AwsClients, name: &str, url: &str) -> Result<usize, ProvisionError> {
+    clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::MaximumMessageSize)
+        .send()
+        .await
+        .map_err(|e| fail(name, &e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::MaximumMessageSize))
+        .and_then(|size| size.parse().ok())
+        .ok_or_else(|| ProvisionError {
+            resource: name.to_string(),
+            reason: "the queue has no readable MaximumMessageSize attribute".into(),
+        })
 }
 
 fn string_attribute(name: &str) -> AttributeDefinition {

@@ -56,8 +56,45 @@ pub struct QueueError {
 /// The largest batch SQS accepts.
 pub const MAX_BATCH: usize = 10;
 
+/// The most a `SendMessageBatch` may carry in all, bodies and attributes
+/// together (SQS's classic limit, which every SQS and emulator honours).
+pub const MAX_BATCH_BYTES: usize = 262_144;
+
+/// The name of the message attribute that carries the send id.
+const SEND_ID_ATTRIBUTE: &str = "sendId";
+
+/// What SQS counts against its size limits for one message: the encoded
+/// body plus each attribute's name, data type and value.
+pub fn wire_size(message: &OutboundMessage) -> usize {
+    message.encode().len() + SEND_ID_ATTRIBUTE.len() + "String".len() + message.send_id.to_string().len()
+}
+
+/// Splits messages into batches SQS takes: at most [`MAX_BATCH`] entries and
+/// `max_bytes` in all. A message larger than `max_bytes` travels alone (and
+/// SQS will say why it refuses it).
+pub fn batches(messages: Vec<OutboundMessage>, max_bytes: usize) -> Vec<Vec<OutboundMessage>> {
+    let mut out: Vec<Vec<OutboundMessage>> = Vec::new();
+    let mut bytes = 0;
+    for message in messages {
+        let size = wire_size(&message);
+        match out.last_mut() {
+            Some(batch) if batch.len() < MAX_BATCH && bytes + size <= max_bytes => {
+                bytes += size;
+                batch.push(message);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![message]);
+            }
+        }
+    }
+    out
+}
+
 #[async_trait]
 pub trait MessageQueue: Send + Sync {
+    /// The largest message every queue takes (its `MaximumMessageSize`).
+    fn max_message_bytes(&self) -> usize;
     /// Enqueues up to [`MAX_BATCH`] messages; returns those SQS refused, with why.
     async fn send_batch(
         &self,
@@ -86,6 +123,7 @@ pub struct SqsQueues {
     client: aws_sdk_sqs::Client,
     urls: [String; 3],
     dead_letter_urls: [String; 3],
+    max_message_bytes: usize,
 }
 
 impl SqsQueues {
@@ -94,6 +132,7 @@ impl SqsQueues {
             client,
             urls: provisioned.queue_urls.clone(),
             dead_letter_urls: provisioned.dead_letter_urls.clone(),
+            max_message_bytes: provisioned.max_message_bytes,
         }
     }
 
@@ -122,6 +161,10 @@ fn send_id_attribute(message: &OutboundMessage) -> MessageAttributeValue {
 
 #[async_trait]
 impl MessageQueue for SqsQueues {
+    fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
     async fn send_batch(
         &self,
         priority: Priority,
@@ -142,7 +185,7 @@ impl MessageQueue for SqsQueues {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(message.encode())
-                    .message_attributes("sendId", send_id_attribute(message))
+                    .message_attributes(SEND_ID_ATTRIBUTE, send_id_attribute(message))
                     .build()
                     .expect("id and body are set")
             })
@@ -177,7 +220,7 @@ impl MessageQueue for SqsQueues {
             .send_message()
             .queue_url(self.url(queue))
             .message_body(message.encode())
-            .message_attributes("sendId", send_id_attribute(message))
+            .message_attributes(SEND_ID_ATTRIBUTE, send_id_attribute(message))
             .delay_seconds(delay.as_secs().min(900) as i32)
             .send()
             .await
@@ -194,7 +237,7 @@ impl MessageQueue for SqsQueues {
                 .string_value(id)
                 .build()
                 .expect("data type is set");
-            send = send.message_attributes("sendId", attribute);
+            send = send.message_attributes(SEND_ID_ATTRIBUTE, attribute);
         }
         send.send().await.map_err(|e| Self::error(queue, &e))?;
         Ok(())
@@ -208,7 +251,7 @@ impl MessageQueue for SqsQueues {
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_attribute_names("sendId")
+            .message_attribute_names(SEND_ID_ATTRIBUTE)
             .send()
             .await
             .map_err(|e| Self::error(queue, &e))?;
@@ -223,7 +266,7 @@ impl MessageQueue for SqsQueues {
                 send_id: m
                     .message_attributes
                     .as_ref()
-                    .and_then(|a| a.get("sendId"))
+                    .and_then(|a| a.get(SEND_ID_ATTRIBUTE))
                     .and_then(|v| v.string_value.clone()),
                 receive_count: m
                     .attributes
@@ -277,5 +320,50 @@ impl MessageQueue for SqsQueues {
             in_flight: read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
             delayed: read(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{MessageBody, MessageKind, SendId};
+
+    fn message(body_bytes: usize) -> OutboundMessage {
+        OutboundMessage {
+            send_id: SendId::new(),
+            batch_id: None,
+            kind: MessageKind::Campaign,
+            priority: Priority::Low,
+            recipient: "a@example.com".into(),
+            subject: "S".into(),
+            body: MessageBody::Inline {
+                text: "x".repeat(body_bytes),
+            },
+            attachment: None,
+            accepted_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_wire_size_counts_the_encoded_body_and_the_attribute() {
+        let m = message(100);
+        assert_eq!(wire_size(&m), m.encode().len() + "sendId".len() + "String".len() + 36);
+        let mut escaped = message(0);
+        escaped.body = MessageBody::Inline { text: "\"".repeat(100) };
+        assert!(wire_size(&escaped) >= 200, "each quote costs two bytes once encoded");
+    }
+
+    #[test]
+    fn batches_respect_both_the_count_and_the_total_size() {
+        let ten_big: Vec<_> = (0..10).map(|_| message(150_000)).collect();
+        let split = batches(ten_big, MAX_BATCH_BYTES);
+        assert_eq!(split.len(), 10, "one 150 KB message per batch under 256 KiB");
+        let small: Vec<_> = (0..25).map(|_| message(10)).collect();
+        let sizes: Vec<usize> = batches(small, MAX_BATCH_BYTES).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        let mixed = vec![message(100_000), message(100_000), message(100_000), message(10)];
+        for batch in batches(mixed, MAX_BATCH_BYTES) {
+            assert!(batch.iter().map(wire_size).sum::<usize>() <= MAX_BATCH_BYTES);
+        }
     }
 }

@@ -88,13 +88,13 @@ impl Application {
         };
         let cancel = token.clone();
         tracing::info!(address = %self.listener.local_addr()?, "engine listening");
-        let served = axum::serve(self.listener, router(state))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing in-flight work");
-                cancel.cancel();
-            })
-            .await;
+        let header_timeout = std::time::Duration::from_secs(state.pipeline.settings.server.header_read_timeout_secs);
+        let served = crate::server::serve(self.listener, router(state), header_timeout, async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight work");
+            cancel.cancel();
+        })
+        .await;
         token.cancel();
         for handle in background {
             let _ = handle.await;

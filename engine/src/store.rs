@@ -62,6 +62,9 @@ pub trait StatusStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// → ERROR with a reason; false when the record was already final.
     async fn mark_error(&self, id: SendId, reason: &str) -> Result<bool, StoreError>;
+    /// Deletes records that are still PENDING (an acceptance rolled back before
+    /// anything was enqueued); a record past PENDING is left as it is.
+    async fn delete_pending(&self, ids: &[SendId]) -> Result<(), StoreError>;
     async fn get(&self, id: SendId) -> Result<Option<SendRecord>, StoreError>;
     /// Records with `status` created in `[from, to]`, oldest first.
     async fn by_status(
@@ -213,13 +216,26 @@ impl DynamoStatusStore {
         Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
     }
 
+    /// A cursor is only ever a key this API gave out: the attributes of the
+    /// table's and its indexes' keys, each well-formed. Anything else is
+    /// refused here, so a crafted cursor never reaches DynamoDB.
     fn decode_cursor(cursor: Option<&str>) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         let Some(cursor) = cursor else { return Ok(None) };
+        let bad = || StoreError::BadCursor(crate::domain::content::quoted(cursor));
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(cursor)
-            .map_err(|_| StoreError::BadCursor(cursor.to_string()))?;
-        let plain: BTreeMap<String, String> =
-            serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor(cursor.to_string()))?;
+            .map_err(|_| bad())?;
+        let plain: BTreeMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let well_formed = |name: &str, value: &str| match name {
+            "sendId" => value.parse::<SendId>().is_ok(),
+            "batchId" => value.parse::<BatchId>().is_ok(),
+            "status" => value.parse::<SendStatus>().is_ok(),
+            "createdAt" => DateTime::parse_from_rfc3339(value).is_ok(),
+            _ => false,
+        };
+        if !plain.contains_key("sendId") || !plain.iter().all(|(k, v)| well_formed(k, v)) {
+            return Err(bad());
+        }
         Ok(Some(plain.into_iter().map(|(k, v)| (k, s(v))).collect()))
     }
 
@@ -318,6 +334,8 @@ impl DynamoStatusStore {
 /// DynamoDB takes at most 25 puts per BatchWriteItem and 100 items per transaction.
 const BATCH_WRITE_MAX: usize = 25;
 const TRANSACTION_MAX: usize = 100;
+/// An error reason is stored up to this many characters.
+const MAX_REASON_CHARS: usize = 1_000;
 
 #[async_trait]
 impl StatusStore for DynamoStatusStore {
@@ -443,8 +461,35 @@ impl StatusStore for DynamoStatusStore {
     }
 
     async fn mark_error(&self, id: SendId, reason: &str) -> Result<bool, StoreError> {
-        self.finish(id, SendStatus::Error, &[("errorReason", reason.to_string())], &[])
+        // A provider's reason can be long; the item must stay far below DynamoDB's 400 KB.
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        self.finish(id, SendStatus::Error, &[("errorReason", reason)], &[])
             .await
+    }
+
+    async fn delete_pending(&self, ids: &[SendId]) -> Result<(), StoreError> {
+        for id in ids {
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("sendId", s(id.to_string()))
+                .condition_expression("#status = :pending")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
+                .send()
+                .await;
+            match deleted {
+                Ok(_) => {}
+                // Gone already, or past PENDING: nothing to roll back.
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(error) => return Err(service_error(&error)),
+            }
+        }
+        Ok(())
     }
 
     async fn get(&self, id: SendId) -> Result<Option<SendRecord>, StoreError> {

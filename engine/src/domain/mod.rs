@@ -25,6 +25,7 @@ macro_rules! named_enum {
     };
 }
 
+pub mod content;
 mod email;
 mod message;
 mod status;
