@@ -115,8 +115,30 @@ impl From<CampaignError> for ApiError {
 /// A JSON body that could not be read, answered in the API's own shape.
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if timed_out(&rejection) {
+            return body_timeout();
+        }
         ApiError::new(rejection.status(), quoted_lines(&rejection.body_text()))
     }
+}
+
+/// Whether reading a body failed because it stalled (the router's body timeout).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "the request body stopped arriving (server.body_read_timeout_secs); nothing was recorded",
+    )
 }
 
 /// A parser's message (which may quote the input), cut to a readable length.
@@ -200,6 +222,9 @@ pub struct UploadReport {
 }
 
 fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    if timed_out(&error) {
+        return body_timeout();
+    }
     let status = error.status();
     let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "the upload is larger than the configured limit (api.max_upload_bytes)".to_string()
@@ -338,7 +363,7 @@ fn unprocessable(field: &str, reason: impl std::fmt::Display) -> ApiError {
 }
 
 /// A notification request as a message, by the same field rules as a CSV row.
-fn notification_message(request: NotificationRequest) -> Result<NewMessage, ApiError> {
+pub fn notification_message(request: NotificationRequest) -> Result<NewMessage, ApiError> {
     let kind: MessageKind = request.kind.parse().map_err(|e: String| unprocessable("type", quoted(&e)))?;
     if kind == MessageKind::Campaign {
         return Err(unprocessable(

@@ -507,11 +507,14 @@ fn check_mix(field: &str, mix: &BTreeMap<String, f64>, allowed: &[&str]) -> Resu
     if let Some(unknown) = mix.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err((field.to_string(), format!("`{unknown}` is not one of {allowed:?}")));
     }
-    if mix.values().any(|w| *w < 0.0) || mix.values().sum::<f64>() <= 0.0 {
+    if mix.values().any(|w| *w < 0.0 || !w.is_finite()) || mix.values().sum::<f64>() <= 0.0 {
         return Err((field.to_string(), "weights must be ≥ 0 and not all 0".into()));
     }
     Ok(())
 }
+
+/// The highest arrival rate a scenario may ask for.
+pub const MAX_RATE_PER_SEC: f64 = 100_000.0;
 
 fn check_arrival(field: &str, arrival: &ArrivalShape) -> Result<(), (String, String)> {
     let rates: Vec<f64> = match *arrival {
@@ -522,6 +525,12 @@ fn check_arrival(field: &str, arrival: &ArrivalShape) -> Result<(), (String, Str
     };
     if rates.iter().any(|r| *r < 0.0 || !r.is_finite()) || arrival.max_rate() <= 0.0 {
         return Err((field.to_string(), "rates must be ≥ 0 with at least one above 0".into()));
+    }
+    if arrival.max_rate() > MAX_RATE_PER_SEC {
+        return Err((
+            field.to_string(),
+            format!("rates above {MAX_RATE_PER_SEC} per second are more than a load run here can offer"),
+        ));
     }
     Ok(())
 }

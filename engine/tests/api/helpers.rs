@@ -75,8 +75,22 @@ pub async fn spawn_app_with(
     settings: Settings,
     adjust: impl FnOnce(Application, &AwsClients) -> Application,
 ) -> TestApp {
+    let clients = AwsClients::for_stack(shared_stack().await).await;
+    spawn_app_on(settings, clients, adjust).await
+}
+
+/// An app whose AWS calls pass through `plan`, to inject the services' own errors.
+pub async fn spawn_app_with_faults(settings: Settings, plan: Arc<engine::faults::FaultPlan>) -> TestApp {
+    let clients = AwsClients::with_faults(shared_stack().await, plan).await;
+    spawn_app_on(settings, clients, |app, _| app).await
+}
+
+async fn spawn_app_on(
+    settings: Settings,
+    clients: AwsClients,
+    adjust: impl FnOnce(Application, &AwsClients) -> Application,
+) -> TestApp {
     let stack = shared_stack().await;
-    let clients = AwsClients::for_stack(stack).await;
     let prefix = settings.resources.prefix.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = adjust(
@@ -185,6 +199,60 @@ impl TestApp {
             .into_iter()
             .filter(|m| m.to.iter().any(|to| to.contains(&self.prefix)))
             .collect()
+    }
+
+    /// Every object key in this app's bucket.
+    pub async fn s3_keys(&self) -> Vec<String> {
+        let bucket = engine::provision::ResourceNames::new(&self.prefix).bucket;
+        let listed = self.clients.s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+        listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+    }
+
+    /// Records of every status in this app's table.
+    pub async fn records(&self) -> Vec<SendRecord> {
+        let mut all = Vec::new();
+        for status in engine::domain::SendStatus::ALL {
+            let page = self
+                .pipeline
+                .store
+                .by_status(
+                    status,
+                    chrono::DateTime::UNIX_EPOCH,
+                    chrono::Utc::now() + chrono::Duration::hours(1),
+                    100,
+                    None,
+                )
+                .await
+                .unwrap();
+            all.extend(page.items);
+        }
+        all
+    }
+
+    /// Asserts that nothing was written anywhere: no record, nothing on a
+    /// queue, no object in the bucket, no mail sent.
+    pub async fn assert_nothing_written(&self, case: &str) {
+        let records = self.records().await;
+        assert!(records.is_empty(), "{case}: no records, found {}", records.len());
+        for priority in engine::domain::Priority::ALL {
+            let depth = self.depth(QueueRef::Main(priority)).await;
+            assert_eq!(
+                depth.visible + depth.in_flight + depth.delayed,
+                0,
+                "{case}: the {priority} queue is empty"
+            );
+        }
+        assert_eq!(self.s3_keys().await, Vec::<String>::new(), "{case}: no objects stored");
+        assert!(self.sent_mail().await.is_empty(), "{case}: no mail sent");
+    }
+
+    pub async fn upload_form(&self, form: reqwest::multipart::Form) -> reqwest::Response {
+        self.http
+            .post(format!("{}/campaigns/upload", self.address))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn stop(mut self) {

@@ -8,6 +8,7 @@ mod campaign;
 mod delivery;
 mod faults;
 mod graphql;
+mod hostile;
 mod mailers;
 mod provisioning;
 mod status_store;
