@@ -247,7 +247,10 @@ async fn read_upload(mut multipart: Multipart) -> Result<CampaignUpload, ApiErro
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         if field.name() == Some("file") {
             if file_name.is_some() {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "the upload has more than one `file` part"));
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "the upload has more than one `file` part",
+                ));
             }
             let name = field.file_name().unwrap_or("upload.csv").to_string();
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -257,16 +260,26 @@ async fn read_upload(mut multipart: Multipart) -> Result<CampaignUpload, ApiErro
             file_name = Some(name);
         } else if let Some(name) = field.file_name().map(str::to_string) {
             if name.len() > MAX_FILE_NAME_BYTES {
-                let message = format!("an attachment's file name is {} bytes; at most {MAX_FILE_NAME_BYTES}", name.len());
+                let message = format!(
+                    "an attachment's file name is {} bytes; at most {MAX_FILE_NAME_BYTES}",
+                    name.len()
+                );
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
             }
             if attachments.iter().any(|a| a.name == name) {
-                let message = format!("two attachment parts are both named `{}`; each needs its own name", quoted(&name));
+                let message = format!(
+                    "two attachment parts are both named `{}`; each needs its own name",
+                    quoted(&name)
+                );
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
             }
             let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
             let bytes = field.bytes().await.map_err(multipart_error)?;
-            attachments.push(AttachmentPart { name, content_type, bytes });
+            attachments.push(AttachmentPart {
+                name,
+                content_type,
+                bytes,
+            });
         }
     }
     let file_name = file_name
@@ -324,7 +337,9 @@ async fn upload_campaign(
 
 /// Runs `work` in a task of its own and waits for it: if the request's
 /// future is dropped (the client hung up), the task still finishes.
-async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> Result<T, ApiError> {
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::spawn(work).await.map_err(|error| {
         tracing::error!(%error, "ingest task failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the ingest task failed")
@@ -359,12 +374,16 @@ pub struct NotificationAccepted {
 }
 
 fn unprocessable(field: &str, reason: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("`{field}` {reason}")).with_details(json!({ "field": field }))
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("`{field}` {reason}"))
+        .with_details(json!({ "field": field }))
 }
 
 /// A notification request as a message, by the same field rules as a CSV row.
 pub fn notification_message(request: NotificationRequest) -> Result<NewMessage, ApiError> {
-    let kind: MessageKind = request.kind.parse().map_err(|e: String| unprocessable("type", quoted(&e)))?;
+    let kind: MessageKind = request
+        .kind
+        .parse()
+        .map_err(|e: String| unprocessable("type", quoted(&e)))?;
     if kind == MessageKind::Campaign {
         return Err(unprocessable(
             "type",
@@ -411,8 +430,7 @@ async fn post_notification(
     let Json(request) = request?;
     let message = notification_message(request)?;
     let pipeline = state.pipeline.clone();
-    let accepted =
-        detached(async move { pipeline.accept(None, vec![message], OnRefused::Withdraw).await }).await??;
+    let accepted = detached(async move { pipeline.accept(None, vec![message], OnRefused::Withdraw).await }).await??;
     if let Some((_, reason)) = accepted.failed.first() {
         tracing::warn!(%reason, "notification withdrawn: SQS refused it");
         return Err(ApiError::new(

@@ -305,7 +305,13 @@ mod tests {
     #[test]
     fn names_that_sanitize_alike_still_get_distinct_keys() {
         let batch = BatchId::new();
-        let names = ["Rechnung_Müller.pdf", "Rechnung_Möller.pdf", "a b.txt", "a_b.txt", "a?b.txt"];
+        let names = [
+            "Rechnung_Müller.pdf",
+            "Rechnung_Möller.pdf",
+            "a b.txt",
+            "a_b.txt",
+            "a?b.txt",
+        ];
         let keys: std::collections::HashSet<String> = names
             .iter()
             .enumerate()
@@ -322,7 +328,11 @@ mod tests {
                    x@example.com,Invoice,Hi,missing.pdf\n";
         let mut parsed = parse_all(csv.as_bytes(), 16).unwrap();
         let batch = BatchId::new();
-        let parts = vec![part("Rechnung_Müller.pdf"), part("spare.pdf"), part("Rechnung_Möller.pdf")];
+        let parts = vec![
+            part("Rechnung_Müller.pdf"),
+            part("spare.pdf"),
+            part("Rechnung_Möller.pdf"),
+        ];
         let plan = plan(batch, &mut parsed, parts);
         let by_recipient: Vec<(&str, &str, &str)> = plan
             .messages

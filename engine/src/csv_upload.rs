@@ -335,7 +335,11 @@ impl CsvUploadParser {
             return Ok(());
         }
         let first = &self.parsed.rejected[0];
-        let field = first.field.as_deref().map(|f| format!(", field `{f}`")).unwrap_or_default();
+        let field = first
+            .field
+            .as_deref()
+            .map(|f| format!(", field `{f}`"))
+            .unwrap_or_default();
         Err(CsvFileError::TooManyRejected {
             max,
             first: format!("row {}{field}: {}", first.row, first.reason),
@@ -417,7 +421,10 @@ impl CsvUploadParser {
                 "" => Ok(None),
                 long if long.len() > MAX_SHORT_FIELD_BYTES => Err((
                     Some(name),
-                    format!("is {} bytes long; at most {MAX_SHORT_FIELD_BYTES} are allowed", long.len()),
+                    format!(
+                        "is {} bytes long; at most {MAX_SHORT_FIELD_BYTES} are allowed",
+                        long.len()
+                    ),
                 )),
                 value => Ok(Some(value)),
             },
@@ -428,8 +435,8 @@ impl CsvUploadParser {
         let kind = optional(columns.kind, "type")?;
         let priority = optional(columns.priority, "priority")?;
         let attachment = optional(columns.attachment, "attachment")?;
-        let recipient =
-            EmailAddress::parse(email).map_err(|error| (Some("email"), format!("`{}` {error}", quoted(email.trim()))))?;
+        let recipient = EmailAddress::parse(email)
+            .map_err(|error| (Some("email"), format!("`{}` {error}", quoted(email.trim()))))?;
         check_subject(subject).map_err(|reason| (Some("subject"), reason))?;
         check_body(body).map_err(|reason| (Some("body"), reason))?;
         let kind = kind
@@ -669,7 +676,11 @@ mod tests {
         text.push_str("\na@example.com,S,B\n");
         let parsed = parse_all(text.as_bytes(), 100).unwrap();
         assert_eq!(parsed.rejected[0].row, 2);
-        assert!(parsed.rejected[0].reason.contains("has 1001 fields"), "{}", parsed.rejected[0].reason);
+        assert!(
+            parsed.rejected[0].reason.contains("has 1001 fields"),
+            "{}",
+            parsed.rejected[0].reason
+        );
         assert_eq!(parsed.accepted.len(), 1);
     }
 
@@ -681,7 +692,10 @@ mod tests {
         });
         let text = format!("email,subject,body\n{}", ",,\n".repeat(50));
         let error = parser.feed(text.as_bytes()).unwrap_err();
-        assert!(matches!(error, CsvFileError::TooManyRejected { max: 10, .. }), "{error}");
+        assert!(
+            matches!(error, CsvFileError::TooManyRejected { max: 10, .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("row 2, field `email`"), "{error}");
     }
 
@@ -689,12 +703,17 @@ mod tests {
     fn a_huge_bad_address_is_quoted_back_short() {
         let text = format!("email,subject,body\n{},S,B\n", "x".repeat(100_000));
         let parsed = parse_all(text.as_bytes(), 4096).unwrap();
-        assert!(parsed.rejected[0].reason.len() < 200, "{}", parsed.rejected[0].reason.len());
+        assert!(
+            parsed.rejected[0].reason.len() < 200,
+            "{}",
+            parsed.rejected[0].reason.len()
+        );
     }
 
     #[test]
     fn control_characters_and_what_sqs_refuses_reject_the_row() {
-        let parsed = parse("email,subject,body\na@example.com,S\u{1},B\nb@example.com,S,B\u{0}\nc@example.com,S\u{FFFF},B\n");
+        let parsed =
+            parse("email,subject,body\na@example.com,S\u{1},B\nb@example.com,S,B\u{0}\nc@example.com,S\u{FFFF},B\n");
         let fields: Vec<(u64, Option<&str>)> = parsed.rejected.iter().map(|r| (r.row, r.field.as_deref())).collect();
         assert_eq!(fields, [(2, Some("subject")), (3, Some("body")), (4, Some("subject"))]);
     }

@@ -40,7 +40,9 @@ fn public(error: StoreError) -> Error {
 
 /// The cost of a page field: `first` items of the selection, plus the field.
 fn page_cost(first: i32, child_complexity: usize) -> usize {
-    (first.max(1) as usize).saturating_mul(child_complexity).saturating_add(1)
+    (first.max(1) as usize)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -208,7 +210,11 @@ impl Batch {
         after: Option<i32>,
     ) -> Result<RejectedRowPage, Error> {
         check_first(ctx, first)?;
-        let rows = self.report.as_ref().map(|r| r.rejected_rows.as_slice()).unwrap_or_default();
+        let rows = self
+            .report
+            .as_ref()
+            .map(|r| r.rejected_rows.as_slice())
+            .unwrap_or_default();
         let (items, next) = rows_page(rows, first, after, |r: &RejectedRow| GqlRejectedRow {
             row: r.row,
             field: r.field.clone(),
@@ -226,7 +232,11 @@ impl Batch {
         after: Option<i32>,
     ) -> Result<DuplicateRowPage, Error> {
         check_first(ctx, first)?;
-        let rows = self.report.as_ref().map(|r| r.duplicate_rows.as_slice()).unwrap_or_default();
+        let rows = self
+            .report
+            .as_ref()
+            .map(|r| r.duplicate_rows.as_slice())
+            .unwrap_or_default();
         let (items, next) = rows_page(rows, first, after, |d: &DuplicateRow| GqlDuplicateRow {
             row: d.row,
             duplicate_of_row: d.duplicate_of_row,

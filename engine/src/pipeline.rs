@@ -129,7 +129,11 @@ impl Pipeline {
 
     /// Gives each message its id and priority, and stores a body too large
     /// for its queue in the blob store. On failure, removes what it stored.
-    async fn prepare(&self, batch_id: Option<BatchId>, messages: Vec<NewMessage>) -> Result<Vec<OutboundMessage>, IngestError> {
+    async fn prepare(
+        &self,
+        batch_id: Option<BatchId>,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<OutboundMessage>, IngestError> {
         let now = Utc::now();
         let inline_limit = self.inline_limit();
         let prepared: Vec<Result<OutboundMessage, IngestError>> = stream::iter(messages)
@@ -147,10 +151,14 @@ impl Pipeline {
                     accepted_at: now,
                 };
                 if wire_size(&message) > inline_limit {
-                    let MessageBody::Inline { text } = message.body else { unreachable!("built inline") };
+                    let MessageBody::Inline { text } = message.body else {
+                        unreachable!("built inline")
+                    };
                     let key = format!("bodies/{send_id}");
                     let bytes = text.len();
-                    self.blobs.put(&key, Bytes::from(text), "text/plain; charset=utf-8").await?;
+                    self.blobs
+                        .put(&key, Bytes::from(text), "text/plain; charset=utf-8")
+                        .await?;
                     message.body = MessageBody::Stored { key, bytes };
                 }
                 Ok(message)
@@ -161,7 +169,11 @@ impl Pipeline {
         if let Some(position) = prepared.iter().position(Result::is_err) {
             let stored: Vec<OutboundMessage> = prepared.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
             self.roll_back(&stored).await;
-            return Err(prepared.into_iter().nth(position).and_then(Result::err).expect("an error is there"));
+            return Err(prepared
+                .into_iter()
+                .nth(position)
+                .and_then(Result::err)
+                .expect("an error is there"));
         }
         Ok(prepared.into_iter().map(|r| r.expect("no errors")).collect())
     }

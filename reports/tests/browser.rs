@@ -4,7 +4,7 @@
 //! Screenshots at phone and desktop width are kept under
 //! `target/test-artifacts/` for a person to look at.
 //!
-//! Chromium comes from `scripts/install-prerequisites`; set `CHROMIUM` to use
+//! Chromium comes from `cargo xtask test` (or `apt-get install chromium`); set `CHROMIUM` to use
 //! another binary.
 
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ fn chromium() -> PathBuf {
             }
         }
     }
-    panic!("no Chromium found: run scripts/install-prerequisites (apt-get install chromium) or set CHROMIUM");
+    panic!("Chromium is needed for the report's browser test and was not found: run the tests with `cargo xtask test` (it installs Chromium), or `sudo apt-get install chromium`, or set CHROMIUM to a Chromium binary");
 }
 
 fn artifacts() -> PathBuf {

@@ -46,7 +46,10 @@ pub fn check_body(body: &str) -> Result<(), String> {
 /// one of the two noncharacters SQS refuses, named with its position.
 fn check_characters(text: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
     // Fast path: plain ASCII text without control bytes needs no char walk.
-    if text.bytes().all(|b| (0x20..0x7f).contains(&b) || (b < 0x80 && allowed(b as char))) {
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || (b < 0x80 && allowed(b as char)))
+    {
         return Ok(());
     }
     for (position, c) in text.chars().enumerate() {

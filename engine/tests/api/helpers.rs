@@ -205,7 +205,11 @@ impl TestApp {
     pub async fn s3_keys(&self) -> Vec<String> {
         let bucket = engine::provision::ResourceNames::new(&self.prefix).bucket;
         let listed = self.clients.s3.list_objects_v2().bucket(bucket).send().await.unwrap();
-        listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
     }
 
     /// Records of every status in this app's table.

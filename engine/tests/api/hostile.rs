@@ -26,7 +26,10 @@ fn csv_part(name: &str, csv: impl Into<Vec<u8>>) -> Part {
 async fn error_of(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status(), status);
     let body: Value = response.json().await.unwrap();
-    body["error"].as_str().unwrap_or_else(|| panic!("no error in {body}")).to_string()
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {body}"))
+        .to_string()
 }
 
 /// The raw MIME text sent to `to`.
@@ -46,8 +49,14 @@ async fn attachments_whose_names_sanitize_alike_each_reach_their_own_recipient()
     );
     let form = Form::new()
         .part("file", csv_part("invoices.csv", csv))
-        .part("a", Part::bytes(b"MUELLER-INVOICE".to_vec()).file_name("Rechnung_Müller.pdf"))
-        .part("b", Part::bytes(b"MOELLER-INVOICE".to_vec()).file_name("Rechnung_Möller.pdf"));
+        .part(
+            "a",
+            Part::bytes(b"MUELLER-INVOICE".to_vec()).file_name("Rechnung_Müller.pdf"),
+        )
+        .part(
+            "b",
+            Part::bytes(b"MOELLER-INVOICE".to_vec()).file_name("Rechnung_Möller.pdf"),
+        );
     let response = app.upload_form(form).await;
     assert_eq!(response.status(), 202);
     let report: Value = response.json().await.unwrap();
@@ -59,8 +68,14 @@ async fn attachments_whose_names_sanitize_alike_each_reach_their_own_recipient()
     // Short ASCII attachments travel as 7-bit text in the MIME message.
     let to_mueller = mail_to(&app, &mueller).await;
     let to_moeller = mail_to(&app, &moeller).await;
-    assert!(to_mueller.contains("MUELLER-INVOICE") && !to_mueller.contains("MOELLER-INVOICE"), "{to_mueller}");
-    assert!(to_moeller.contains("MOELLER-INVOICE") && !to_moeller.contains("MUELLER-INVOICE"), "{to_moeller}");
+    assert!(
+        to_mueller.contains("MUELLER-INVOICE") && !to_mueller.contains("MOELLER-INVOICE"),
+        "{to_mueller}"
+    );
+    assert!(
+        to_moeller.contains("MOELLER-INVOICE") && !to_moeller.contains("MUELLER-INVOICE"),
+        "{to_moeller}"
+    );
     app.stop().await;
 }
 
@@ -91,7 +106,10 @@ async fn an_unterminated_quote_refuses_the_file_naming_its_row_and_field_and_mai
     );
     let error = error_of(app.upload_csv("quote.csv", csv).await, 422).await;
     assert!(
-        error.contains("quote.csv") && error.contains("row 2") && error.contains("`body`") && error.contains("never closed"),
+        error.contains("quote.csv")
+            && error.contains("row 2")
+            && error.contains("`body`")
+            && error.contains("never closed"),
         "{error}"
     );
     app.assert_nothing_written("unterminated quote").await;
@@ -104,13 +122,21 @@ async fn bodies_are_sized_as_sqs_counts_them_and_characters_it_refuses_are_rejec
     let mut csv = String::from("email,subject,body\n");
     // Ten 150 KB bodies, each under the inline limit, 1.5 MB together.
     for i in 0..10 {
-        csv.push_str(&format!("{},Big {i},{}\n", app.address_for(&format!("big{i}")), "y".repeat(150_000)));
+        csv.push_str(&format!(
+            "{},Big {i},{}\n",
+            app.address_for(&format!("big{i}")),
+            "y".repeat(150_000)
+        ));
     }
     // 199 KB that escaping would have blown up to 1.2 MB: now refused by row.
     csv.push_str(&format!("{},Ctl,{}\n", app.address_for("ctl"), "\u{1}".repeat(199_000)));
     csv.push_str(&format!("{},Odd \u{FFFF},B\n", app.address_for("ffff")));
     // Quotes and backslashes double when encoded: the body goes to S3 if it must.
-    csv.push_str(&format!("{},Esc,\"{}\"\n", app.address_for("esc"), "\"\"\\".repeat(70_000)));
+    csv.push_str(&format!(
+        "{},Esc,\"{}\"\n",
+        app.address_for("esc"),
+        "\"\"\\".repeat(70_000)
+    ));
     let response = app.upload_csv("sizes.csv", csv).await;
     assert_eq!(response.status(), 202);
     let report: Value = response.json().await.unwrap();
@@ -155,11 +181,31 @@ async fn notifications_follow_the_csv_field_rules_with_a_4xx_naming_the_field() 
     let app = spawn_app(quiet_settings()).await;
     let to = app.address_for("rules");
     let cases = [
-        (json!({ "type": "offer", "recipient": to, "subject": "x".repeat(999), "body": "b" }), "subject", "999 characters"),
-        (json!({ "type": "offer", "recipient": to, "subject": "s".repeat(500_000), "body": "b" }), "subject", "500000 characters"),
-        (json!({ "type": "offer", "recipient": to, "subject": "nul\u{0}", "body": "b" }), "subject", "U+0000"),
-        (json!({ "type": "offer", "recipient": to, "subject": "S", "body": "b\u{FFFF}" }), "body", "U+FFFF"),
-        (json!({ "type": "offer", "recipient": to, "subject": "S", "body": "b\u{7}" }), "body", "U+0007"),
+        (
+            json!({ "type": "offer", "recipient": to, "subject": "x".repeat(999), "body": "b" }),
+            "subject",
+            "999 characters",
+        ),
+        (
+            json!({ "type": "offer", "recipient": to, "subject": "s".repeat(500_000), "body": "b" }),
+            "subject",
+            "500000 characters",
+        ),
+        (
+            json!({ "type": "offer", "recipient": to, "subject": "nul\u{0}", "body": "b" }),
+            "subject",
+            "U+0000",
+        ),
+        (
+            json!({ "type": "offer", "recipient": to, "subject": "S", "body": "b\u{FFFF}" }),
+            "body",
+            "U+FFFF",
+        ),
+        (
+            json!({ "type": "offer", "recipient": to, "subject": "S", "body": "b\u{7}" }),
+            "body",
+            "U+0007",
+        ),
     ];
     for (request, field, words) in cases {
         let response = app.post_notification(request).await;
@@ -205,7 +251,13 @@ async fn a_client_that_hangs_up_mid_upload_strands_nothing() {
         let pending = app
             .pipeline
             .store
-            .by_status(SendStatus::Pending, chrono::DateTime::UNIX_EPOCH, chrono::Utc::now(), 1, None)
+            .by_status(
+                SendStatus::Pending,
+                chrono::DateTime::UNIX_EPOCH,
+                chrono::Utc::now(),
+                1,
+                None,
+            )
             .await
             .unwrap();
         let counts = batch_counts_of_only_batch(&app).await?;
@@ -230,7 +282,9 @@ async fn graphql_has_a_body_limit_and_takes_only_json() {
     let big = json!({ "query": format!("{{ __typename {padding} }}") });
     let response = app.http.post(&url).json(&big).send().await.unwrap();
     assert_eq!(response.status(), 413);
-    let form = Form::new().text("operations", "{}").part("0", Part::bytes(vec![0u8; 1024]).file_name("f"));
+    let form = Form::new()
+        .text("operations", "{}")
+        .part("0", Part::bytes(vec![0u8; 1024]).file_name("f"));
     let response = app.http.post(&url).multipart(form).send().await.unwrap();
     assert_eq!(response.status(), 415, "multipart is not a GraphQL body here");
     app.stop().await;
@@ -274,7 +328,12 @@ async fn a_header_of_100000_columns_is_refused_at_once_and_health_keeps_answerin
     let upload = app.upload_csv("wide.csv", header);
     let health = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        app.http.get(format!("{}/health", app.address)).send().await.unwrap().status()
+        app.http
+            .get(format!("{}/health", app.address))
+            .send()
+            .await
+            .unwrap()
+            .status()
     };
     let (response, health) = tokio::join!(upload, health);
     assert_eq!(health, 200);
@@ -298,8 +357,14 @@ async fn a_file_of_mostly_bad_rows_gets_a_bounded_answer_and_graphql_pages_the_r
     let report: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(report["rejected"], 150);
     assert_eq!(report["rejectedRows"].as_array().unwrap().len(), 100);
-    assert!(report["moreRows"].as_str().unwrap().contains("rejectedRows(first, after)"));
-    assert!(report["rejectedRows"][0]["reason"].as_str().unwrap().contains("(100000 bytes)"));
+    assert!(report["moreRows"]
+        .as_str()
+        .unwrap()
+        .contains("rejectedRows(first, after)"));
+    assert!(report["rejectedRows"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("(100000 bytes)"));
 
     let batch = report["batchId"].as_str().unwrap();
     let page = app
@@ -325,10 +390,16 @@ async fn a_file_of_mostly_bad_rows_gets_a_bounded_answer_and_graphql_pages_the_r
 #[tokio::test]
 async fn only_what_a_batch_uses_is_stored_and_a_batch_id_given_out_resolves_at_once() {
     let app = spawn_app(quiet_settings()).await;
-    let csv = format!("email,subject,body,attachment\n{},S,B,used.txt\n", app.address_for("uses"));
+    let csv = format!(
+        "email,subject,body,attachment\n{},S,B,used.txt\n",
+        app.address_for("uses")
+    );
     let mut form = Form::new().part("file", csv_part("orphans.csv", csv));
     for name in ["used.txt", "spare1.txt", "spare2.txt"] {
-        form = form.part(name.to_string(), Part::bytes(name.as_bytes().to_vec()).file_name(name.to_string()));
+        form = form.part(
+            name.to_string(),
+            Part::bytes(name.as_bytes().to_vec()).file_name(name.to_string()),
+        );
     }
     let response = app.upload_form(form).await;
     assert_eq!(response.status(), 202);
@@ -340,13 +411,18 @@ async fn only_what_a_batch_uses_is_stored_and_a_batch_id_given_out_resolves_at_o
     assert!(keys.iter().any(|k| k.ends_with("/used.txt")));
     let batch = report["batchId"].as_str().unwrap();
     let view = app
-        .graphql(&format!("{{ batch(batchId: \"{batch}\") {{ fileName accepted total }} }}"))
+        .graphql(&format!(
+            "{{ batch(batchId: \"{batch}\") {{ fileName accepted total }} }}"
+        ))
         .await;
     assert_eq!(view["data"]["batch"]["accepted"], 1, "{view}");
 
     let header_only = app.upload_csv("header-only.csv", "email,subject,body\n").await;
     let error = error_of(header_only, 422).await;
-    assert!(error.contains("header-only.csv") && error.contains("no row can be sent"), "{error}");
+    assert!(
+        error.contains("header-only.csv") && error.contains("no row can be sent"),
+        "{error}"
+    );
     assert_eq!(app.s3_keys().await.len(), 3, "the refused file stored nothing");
     app.stop().await;
 }
@@ -361,7 +437,9 @@ async fn slow_clients_are_cut_off_by_the_header_and_body_timeouts() {
 
     // A header that never ends: the connection is closed.
     let mut slow = tokio::net::TcpStream::connect(&host).await.unwrap();
-    slow.write_all(b"POST /notifications HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"POST /notifications HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the server closed the connection within the timeout");
@@ -389,11 +467,16 @@ async fn a_crafted_cursor_is_refused_without_the_stores_internals() {
     use base64::Engine as _;
     let crafted = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sendId":"x","nope":"y"}"#);
     let response = app
-        .graphql(&format!("{{ emailSends(status: SENT, after: \"{crafted}\") {{ items {{ sendId }} }} }}"))
+        .graphql(&format!(
+            "{{ emailSends(status: SENT, after: \"{crafted}\") {{ items {{ sendId }} }} }}"
+        ))
         .await;
     let message = response["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("is not a cursor this API gave out"), "{message}");
-    assert!(!message.to_lowercase().contains("dynamodb") && !message.contains("ValidationException"), "{message}");
+    assert!(
+        !message.to_lowercase().contains("dynamodb") && !message.contains("ValidationException"),
+        "{message}"
+    );
     app.stop().await;
 }
 

@@ -1,0 +1,188 @@
+//! `cargo xtask <task>`: the project's tasks, as the Rust ecosystem keeps
+//! them (an `xtask` crate behind a cargo alias), so a new user needs nothing
+//! but cargo.
+//!
+//! - `cargo xtask test [ARGS…]`: makes sure the machine has what the tests
+//!   need (below), installing what is missing from Debian's packages when it
+//!   can, then runs `cargo test --workspace [ARGS…]`.
+//! - `cargo xtask prerequisites`: only the first half.
+//!
+//! What the tests need beyond Rust: Python ≥ 3.11 with `venv` (LocalStack,
+//! moto and the SMTP server are installed into a cache by the `localstack`
+//! crate on first use), Java ≥ 17 (DynamoDB Local), npm (which ships DynamoDB
+//! Local's jar) and Chromium (the HTML report's browser test). A missing one
+//! that cannot be installed here (no root, no sudo, no apt) stops the task
+//! with one message naming it and the command that installs it.
+
+use std::process::{Command, ExitCode, Stdio};
+
+/// One thing the tests need: how to tell it is there, and its Debian packages.
+struct Prerequisite {
+    name: &'static str,
+    present: fn() -> bool,
+    packages: &'static [&'static str],
+}
+
+const PREREQUISITES: [Prerequisite; 4] = [
+    Prerequisite {
+        name: "Python >= 3.11 with venv",
+        present: python_ok,
+        packages: &["python3", "python3-venv"],
+    },
+    Prerequisite {
+        name: "Java >= 17",
+        present: java_ok,
+        packages: &["openjdk-17-jre-headless"],
+    },
+    Prerequisite {
+        name: "npm",
+        present: || succeeds("npm", &["--version"]),
+        packages: &["npm"],
+    },
+    Prerequisite {
+        name: "Chromium",
+        present: || std::env::var_os("CHROMIUM").is_some() || succeeds("chromium", &["--version"]),
+        packages: &["chromium"],
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => match ensure_prerequisites() {
+            Ok(()) => run_tests(&args[1..]),
+            Err(message) => fail(&message),
+        },
+        Some("prerequisites") => match ensure_prerequisites() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => fail(&message),
+        },
+        _ => {
+            eprintln!("usage: cargo xtask test [cargo test args…] | cargo xtask prerequisites");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("xtask: {message}");
+    ExitCode::FAILURE
+}
+
+fn run_tests(extra: &[String]) -> ExitCode {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo).args(["test", "--workspace"]).args(extra).status();
+    match status {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8),
+        Err(error) => fail(&format!("could not run cargo test: {error}")),
+    }
+}
+
+/// Installs what is missing when this user may, or says exactly what to run.
+fn ensure_prerequisites() -> Result<(), String> {
+    let missing: Vec<&Prerequisite> = PREREQUISITES.iter().filter(|p| !(p.present)()).collect();
+    if missing.is_empty() {
+        eprintln!("xtask: prerequisites present (Python, Java, npm, Chromium)");
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
+    let packages: Vec<&str> = missing.iter().flat_map(|p| p.packages.iter().copied()).collect();
+    let install = format!("apt-get install -y {}", packages.join(" "));
+    let as_root = is_root();
+    let sudo = !as_root && succeeds("sudo", &["-n", "true"]);
+    if !succeeds("apt-get", &["--version"]) || !(as_root || sudo) {
+        return Err(format!(
+            "missing: {}. Install them (on Debian/Ubuntu: `sudo {install}`) and run again.",
+            names.join(", ")
+        ));
+    }
+    eprintln!("xtask: installing {} ({})", names.join(", "), packages.join(" "));
+    let prefix: &[&str] = if as_root { &[] } else { &["sudo", "-n"] };
+    run_quietly(prefix, &["apt-get", "update", "-qq"])?;
+    let mut apt = vec!["apt-get", "install", "-y", "-qq"];
+    apt.extend(&packages);
+    run_quietly(prefix, &apt)?;
+    let still: Vec<&str> = missing.iter().filter(|p| !(p.present)()).map(|p| p.name).collect();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("still missing after `{install}`: {}", still.join(", ")))
+    }
+}
+
+fn run_quietly(prefix: &[&str], command: &[&str]) -> Result<(), String> {
+    let mut all: Vec<&str> = prefix.to_vec();
+    all.extend(command);
+    let status = Command::new(all[0])
+        .args(&all[1..])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("could not run `{}`: {e}", all.join(" ")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", all.join(" ")))
+    }
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status.success().then(|| {
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        text
+    })
+}
+
+fn is_root() -> bool {
+    output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0")
+}
+
+fn python_ok() -> bool {
+    succeeds(
+        "python3",
+        &[
+            "-c",
+            "import sys, venv; sys.exit(0 if sys.version_info >= (3, 11) else 1)",
+        ],
+    )
+}
+
+/// `java -version` prints e.g. `openjdk version "17.0.15" 2025-04-15` (on stderr).
+fn java_ok() -> bool {
+    output("java", &["-version"]).is_some_and(|text| java_major(&text).is_some_and(|major| major >= 17))
+}
+
+fn java_major(version_text: &str) -> Option<u32> {
+    let quoted = version_text.split('"').nth(1)?;
+    let first = quoted.split('.').next()?;
+    // Java 8 and older call themselves 1.x.
+    match first {
+        "1" => quoted.split('.').nth(1)?.parse().ok(),
+        major => major.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::java_major;
+
+    #[test]
+    fn java_versions_are_read_from_what_java_prints() {
+        assert_eq!(java_major("openjdk version \"17.0.15\" 2025-04-15"), Some(17));
+        assert_eq!(java_major("java version \"1.8.0_402\""), Some(8));
+        assert_eq!(java_major("openjdk version \"21\" 2023-09-19"), Some(21));
+        assert_eq!(java_major("no java here"), None);
+    }
+}
