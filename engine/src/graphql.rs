@@ -5,7 +5,8 @@
 //! each alias counts again), so one request cannot ask for an unbounded
 //! response; and errors from the services behind it are logged, not shown.
 
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, Error, Object, Schema, SimpleObject, ID};
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, EmptyMutation, EmptySubscription, Error, Object, Schema, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use crate::campaign::BatchReport;
@@ -45,23 +46,26 @@ fn page_cost(first: i32, child_complexity: usize) -> usize {
         .saturating_add(1)
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "Status")]
-pub enum GqlStatus {
-    Pending,
-    Queued,
-    Sent,
-    Error,
-}
+/// A status to filter by: `SENT` as an enum literal, or `"SENT"` as a
+/// string (as clients written for the seed system send it), any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusFilter(SendStatus);
 
-impl From<GqlStatus> for SendStatus {
-    fn from(status: GqlStatus) -> Self {
-        match status {
-            GqlStatus::Pending => SendStatus::Pending,
-            GqlStatus::Queued => SendStatus::Queued,
-            GqlStatus::Sent => SendStatus::Sent,
-            GqlStatus::Error => SendStatus::Error,
-        }
+#[async_graphql::Scalar(name = "Status")]
+impl async_graphql::ScalarType for StatusFilter {
+    fn parse(value: async_graphql::Value) -> async_graphql::InputValueResult<Self> {
+        let name = match &value {
+            async_graphql::Value::Enum(name) => name.as_str(),
+            async_graphql::Value::String(name) => name.as_str(),
+            _ => return Err(async_graphql::InputValueError::expected_type(value)),
+        };
+        name.parse::<SendStatus>()
+            .map(StatusFilter)
+            .map_err(async_graphql::InputValueError::custom)
+    }
+
+    fn to_value(&self) -> async_graphql::Value {
+        async_graphql::Value::String(self.0.as_str().to_string())
     }
 }
 
@@ -73,6 +77,8 @@ pub struct EmailSend {
     kind: String,
     priority: String,
     recipient: String,
+    /// The recipient, under the name the seed system's clients use.
+    email: String,
     subject: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -90,6 +96,7 @@ impl From<SendRecord> for EmailSend {
             status: r.status.to_string(),
             kind: r.kind.to_string(),
             priority: r.priority.to_string(),
+            email: r.recipient.clone(),
             recipient: r.recipient,
             subject: r.subject,
             created_at: r.created_at,
@@ -102,18 +109,9 @@ impl From<SendRecord> for EmailSend {
     }
 }
 
-#[derive(SimpleObject)]
-pub struct PageInfo {
-    has_next_page: bool,
-    /// Pass as `after` for the next page.
-    end_cursor: Option<String>,
-}
-
-#[derive(SimpleObject)]
-pub struct EmailSendPage {
-    items: Vec<EmailSend>,
-    page_info: PageInfo,
-}
+/// A page of sends as GraphQL clients expect it (Relay's Cursor
+/// Connections: `edges { cursor node }`, `pageInfo { hasNextPage endCursor }`).
+pub type EmailSendConnection = Connection<String, EmailSend>;
 
 #[derive(SimpleObject)]
 pub struct StatusCount {
@@ -268,13 +266,13 @@ impl QueryRoot {
     async fn email_sends(
         &self,
         ctx: &Context<'_>,
-        status: Option<GqlStatus>,
+        status: Option<StatusFilter>,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
         batch_id: Option<ID>,
         #[graphql(default = 50)] first: i32,
         after: Option<String>,
-    ) -> Result<EmailSendPage, Error> {
+    ) -> Result<EmailSendConnection, Error> {
         let pipeline = ctx.data::<Pipeline>()?;
         check_first(ctx, first)?;
         let page = match (batch_id, status) {
@@ -288,7 +286,7 @@ impl QueryRoot {
                     .store
                     .by_batch(
                         parse_batch(&batch)?,
-                        status.map(Into::into),
+                        status.map(|s| s.0),
                         first as usize,
                         after.as_deref(),
                     )
@@ -303,7 +301,7 @@ impl QueryRoot {
                 }
                 pipeline
                     .store
-                    .by_status(status.into(), from, to, first as usize, after.as_deref())
+                    .by_status(status.0, from, to, first as usize, after.as_deref())
                     .await
                     .map_err(public)?
             }
@@ -313,13 +311,12 @@ impl QueryRoot {
                 ))
             }
         };
-        Ok(EmailSendPage {
-            page_info: PageInfo {
-                has_next_page: page.next_cursor.is_some(),
-                end_cursor: page.next_cursor,
-            },
-            items: page.items.into_iter().map(Into::into).collect(),
-        })
+        let mut connection = Connection::new(after.is_some(), page.next_cursor.is_some());
+        let edges = page.items.into_iter().zip(page.cursors);
+        connection
+            .edges
+            .extend(edges.map(|(record, cursor)| Edge::new(cursor, EmailSend::from(record))));
+        Ok(connection)
     }
 
     /// One uploaded batch: its file's verdicts (accepted, duplicate and

@@ -39,10 +39,13 @@ pub enum Claim {
     Missing,
 }
 
-/// One page of records and the cursor for the next, if any.
+/// One page of records, each with its own cursor (to resume right after
+/// it), and the cursor for the next page, if any.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
     pub items: Vec<SendRecord>,
+    /// `cursors[i]` resumes after `items[i]`.
+    pub cursors: Vec<String>,
     pub next_cursor: Option<String>,
 }
 
@@ -304,9 +307,12 @@ impl DynamoStatusStore {
         }
     }
 
+    /// One page of an index query. `key` names the attributes of the
+    /// index's key and the table's (what DynamoDB needs to resume after an item).
     async fn query_page(
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        key: [&str; 3],
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page, StoreError> {
@@ -318,14 +324,21 @@ impl DynamoStatusStore {
             .send()
             .await
             .map_err(|e| service_error(&e))?;
-        let items = output
-            .items
-            .unwrap_or_default()
+        let raw = output.items.unwrap_or_default();
+        let items = raw.iter().map(Self::record).collect::<Result<Vec<_>, _>>()?;
+        let cursors = raw
             .iter()
-            .map(Self::record)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|item| {
+                let at: HashMap<String, AttributeValue> = key
+                    .iter()
+                    .filter_map(|name| item.get(*name).map(|v| (name.to_string(), v.clone())))
+                    .collect();
+                Self::encode_cursor(Some(at)).unwrap_or_default()
+            })
+            .collect();
         Ok(Page {
             items,
+            cursors,
             next_cursor: Self::encode_cursor(output.last_evaluated_key),
         })
     }
@@ -522,7 +535,8 @@ impl StatusStore for DynamoStatusStore {
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":from", s(timestamp(from)))
             .expression_attribute_values(":to", s(timestamp(to)));
-        self.query_page(query, limit, cursor).await
+        self.query_page(query, ["sendId", "status", "createdAt"], limit, cursor)
+            .await
     }
 
     async fn by_batch(
@@ -544,7 +558,8 @@ impl StatusStore for DynamoStatusStore {
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":status", s(status.as_str()));
         }
-        self.query_page(query, limit, cursor).await
+        self.query_page(query, ["sendId", "batchId", "createdAt"], limit, cursor)
+            .await
     }
 
     async fn batch_counts(&self, batch: BatchId) -> Result<BTreeMap<String, u64>, StoreError> {

@@ -29,7 +29,7 @@ async fn requests_without_the_right_api_key_get_401_and_change_nothing() {
         let mut graphql = app
             .http
             .post(format!("{}/graphql", app.address))
-            .json(&json!({ "query": "{ emailSends(status: SENT) { items { recipient } } }" }));
+            .json(&json!({ "query": "{ emailSends(status: SENT) { edges { node { recipient } } } }" }));
         if let Some(key) = key {
             upload = upload.header("x-api-key", key);
             notify = notify.header("x-api-key", key);

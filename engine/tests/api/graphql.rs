@@ -7,11 +7,11 @@ use serde_json::Value;
 use crate::helpers::{spawn_app, test_settings};
 
 fn items(response: &Value) -> Vec<String> {
-    response["data"]["emailSends"]["items"]
+    response["data"]["emailSends"]["edges"]
         .as_array()
-        .unwrap_or_else(|| panic!("no items in {response}"))
+        .unwrap_or_else(|| panic!("no edges in {response}"))
         .iter()
-        .map(|i| i["recipient"].as_str().unwrap().to_string())
+        .map(|e| e["node"]["recipient"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -42,7 +42,7 @@ async fn graphql_pages_through_sends_by_status_and_date_range_and_by_batch() {
     loop {
         let after_arg = cursor.as_ref().map(|c| format!(", after: \"{c}\"")).unwrap_or_default();
         let query = format!(
-            "{{ emailSends(status: QUEUED, from: \"{}\", to: \"{}\", first: 3{after_arg}) {{ items {{ recipient status }} pageInfo {{ hasNextPage endCursor }} }} }}",
+            "{{ emailSends(status: QUEUED, from: \"{}\", to: \"{}\", first: 3{after_arg}) {{ edges {{ node {{ recipient status }} }} pageInfo {{ hasNextPage endCursor }} }} }}",
             before.to_rfc3339(),
             after.to_rfc3339()
         );
@@ -68,25 +68,25 @@ async fn graphql_pages_through_sends_by_status_and_date_range_and_by_batch() {
     let later = (Utc::now() + ChronoDuration::hours(1)).to_rfc3339();
     let response = app
         .graphql(&format!(
-            "{{ emailSends(status: QUEUED, from: \"{later}\") {{ items {{ recipient }} }} }}"
+            "{{ emailSends(status: QUEUED, from: \"{later}\") {{ edges {{ node {{ recipient }} }} }} }}"
         ))
         .await;
     assert!(items(&response).is_empty());
     let response = app
-        .graphql("{ emailSends(status: SENT) { items { recipient } } }")
+        .graphql("{ emailSends(status: SENT) { edges { node { recipient } } } }")
         .await;
     assert!(items(&response).is_empty());
 
     // By batch, five at a time.
     let response = app
-        .graphql(&format!("{{ emailSends(batchId: \"{batch_id}\", first: 5) {{ items {{ recipient }} pageInfo {{ hasNextPage endCursor }} }} }}"))
+        .graphql(&format!("{{ emailSends(batchId: \"{batch_id}\", first: 5) {{ edges {{ node {{ recipient }} }} pageInfo {{ hasNextPage endCursor }} }} }}"))
         .await;
     assert_eq!(items(&response).len(), 5);
     assert_eq!(response["data"]["emailSends"]["pageInfo"]["hasNextPage"], true);
     let cursor = end_cursor(&response).unwrap();
     let response = app
         .graphql(&format!(
-            "{{ emailSends(batchId: \"{batch_id}\", first: 5, after: \"{cursor}\") {{ items {{ recipient }} }} }}"
+            "{{ emailSends(batchId: \"{batch_id}\", first: 5, after: \"{cursor}\") {{ edges {{ node {{ recipient }} }} }} }}"
         ))
         .await;
     assert_eq!(items(&response).len(), 2);
@@ -109,12 +109,12 @@ async fn graphql_refuses_oversized_pages_table_scans_and_foreign_cursors() {
     let app = spawn_app(settings).await;
     let cases = [
         (
-            "{ emailSends(status: SENT, first: 101) { items { recipient } } }",
+            "{ emailSends(status: SENT, first: 101) { edges { node { recipient } } } }",
             "between 1 and 100",
         ),
-        ("{ emailSends { items { recipient } } }", "scan"),
+        ("{ emailSends { edges { node { recipient } } } }", "scan"),
         (
-            "{ emailSends(status: SENT, after: \"bm90LWEtY3Vyc29y\") { items { recipient } } }",
+            "{ emailSends(status: SENT, after: \"bm90LWEtY3Vyc29y\") { edges { node { recipient } } } }",
             "cursor",
         ),
         ("{ batch(batchId: \"not-a-uuid\") { total } }", "not a batch"),
@@ -129,5 +129,110 @@ async fn graphql_refuses_oversized_pages_table_scans_and_foreign_cursors() {
         .graphql(&format!("{{ batch(batchId: \"{unknown}\") {{ total }} }}"))
         .await;
     assert!(response["data"]["batch"].is_null());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_client_pages_through_a_batch_of_250_with_edges_and_cursors() {
+    let mut settings = test_settings(MailerKind::DryRun);
+    settings.sender.enabled = false;
+    let app = spawn_app(settings).await;
+    let mut csv = String::from("email,subject,body\n");
+    let mut expected = HashSet::new();
+    for i in 0..250 {
+        let to = app.address_for(&format!("relay{i}"));
+        csv.push_str(&format!("{to},S{i},B\n"));
+        expected.insert(to);
+    }
+    let report: Value = app.upload_csv("relay.csv", csv).await.json().await.unwrap();
+    let batch_id = report["batchId"].as_str().unwrap().to_string();
+
+    // What Relay's and Apollo's pagination helpers send: first/after, reading
+    // edges { cursor node } and pageInfo { hasNextPage endCursor }.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let after_arg = after.as_ref().map(|c| format!(", after: \"{c}\"")).unwrap_or_default();
+        let response = app
+            .graphql(&format!(
+                "{{ emailSends(batchId: \"{batch_id}\", first: 100{after_arg}) {{ edges {{ cursor node {{ recipient }} }} pageInfo {{ hasNextPage hasPreviousPage endCursor }} }} }}"
+            ))
+            .await;
+        let connection = &response["data"]["emailSends"];
+        let edges = connection["edges"].as_array().unwrap_or_else(|| panic!("{response}"));
+        assert!(edges
+            .iter()
+            .all(|e| e["cursor"].as_str().is_some_and(|c| !c.is_empty())));
+        if let Some(last) = edges.last() {
+            assert_eq!(
+                connection["pageInfo"]["endCursor"], last["cursor"],
+                "endCursor is the last edge's"
+            );
+        }
+        assert_eq!(connection["pageInfo"]["hasPreviousPage"], after.is_some());
+        seen.extend(items(&response));
+        pages += 1;
+        if connection["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = connection["pageInfo"]["endCursor"].as_str().map(str::to_string);
+        assert!(pages < 10, "paging ends");
+    }
+    assert_eq!(seen.len(), 250, "every send once, none twice");
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), expected);
+    assert!((3..=4).contains(&pages), "{pages} pages of 100");
+
+    // A cursor taken from the middle of a page resumes right after its edge.
+    let first_page = app
+        .graphql(&format!(
+            "{{ emailSends(batchId: \"{batch_id}\", first: 10) {{ edges {{ cursor node {{ recipient }} }} }} }}"
+        ))
+        .await;
+    let fifth = first_page["data"]["emailSends"]["edges"][4]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resumed = app
+        .graphql(&format!("{{ emailSends(batchId: \"{batch_id}\", first: 2, after: \"{fifth}\") {{ edges {{ node {{ recipient }} }} }} }}"))
+        .await;
+    assert_eq!(
+        items(&resumed)[0],
+        first_page["data"]["emailSends"]["edges"][5]["node"]["recipient"]
+            .as_str()
+            .unwrap()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_seed_systems_query_runs_with_only_the_connection_wrapper_added() {
+    let mut settings = test_settings(MailerKind::DryRun);
+    settings.sender.enabled = false;
+    let app = spawn_app(settings).await;
+    let to = app.address_for("seed");
+    app.upload_csv("seed.csv", format!("email,subject,body\n{to},Hello,B\n"))
+        .await;
+    // Seed 001's clients send the status as a string and name these fields.
+    let response = app
+        .graphql(
+            r#"{ emailSends(status: "QUEUED") { edges { node { sendId batchId email subject status createdAt } } } }"#,
+        )
+        .await;
+    let node = &response["data"]["emailSends"]["edges"][0]["node"];
+    assert_eq!(node["email"], to.as_str(), "{response}");
+    assert_eq!(node["status"], "QUEUED");
+    assert_eq!(node["subject"], "Hello");
+    assert!(node["sendId"].is_string() && node["batchId"].is_string() && node["createdAt"].is_string());
+    let refused = app
+        .graphql(r#"{ emailSends(status: "LOST") { edges { cursor } } }"#)
+        .await;
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a status"),
+        "{refused}"
+    );
     app.stop().await;
 }

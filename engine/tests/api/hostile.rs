@@ -295,7 +295,11 @@ async fn aliases_cannot_multiply_a_query_past_its_complexity() {
     let app = spawn_app(quiet_settings()).await;
     let aliases = |n: usize| -> String {
         (0..n)
-            .map(|i| format!("a{i}: emailSends(status: SENT, first: 100) {{ items {{ sendId recipient subject }} }} "))
+            .map(|i| {
+                format!(
+                    "a{i}: emailSends(status: SENT, first: 100) {{ edges {{ node {{ sendId recipient subject }} }} }} "
+                )
+            })
             .collect()
     };
     // The 2,000-alias query of the report is over the body limit already.
@@ -314,7 +318,7 @@ async fn aliases_cannot_multiply_a_query_past_its_complexity() {
     assert!(response["data"].is_null());
     // One honest page still fits.
     let page = app
-        .graphql("{ emailSends(status: SENT, first: 100) { items { sendId recipient subject status } } }")
+        .graphql("{ emailSends(status: SENT, first: 100) { edges { node { sendId recipient subject status } } } }")
         .await;
     assert!(page["errors"].is_null(), "{page}");
     app.stop().await;
@@ -468,7 +472,7 @@ async fn a_crafted_cursor_is_refused_without_the_stores_internals() {
     let crafted = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sendId":"x","nope":"y"}"#);
     let response = app
         .graphql(&format!(
-            "{{ emailSends(status: SENT, after: \"{crafted}\") {{ items {{ sendId }} }} }}"
+            "{{ emailSends(status: SENT, after: \"{crafted}\") {{ edges {{ node {{ sendId }} }} }} }}"
         ))
         .await;
     let message = response["errors"][0]["message"].as_str().unwrap();
