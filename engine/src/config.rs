@@ -212,8 +212,19 @@ pub struct SmtpSettings {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// `none`, `starttls` or `tls`.
-    pub tls: String,
+    pub tls: SmtpTls,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a relay on loopback, the local stack's server).
+    None,
+    /// Plain, upgraded with STARTTLS before anything is sent (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
 }
 
 impl Default for SmtpSettings {
@@ -223,7 +234,7 @@ impl Default for SmtpSettings {
             port: 25,
             username: None,
             password: None,
-            tls: "none".into(),
+            tls: SmtpTls::None,
         }
     }
 }
@@ -330,6 +341,19 @@ mod tests {
         std::fs::write(&file, "[sender]\nworkerz = 7\n").unwrap();
         let error = Settings::load(Some(&file)).unwrap_err().to_string();
         assert!(error.contains("workerz"), "{error}");
+    }
+
+    #[test]
+    fn an_smtp_tls_mode_that_does_not_exist_is_refused_naming_the_setting() {
+        let dir = std::env::temp_dir().join(format!("courier-smtp-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("courier.toml");
+        std::fs::write(&file, "[mailer]\nkind = \"smtp\"\n[mailer.smtp]\ntls = \"starttls\"\nport = 587\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(settings.mailer.smtp.tls, SmtpTls::Starttls);
+        std::fs::write(&file, "[mailer.smtp]\ntls = \"ssl\"\n").unwrap();
+        let error = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(error.contains("ssl") && error.contains("mailer.smtp.tls"), "{error}");
     }
 
     #[test]

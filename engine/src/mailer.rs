@@ -10,7 +10,7 @@ use bytes::Bytes;
 use lettre::message::{header::ContentType, Attachment as MimeAttachment, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use crate::config::{MailerKind, SmtpSettings};
+use crate::config::{MailerKind, SmtpSettings, SmtpTls};
 
 /// A fully resolved email, ready for a provider.
 #[derive(Debug, Clone)]
@@ -232,17 +232,12 @@ pub struct SmtpMailer {
 
 impl SmtpMailer {
     pub fn new(settings: &SmtpSettings) -> Result<Self, MailError> {
-        let builder = match settings.tls.as_str() {
-            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host),
-            "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)
-                .map_err(|e| MailError::Rejected(format!("SMTP relay {}: {e}", settings.host)))?,
-            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host)
-                .map_err(|e| MailError::Rejected(format!("SMTP relay {}: {e}", settings.host)))?,
-            other => {
-                return Err(MailError::Rejected(format!(
-                    "mailer.smtp.tls `{other}` is not one of none, starttls, tls"
-                )))
-            }
+        let builder = match settings.tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host),
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)
+                .map_err(|e| MailError::Rejected(format!("mailer.smtp.host `{}`: {e}", settings.host)))?,
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host)
+                .map_err(|e| MailError::Rejected(format!("mailer.smtp.host `{}`: {e}", settings.host)))?,
         };
         let mut builder = builder.port(settings.port).timeout(Some(Duration::from_secs(30)));
         if let (Some(user), Some(password)) = (&settings.username, &settings.password) {

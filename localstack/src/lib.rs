@@ -1,12 +1,14 @@
 //! The AWS stack Courier runs against, started and stopped from Rust.
 //!
 //! - [`StackTarget`]: where the services live — host-mode emulators started
-//!   here (the default; no Docker), an existing endpoint, or real AWS.
+//!   here (the default; no Docker, and an SMTP server beside them), an
+//!   existing endpoint, or real AWS.
 //! - [`Stack`]: a running (or connected) stack: its endpoints, the SDK config
 //!   to reach it, and the emulator processes, stopped when it drops.
 //! - [`install`]: first-use installation of the pinned emulators into a cache.
 //! - [`process`]: emulator processes that never outlive their stack.
-//! - [`sent_mail`]: the emulators' record of the email they accepted.
+//! - [`sent_mail`]: the emulators' record of the email they accepted (SES
+//!   v1 in LocalStack, SES v2 in moto, SMTP in the stack's aiosmtpd).
 
 pub mod install;
 pub mod process;
@@ -14,7 +16,7 @@ pub mod sent_mail;
 mod stack;
 
 pub use sent_mail::SentEmail;
-pub use stack::{Endpoints, Service, Stack, StackOptions, StackTarget};
+pub use stack::{Endpoints, Service, SmtpEndpoint, SmtpFaultRule, Stack, StackOptions, StackTarget};
 
 use std::path::PathBuf;
 

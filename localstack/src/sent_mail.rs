@@ -1,7 +1,8 @@
 //! The emulators' record of the email they accepted, for exactly-once checks.
 //!
 //! LocalStack lists SES v1 mail at `GET /_aws/ses`; moto keeps SES v2 mail in
-//! its SES backend, listed by `GET /moto-api/data.json`.
+//! its SES backend, listed by `GET /moto-api/data.json`; the stack's SMTP
+//! server lists what it accepted at `GET <control>/messages`.
 
 use serde_json::Value;
 
@@ -16,7 +17,7 @@ pub struct SentEmail {
     /// `None` for raw (MIME) messages, whose subject lives in `raw`.
     pub subject: Option<String>,
     pub raw: Option<String>,
-    /// Which emulator recorded it: `ses` (LocalStack) or `sesv2` (moto).
+    /// Which emulator recorded it: `ses` (LocalStack), `sesv2` (moto) or `smtp`.
     pub recorded_by: &'static str,
 }
 
@@ -37,6 +38,10 @@ impl Stack {
                 let body = fetch_json(&client, &format!("{url}/moto-api/data.json")).await?;
                 all.extend(parse_moto(&body));
             }
+        }
+        if let Some(smtp) = self.smtp() {
+            let body = fetch_json(&client, &format!("{}/messages", smtp.control_url)).await?;
+            all.extend(parse_smtp(&body));
         }
         Ok(all)
     }
@@ -137,6 +142,22 @@ fn parse_moto(body: &Value) -> Vec<SentEmail> {
         recorded_by: "sesv2",
     });
     simple.chain(raw).collect()
+}
+
+fn parse_smtp(body: &Value) -> Vec<SentEmail> {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| SentEmail {
+            message_id: m["id"].as_str().unwrap_or_default().to_string(),
+            source: m["from"].as_str().unwrap_or_default().to_string(),
+            to: distinct(strings(&m["to"])),
+            subject: None,
+            raw: m["raw"].as_str().map(str::to_string),
+            recorded_by: "smtp",
+        })
+        .collect()
 }
 
 #[cfg(test)]

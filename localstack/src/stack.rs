@@ -103,6 +103,27 @@ impl Endpoints {
     }
 }
 
+/// The local stack's SMTP server: where to send, and its control port
+/// (sent-mail record, injected replies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub control_url: String,
+}
+
+/// A reply the SMTP server gives instead of accepting a message.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SmtpFaultRule {
+    /// The SMTP reply code, e.g. 454 or 550.
+    pub code: u16,
+    pub message: String,
+    pub probability: f64,
+    /// Only for messages to a recipient containing this text (a test's own prefix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient_contains: Option<String>,
+}
+
 /// Where the services live.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum StackTarget {
@@ -179,6 +200,7 @@ pub struct Stack {
     log_dir: PathBuf,
     versions: Vec<(String, String)>,
     started_in: Duration,
+    smtp: Option<SmtpEndpoint>,
 }
 
 const LOCAL_REGION: &str = "us-east-1";
@@ -203,6 +225,7 @@ impl Stack {
             log_dir,
             versions: Vec::new(),
             started_in: Duration::ZERO,
+            smtp: None,
         };
         match &options.target {
             StackTarget::Aws => {
@@ -246,6 +269,10 @@ impl Stack {
             let log_dir = log_dir.clone();
             tokio::spawn(async move { start_moto(&log_dir, timeout).await })
         });
+        let smtp = {
+            let log_dir = log_dir.clone();
+            tokio::spawn(async move { start_smtp(&log_dir, timeout).await })
+        };
 
         let mut first_error = None;
         for (services, handle) in [
@@ -273,10 +300,51 @@ impl Stack {
                 }
             }
         }
+        match smtp.await {
+            Ok(Ok((endpoint, emulator))) => {
+                self.smtp = Some(endpoint);
+                self.versions.push((emulator.name.clone(), emulator.version.clone()));
+                self.processes.push(emulator.process);
+            }
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(join_error) => {
+                first_error.get_or_insert(StackError::Spawn {
+                    process: "SMTP server start-up task".into(),
+                    reason: join_error.to_string(),
+                });
+            }
+        }
         if let Some(error) = first_error {
             return Err(error);
         }
         self.endpoints = std::mem::take(&mut self.endpoints).with_env_overrides();
+        Ok(())
+    }
+
+    /// The local stack's SMTP server, when this stack started one.
+    pub fn smtp(&self) -> Option<&SmtpEndpoint> {
+        self.smtp.as_ref()
+    }
+
+    /// Sets the replies the SMTP server gives instead of accepting (empty: none).
+    pub async fn set_smtp_faults(&self, rules: &[SmtpFaultRule]) -> Result<(), StackError> {
+        let smtp = self
+            .smtp
+            .as_ref()
+            .ok_or_else(|| StackError::Config("this stack runs no SMTP server".into()))?;
+        let url = format!("{}/faults", smtp.control_url);
+        let response = reqwest::Client::new()
+            .put(&url)
+            .json(rules)
+            .send()
+            .await
+            .map_err(|e| StackError::Config(format!("setting SMTP faults at {url}: {e}")))?;
+        if !response.status().is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(StackError::Config(format!("setting SMTP faults at {url}: {text}")));
+        }
         Ok(())
     }
 
@@ -553,6 +621,51 @@ async fn start_dynamodb_local(log_dir: &Path, timeout: Duration) -> Result<Start
         url,
         process,
     })
+}
+
+async fn start_smtp(log_dir: &Path, timeout: Duration) -> Result<(SmtpEndpoint, StartedEmulator), StackError> {
+    let python = blocking_install(|| install::python_env("smtp", install::SMTP_LOCK)).await?;
+    let script = log_dir.join("courier_smtp.py");
+    std::fs::write(&script, install::SMTP_SERVER_SCRIPT).map_err(|source| StackError::Io {
+        context: format!("writing {}", script.display()),
+        source,
+    })?;
+    let (port, control_port) = (free_port()?, free_port()?);
+    let control_url = format!("http://127.0.0.1:{control_port}");
+    let log = log_dir.join("smtp.log");
+    let mut command = Command::new(&python);
+    command
+        .arg(&script)
+        .args([port.to_string(), control_port.to_string()])
+        .current_dir(log_dir);
+    let mut process = ManagedProcess::spawn("smtp", command, &log)?;
+    wait_ready(
+        "SMTP server (aiosmtpd)",
+        &control_url,
+        &mut process,
+        &log,
+        timeout,
+        |client, url| async move {
+            client
+                .get(format!("{url}/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+    )
+    .await?;
+    let endpoint = SmtpEndpoint {
+        host: "127.0.0.1".into(),
+        port,
+        control_url: control_url.clone(),
+    };
+    let emulator = StartedEmulator {
+        name: "aiosmtpd".into(),
+        version: lock_version(install::SMTP_LOCK, "aiosmtpd"),
+        url: control_url,
+        process,
+    };
+    Ok((endpoint, emulator))
 }
 
 fn lock_version(lock: &str, package: &str) -> String {
