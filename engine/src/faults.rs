@@ -225,6 +225,12 @@ impl FaultPlan {
         self.counts.lock().expect("counts lock").clone()
     }
 
+    /// Adds injections made outside the SDK's connector (the SMTP server's
+    /// replies) to a fault's count.
+    pub fn add_count(&self, name: &str, injections: u64) {
+        *self.counts.lock().expect("counts lock").entry(name.to_string()).or_insert(0) += injections;
+    }
+
     /// How many calls each operation (`Service.Operation`) made through the plan.
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.calls.lock().expect("calls lock").clone()

@@ -77,7 +77,7 @@ pub struct RunOutcome {
     pub passed: bool,
 }
 
-fn settings_for(scenario: &Scenario, prefix: String) -> Result<Settings, HarnessError> {
+fn settings_for(scenario: &Scenario, prefix: String, stack: &Stack) -> Result<Settings, HarnessError> {
     let mut settings = Settings::default();
     settings.resources.prefix = prefix;
     let engine = &scenario.engine;
@@ -96,6 +96,17 @@ fn settings_for(scenario: &Scenario, prefix: String) -> Result<Settings, Harness
         "smtp" => MailerKind::Smtp,
         _ => MailerKind::DryRun,
     };
+    if settings.mailer.kind == MailerKind::Smtp {
+        // The stack's own SMTP server, unless the environment names another relay.
+        let smtp = stack.smtp().ok_or_else(|| {
+            other(
+                "engine.mailer = \"smtp\"",
+                "this stack runs no SMTP server (only the local target does); set COURIER__MAILER__SMTP__HOST and __PORT",
+            )
+        })?;
+        settings.mailer.smtp.host = smtp.host.clone();
+        settings.mailer.smtp.port = smtp.port;
+    }
     settings
         .validate()
         .map_err(|e| other("engine settings from the scenario", e))?;
@@ -194,6 +205,9 @@ fn fault_detail(fault: &FaultSpec) -> String {
     if let Some(count) = fault.count {
         parts.push(format!("{count} messages"));
     }
+    if let Some(code) = fault.code {
+        parts.push(format!("reply {code}"));
+    }
     parts.join(", ")
 }
 
@@ -244,6 +258,7 @@ async fn run_fault(fault: FaultSpec, index: usize, context: FaultContext) {
         shared.windows.lock().expect("windows lock")[window_index].kind
     );
     let effect = |target, effect| plan.activate(&label, target, fault.probability.unwrap_or(1.0), effect);
+    let mut smtp_injected_before = 0;
     let fault_id = match fault.kind {
         FaultKind::SesThrottle => Some(effect(FaultTarget::SesSend, FaultEffect::Throttle)),
         FaultKind::SesReject => Some(effect(FaultTarget::SesSend, FaultEffect::Reject)),
@@ -273,6 +288,19 @@ async fn run_fault(fault: FaultSpec, index: usize, context: FaultContext) {
         FaultKind::PauseStack => {
             tracing::warn!("fault: pausing the stack's processes");
             stack.set_paused(true);
+            None
+        }
+        FaultKind::SmtpReply => {
+            smtp_injected_before = stack.smtp_injections().await.unwrap_or(0);
+            let rule = localstack::SmtpFaultRule {
+                code: fault.code.unwrap_or(451),
+                message: "Injected by Courier's smtp_reply fault".into(),
+                probability: fault.probability.unwrap_or(1.0),
+                recipient_contains: None,
+            };
+            if let Err(error) = stack.set_smtp_faults(&[rule]).await {
+                tracing::error!(%error, "smtp_reply fault could not be set");
+            }
             None
         }
         FaultKind::Poison => {
@@ -307,6 +335,13 @@ async fn run_fault(fault: FaultSpec, index: usize, context: FaultContext) {
             shared.senders.lock().await.start();
         }
         FaultKind::PauseStack => stack.set_paused(false),
+        FaultKind::SmtpReply => {
+            if let Err(error) = stack.set_smtp_faults(&[]).await {
+                tracing::error!(%error, "smtp_reply fault could not be cleared");
+            }
+            let injected = stack.smtp_injections().await.unwrap_or(0);
+            plan.add_count(&label, injected.saturating_sub(smtp_injected_before));
+        }
         _ => {}
     }
     if let Some(id) = fault_id {
@@ -571,10 +606,10 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
 
     let prefix = run_prefix(&scenario.name);
     let checks = check_stack(&plain_clients, &format!("{prefix}-chk")).await;
-    let settings = settings_for(&scenario, prefix.clone())?;
+    let settings = settings_for(&scenario, prefix.clone(), &stack)?;
 
     let calibration: Option<Calibration> = if options.calibrate {
-        let cal_settings = settings_for(&scenario, format!("{prefix}-cal"))?;
+        let cal_settings = settings_for(&scenario, format!("{prefix}-cal"), &stack)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| other("binding", e))?;
@@ -597,7 +632,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
     }));
 
     let mail_checkable =
-        stack.is_emulated() && matches!(pipeline.settings.mailer.kind, MailerKind::Ses | MailerKind::Sesv2);
+        stack.is_emulated() && matches!(pipeline.settings.mailer.kind, MailerKind::Ses | MailerKind::Sesv2 | MailerKind::Smtp);
     let mail_before = if mail_checkable {
         Some(mail_counts(&stack.sent_emails().await?))
     } else {

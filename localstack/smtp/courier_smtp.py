@@ -3,7 +3,8 @@ control port.
 
 Every message it accepts (250) is kept, and listed as JSON at
 `GET /messages` (id, from, to, raw) for the same sent-mail audit as SES.
-`PUT /faults` sets the replies it gives instead, each with a probability,
+`PUT /faults` sets the replies it gives instead (`GET /faults` lists them
+with how many replies were injected so far), each with a probability,
 optionally only for recipients containing a given text:
 `[{"code": 454, "message": "Throttling failure", "probability": 0.3,
 "recipient_contains": "t123"}]`; `PUT /faults` with `[]` clears them.
@@ -24,6 +25,7 @@ from aiosmtpd.controller import Controller
 LOCK = threading.Lock()
 MESSAGES = []
 FAULTS = []
+INJECTED = [0]
 
 
 def injected_reply(recipients):
@@ -34,6 +36,8 @@ def injected_reply(recipients):
         if needle and not any(needle in r for r in recipients):
             continue
         if random.random() < float(rule.get("probability", 1.0)):
+            with LOCK:
+                INJECTED[0] += 1
             return "%d %s" % (int(rule["code"]), rule.get("message", "Injected by Courier"))
     return None
 
@@ -79,6 +83,9 @@ class Control(BaseHTTPRequestHandler):
         if self.path == "/messages":
             with LOCK:
                 return self.answer(200, {"messages": list(MESSAGES)})
+        if self.path == "/faults":
+            with LOCK:
+                return self.answer(200, {"faults": list(FAULTS), "injected": INJECTED[0]})
         self.answer(404, {"error": "not found"})
 
     def do_PUT(self):

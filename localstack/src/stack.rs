@@ -328,6 +328,23 @@ impl Stack {
         self.smtp.as_ref()
     }
 
+    /// How many replies the SMTP server has injected since it started.
+    pub async fn smtp_injections(&self) -> Result<u64, StackError> {
+        let smtp = self
+            .smtp
+            .as_ref()
+            .ok_or_else(|| StackError::Config("this stack runs no SMTP server".into()))?;
+        let url = format!("{}/faults", smtp.control_url);
+        let body: serde_json::Value = reqwest::get(&url)
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| StackError::Config(format!("reading SMTP faults at {url}: {e}")))?
+            .json()
+            .await
+            .map_err(|e| StackError::Config(format!("reading SMTP faults at {url}: {e}")))?;
+        Ok(body["injected"].as_u64().unwrap_or(0))
+    }
+
     /// Sets the replies the SMTP server gives instead of accepting (empty: none).
     pub async fn set_smtp_faults(&self, rules: &[SmtpFaultRule]) -> Result<(), StackError> {
         let smtp = self

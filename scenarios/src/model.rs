@@ -257,6 +257,9 @@ pub enum FaultKind {
     PauseStack,
     /// `count` undecodable messages are put on the queues at `start_secs`.
     Poison,
+    /// The SMTP server answers `code` (4xx: retry later; 5xx: refused for
+    /// good) to `probability` of messages instead of accepting them.
+    SmtpReply,
 }
 
 /// One fault on the run's timeline.
@@ -273,6 +276,8 @@ pub struct FaultSpec {
     pub max_send_rate: Option<f64>,
     pub daily_quota: Option<u64>,
     pub count: Option<u64>,
+    /// An SMTP reply code (`smtp_reply`), 400–599.
+    pub code: Option<u16>,
 }
 
 /// A figure per priority; any may be left out.
@@ -446,7 +451,17 @@ impl Scenario {
                 FaultKind::SesQuota => needs(fault.max_send_rate.is_some_and(|r| r > 0.0), "max_send_rate")?,
                 FaultKind::Poison => needs(fault.count.is_some_and(|c| c > 0), "count")?,
                 FaultKind::KillWorker | FaultKind::PauseStack => needs(fault.duration_secs.is_some(), "duration_secs")?,
+                FaultKind::SmtpReply => {
+                    needs(fault.code.is_some_and(|c| (400..=599).contains(&c)), "code")?;
+                    needs(fault.probability.is_some_and(|p| (0.0..=1.0).contains(&p)), "probability")?;
+                    if self.engine.mailer != "smtp" {
+                        return fail(&field("kind"), "an smtp_reply fault needs engine.mailer = \"smtp\"".into());
+                    }
+                }
             }
+        }
+        if self.faults.iter().filter(|f| f.kind == FaultKind::SmtpReply).count() > 1 {
+            return fail("faults.kind", "at most one smtp_reply fault per scenario (the SMTP server holds one reply rule)".into());
         }
         for (name, figures) in [
             ("slo.p50_ms", self.slo.p50_ms),
