@@ -348,7 +348,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("courier-smtp-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("courier.toml");
-        std::fs::write(&file, "[mailer]\nkind = \"smtp\"\n[mailer.smtp]\ntls = \"starttls\"\nport = 587\n").unwrap();
+        std::fs::write(
+            &file,
+            "[mailer]\nkind = \"smtp\"\n[mailer.smtp]\ntls = \"starttls\"\nport = 587\n",
+        )
+        .unwrap();
         let settings = Settings::load(Some(&file)).unwrap();
         assert_eq!(settings.mailer.smtp.tls, SmtpTls::Starttls);
         std::fs::write(&file, "[mailer.smtp]\ntls = \"ssl\"\n").unwrap();

@@ -228,7 +228,12 @@ impl FaultPlan {
     /// Adds injections made outside the SDK's connector (the SMTP server's
     /// replies) to a fault's count.
     pub fn add_count(&self, name: &str, injections: u64) {
-        *self.counts.lock().expect("counts lock").entry(name.to_string()).or_insert(0) += injections;
+        *self
+            .counts
+            .lock()
+            .expect("counts lock")
+            .entry(name.to_string())
+            .or_insert(0) += injections;
     }
 
     /// How many calls each operation (`Service.Operation`) made through the plan.

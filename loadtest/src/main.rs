@@ -26,7 +26,7 @@ enum Command {
         /// Where results.json and goose's report go (default target/loadtest/<name>-<time>/).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Overrides the scenario's target: `local`, `aws` or a stack URL.
+        /// Overrides the scenario's target: `local`, `testcontainers` (Docker), `aws` or a stack URL.
         #[arg(long, env = "COURIER_STACK")]
         stack: Option<String>,
         /// Measure the stack's own ceiling first and report delivered msg/s against it.

@@ -631,8 +631,11 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         let _ = engine_stopped.await;
     }));
 
-    let mail_checkable =
-        stack.is_emulated() && matches!(pipeline.settings.mailer.kind, MailerKind::Ses | MailerKind::Sesv2 | MailerKind::Smtp);
+    let mail_checkable = stack.is_emulated()
+        && matches!(
+            pipeline.settings.mailer.kind,
+            MailerKind::Ses | MailerKind::Sesv2 | MailerKind::Smtp
+        );
     let mail_before = if mail_checkable {
         Some(mail_counts(&stack.sent_emails().await?))
     } else {

@@ -5,11 +5,13 @@
 //!   existing endpoint, or real AWS.
 //! - [`Stack`]: a running (or connected) stack: its endpoints, the SDK config
 //!   to reach it, and the emulator processes, stopped when it drops.
+//! - [`container`]: the testcontainers target (LocalStack's container, Docker).
 //! - [`install`]: first-use installation of the pinned emulators into a cache.
 //! - [`process`]: emulator processes that never outlive their stack.
 //! - [`sent_mail`]: the emulators' record of the email they accepted (SES
 //!   v1 in LocalStack, SES v2 in moto, SMTP in the stack's aiosmtpd).
 
+pub mod container;
 pub mod install;
 pub mod process;
 pub mod sent_mail;

@@ -132,6 +132,8 @@ pub enum StackTarget {
     Local,
     /// An already running stack (for example a LocalStack container) at this URL.
     Endpoint(String),
+    /// LocalStack's container, started through testcontainers (needs Docker).
+    Testcontainers,
     /// Real AWS: the default credential chain and region.
     Aws,
 }
@@ -144,11 +146,12 @@ impl FromStr for StackTarget {
         match text.trim() {
             "local" => Ok(StackTarget::Local),
             "aws" => Ok(StackTarget::Aws),
+            "testcontainers" => Ok(StackTarget::Testcontainers),
             url if url.starts_with("http://") || url.starts_with("https://") => {
                 Ok(StackTarget::Endpoint(url.trim_end_matches('/').to_string()))
             }
             other => Err(StackError::Config(format!(
-                "stack target `{other}` is not one of: local, aws, or an http(s):// endpoint URL"
+                "stack target `{other}` is not one of: local, testcontainers, aws, or an http(s):// endpoint URL"
             ))),
         }
     }
@@ -201,6 +204,8 @@ pub struct Stack {
     versions: Vec<(String, String)>,
     started_in: Duration,
     smtp: Option<SmtpEndpoint>,
+    /// The LocalStack container of the testcontainers target; removed on drop.
+    container: Option<crate::container::StartedContainer>,
 }
 
 const LOCAL_REGION: &str = "us-east-1";
@@ -226,6 +231,7 @@ impl Stack {
             versions: Vec::new(),
             started_in: Duration::ZERO,
             smtp: None,
+            container: None,
         };
         match &options.target {
             StackTarget::Aws => {
@@ -238,6 +244,15 @@ impl Stack {
             StackTarget::Local => {
                 stack.region.get_or_insert_with(|| LOCAL_REGION.to_string());
                 stack.start_emulators(&options).await?;
+            }
+            StackTarget::Testcontainers => {
+                let started = crate::container::start(options.startup_timeout).await?;
+                stack.endpoints = Endpoints::all(&started.url).with_env_overrides();
+                stack.region.get_or_insert_with(|| LOCAL_REGION.to_string());
+                stack
+                    .versions
+                    .push(("localstack/localstack".into(), started.tag.clone()));
+                stack.container = Some(started);
             }
         }
         stack.started_in = started.elapsed();

@@ -453,15 +453,24 @@ impl Scenario {
                 FaultKind::KillWorker | FaultKind::PauseStack => needs(fault.duration_secs.is_some(), "duration_secs")?,
                 FaultKind::SmtpReply => {
                     needs(fault.code.is_some_and(|c| (400..=599).contains(&c)), "code")?;
-                    needs(fault.probability.is_some_and(|p| (0.0..=1.0).contains(&p)), "probability")?;
+                    needs(
+                        fault.probability.is_some_and(|p| (0.0..=1.0).contains(&p)),
+                        "probability",
+                    )?;
                     if self.engine.mailer != "smtp" {
-                        return fail(&field("kind"), "an smtp_reply fault needs engine.mailer = \"smtp\"".into());
+                        return fail(
+                            &field("kind"),
+                            "an smtp_reply fault needs engine.mailer = \"smtp\"".into(),
+                        );
                     }
                 }
             }
         }
         if self.faults.iter().filter(|f| f.kind == FaultKind::SmtpReply).count() > 1 {
-            return fail("faults.kind", "at most one smtp_reply fault per scenario (the SMTP server holds one reply rule)".into());
+            return fail(
+                "faults.kind",
+                "at most one smtp_reply fault per scenario (the SMTP server holds one reply rule)".into(),
+            );
         }
         for (name, figures) in [
             ("slo.p50_ms", self.slo.p50_ms),

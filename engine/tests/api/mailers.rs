@@ -121,7 +121,10 @@ async fn the_smtp_mailer_delivers_plain_attached_and_large_messages_to_a_real_sm
     assert!(to(&plain).raw.unwrap().contains("Subject: Plain"));
     let raw = to(&attached).raw.unwrap();
     assert!(raw.contains("invoice.pdf") && raw.contains("multipart/mixed"));
-    assert!(to(&large).raw.unwrap().len() > 300_000, "the S3-stored body went out whole");
+    assert!(
+        to(&large).raw.unwrap().len() > 300_000,
+        "the S3-stored body went out whole"
+    );
     app.stop().await;
 }
 
@@ -178,8 +181,16 @@ async fn smtp_replies_map_to_meaning_and_a_throttled_message_is_retried_until_se
 
     // Nobody listening: a transient failure, tried again later.
     let mut refused = settings.mailer.smtp.clone();
-    refused.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let error = SmtpMailer::new(&refused).unwrap().send(&smtp_email(&to)).await.unwrap_err();
+    refused.port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = SmtpMailer::new(&refused)
+        .unwrap()
+        .send(&smtp_email(&to))
+        .await
+        .unwrap_err();
     assert!(matches!(error, MailError::Transient(_)), "{error}");
 
     // End to end: 454 for a while, then accepted; the message is retried, never dead-lettered.
