@@ -14,6 +14,14 @@ pub struct BlobError {
     pub not_found: bool,
 }
 
+fn failed(key: &str, error: &(dyn std::error::Error + 'static)) -> BlobError {
+    BlobError {
+        key: key.to_string(),
+        reason: describe(error),
+        not_found: false,
+    }
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError>;
@@ -48,11 +56,7 @@ impl BlobStore for S3Blobs {
             .body(bytes.into())
             .send()
             .await
-            .map_err(|e| BlobError {
-                key: key.to_string(),
-                reason: describe(&e),
-                not_found: false,
-            })?;
+            .map_err(|e| failed(key, &e))?;
         Ok(())
     }
 
@@ -84,11 +88,7 @@ impl BlobStore for S3Blobs {
             .key(key)
             .send()
             .await
-            .map_err(|e| BlobError {
-                key: key.to_string(),
-                reason: describe(&e),
-                not_found: false,
-            })?;
+            .map_err(|e| failed(key, &e))?;
         Ok(())
     }
 }

@@ -284,16 +284,17 @@ impl Stack {
             let log_dir = log_dir.clone();
             tokio::spawn(async move { start_moto(&log_dir, timeout).await })
         });
-        let smtp = {
+        let smtp = Some({
             let log_dir = log_dir.clone();
             tokio::spawn(async move { start_smtp(&log_dir, timeout).await })
-        };
+        });
 
         let mut first_error = None;
         for (services, handle) in [
             (&[Service::Sqs, Service::S3, Service::Ses][..], localstack),
             (&[Service::DynamoDb][..], dynamodb),
             (&[Service::SesV2][..], moto),
+            (&[][..], smtp),
         ] {
             let Some(handle) = handle else { continue };
             match handle.await {
@@ -303,6 +304,7 @@ impl Stack {
                     }
                     self.versions.push((emulator.name.clone(), emulator.version.clone()));
                     self.processes.push(emulator.process);
+                    self.smtp = self.smtp.take().or(emulator.smtp);
                 }
                 Ok(Err(error)) => {
                     first_error.get_or_insert(error);
@@ -313,22 +315,6 @@ impl Stack {
                         reason: join_error.to_string(),
                     });
                 }
-            }
-        }
-        match smtp.await {
-            Ok(Ok((endpoint, emulator))) => {
-                self.smtp = Some(endpoint);
-                self.versions.push((emulator.name.clone(), emulator.version.clone()));
-                self.processes.push(emulator.process);
-            }
-            Ok(Err(error)) => {
-                first_error.get_or_insert(error);
-            }
-            Err(join_error) => {
-                first_error.get_or_insert(StackError::Spawn {
-                    process: "SMTP server start-up task".into(),
-                    reason: join_error.to_string(),
-                });
             }
         }
         if let Some(error) = first_error {
@@ -483,6 +469,8 @@ struct StartedEmulator {
     version: String,
     url: String,
     process: ManagedProcess,
+    /// Set by the SMTP server only.
+    smtp: Option<SmtpEndpoint>,
 }
 
 /// Polls `probe` until it says ready, failing fast when the process dies.
@@ -579,6 +567,7 @@ async fn start_localstack(log_dir: &Path, timeout: Duration) -> Result<StartedEm
         version: lock_version(install::LOCALSTACK_LOCK, "localstack-core"),
         url,
         process,
+        smtp: None,
     })
 }
 
@@ -592,26 +581,16 @@ async fn start_moto(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator
         .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
         .current_dir(log_dir);
     let mut process = ManagedProcess::spawn("moto", command, &log)?;
-    wait_ready(
-        "moto (sesv2)",
-        &url,
-        &mut process,
-        &log,
-        timeout,
-        |client, url| async move {
-            client
-                .get(format!("{url}/moto-api/"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        },
-    )
+    wait_ready("moto (sesv2)", &url, &mut process, &log, timeout, |client, url| {
+        answers_ok(client, format!("{url}/moto-api/"))
+    })
     .await?;
     Ok(StartedEmulator {
         name: "moto".into(),
         version: lock_version(install::MOTO_LOCK, "moto"),
         url,
         process,
+        smtp: None,
     })
 }
 
@@ -652,10 +631,11 @@ async fn start_dynamodb_local(log_dir: &Path, timeout: Duration) -> Result<Start
         version: install::DYNAMODB_LOCAL_PACKAGE.to_string(),
         url,
         process,
+        smtp: None,
     })
 }
 
-async fn start_smtp(log_dir: &Path, timeout: Duration) -> Result<(SmtpEndpoint, StartedEmulator), StackError> {
+async fn start_smtp(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
     let python = blocking_install(|| install::python_env("smtp", install::SMTP_LOCK)).await?;
     let script = log_dir.join("courier_smtp.py");
     std::fs::write(&script, install::SMTP_SERVER_SCRIPT).map_err(|source| StackError::Io {
@@ -677,27 +657,25 @@ async fn start_smtp(log_dir: &Path, timeout: Duration) -> Result<(SmtpEndpoint, 
         &mut process,
         &log,
         timeout,
-        |client, url| async move {
-            client
-                .get(format!("{url}/health"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        },
+        |client, url| answers_ok(client, format!("{url}/health")),
     )
     .await?;
-    let endpoint = SmtpEndpoint {
-        host: "127.0.0.1".into(),
-        port,
-        control_url: control_url.clone(),
-    };
-    let emulator = StartedEmulator {
+    Ok(StartedEmulator {
         name: "aiosmtpd".into(),
         version: lock_version(install::SMTP_LOCK, "aiosmtpd"),
-        url: control_url,
+        url: control_url.clone(),
         process,
-    };
-    Ok((endpoint, emulator))
+        smtp: Some(SmtpEndpoint {
+            host: "127.0.0.1".into(),
+            port,
+            control_url,
+        }),
+    })
+}
+
+/// A readiness probe: the URL answers with a success status.
+async fn answers_ok(client: reqwest::Client, url: String) -> bool {
+    client.get(url).send().await.is_ok_and(|r| r.status().is_success())
 }
 
 fn lock_version(lock: &str, package: &str) -> String {

@@ -212,23 +212,21 @@ impl TestApp {
             .collect()
     }
 
-    /// Records of every status in this app's table.
+    /// Up to `limit` records of one status, oldest first.
+    pub async fn with_status(&self, status: engine::domain::SendStatus, limit: usize) -> Vec<SendRecord> {
+        let until = chrono::Utc::now() + chrono::Duration::hours(1);
+        let page = self
+            .pipeline
+            .store
+            .by_status(status, chrono::DateTime::UNIX_EPOCH, until, limit, None);
+        page.await.unwrap().items
+    }
+
+    /// Records of every status in this app's table (up to 100 of each).
     pub async fn records(&self) -> Vec<SendRecord> {
         let mut all = Vec::new();
         for status in engine::domain::SendStatus::ALL {
-            let page = self
-                .pipeline
-                .store
-                .by_status(
-                    status,
-                    chrono::DateTime::UNIX_EPOCH,
-                    chrono::Utc::now() + chrono::Duration::hours(1),
-                    100,
-                    None,
-                )
-                .await
-                .unwrap();
-            all.extend(page.items);
+            all.extend(self.with_status(status, 100).await);
         }
         all
     }

@@ -248,20 +248,9 @@ async fn a_client_that_hangs_up_mid_upload_strands_nothing() {
     }
     upload_and_hang_up(&app, &csv).await;
     let sent = wait_for(Duration::from_secs(120), "every row SENT, none PENDING", || async {
-        let pending = app
-            .pipeline
-            .store
-            .by_status(
-                SendStatus::Pending,
-                chrono::DateTime::UNIX_EPOCH,
-                chrono::Utc::now(),
-                1,
-                None,
-            )
-            .await
-            .unwrap();
+        let pending = app.with_status(SendStatus::Pending, 1).await;
         let counts = batch_counts_of_only_batch(&app).await?;
-        (pending.items.is_empty() && counts.get("SENT") == Some(&2_000)).then_some(counts)
+        (pending.is_empty() && counts.get("SENT") == Some(&2_000)).then_some(counts)
     })
     .await;
     assert_eq!(sent.values().sum::<u64>(), 2_000, "{sent:?}");

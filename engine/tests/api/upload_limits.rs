@@ -1,35 +1,7 @@
 use engine::config::MailerKind;
-use engine::domain::{Priority, SendStatus};
-use engine::queue::QueueRef;
 use serde_json::Value;
 
 use crate::helpers::{spawn_app, test_settings, TestApp};
-
-async fn assert_nothing_enqueued_or_recorded(app: &TestApp) {
-    for priority in Priority::ALL {
-        let depth = app.depth(QueueRef::Main(priority)).await;
-        assert_eq!(
-            depth.visible + depth.in_flight + depth.delayed,
-            0,
-            "{priority} queue is empty"
-        );
-    }
-    for status in SendStatus::ALL {
-        let page = app
-            .pipeline
-            .store
-            .by_status(
-                status,
-                chrono::DateTime::UNIX_EPOCH,
-                chrono::Utc::now() + chrono::Duration::hours(1),
-                10,
-                None,
-            )
-            .await
-            .unwrap();
-        assert!(page.items.is_empty(), "no {status} records");
-    }
-}
 
 fn big_csv(app: &TestApp, rows: usize) -> String {
     let mut csv = String::from("email,subject,body\n");
@@ -69,7 +41,7 @@ async fn an_upload_over_the_size_limit_is_refused_with_413_and_nothing_is_enqueu
         .unwrap();
     assert_eq!(response.status(), 413);
 
-    assert_nothing_enqueued_or_recorded(&app).await;
+    app.assert_nothing_written("refused upload").await;
     app.stop().await;
 }
 
@@ -100,7 +72,7 @@ async fn malformed_csv_files_get_a_verdict_that_names_the_file_row_and_field() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_nothing_enqueued_or_recorded(&app).await;
+    app.assert_nothing_written("refused upload").await;
 
     // Row-level faults reject only their rows; the good row is still accepted.
     let mut csv = b"email,subject,body\n".to_vec();
