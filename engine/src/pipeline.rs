@@ -115,7 +115,7 @@ impl Pipeline {
             accepted.enqueued += sent.len();
             queued.extend(sent);
             for (send_id, reason) in failed {
-                self.give_up(by_id[&send_id], &reason, on_refused).await?;
+                self.give_up(by_id[&send_id], &reason, on_refused).await;
                 accepted.failed.push((send_id, reason));
             }
         }
@@ -197,13 +197,17 @@ impl Pipeline {
             .await
     }
 
-    /// An accepted message SQS would not take: ERROR, or withdrawn.
-    async fn give_up(&self, message: &OutboundMessage, reason: &str, on_refused: OnRefused) -> Result<(), IngestError> {
+    /// An accepted message SQS would not take: ERROR, or withdrawn. Other
+    /// messages of the batch may be on their queues already, so a failure
+    /// here is logged, not returned: the acceptance must not be rolled back.
+    async fn give_up(&self, message: &OutboundMessage, reason: &str, on_refused: OnRefused) {
         let send_id = message.send_id;
         match on_refused {
             OnRefused::RecordError => {
                 tracing::error!(%send_id, %reason, "accepted message could not be enqueued; marking ERROR");
-                self.store.mark_error(send_id, reason).await?;
+                if let Err(error) = self.store.mark_error(send_id, reason).await {
+                    tracing::error!(%send_id, %error, "could not record ERROR; the record stays PENDING");
+                }
                 self.metrics.record_error(message.priority);
             }
             OnRefused::Withdraw => {
@@ -211,7 +215,6 @@ impl Pipeline {
                 self.roll_back(std::slice::from_ref(message)).await;
             }
         }
-        Ok(())
     }
 
     /// Deletes what an acceptance wrote for these messages: PENDING records
