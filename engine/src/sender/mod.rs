@@ -5,6 +5,10 @@
 //! with a conditional status write. Throttling returns the message to its
 //! queue with a growing delay; a permanent rejection ends it ERROR; anything
 //! else is retried by SQS until the redrive policy moves it to the DLQ.
+//!
+//! What becomes of a message is decided in one pure function,
+//! [`decide::decide`], from what happened to it ([`decide::Handled`]);
+//! `process` runs the effects, asks, and applies the answer in one place.
 
 use std::time::Duration;
 
@@ -21,6 +25,10 @@ use crate::pipeline::Pipeline;
 use crate::queue::{QueueRef, ReceivedMessage, MAX_BATCH};
 use crate::routing::weighted_schedule;
 use crate::store::Claim;
+
+pub mod decide;
+
+use decide::{decide, Handled, Next, RetryPolicy};
 
 /// What became of one received message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,26 +162,35 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationTo
     tracing::info!(worker, "sender worker stopped");
 }
 
-fn backoff(pipeline: &Pipeline, receive_count: u32) -> Duration {
-    let sender = &pipeline.settings.sender;
-    let secs = u64::from(sender.retry_base_secs).saturating_mul(1 << receive_count.saturating_sub(1).min(16));
-    Duration::from_secs(secs.min(sender.retry_max_secs.into()))
+/// The retry settings the sender's decisions use.
+fn policy(pipeline: &Pipeline) -> RetryPolicy {
+    let settings = &pipeline.settings;
+    RetryPolicy {
+        base: Duration::from_secs(settings.sender.retry_base_secs.into()),
+        max: Duration::from_secs(settings.sender.retry_max_secs.into()),
+        max_receives: settings.queues.max_receive_count,
+    }
 }
 
-/// Handles one received message to its next resting state.
+/// Handles one received message to its next resting state: the effects,
+/// then the pure [`decide`], then [`apply`].
 pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome {
+    let handled = handle(pipeline, received).await;
+    let next = decide(&handled, received.receive_count, &policy(pipeline));
+    apply(pipeline, received, &handled, next).await;
+    outcome(handled)
+}
+
+/// Runs the effects for one message — decode, claim, content, send, record —
+/// as far as they get, and says what happened.
+async fn handle(pipeline: &Pipeline, received: &ReceivedMessage) -> Handled {
     let priority = received.queue.priority();
     let message = match OutboundMessage::decode(&received.body) {
         Ok(message) => message,
         Err(reason) => {
-            // Poison: leave it; SQS's redrive policy moves it to the DLQ, where the reconciler ends it.
             pipeline.metrics.record_undecodable();
             tracing::warn!(send_id = ?received.send_id, receives = received.receive_count, %reason, "undecodable message");
-            let _ = pipeline
-                .queues
-                .set_visibility(received, backoff(pipeline, received.receive_count))
-                .await;
-            return Outcome::Left(reason);
+            return Handled::Undecodable(reason);
         }
     };
     let send_id = message.send_id;
@@ -183,96 +200,114 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
         Ok(Claim::AlreadyFinal(status)) => {
             pipeline.metrics.record_redelivery_skipped();
             tracing::info!(%send_id, %status, "redelivered message is already final; deleting without sending");
-            delete(pipeline, received, send_id).await;
-            return Outcome::SkippedFinal;
+            return Handled::AlreadyFinal(status);
         }
         Ok(Claim::Missing) => {
-            let reason = "no status record for this message".to_string();
-            tracing::warn!(%send_id, "{reason}");
-            let _ = pipeline
-                .queues
-                .set_visibility(received, backoff(pipeline, received.receive_count))
-                .await;
-            return Outcome::Left(reason);
+            tracing::warn!(%send_id, "no status record for this message");
+            return Handled::Missing;
         }
         Err(error) => {
             tracing::warn!(%send_id, %error, "could not claim message; SQS will redeliver it");
-            return Outcome::Left(error.to_string());
+            return Handled::ClaimFailed(error.to_string());
         }
     }
-
     let email = match timed(pipeline, Stage::Content, resolve_email(pipeline, &message)).await {
         Ok(email) => email,
         Err(reason) => {
             tracing::warn!(%send_id, %reason, "could not load message content; SQS will redeliver it");
-            let _ = pipeline
-                .queues
-                .set_visibility(received, backoff(pipeline, received.receive_count))
-                .await;
-            return Outcome::Left(reason);
+            return Handled::ContentFailed(reason);
         }
     };
-
     match timed(pipeline, Stage::Send, pipeline.mailer.send(&email)).await {
         Ok(provider_message_id) => {
             let sent_at = Utc::now();
-            let recorded = timed(
-                pipeline,
-                Stage::Record,
-                pipeline.store.mark_sent(send_id, &provider_message_id, sent_at),
-            )
-            .await;
-            match recorded {
-                Ok(_) => {
+            let record = pipeline.store.mark_sent(send_id, &provider_message_id, sent_at);
+            let recorded = timed(pipeline, Stage::Record, record).await.map(|_| ());
+            match &recorded {
+                Ok(()) => {
                     let latency = (sent_at - message.accepted_at).to_std().unwrap_or_default();
                     pipeline.metrics.record_sent(priority, latency, claimed_at.elapsed());
-                    delete(pipeline, received, send_id).await;
-                    Outcome::Sent
                 }
-                Err(error) => {
-                    // Sent but not recorded: leave it so the record is retried; a resend is
-                    // possible here, and is the price of never losing a SENT.
-                    tracing::error!(%send_id, %error, "sent, but recording SENT failed");
-                    Outcome::Left(error.to_string())
-                }
+                Err(error) => tracing::error!(%send_id, %error, "sent, but recording SENT failed"),
+            }
+            Handled::Sent {
+                recorded: recorded.map_err(|e| e.to_string()),
             }
         }
         Err(MailError::Throttled(reason)) => {
             pipeline.metrics.record_retry(priority);
-            let delay = backoff(pipeline, received.receive_count);
-            let max_receives = pipeline.settings.queues.max_receive_count;
-            if received.receive_count + 1 >= max_receives {
-                // One more receive would dead-letter it for a throttle: re-enqueue a fresh
-                // copy (receive count starts again) and drop this one.
-                match pipeline.queues.send_delayed(priority, &message, delay).await {
-                    Ok(()) => delete(pipeline, received, send_id).await,
-                    Err(error) => tracing::warn!(%send_id, %error, "re-enqueue after throttle failed"),
-                }
-            } else if let Err(error) = pipeline.queues.set_visibility(received, delay).await {
-                tracing::warn!(%send_id, %error, "could not delay throttled message");
-            }
-            tracing::debug!(%send_id, ?delay, "throttled; retrying later");
-            Outcome::Retrying(reason)
+            tracing::debug!(%send_id, %reason, "throttled; retrying later");
+            Handled::Throttled(reason)
         }
         Err(MailError::Rejected(reason)) => {
             pipeline.metrics.record_error(priority);
             tracing::warn!(%send_id, %reason, "provider rejected message");
-            if let Err(error) = pipeline.store.mark_error(send_id, &reason).await {
+            let recorded = pipeline.store.mark_error(send_id, &reason).await.map(|_| ());
+            if let Err(error) = &recorded {
                 tracing::error!(%send_id, %error, "recording ERROR failed; SQS will redeliver");
-                return Outcome::Left(error.to_string());
             }
-            delete(pipeline, received, send_id).await;
-            Outcome::Rejected(reason)
+            Handled::Rejected {
+                reason,
+                recorded: recorded.map_err(|e| e.to_string()),
+            }
         }
         Err(MailError::Transient(reason)) => {
             pipeline.metrics.record_retry(priority);
             tracing::warn!(%send_id, receives = received.receive_count, %reason, "transient send failure");
-            let _ = pipeline
-                .queues
-                .set_visibility(received, backoff(pipeline, received.receive_count))
-                .await;
-            Outcome::Left(reason)
+            Handled::Transient(reason)
         }
+    }
+}
+
+/// Carries out a decision on the message's queue: the one place the sender
+/// deletes, delays or re-enqueues.
+async fn apply(pipeline: &Pipeline, received: &ReceivedMessage, handled: &Handled, next: Next) {
+    let send_id = received.send_id.as_deref().unwrap_or("?");
+    match next {
+        Next::Leave => {}
+        Next::Delete => delete(pipeline, received).await,
+        Next::RetryAfter(delay) => {
+            if let Err(error) = pipeline.queues.set_visibility(received, delay).await {
+                tracing::warn!(%send_id, %error, "could not delay the message; it reappears after its visibility timeout");
+            }
+        }
+        Next::Requeue(delay) => {
+            // Only a decoded message is ever requeued (the decision is for throttles).
+            let Ok(message) = OutboundMessage::decode(&received.body) else {
+                tracing::error!(%send_id, ?handled, "requeue of an undecodable message refused");
+                return;
+            };
+            match pipeline
+                .queues
+                .send_delayed(received.queue.priority(), &message, delay)
+                .await
+            {
+                Ok(()) => delete(pipeline, received).await,
+                Err(error) => tracing::warn!(%send_id, %error, "re-enqueue after throttle failed"),
+            }
+        }
+    }
+}
+
+/// What a caller is told about one message.
+fn outcome(handled: Handled) -> Outcome {
+    match handled {
+        Handled::Sent { recorded: Ok(()) } => Outcome::Sent,
+        Handled::AlreadyFinal(_) => Outcome::SkippedFinal,
+        Handled::Throttled(reason) => Outcome::Retrying(reason),
+        Handled::Rejected {
+            reason,
+            recorded: Ok(()),
+        } => Outcome::Rejected(reason),
+        Handled::Missing => Outcome::Left("no status record for this message".into()),
+        Handled::Sent { recorded: Err(reason) }
+        | Handled::Rejected {
+            recorded: Err(reason), ..
+        }
+        | Handled::Undecodable(reason)
+        | Handled::ClaimFailed(reason)
+        | Handled::ContentFailed(reason)
+        | Handled::Transient(reason) => Outcome::Left(reason),
     }
 }
 
@@ -284,9 +319,10 @@ async fn timed<T>(pipeline: &Pipeline, stage: Stage, step: impl std::future::Fut
     output
 }
 
-async fn delete(pipeline: &Pipeline, received: &ReceivedMessage, send_id: SendId) {
+async fn delete(pipeline: &Pipeline, received: &ReceivedMessage) {
     // A failed delete means a redelivery, which the conditional claim turns into a skip.
     if let Err(error) = pipeline.queues.delete(received).await {
+        let send_id = received.send_id.as_deref().unwrap_or("?");
         tracing::warn!(%send_id, %error, "delete failed; the message will be redelivered and skipped");
     }
 }
