@@ -11,7 +11,9 @@
 //! (`domain::content`); [`csv_upload`] the streaming CSV checks;
 //! [`config`] the layered settings; [`aws`] builds the SDK clients once and
 //! [`provision`] creates the resources; [`startup`] wires it all together.
-//! AWS types stay in the adapters (`queue`, `store`, `blobs`, `mailer`).
+//! AWS types stay in the adapters (`queue`, `store`, `blobs`, `mailer`);
+//! `memory` (tests, and the `sim` feature) implements the same traits in
+//! memory with AWS's semantics, so decisions are tested without a stack.
 
 pub mod api;
 pub mod aws;
@@ -23,6 +25,8 @@ pub mod domain;
 pub mod faults;
 pub mod graphql;
 pub mod mailer;
+#[cfg(any(test, feature = "sim"))]
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod provision;

@@ -401,3 +401,181 @@ pub fn spawn_background(pipeline: &Pipeline, shutdown: &CancellationToken) -> Ve
     handles.push(tokio::spawn(run_reconciler(pipeline.clone(), shutdown.clone())));
     handles
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::domain::{EmailAddress, MessageKind, SendStatus};
+    use crate::memory::{MemoryBlobs, MemoryMailer, MemoryQueues, MemoryStore};
+    use crate::metrics::Metrics;
+    use crate::pipeline::{NewMessage, OnRefused};
+    use crate::store::StatusStore;
+
+    struct Harness {
+        pipeline: Pipeline,
+        store: Arc<MemoryStore>,
+        mailer: Arc<MemoryMailer>,
+    }
+
+    /// A pipeline on in-memory adapters: retries and visibility at zero, so
+    /// a message can be received again at once.
+    fn harness(max_receives: u32) -> Harness {
+        let mut settings = Settings::default();
+        settings.sender.retry_base_secs = 0;
+        settings.queues.max_receive_count = max_receives;
+        let store = Arc::new(MemoryStore::default());
+        let mailer = Arc::new(MemoryMailer::default());
+        let pipeline = Pipeline {
+            queues: Arc::new(MemoryQueues::new(Duration::ZERO, max_receives)),
+            store: store.clone(),
+            blobs: Arc::new(MemoryBlobs::default()),
+            mailer: mailer.clone(),
+            metrics: Arc::new(Metrics::default()),
+            settings: Arc::new(settings),
+        };
+        Harness {
+            pipeline,
+            store,
+            mailer,
+        }
+    }
+
+    impl Harness {
+        async fn accept_reminder(&self) -> SendId {
+            let message = NewMessage {
+                kind: MessageKind::Reminder,
+                priority: None,
+                recipient: EmailAddress::parse("ann@example.com").unwrap(),
+                subject: "Tomorrow".into(),
+                body: "See you at 9.".into(),
+                attachment: None,
+            };
+            let accepted = self
+                .pipeline
+                .accept(None, vec![message], OnRefused::Withdraw)
+                .await
+                .unwrap();
+            accepted.send_ids[0].0
+        }
+
+        /// Receives one message from the high queue and processes it.
+        async fn once(&self) -> (u32, Outcome) {
+            let received = self
+                .pipeline
+                .queues
+                .receive(QueueRef::Main(Priority::High), 1, Duration::ZERO)
+                .await
+                .unwrap();
+            let message = received.into_iter().next().expect("a message to receive");
+            (message.receive_count, process(&self.pipeline, &message).await)
+        }
+
+        async fn status(&self, id: SendId) -> SendStatus {
+            self.store.get(id).await.unwrap().unwrap().status
+        }
+
+        async fn messages_in(&self, queue: QueueRef) -> u64 {
+            let depth = self.pipeline.queues.depth(queue).await.unwrap();
+            depth.visible + depth.in_flight + depth.delayed
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sent_message_is_recorded_sent_and_deleted() {
+        let h = harness(3);
+        let id = h.accept_reminder().await;
+        assert_eq!(h.once().await, (1, Outcome::Sent));
+        assert_eq!(h.status(id).await, SendStatus::Sent);
+        assert_eq!(h.messages_in(QueueRef::Main(Priority::High)).await, 0);
+        assert_eq!(h.mailer.sent.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_throttle_on_the_last_allowed_receive_requeues_a_fresh_copy_instead_of_dead_lettering() {
+        let h = harness(3);
+        let id = h.accept_reminder().await;
+        h.mailer.script.lock().unwrap().extend([
+            MailError::Throttled("slow down".into()),
+            MailError::Throttled("slow down".into()),
+        ]);
+        assert!(matches!(h.once().await, (1, Outcome::Retrying(_))));
+        // Receive 2 of 3: one more would dead-letter it, so a fresh copy goes back.
+        assert!(matches!(h.once().await, (2, Outcome::Retrying(_))));
+        assert_eq!(h.once().await, (1, Outcome::Sent), "the copy starts its count again");
+        assert_eq!(h.status(id).await, SendStatus::Sent);
+        assert_eq!(h.messages_in(QueueRef::DeadLetter(Priority::High)).await, 0);
+        assert_eq!(h.mailer.sent.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_send_whose_sent_record_fails_is_kept_and_recorded_on_redelivery_at_the_price_of_a_resend() {
+        let h = harness(3);
+        let id = h.accept_reminder().await;
+        *h.store.fail_mark_sent.lock().unwrap() = 1;
+        assert!(matches!(h.once().await, (1, Outcome::Left(_))));
+        assert_eq!(h.status(id).await, SendStatus::Queued, "not lost, not final");
+        assert_eq!(
+            h.messages_in(QueueRef::Main(Priority::High)).await,
+            1,
+            "left on its queue"
+        );
+        assert_eq!(h.once().await, (2, Outcome::Sent));
+        assert_eq!(h.status(id).await, SendStatus::Sent);
+        assert_eq!(h.mailer.sent.lock().unwrap().len(), 2, "the documented resend");
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_final_message_is_deleted_without_a_second_send() {
+        let h = harness(3);
+        let id = h.accept_reminder().await;
+        let message = h
+            .pipeline
+            .queues
+            .receive(QueueRef::Main(Priority::High), 1, Duration::ZERO)
+            .await
+            .unwrap();
+        h.store.mark_sent(id, "earlier", chrono::Utc::now()).await.unwrap();
+        assert_eq!(process(&h.pipeline, &message[0]).await, Outcome::SkippedFinal);
+        assert_eq!(h.messages_in(QueueRef::Main(Priority::High)).await, 0);
+        assert!(h.mailer.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_message_with_no_record_backs_off_until_the_redrive_moves_it_to_the_dlq() {
+        let h = harness(2);
+        let foreign = OutboundMessage {
+            send_id: SendId::new(),
+            batch_id: None,
+            kind: MessageKind::Subscription,
+            priority: Priority::Low,
+            recipient: "bob@example.com".into(),
+            subject: "S".into(),
+            body: crate::domain::MessageBody::Inline { text: "B".into() },
+            attachment: None,
+            accepted_at: chrono::Utc::now(),
+        };
+        let queues = h.pipeline.queues.clone();
+        queues
+            .send_raw(Priority::Low, &foreign.encode(), Some(&foreign.send_id.to_string()))
+            .await
+            .unwrap();
+        for expected_receive in 1..=2 {
+            let received = queues
+                .receive(QueueRef::Main(Priority::Low), 1, Duration::ZERO)
+                .await
+                .unwrap();
+            assert_eq!(received[0].receive_count, expected_receive);
+            assert!(matches!(process(&h.pipeline, &received[0]).await, Outcome::Left(_)));
+        }
+        let third = queues
+            .receive(QueueRef::Main(Priority::Low), 1, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(third.is_empty(), "past its last receive it was redriven");
+        assert_eq!(h.messages_in(QueueRef::DeadLetter(Priority::Low)).await, 1);
+        assert!(h.mailer.sent.lock().unwrap().is_empty());
+    }
+}
