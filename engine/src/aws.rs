@@ -75,6 +75,102 @@ impl AwsClients {
     }
 }
 
+/// What a failed AWS call means to the pipeline, whatever the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// "Slow down": throttling, provisioned throughput, request limits.
+    Throttled,
+    /// The queue, table, key or bucket does not exist.
+    NotFound,
+    /// A condition did not hold (a conditional write, a cancelled transaction).
+    Conflict,
+    /// The service did not answer, or answered 5xx: may pass on a later try.
+    Unavailable,
+    /// The request itself was refused (validation, a stale receipt, too large).
+    Invalid,
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Conflict => "condition failed",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Invalid => "invalid request",
+        })
+    }
+}
+
+/// A failed AWS call: its meaning, a readable text, and the SDK's error as the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {text}")]
+pub struct ServiceError {
+    pub kind: ErrorKind,
+    text: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ServiceError {
+    /// An error that did not come from the SDK (in-memory adapters, checks).
+    pub fn new(kind: ErrorKind, text: impl Into<String>) -> Self {
+        Self {
+            kind,
+            text: text.into(),
+            source: None,
+        }
+    }
+}
+
+/// Error codes by meaning, across SQS, DynamoDB, S3 and SES.
+const THROTTLED: [&str; 8] = [
+    "Throttling",
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "SlowDown",
+    "LimitExceededException",
+];
+const NOT_FOUND: [&str; 5] = [
+    "ResourceNotFoundException",
+    "NoSuchKey",
+    "NoSuchBucket",
+    "QueueDoesNotExist",
+    "AWS.SimpleQueueService.NonExistentQueue",
+];
+const CONFLICT: [&str; 2] = ["ConditionalCheckFailedException", "TransactionCanceledException"];
+
+/// Maps an SDK error to what it means, keeping it as the source.
+pub fn service_error<E, R>(error: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> ServiceError
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_sqs::error::ProvideErrorMetadata as _;
+    use aws_smithy_runtime_api::client::result::SdkError;
+    let kind = match &error {
+        SdkError::ServiceError(_) => match error.code() {
+            Some(code) if THROTTLED.contains(&code) => ErrorKind::Throttled,
+            Some(code) if NOT_FOUND.contains(&code) => ErrorKind::NotFound,
+            Some(code) if CONFLICT.contains(&code) => ErrorKind::Conflict,
+            Some(code) if code.contains("InternalFailure") || code.contains("ServiceUnavailable") => {
+                ErrorKind::Unavailable
+            }
+            _ => ErrorKind::Invalid,
+        },
+        SdkError::ConstructionFailure(_) => ErrorKind::Invalid,
+        _ => ErrorKind::Unavailable,
+    };
+    ServiceError {
+        kind,
+        text: describe(&error),
+        source: Some(Box::new(error)),
+    }
+}
+
 /// An SDK error with its whole cause chain, for logs and error reasons.
 pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -88,4 +184,44 @@ pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_smithy_runtime_api::client::result::SdkError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn with_code(code: &str) -> SdkError<PutItemError, Response> {
+        let error = PutItemError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        SdkError::service_error(
+            error,
+            Response::new(StatusCode::try_from(400).unwrap(), SdkBody::empty()),
+        )
+    }
+
+    #[test]
+    fn sdk_errors_are_mapped_to_their_meaning_and_kept_as_the_source() {
+        for (code, kind) in [
+            ("ProvisionedThroughputExceededException", ErrorKind::Throttled),
+            ("ThrottlingException", ErrorKind::Throttled),
+            ("ResourceNotFoundException", ErrorKind::NotFound),
+            ("ConditionalCheckFailedException", ErrorKind::Conflict),
+            ("InternalFailure", ErrorKind::Unavailable),
+            ("ValidationException", ErrorKind::Invalid),
+        ] {
+            let error = service_error(with_code(code));
+            assert_eq!(error.kind, kind, "{code}");
+            assert!(
+                std::error::Error::source(&error).is_some(),
+                "{code}: the SDK error is the source"
+            );
+            assert!(error.to_string().contains(code), "{error}");
+        }
+        let timeout: SdkError<PutItemError, Response> = SdkError::timeout_error("took too long");
+        assert_eq!(service_error(timeout).kind, ErrorKind::Unavailable);
+    }
 }

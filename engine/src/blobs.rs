@@ -3,22 +3,27 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::aws::describe;
+use crate::aws::{service_error, ErrorKind, ServiceError};
 
 #[derive(Debug, thiserror::Error)]
-#[error("blob {key}: {reason}")]
+#[error("blob {key}: {error}")]
 pub struct BlobError {
     pub key: String,
-    pub reason: String,
-    /// No object has that key.
-    pub not_found: bool,
+    #[source]
+    pub error: ServiceError,
 }
 
-fn failed(key: &str, error: &(dyn std::error::Error + 'static)) -> BlobError {
-    BlobError {
-        key: key.to_string(),
-        reason: describe(error),
-        not_found: false,
+impl BlobError {
+    pub fn new(key: &str, error: ServiceError) -> Self {
+        Self {
+            key: key.to_string(),
+            error,
+        }
+    }
+
+    /// No object has that key.
+    pub fn not_found(&self) -> bool {
+        self.error.kind == ErrorKind::NotFound
     }
 }
 
@@ -56,16 +61,11 @@ impl BlobStore for S3Blobs {
             .body(bytes.into())
             .send()
             .await
-            .map_err(|e| failed(key, &e))?;
+            .map_err(|e| BlobError::new(key, service_error(e)))?;
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
-        let fail = |reason: String, not_found: bool| BlobError {
-            key: key.to_string(),
-            reason,
-            not_found,
-        };
         let output = self
             .client
             .get_object()
@@ -73,11 +73,12 @@ impl BlobStore for S3Blobs {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                let missing = e.as_service_error().is_some_and(|e| e.is_no_such_key());
-                fail(describe(&e), missing)
-            })?;
-        let data = output.body.collect().await.map_err(|e| fail(e.to_string(), false))?;
+            .map_err(|e| BlobError::new(key, service_error(e)))?;
+        let data = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| BlobError::new(key, ServiceError::new(ErrorKind::Unavailable, e.to_string())))?;
         Ok(data.into_bytes())
     }
 
@@ -88,7 +89,7 @@ impl BlobStore for S3Blobs {
             .key(key)
             .send()
             .await
-            .map_err(|e| failed(key, &e))?;
+            .map_err(|e| BlobError::new(key, service_error(e)))?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::aws::{ErrorKind, ServiceError};
 use crate::blobs::BlobError;
 use crate::csv_upload::{DuplicateRow, ParsedUpload, RejectedRow};
 use crate::domain::{Attachment, BatchId, MessageKind};
@@ -257,12 +258,11 @@ impl Pipeline {
     pub async fn batch_report(&self, batch: BatchId) -> Result<Option<BatchReport>, BlobError> {
         let key = report_key(batch);
         match self.blobs.get(&key).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| BlobError {
-                key,
-                reason: format!("the stored batch report is unreadable: {e}"),
-                not_found: false,
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                let text = format!("the stored batch report is unreadable: {e}");
+                BlobError::new(&key, ServiceError::new(ErrorKind::Invalid, text))
             }),
-            Err(error) if error.not_found => Ok(None),
+            Err(error) if error.not_found() => Ok(None),
             Err(error) => Err(error),
         }
     }

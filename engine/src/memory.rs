@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::aws::{ErrorKind, ServiceError};
 use crate::blobs::{BlobError, BlobStore};
 use crate::domain::{BatchId, OutboundMessage, Priority, SendId, SendRecord, SendStatus};
 use crate::mailer::{Email, MailError, Mailer};
@@ -129,7 +130,7 @@ impl MemoryQueues {
             .position(|e| e.receipt.to_string() == message.receipt)
             .ok_or_else(|| QueueError {
                 queue: message.queue,
-                reason: "ReceiptHandleIsInvalid".into(),
+                error: ServiceError::new(ErrorKind::Invalid, "ReceiptHandleIsInvalid"),
             })?;
         Ok(f(entries, position))
     }
@@ -299,7 +300,8 @@ impl StatusStore for MemoryStore {
             let mut failures = self.fail_mark_sent.lock().expect("failure lock");
             if *failures > 0 {
                 *failures -= 1;
-                return Err(StoreError::Service("injected: the store is unavailable".into()));
+                let error = ServiceError::new(ErrorKind::Unavailable, "injected: the store is unavailable");
+                return Err(StoreError::Service(error));
             }
         }
         self.finish(id, |r| {
@@ -398,11 +400,7 @@ impl BlobStore for MemoryBlobs {
             .expect("objects lock")
             .get(key)
             .cloned()
-            .ok_or_else(|| BlobError {
-                key: key.to_string(),
-                reason: "NoSuchKey".into(),
-                not_found: true,
-            })
+            .ok_or_else(|| BlobError::new(key, ServiceError::new(ErrorKind::NotFound, "NoSuchKey")))
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {

@@ -7,7 +7,7 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
-use crate::aws::describe;
+use crate::aws::{service_error, ServiceError};
 use crate::domain::{OutboundMessage, Priority};
 use crate::provision::Provisioned;
 
@@ -47,10 +47,11 @@ pub struct QueueDepth {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("queue {queue:?}: {reason}")]
+#[error("queue {queue:?}: {error}")]
 pub struct QueueError {
     pub queue: QueueRef,
-    pub reason: String,
+    #[source]
+    pub error: ServiceError,
 }
 
 /// The largest batch SQS accepts.
@@ -143,10 +144,14 @@ impl SqsQueues {
         }
     }
 
-    fn error(queue: QueueRef, error: &(dyn std::error::Error + 'static)) -> QueueError {
+    fn error<E, R>(queue: QueueRef, error: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> QueueError
+    where
+        E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
         QueueError {
             queue,
-            reason: describe(error),
+            error: service_error(error),
         }
     }
 }
@@ -197,7 +202,7 @@ impl MessageQueue for SqsQueues {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| Self::error(queue, &e))?;
+            .map_err(|e| Self::error(queue, e))?;
         Ok(output
             .failed
             .into_iter()
@@ -224,7 +229,7 @@ impl MessageQueue for SqsQueues {
             .delay_seconds(delay.as_secs().min(900) as i32)
             .send()
             .await
-            .map_err(|e| Self::error(queue, &e))?;
+            .map_err(|e| Self::error(queue, e))?;
         Ok(())
     }
 
@@ -239,7 +244,7 @@ impl MessageQueue for SqsQueues {
                 .expect("data type is set");
             send = send.message_attributes(SEND_ID_ATTRIBUTE, attribute);
         }
-        send.send().await.map_err(|e| Self::error(queue, &e))?;
+        send.send().await.map_err(|e| Self::error(queue, e))?;
         Ok(())
     }
 
@@ -254,7 +259,7 @@ impl MessageQueue for SqsQueues {
             .message_attribute_names(SEND_ID_ATTRIBUTE)
             .send()
             .await
-            .map_err(|e| Self::error(queue, &e))?;
+            .map_err(|e| Self::error(queue, e))?;
         Ok(output
             .messages
             .unwrap_or_default()
@@ -285,7 +290,7 @@ impl MessageQueue for SqsQueues {
             .receipt_handle(&message.receipt)
             .send()
             .await
-            .map_err(|e| Self::error(message.queue, &e))?;
+            .map_err(|e| Self::error(message.queue, e))?;
         Ok(())
     }
 
@@ -297,7 +302,7 @@ impl MessageQueue for SqsQueues {
             .visibility_timeout(timeout.as_secs().min(43_200) as i32)
             .send()
             .await
-            .map_err(|e| Self::error(message.queue, &e))?;
+            .map_err(|e| Self::error(message.queue, e))?;
         Ok(())
     }
 
@@ -311,7 +316,7 @@ impl MessageQueue for SqsQueues {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| Self::error(queue, &e))?
+            .map_err(|e| Self::error(queue, e))?
             .attributes
             .unwrap_or_default();
         let read = |name: QueueAttributeName| attributes.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);

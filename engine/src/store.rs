@@ -14,14 +14,14 @@ use aws_sdk_dynamodb::types::{
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::aws::describe;
+use crate::aws::{describe, ErrorKind, ServiceError};
 use crate::domain::{BatchId, SendId, SendRecord, SendStatus};
 use crate::provision::{BATCH_INDEX, STATUS_INDEX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("status store: {0}")]
-    Service(String),
+    Service(#[source] ServiceError),
     #[error("status store holds a malformed item {send_id}: {reason}")]
     Malformed { send_id: String, reason: String },
     #[error("`{0}` is not a cursor this API gave out")]
@@ -132,8 +132,12 @@ fn refused_by_condition(
     }
 }
 
-fn service_error(error: &(dyn std::error::Error + 'static)) -> StoreError {
-    StoreError::Service(describe(error))
+fn service_error<E, R>(error: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> StoreError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    StoreError::Service(crate::aws::service_error(error))
 }
 
 impl DynamoStatusStore {
@@ -272,7 +276,7 @@ impl DynamoStatusStore {
             {
                 Ok(false)
             }
-            Err(error) => Err(service_error(&error)),
+            Err(error) => Err(service_error(error)),
         }
     }
 
@@ -303,7 +307,7 @@ impl DynamoStatusStore {
             Ok(_) => Ok(()),
             // Already past PENDING (a fast sender got there first): that status stands.
             Err(error) if refused_by_condition(&error) => Ok(()),
-            Err(error) => Err(service_error(&error)),
+            Err(error) => Err(service_error(error)),
         }
     }
 
@@ -323,7 +327,7 @@ impl DynamoStatusStore {
             .scan_index_forward(true)
             .send()
             .await
-            .map_err(|e| service_error(&e))?;
+            .map_err(service_error)?;
         let raw = output.items.unwrap_or_default();
         let items = raw.iter().map(Self::record).collect::<Result<Vec<_>, _>>()?;
         let cursors = raw
@@ -376,7 +380,7 @@ impl StatusStore for DynamoStatusStore {
                     .request_items(&self.table, requests)
                     .send()
                     .await
-                    .map_err(|e| service_error(&e))?;
+                    .map_err(service_error)?;
                 requests = output
                     .unprocessed_items
                     .and_then(|mut u| u.remove(&self.table))
@@ -385,10 +389,11 @@ impl StatusStore for DynamoStatusStore {
                     break;
                 }
                 if attempt >= 8 {
-                    return Err(StoreError::Service(format!(
+                    let text = format!(
                         "{} status writes still unprocessed after {attempt} retries",
                         requests.len()
-                    )));
+                    );
+                    return Err(StoreError::Service(ServiceError::new(ErrorKind::Throttled, text)));
                 }
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -451,7 +456,7 @@ impl StatusStore for DynamoStatusStore {
                     None => Claim::Missing,
                 })
             }
-            Err(error) => Err(service_error(&error)),
+            Err(error) => Err(service_error(error)),
         }
     }
 
@@ -499,7 +504,7 @@ impl StatusStore for DynamoStatusStore {
                     if error
                         .as_service_error()
                         .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                Err(error) => return Err(service_error(&error)),
+                Err(error) => return Err(service_error(error)),
             }
         }
         Ok(())
@@ -514,7 +519,7 @@ impl StatusStore for DynamoStatusStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| service_error(&e))?;
+            .map_err(service_error)?;
         output.item.as_ref().map(Self::record).transpose()
     }
 
@@ -579,7 +584,7 @@ impl StatusStore for DynamoStatusStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| service_error(&e))?;
+                .map_err(service_error)?;
             for item in output.items.unwrap_or_default() {
                 if let Some(status) = item.get("status").and_then(|v| v.as_s().ok()) {
                     *counts.entry(status.clone()).or_insert(0) += 1;
