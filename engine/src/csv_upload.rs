@@ -166,7 +166,13 @@ impl CsvUploadParser {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), CsvFileError> {
         if !self.bom_checked {
             self.head.extend_from_slice(chunk);
-            if self.head.len() < UTF8_BOM.len() && UTF8_BOM.starts_with(&self.head) {
+            // csv-core strips a BOM of its own from its first input when that
+            // input holds at least 3 bytes: a second BOM right after ours would
+            // be stripped or kept depending on how the bytes were chunked.
+            // Holding a BOM-led head until 6 bytes (or the end) makes csv-core's
+            // first input the same however the upload arrives.
+            let led_by_bom = UTF8_BOM.starts_with(&self.head[..self.head.len().min(UTF8_BOM.len())]);
+            if led_by_bom && self.head.len() < 2 * UTF8_BOM.len() {
                 return Ok(());
             }
             self.bom_checked = true;
