@@ -242,6 +242,12 @@ impl MemoryStore {
         })
     }
 
+    /// Copies of the records `keep` says yes to (the index query's stand-in).
+    fn select(&self, keep: impl Fn(&SendRecord) -> bool) -> Vec<SendRecord> {
+        let records = self.records.lock().expect("records lock");
+        records.values().filter(|r| keep(r)).cloned().collect()
+    }
+
     /// Moves a record that is not final yet to `status`; false if it was final.
     fn finish(&self, id: SendId, update: impl FnOnce(&mut SendRecord)) -> Result<bool, StoreError> {
         let mut records = self.records.lock().expect("records lock");
@@ -340,13 +346,7 @@ impl StatusStore for MemoryStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page, StoreError> {
-        let records = self.records.lock().expect("records lock");
-        let items = records
-            .values()
-            .filter(|r| r.status == status && r.created_at >= from && r.created_at <= to)
-            .cloned()
-            .collect();
-        drop(records);
+        let items = self.select(|r| r.status == status && r.created_at >= from && r.created_at <= to);
         self.page(items, limit, cursor)
     }
 
@@ -357,13 +357,7 @@ impl StatusStore for MemoryStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page, StoreError> {
-        let records = self.records.lock().expect("records lock");
-        let items = records
-            .values()
-            .filter(|r| r.batch_id == Some(batch) && status.is_none_or(|s| r.status == s))
-            .cloned()
-            .collect();
-        drop(records);
+        let items = self.select(|r| r.batch_id == Some(batch) && status.is_none_or(|s| r.status == s));
         self.page(items, limit, cursor)
     }
 
