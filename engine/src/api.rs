@@ -244,6 +244,7 @@ async fn read_upload(mut multipart: Multipart) -> Result<CampaignUpload, ApiErro
     let mut file_name = None;
     let mut csv = Vec::new();
     let mut attachments: Vec<AttachmentPart> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         if field.name() == Some("file") {
             if file_name.is_some() {
@@ -266,7 +267,7 @@ async fn read_upload(mut multipart: Multipart) -> Result<CampaignUpload, ApiErro
                 );
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
             }
-            if attachments.iter().any(|a| a.name == name) {
+            if !names.insert(name.clone()) {
                 let message = format!(
                     "two attachment parts are both named `{}`; each needs its own name",
                     quoted(&name)

@@ -476,24 +476,24 @@ pub fn neutralise_cell(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// Writes rejected rows as CSV (row, field, reason), every cell neutralised.
 pub fn rejected_rows_csv(rows: &[RejectedRow]) -> String {
-    let quote = |cell: &str| {
-        let cell = neutralise_cell(cell);
-        if cell.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", cell.replace('"', "\"\""))
-        } else {
-            cell.into_owned()
-        }
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    let write = |writer: &mut csv::Writer<Vec<u8>>, cells: [&str; 3]| {
+        let cells = cells.map(neutralise_cell);
+        writer
+            .write_record(cells.iter().map(|c| c.as_ref()))
+            .expect("writing to memory");
     };
-    let mut out = String::from("row,field,reason\r\n");
+    write(&mut writer, ["row", "field", "reason"]);
     for row in rows {
-        out.push_str(&format!(
-            "{},{},{}\r\n",
-            row.row,
-            quote(row.field.as_deref().unwrap_or("")),
-            quote(&row.reason)
-        ));
+        write(
+            &mut writer,
+            [&row.row.to_string(), row.field.as_deref().unwrap_or(""), &row.reason],
+        );
     }
-    out
+    let bytes = writer.into_inner().expect("flushing to memory");
+    String::from_utf8(bytes).expect("CSV of UTF-8 cells is UTF-8")
 }
 
 /// Parses a whole file at once (tests and benches); uploads use `feed`.

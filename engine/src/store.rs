@@ -351,6 +351,8 @@ impl DynamoStatusStore {
 /// DynamoDB takes at most 25 puts per BatchWriteItem and 100 items per transaction.
 const BATCH_WRITE_MAX: usize = 25;
 const TRANSACTION_MAX: usize = 100;
+/// Reads one filtered page may take before answering short.
+const MAX_FILTERED_READS: usize = 20;
 /// An error reason is stored up to this many characters.
 const MAX_REASON_CHARS: usize = 1_000;
 
@@ -563,8 +565,23 @@ impl StatusStore for DynamoStatusStore {
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":status", s(status.as_str()));
         }
-        self.query_page(query, ["sendId", "batchId", "createdAt"], limit, cursor)
-            .await
+        let key = ["sendId", "batchId", "createdAt"];
+        let mut page = self.query_page(query.clone(), key, limit, cursor).await?;
+        // A status filter applies after DynamoDB's page limit, so one read can
+        // come back short or empty while more remain: read on (boundedly)
+        // until the page is full or the batch ends.
+        let mut reads = 1;
+        while status.is_some() && page.items.len() < limit && reads < MAX_FILTERED_READS {
+            let Some(next) = page.next_cursor.take() else { break };
+            let more = self
+                .query_page(query.clone(), key, limit - page.items.len(), Some(&next))
+                .await?;
+            page.items.extend(more.items);
+            page.cursors.extend(more.cursors);
+            page.next_cursor = more.next_cursor;
+            reads += 1;
+        }
+        Ok(page)
     }
 
     async fn batch_counts(&self, batch: BatchId) -> Result<BTreeMap<String, u64>, StoreError> {

@@ -236,3 +236,44 @@ async fn the_seed_systems_query_runs_with_only_the_connection_wrapper_added() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_filtered_by_status_fills_its_page_even_when_the_matches_come_last() {
+    let mut settings = test_settings(MailerKind::DryRun);
+    settings.sender.enabled = false;
+    let app = spawn_app(settings).await;
+    let mut csv = String::from("email,subject,body\n");
+    for i in 0..30 {
+        csv.push_str(&format!("{},S,B\n", app.address_for(&format!("f{i}"))));
+    }
+    let report: Value = app.upload_csv("filtered.csv", csv).await.json().await.unwrap();
+    let batch_id = report["batchId"].as_str().unwrap().to_string();
+    // The last three in the index's order become SENT; the rest stay QUEUED.
+    let all = app
+        .pipeline
+        .store
+        .by_batch(batch_id.parse().unwrap(), None, 30, None)
+        .await
+        .unwrap();
+    for record in &all.items[27..] {
+        app.pipeline
+            .store
+            .mark_sent(record.send_id, "p", Utc::now())
+            .await
+            .unwrap();
+    }
+    let query = |after: Option<&str>| {
+        let after = after.map(|c| format!(", after: \"{c}\"")).unwrap_or_default();
+        format!("{{ emailSends(batchId: \"{batch_id}\", status: SENT, first: 2{after}) {{ edges {{ node {{ recipient }} }} pageInfo {{ hasNextPage endCursor }} }} }}")
+    };
+    let first = app.graphql(&query(None)).await;
+    assert_eq!(items(&first).len(), 2, "{first}");
+    let cursor = end_cursor(&first).expect("a cursor to go on from");
+    let second = app.graphql(&query(Some(&cursor))).await;
+    assert_eq!(items(&second).len(), 1, "{second}");
+    let mut seen = items(&first);
+    seen.extend(items(&second));
+    let expected: HashSet<String> = all.items[27..].iter().map(|r| r.recipient.clone()).collect();
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), expected);
+    app.stop().await;
+}
