@@ -329,13 +329,18 @@ impl Stack {
         self.smtp.as_ref()
     }
 
-    /// How many replies the SMTP server has injected since it started.
-    pub async fn smtp_injections(&self) -> Result<u64, StackError> {
+    /// The SMTP server's fault rules, at its control port.
+    fn smtp_faults_url(&self) -> Result<String, StackError> {
         let smtp = self
             .smtp
             .as_ref()
             .ok_or_else(|| StackError::Config("this stack runs no SMTP server".into()))?;
-        let url = format!("{}/faults", smtp.control_url);
+        Ok(format!("{}/faults", smtp.control_url))
+    }
+
+    /// How many replies the SMTP server has injected since it started.
+    pub async fn smtp_injections(&self) -> Result<u64, StackError> {
+        let url = self.smtp_faults_url()?;
         let body: serde_json::Value = reqwest::get(&url)
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -348,11 +353,7 @@ impl Stack {
 
     /// Sets the replies the SMTP server gives instead of accepting (empty: none).
     pub async fn set_smtp_faults(&self, rules: &[SmtpFaultRule]) -> Result<(), StackError> {
-        let smtp = self
-            .smtp
-            .as_ref()
-            .ok_or_else(|| StackError::Config("this stack runs no SMTP server".into()))?;
-        let url = format!("{}/faults", smtp.control_url);
+        let url = self.smtp_faults_url()?;
         let response = reqwest::Client::new()
             .put(&url)
             .json(rules)
