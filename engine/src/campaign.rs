@@ -56,8 +56,8 @@ pub struct BatchReport {
 }
 
 impl BatchReport {
-    /// The report with at most `rows` rejected and duplicate rows: the counts
-    /// stay whole, and `rows_truncated` says when rows were left out.
+    /// The report with at most `rows` rejected and duplicate rows (the counts
+    /// stay whole), and whether rows were left out.
     pub fn first_rows(mut self, rows: usize) -> (Self, bool) {
         let truncated = self.rejected_rows.len() > rows || self.duplicate_rows.len() > rows;
         self.rejected_rows.truncate(rows);
@@ -101,8 +101,8 @@ fn report_key(batch: BatchId) -> String {
 struct Plan {
     messages: Vec<NewMessage>,
     unknown: Vec<RejectedRow>,
-    /// (part index, part) of each attachment some accepted row uses.
-    used: Vec<(usize, AttachmentPart)>,
+    /// (storage key, part) of each attachment some accepted row uses.
+    used: Vec<(String, AttachmentPart)>,
     unused: Vec<String>,
 }
 
@@ -113,11 +113,15 @@ fn plan(batch: BatchId, parsed: &mut ParsedUpload, attachments: Vec<AttachmentPa
         .into_iter()
         .enumerate()
         .partition(|(_, part)| named.contains(part.name.as_str()));
+    let used: Vec<(String, AttachmentPart)> = used
+        .into_iter()
+        .map(|(index, part)| (attachment_key(batch, index, &part.name), part))
+        .collect();
     let stored: std::collections::HashMap<&str, Attachment> = used
         .iter()
-        .map(|(index, part)| {
+        .map(|(key, part)| {
             let attachment = Attachment {
-                key: attachment_key(batch, *index, &part.name),
+                key: key.clone(),
                 filename: part.name.clone(),
                 content_type: part.content_type.clone(),
             };
@@ -173,10 +177,7 @@ impl Pipeline {
         parsed.rejected.extend(plan.unknown);
         parsed.rejected.sort_by_key(|r| r.row);
         if plan.messages.is_empty() {
-            let first = parsed.rejected.first().map(|r| {
-                let field = r.field.as_deref().map(|f| format!(", field `{f}`")).unwrap_or_default();
-                format!("; row {}{field}: {}", r.row, r.reason)
-            });
+            let first = parsed.rejected.first().map(|r| format!("; {r}"));
             return Err(CampaignError::NothingAccepted {
                 file_name: upload.file_name,
                 rejected: parsed.rejected.len(),
@@ -217,7 +218,7 @@ impl Pipeline {
         &self,
         report: &mut BatchReport,
         csv: Bytes,
-        used: Vec<(usize, AttachmentPart)>,
+        used: Vec<(String, AttachmentPart)>,
         messages: Vec<NewMessage>,
         stored: &mut Vec<String>,
     ) -> Result<(), IngestError> {
@@ -226,8 +227,7 @@ impl Pipeline {
         let key = archive_key(batch, &report.file_name);
         self.blobs.put(&key, csv, "text/csv").await?;
         stored.push(key);
-        for (index, part) in used {
-            let key = attachment_key(batch, index, &part.name);
+        for (key, part) in used {
             self.blobs.put(&key, part.bytes, &part.content_type).await?;
             stored.push(key);
         }

@@ -37,6 +37,17 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
+/// `row N, field `F`: reason` (the field left out when there is none).
+impl std::fmt::Display for RejectedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "row {}", self.row)?;
+        if let Some(field) = &self.field {
+            write!(f, ", field `{field}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
 /// A row skipped because its recipient already appeared earlier in the file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -340,15 +351,9 @@ impl CsvUploadParser {
         if self.parsed.rejected.len() <= max {
             return Ok(());
         }
-        let first = &self.parsed.rejected[0];
-        let field = first
-            .field
-            .as_deref()
-            .map(|f| format!(", field `{f}`"))
-            .unwrap_or_default();
         Err(CsvFileError::TooManyRejected {
             max,
-            first: format!("row {}{field}: {}", first.row, first.reason),
+            first: self.parsed.rejected[0].to_string(),
         })
     }
 
