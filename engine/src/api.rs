@@ -118,7 +118,7 @@ impl From<JsonRejection> for ApiError {
         if timed_out(&rejection) {
             return body_timeout();
         }
-        ApiError::new(rejection.status(), quoted_lines(&rejection.body_text()))
+        ApiError::new(rejection.status(), shortened(&rejection.body_text()))
     }
 }
 
@@ -142,7 +142,7 @@ fn body_timeout() -> ApiError {
 }
 
 /// A parser's message (which may quote the input), cut to a readable length.
-fn quoted_lines(text: &str) -> String {
+fn shortened(text: &str) -> String {
     const MAX: usize = 300;
     match text.char_indices().nth(MAX) {
         Some((end, _)) => format!("{}…", &text[..end]),
@@ -229,7 +229,7 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "the upload is larger than the configured limit (api.max_upload_bytes)".to_string()
     } else {
-        format!("malformed multipart upload: {}", quoted_lines(&error.body_text()))
+        format!("malformed multipart upload: {}", shortened(&error.body_text()))
     };
     ApiError::new(status, message)
 }
