@@ -13,6 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -23,7 +24,6 @@ use crate::domain::content::{check_body, check_subject, quoted};
 use crate::domain::{EmailAddress, MessageKind, Priority};
 use crate::graphql::StatusSchema;
 use crate::pipeline::{IngestError, NewMessage, OnRefused, Pipeline};
-use crate::queue::QueueRef;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
         // A body that stalls is abandoned with 408 rather than holding a task.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
@@ -154,7 +155,8 @@ async fn require_api_key(State(state): State<AppState>, headers: HeaderMap, requ
     if let Some(expected) = &state.pipeline.settings.api.key {
         let given = headers.get("x-api-key").map(|v| v.as_bytes());
         // Constant-time: the key's length is not secret, its bytes are.
-        let matches = given.is_some_and(|given| bool::from(given.ct_eq(expected.as_bytes())));
+        let expected = expected.expose_secret().as_bytes();
+        let matches = given.is_some_and(|given| bool::from(given.ct_eq(expected)));
         if !matches {
             let message = if given.is_some() {
                 "the x-api-key header is wrong"
@@ -169,35 +171,22 @@ async fn require_api_key(State(state): State<AppState>, headers: HeaderMap, requ
 
 /// Counters and latencies, plus every queue's depth read at scrape time.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let pipeline = &state.pipeline;
-    let queues = Priority::ALL.into_iter().flat_map(|p| {
-        [
-            (QueueRef::Main(p), p.to_string()),
-            (QueueRef::DeadLetter(p), format!("{p}-dlq")),
-        ]
-    });
-    let depths = futures::future::join_all(
-        queues.map(|(queue, name)| async move { (name, pipeline.queues.depth(queue).await) }),
+    let depths = state.pipeline.queue_depths().await;
+    let text = state.pipeline.metrics.render_prometheus(&depths);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
     )
-    .await;
-    let mut text = pipeline.metrics.render_prometheus();
-    text.push_str(
-        "# HELP courier_queue_messages Messages in each queue (GetQueueAttributes at scrape time).\n# TYPE courier_queue_messages gauge\n",
-    );
-    for (name, depth) in depths {
-        // A queue that cannot be read is left out rather than failing the scrape.
-        let Ok(depth) = depth else { continue };
-        for (state, value) in [
-            ("visible", depth.visible),
-            ("in_flight", depth.in_flight),
-            ("delayed", depth.delayed),
-        ] {
-            text.push_str(&format!(
-                "courier_queue_messages{{queue=\"{name}\",state=\"{state}\"}} {value}\n"
-            ));
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// `GET /stats`: the same figures as `/metrics`, as one typed JSON reading
+/// (`vocabulary::stats::Snapshot`), which the TUI draws.
+async fn stats(State(state): State<AppState>) -> Json<vocabulary::stats::Snapshot> {
+    let depths = state.pipeline.queue_depths().await;
+    Json(state.pipeline.metrics.snapshot(depths))
 }
 
 /// `POST /graphql`: a JSON GraphQL request (no multipart: the API has no
@@ -384,7 +373,7 @@ pub fn notification_message(request: NotificationRequest) -> Result<NewMessage, 
     let kind: MessageKind = request
         .kind
         .parse()
-        .map_err(|e: String| unprocessable("type", quoted(&e)))?;
+        .map_err(|e: vocabulary::UnknownName| unprocessable("type", quoted(&e.to_string())))?;
     if kind == MessageKind::Campaign {
         return Err(unprocessable(
             "type",

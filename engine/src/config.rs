@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::domain::Priority;
+use crate::domain::{PerPriority, Priority};
+use secrecy::SecretString;
+pub use vocabulary::MailerKind;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,8 +46,9 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
-    /// When set, every route but `/health` and `/metrics` needs `x-api-key: <key>`.
-    pub key: Option<String>,
+    /// When set, every route but `/health`, `/metrics` and `/stats` needs
+    /// `x-api-key: <key>`. Kept as a secret: never printed, wiped when dropped.
+    pub key: Option<SecretString>,
     /// A campaign upload over this is refused with 413 before it is read in full.
     pub max_upload_bytes: usize,
     /// The largest `POST /notifications` body (413 beyond it).
@@ -129,7 +132,7 @@ pub struct SenderSettings {
     /// Messages one worker sends at once.
     pub concurrency: usize,
     /// Share of receives given to each queue when all have work.
-    pub weights: PriorityWeights,
+    pub weights: PerPriority<u32>,
     /// First retry delay after a throttle or transient failure; doubles per receive.
     pub retry_base_secs: u32,
     pub retry_max_secs: u32,
@@ -141,52 +144,15 @@ impl Default for SenderSettings {
             enabled: true,
             workers: 2,
             concurrency: 10,
-            weights: PriorityWeights::default(),
+            weights: PerPriority {
+                high: 6,
+                medium: 3,
+                low: 1,
+            },
             retry_base_secs: 1,
             retry_max_secs: 60,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PriorityWeights {
-    pub high: u32,
-    pub medium: u32,
-    pub low: u32,
-}
-
-impl Default for PriorityWeights {
-    fn default() -> Self {
-        Self {
-            high: 6,
-            medium: 3,
-            low: 1,
-        }
-    }
-}
-
-impl PriorityWeights {
-    pub fn of(&self, priority: Priority) -> u32 {
-        match priority {
-            Priority::High => self.high,
-            Priority::Medium => self.medium,
-            Priority::Low => self.low,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum MailerKind {
-    /// SES API v2 (`SendEmail`).
-    Sesv2,
-    /// SES API v1 (`SendEmail` / `SendRawEmail`).
-    Ses,
-    /// Any SMTP relay, through lettre.
-    Smtp,
-    /// Sends nothing; every message succeeds with a made-up id.
-    DryRun,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,7 +269,7 @@ impl Settings {
         if self.sender.workers == 0 || self.sender.concurrency == 0 {
             return fail("sender.workers and sender.concurrency must be at least 1");
         }
-        if Priority::ALL.iter().all(|p| self.sender.weights.of(*p) == 0) {
+        if Priority::ALL.iter().all(|p| self.sender.weights[*p] == 0) {
             return fail("sender.weights must give at least one queue a weight");
         }
         if self.api.inline_body_limit_bytes > 240 * 1024 {

@@ -453,11 +453,11 @@ impl CsvUploadParser {
         let kind = kind
             .map(str::parse::<MessageKind>)
             .transpose()
-            .map_err(|reason| (Some("type"), reason))?;
+            .map_err(|reason| (Some("type"), reason.to_string()))?;
         let priority = priority
             .map(str::parse::<Priority>)
             .transpose()
-            .map_err(|reason| (Some("priority"), reason))?;
+            .map_err(|reason| (Some("priority"), reason.to_string()))?;
         Ok(AcceptedRow {
             row: self.row,
             recipient,

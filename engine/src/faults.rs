@@ -28,6 +28,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 const OPERATION_HEADER: &str = "x-courier-operation";
 
@@ -137,7 +139,7 @@ pub struct FaultPlan {
     created: Instant,
     faults: RwLock<Vec<ActiveFault>>,
     quota: Mutex<Option<QuotaState>>,
-    dice: Mutex<u64>,
+    dice: Mutex<ChaCha8Rng>,
     next_id: AtomicU64,
     injected: Mutex<Vec<InjectedFault>>,
     counts: Mutex<BTreeMap<String, u64>>,
@@ -155,7 +157,7 @@ impl FaultPlan {
             created: Instant::now(),
             faults: RwLock::new(Vec::new()),
             quota: Mutex::new(None),
-            dice: Mutex::new(seed ^ 0x5DEE_CE66_D1CE_5EED),
+            dice: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             next_id: AtomicU64::new(1),
             injected: Mutex::new(Vec::new()),
             counts: Mutex::new(BTreeMap::new()),
@@ -260,15 +262,9 @@ impl FaultPlan {
         self.injected.lock().expect("injected lock").clone()
     }
 
-    /// A uniform number in [0, 1) from the plan's seeded dice (splitmix64).
+    /// A uniform number in [0, 1) from the plan's seeded dice.
     fn roll(&self) -> f64 {
-        let mut state = self.dice.lock().expect("dice lock");
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.dice.lock().expect("dice lock").random()
     }
 
     fn record(&self, fault: &str, operation: &str) {

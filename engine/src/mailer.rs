@@ -46,7 +46,6 @@ pub enum MailError {
 pub trait Mailer: Send + Sync {
     /// Sends and returns the provider's message id.
     async fn send(&self, email: &Email) -> Result<String, MailError>;
-    fn name(&self) -> &'static str;
 }
 
 /// SES error codes meaning "slow down" (v1 and v2 spell them differently).
@@ -161,10 +160,6 @@ impl Mailer for SesV2Mailer {
             .map_err(|e| classify(&e))?;
         Ok(output.message_id.unwrap_or_default())
     }
-
-    fn name(&self) -> &'static str {
-        "sesv2"
-    }
 }
 
 pub struct SesV1Mailer {
@@ -220,10 +215,6 @@ impl Mailer for SesV1Mailer {
             .map_err(|e| classify(&e))?;
         Ok(output.message_id)
     }
-
-    fn name(&self) -> &'static str {
-        "ses"
-    }
 }
 
 pub struct SmtpMailer {
@@ -274,10 +265,6 @@ impl Mailer for SmtpMailer {
             Err(error) => Err(MailError::Transient(error.to_string())),
         }
     }
-
-    fn name(&self) -> &'static str {
-        "smtp"
-    }
 }
 
 /// Sends nothing; for measuring the pipeline without a provider.
@@ -289,10 +276,6 @@ impl Mailer for DryRunMailer {
     async fn send(&self, email: &Email) -> Result<String, MailError> {
         tracing::debug!(to = %email.to, subject = %email.subject, "dry run: not sent");
         Ok(format!("dry-run-{}", uuid::Uuid::new_v4()))
-    }
-
-    fn name(&self) -> &'static str {
-        "dry-run"
     }
 }
 

@@ -421,10 +421,6 @@ impl Mailer for MemoryMailer {
         sent.push(email.clone());
         Ok(format!("memory-{}", sent.len()))
     }
-
-    fn name(&self) -> &'static str {
-        "memory"
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! acceptance that fails before anything was enqueued is rolled back, so an
 //! error answered to a client means nothing was written.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,18 +19,23 @@ use crate::domain::{
 };
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
-use crate::queue::{batches, wire_size, MessageQueue, MAX_BATCH_BYTES};
+use crate::queue::{batches, wire_size, MessageQueue, QueueDepth, QueueRef, MAX_BATCH_BYTES};
 use crate::store::{StatusStore, StoreError};
 
 /// Everything the API, senders and reconciler share. Cheap to clone.
+///
+/// Its parts are the four adapter traits (AWS in the engine, in memory in
+/// unit tests and simulations); outside the engine they are reached through
+/// methods, and the flow through them (accept → queue → send → record) is
+/// the engine's own.
 #[derive(Clone)]
 pub struct Pipeline {
-    pub settings: Arc<Settings>,
-    pub queues: Arc<dyn MessageQueue>,
-    pub store: Arc<dyn StatusStore>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub mailer: Arc<dyn Mailer>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) queues: Arc<dyn MessageQueue>,
+    pub(crate) store: Arc<dyn StatusStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) mailer: Arc<dyn Mailer>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// A message the API has validated, before it gets an id and a queue.
@@ -77,6 +83,60 @@ const PARALLEL_CALLS: usize = 8;
 type Enqueued = (Vec<SendId>, Vec<(SendId, String)>);
 
 impl Pipeline {
+    /// A pipeline over these adapters, with fresh metrics.
+    pub fn new(
+        settings: Settings,
+        queues: Arc<dyn MessageQueue>,
+        store: Arc<dyn StatusStore>,
+        blobs: Arc<dyn BlobStore>,
+        mailer: Arc<dyn Mailer>,
+    ) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            queues,
+            store,
+            blobs,
+            mailer,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The same pipeline with another mailer (a throttling or slow provider).
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.mailer = mailer;
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &dyn StatusStore {
+        self.store.as_ref()
+    }
+
+    pub fn queues(&self) -> &dyn MessageQueue {
+        self.queues.as_ref()
+    }
+
+    pub fn mailer(&self) -> &dyn Mailer {
+        self.mailer.as_ref()
+    }
+
+    /// Every queue's depth now; a queue that cannot be read is left out.
+    pub async fn queue_depths(&self) -> BTreeMap<QueueRef, QueueDepth> {
+        let reads = QueueRef::ALL.map(|queue| async move { (queue, self.queues.depth(queue).await) });
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .filter_map(|(queue, depth)| Some((queue, depth.ok()?)))
+            .collect()
+    }
+
     /// The most one message may take on its queue, measured as SQS measures
     /// it (encoded body and attributes): the setting, capped by what the
     /// queues say they take and by the batch limit.

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableStatus,
+    ScalarAttributeType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -248,26 +249,15 @@ async fn provision_table(clients: &AwsClients, names: &ResourceNames) -> Result<
         }
         Err(error) => return Err(fail(&names.table, &error)),
     }
-    // Real DynamoDB takes a few seconds to make a table ACTIVE.
-    for _ in 0..120 {
-        let status = clients
-            .dynamodb
-            .describe_table()
-            .table_name(&names.table)
-            .send()
-            .await
-            .map_err(|e| fail(&names.table, &e))?
-            .table
-            .and_then(|t| t.table_status);
-        if status == Some(TableStatus::Active) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(ProvisionError {
-        resource: names.table.clone(),
-        reason: "the table did not become ACTIVE within 60 s".into(),
-    })
+    // Real DynamoDB takes a few seconds to make a table ACTIVE: the SDK's waiter polls for it.
+    clients
+        .dynamodb
+        .wait_until_table_exists()
+        .table_name(&names.table)
+        .wait(Duration::from_secs(60))
+        .await
+        .map_err(|e| fail(&names.table, &e))?;
+    Ok(())
 }
 
 async fn provision_bucket(clients: &AwsClients, names: &ResourceNames) -> Result<(), ProvisionError> {

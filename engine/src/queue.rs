@@ -8,23 +8,9 @@ use aws_sdk_sqs::types::{
 };
 
 use crate::aws::{service_error, ServiceError};
+pub use crate::domain::QueueRef;
 use crate::domain::{OutboundMessage, Priority};
 use crate::provision::Provisioned;
-
-/// One of the six queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QueueRef {
-    Main(Priority),
-    DeadLetter(Priority),
-}
-
-impl QueueRef {
-    pub fn priority(self) -> Priority {
-        match self {
-            QueueRef::Main(p) | QueueRef::DeadLetter(p) => p,
-        }
-    }
-}
 
 /// A message as received, with what is needed to delete or delay it.
 #[derive(Debug, Clone)]
@@ -39,12 +25,7 @@ pub struct ReceivedMessage {
 }
 
 /// How many messages a queue holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueDepth {
-    pub visible: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
-}
+pub use vocabulary::stats::Depth as QueueDepth;
 
 #[derive(Debug, thiserror::Error)]
 #[error("queue {queue:?}: {error}")]

@@ -11,8 +11,7 @@ use crate::api::{router, AppState};
 use crate::aws::AwsClients;
 use crate::blobs::S3Blobs;
 use crate::config::Settings;
-use crate::mailer::{build_mailer, MailError};
-use crate::metrics::Metrics;
+use crate::mailer::{build_mailer, MailError, Mailer};
 use crate::pipeline::Pipeline;
 use crate::provision::{provision, ProvisionError, Provisioned};
 use crate::queue::SqsQueues;
@@ -41,17 +40,7 @@ impl Application {
     pub async fn build(settings: Settings, clients: &AwsClients, listener: TcpListener) -> Result<Self, StartupError> {
         let provisioned = provision(clients, &settings).await?;
         let mailer = build_mailer(settings.mailer.kind, &settings.mailer.smtp, clients)?;
-        let pipeline = Pipeline {
-            queues: Arc::new(SqsQueues::new(clients.sqs.clone(), &provisioned)),
-            store: Arc::new(DynamoStatusStore::new(
-                clients.dynamodb.clone(),
-                &provisioned.names.table,
-            )),
-            blobs: Arc::new(S3Blobs::new(clients.s3.clone(), &provisioned.names.bucket)),
-            mailer,
-            metrics: Arc::new(Metrics::default()),
-            settings: Arc::new(settings),
-        };
+        let pipeline = on_aws(settings, &provisioned, clients, mailer);
         Ok(Self {
             listener,
             pipeline,
@@ -64,8 +53,8 @@ impl Application {
     }
 
     /// Swaps the mailer, for fault injection (a throttling or slow provider).
-    pub fn with_mailer(mut self, mailer: Arc<dyn crate::mailer::Mailer>) -> Self {
-        self.pipeline.mailer = mailer;
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.pipeline = self.pipeline.with_mailer(mailer);
         self
     }
 
@@ -88,7 +77,7 @@ impl Application {
         };
         let cancel = token.clone();
         tracing::info!(address = %self.listener.local_addr()?, "engine listening");
-        let header_timeout = std::time::Duration::from_secs(state.pipeline.settings.server.header_read_timeout_secs);
+        let header_timeout = std::time::Duration::from_secs(state.pipeline.settings().server.header_read_timeout_secs);
         let served = crate::server::serve(self.listener, router(state), header_timeout, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight work");
@@ -101,4 +90,25 @@ impl Application {
         }
         served.map_err(StartupError::Server)
     }
+}
+
+/// A pipeline whose adapters talk to the provisioned AWS resources through
+/// `clients` (which may carry a fault plan, or not: loadtest audits through
+/// plain clients so that injected faults cannot hide a message).
+pub fn on_aws(
+    settings: Settings,
+    provisioned: &Provisioned,
+    clients: &AwsClients,
+    mailer: Arc<dyn Mailer>,
+) -> Pipeline {
+    Pipeline::new(
+        settings,
+        Arc::new(SqsQueues::new(clients.sqs.clone(), provisioned)),
+        Arc::new(DynamoStatusStore::new(
+            clients.dynamodb.clone(),
+            &provisioned.names.table,
+        )),
+        Arc::new(S3Blobs::new(clients.s3.clone(), &provisioned.names.bucket)),
+        mailer,
+    )
 }

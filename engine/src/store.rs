@@ -15,7 +15,7 @@ use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::aws::{describe, ErrorKind, ServiceError};
-use crate::domain::{BatchId, SendId, SendRecord, SendStatus};
+use crate::domain::{BatchId, MessageKind, Priority, SendId, SendRecord, SendStatus};
 use crate::provision::{BATCH_INDEX, STATUS_INDEX};
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,106 @@ where
     StoreError::Service(crate::aws::service_error(error))
 }
 
+/// A record as the table holds it, mapped to and from DynamoDB by serde_dynamo.
+/// Times are fixed-width strings so that they sort in time order in the indexes.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Item {
+    send_id: SendId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_id: Option<BatchId>,
+    kind: MessageKind,
+    priority: Priority,
+    recipient: String,
+    #[serde(default)]
+    subject: String,
+    status: SendStatus,
+    #[serde(with = "fixed_time")]
+    created_at: DateTime<Utc>,
+    #[serde(with = "fixed_time")]
+    updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "fixed_time::optional")]
+    sent_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error_reason: Option<String>,
+}
+
+impl From<&SendRecord> for Item {
+    fn from(r: &SendRecord) -> Self {
+        Item {
+            send_id: r.send_id,
+            batch_id: r.batch_id,
+            kind: r.kind,
+            priority: r.priority,
+            recipient: r.recipient.clone(),
+            subject: r.subject.clone(),
+            status: r.status,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            sent_at: r.sent_at,
+            attempts: r.attempts,
+            provider_message_id: r.provider_message_id.clone(),
+            error_reason: r.error_reason.clone(),
+        }
+    }
+}
+
+impl From<Item> for SendRecord {
+    fn from(i: Item) -> Self {
+        SendRecord {
+            send_id: i.send_id,
+            batch_id: i.batch_id,
+            kind: i.kind,
+            priority: i.priority,
+            recipient: i.recipient,
+            subject: i.subject,
+            status: i.status,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+            sent_at: i.sent_at,
+            attempts: i.attempts,
+            provider_message_id: i.provider_message_id,
+            error_reason: i.error_reason,
+        }
+    }
+}
+
+/// Serde for [`timestamp`]'s fixed-width times.
+mod fixed_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::timestamp(*at))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+
+    pub mod optional {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Ok(Some(super::deserialize(deserializer)?))
+        }
+    }
+}
+
 impl DynamoStatusStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         Self {
@@ -149,68 +249,21 @@ impl DynamoStatusStore {
     }
 
     fn item(record: &SendRecord) -> HashMap<String, AttributeValue> {
-        let mut item = HashMap::from([
-            ("sendId".to_string(), s(record.send_id.to_string())),
-            ("status".to_string(), s(record.status.as_str())),
-            ("kind".to_string(), s(record.kind.as_str())),
-            ("priority".to_string(), s(record.priority.as_str())),
-            ("recipient".to_string(), s(&record.recipient)),
-            ("subject".to_string(), s(&record.subject)),
-            ("createdAt".to_string(), s(timestamp(record.created_at))),
-            ("updatedAt".to_string(), s(timestamp(record.updated_at))),
-            ("attempts".to_string(), AttributeValue::N(record.attempts.to_string())),
-        ]);
-        if let Some(batch) = record.batch_id {
-            item.insert("batchId".into(), s(batch.to_string()));
-        }
-        if let Some(at) = record.sent_at {
-            item.insert("sentAt".into(), s(timestamp(at)));
-        }
-        if let Some(id) = &record.provider_message_id {
-            item.insert("providerMessageId".into(), s(id));
-        }
-        if let Some(reason) = &record.error_reason {
-            item.insert("errorReason".into(), s(reason));
-        }
-        item
+        serde_dynamo::to_item(Item::from(record)).expect("a record always maps to an item")
     }
 
     fn record(item: &HashMap<String, AttributeValue>) -> Result<SendRecord, StoreError> {
-        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-        let send_id_text = text("sendId").unwrap_or_default();
-        let malformed = |reason: String| StoreError::Malformed {
-            send_id: send_id_text.clone(),
-            reason,
-        };
-        let required = |name: &str| text(name).ok_or_else(|| malformed(format!("no `{name}`")));
-        let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-            text(name)
-                .map(|t| {
-                    DateTime::parse_from_rfc3339(&t)
-                        .map(|d| d.with_timezone(&Utc))
-                        .map_err(|e| malformed(format!("`{name}`: {e}")))
-                })
-                .transpose()
-        };
-        Ok(SendRecord {
-            send_id: send_id_text.parse().map_err(&malformed)?,
-            batch_id: text("batchId").map(|b| b.parse()).transpose().map_err(&malformed)?,
-            kind: required("kind")?.parse().map_err(&malformed)?,
-            priority: required("priority")?.parse().map_err(&malformed)?,
-            recipient: required("recipient")?,
-            subject: text("subject").unwrap_or_default(),
-            status: required("status")?.parse().map_err(&malformed)?,
-            created_at: time("createdAt")?.ok_or_else(|| malformed("no `createdAt`".into()))?,
-            updated_at: time("updatedAt")?.ok_or_else(|| malformed("no `updatedAt`".into()))?,
-            sent_at: time("sentAt")?,
-            attempts: item
-                .get("attempts")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0),
-            provider_message_id: text("providerMessageId"),
-            error_reason: text("errorReason"),
-        })
+        let send_id = item
+            .get("sendId")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        serde_dynamo::from_item::<_, Item>(item.clone())
+            .map(SendRecord::from)
+            .map_err(|error| StoreError::Malformed {
+                send_id,
+                reason: error.to_string(),
+            })
     }
 
     fn encode_cursor(key: Option<HashMap<String, AttributeValue>>) -> Option<String> {

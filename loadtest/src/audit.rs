@@ -7,6 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use engine::domain::SendStatus;
+
 pub use reports::results::Audit;
 
 /// One accepted message as the store holds it at the end of the run.
@@ -14,7 +16,7 @@ pub use reports::results::Audit;
 pub struct FinalRecord {
     pub send_id: String,
     pub recipient: String,
-    pub status: String,
+    pub status: SendStatus,
     pub error_reason: Option<String>,
 }
 
@@ -36,8 +38,8 @@ pub fn audit(
         ..Audit::default()
     };
     for record in records {
-        *result.by_status.entry(record.status.clone()).or_default() += 1;
-        if record.status != "SENT" && record.status != "ERROR" {
+        *result.by_status.entry(record.status).or_default() += 1;
+        if !record.status.is_terminal() {
             result.lost += 1;
             if result.lost_examples.len() < 10 {
                 result
@@ -46,7 +48,7 @@ pub fn audit(
             }
         }
         if let Some(reason) = &record.error_reason {
-            if record.status == "ERROR" {
+            if record.status == SendStatus::Error {
                 // Group by the reason's stable head, not its unique ids.
                 let head: String = reason.chars().take(60).collect();
                 *result.error_reasons.entry(head).or_default() += 1;
@@ -75,31 +77,34 @@ pub fn audit(
 mod tests {
     use super::*;
 
-    fn record(id: &str, to: &str, status: &str) -> FinalRecord {
+    fn record(id: &str, to: &str, status: SendStatus) -> FinalRecord {
         FinalRecord {
             send_id: id.into(),
             recipient: to.into(),
-            status: status.into(),
-            error_reason: (status == "ERROR").then(|| "rejected: MessageRejected".into()),
+            status,
+            error_reason: (status == SendStatus::Error).then(|| "rejected: MessageRejected".into()),
         }
     }
 
     #[test]
     fn a_clean_run_has_nothing_lost_duplicated_or_unexpected() {
-        let records = vec![record("1", "a@x.com", "SENT"), record("2", "b@x.com", "ERROR")];
+        let records = vec![
+            record("1", "a@x.com", SendStatus::Sent),
+            record("2", "b@x.com", SendStatus::Error),
+        ];
         let mailed = HashMap::from([("a@x.com".to_string(), 1)]);
         let result = audit(2, &records, Some(&mailed), 0, 0);
         assert_eq!((result.lost, result.duplicated, result.unexpected), (0, 0, 0));
-        assert_eq!(result.by_status["SENT"], 1);
+        assert_eq!(result.count(SendStatus::Sent), 1);
         assert_eq!(result.error_reasons["rejected: MessageRejected"], 1);
     }
 
     #[test]
     fn stuck_missing_doubled_and_stray_mail_are_each_counted() {
         let records = vec![
-            record("1", "a@x.com", "SENT"),
-            record("2", "b@x.com", "QUEUED"),
-            record("3", "c@x.com", "PENDING"),
+            record("1", "a@x.com", SendStatus::Sent),
+            record("2", "b@x.com", SendStatus::Queued),
+            record("3", "c@x.com", SendStatus::Pending),
         ];
         let mailed = HashMap::from([("a@x.com".to_string(), 3), ("stranger@x.com".to_string(), 1)]);
         let result = audit(4, &records, Some(&mailed), 0, 0);
@@ -111,7 +116,7 @@ mod tests {
 
     #[test]
     fn without_a_mail_record_only_the_store_is_checked() {
-        let result = audit(1, &[record("1", "a@x.com", "SENT")], None, 0, 0);
+        let result = audit(1, &[record("1", "a@x.com", SendStatus::Sent)], None, 0, 0);
         assert!(!result.mail_record_checked);
         assert_eq!((result.lost, result.duplicated, result.unexpected), (0, 0, 0));
     }

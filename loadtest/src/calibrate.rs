@@ -38,9 +38,13 @@ async fn one_batch(pipeline: &Pipeline, worker: usize, round: u64) -> Result<u64
     let (messages, records): (Vec<_>, Vec<_>) = (0..MAX_BATCH)
         .map(|i| message(format!("calibrate.{worker}.{round}.{i}@example.com")))
         .unzip();
-    pipeline.store.put_pending(&records).await.map_err(|e| e.to_string())?;
+    pipeline
+        .store()
+        .put_pending(&records)
+        .await
+        .map_err(|e| e.to_string())?;
     let refused = pipeline
-        .queues
+        .queues()
         .send_batch(Priority::Low, &messages)
         .await
         .map_err(|e| e.to_string())?;
@@ -48,29 +52,29 @@ async fn one_batch(pipeline: &Pipeline, worker: usize, round: u64) -> Result<u64
         return Err(format!("{} refused by SQS", refused.len()));
     }
     let ids: Vec<SendId> = messages.iter().map(|m| m.send_id).collect();
-    pipeline.store.mark_queued(&ids).await.map_err(|e| e.to_string())?;
+    pipeline.store().mark_queued(&ids).await.map_err(|e| e.to_string())?;
     let received = pipeline
-        .queues
+        .queues()
         .receive(QueueRef::Main(Priority::Low), MAX_BATCH, Duration::from_secs(1))
         .await
         .map_err(|e| e.to_string())?;
     let sends = received.iter().map(|r| async move {
         let message = OutboundMessage::decode(&r.body).ok()?;
-        pipeline.store.begin_attempt(message.send_id).await.ok()?;
+        pipeline.store().begin_attempt(message.send_id).await.ok()?;
         let email = engine::mailer::Email {
-            from: pipeline.settings.resources.sender_address.clone(),
+            from: pipeline.settings().resources.sender_address.clone(),
             to: message.recipient.clone(),
             subject: message.subject.clone(),
             text: "Calibration message.".into(),
             attachment: None,
         };
-        let provider_id = pipeline.mailer.send(&email).await.ok()?;
+        let provider_id = pipeline.mailer().send(&email).await.ok()?;
         pipeline
-            .store
+            .store()
             .mark_sent(message.send_id, &provider_id, Utc::now())
             .await
             .ok()?;
-        pipeline.queues.delete(r).await.ok()?;
+        pipeline.queues().delete(r).await.ok()?;
         Some(())
     });
     Ok(join_all(sends).await.into_iter().flatten().count() as u64)
@@ -101,7 +105,7 @@ pub async fn calibrate(pipeline: Arc<Pipeline>, duration: Duration, concurrent_b
         messages,
         seconds,
         concurrent_batches,
-        mailer: pipeline.mailer.name().to_string(),
+        mailer: pipeline.settings().mailer.kind,
     };
     tracing::info!(msgs_per_sec = calibration.msgs_per_sec, messages, seconds, "calibrated");
     calibration

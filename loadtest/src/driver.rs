@@ -144,14 +144,14 @@ impl Driver {
                 attachments,
                 ..
             } => {
-                let mut form = reqwest013::multipart::Form::new().part(
+                let mut form = reqwest::multipart::Form::new().part(
                     "file",
-                    reqwest013::multipart::Part::bytes(csv.clone()).file_name(file_name.clone()),
+                    reqwest::multipart::Part::bytes(csv.clone()).file_name(file_name.clone()),
                 );
                 for (name, bytes) in attachments {
                     form = form.part(
                         format!("attachment:{name}"),
-                        reqwest013::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
+                        reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
                     );
                 }
                 let path = "/campaigns/upload";

@@ -3,46 +3,49 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use engine::domain::Priority;
+use engine::domain::{PerPriority, Priority};
 use hdrhistogram::Histogram;
+use vocabulary::AwsOperation;
 
 pub use reports::results::Percentiles;
 
 /// One histogram per priority.
 #[derive(Debug, Clone)]
 pub struct LatencyByPriority {
-    histograms: [Histogram<u64>; 3],
+    histograms: PerPriority<Histogram<u64>>,
 }
 
 impl Default for LatencyByPriority {
     fn default() -> Self {
-        let new = engine::metrics::duration_histogram;
         Self {
-            histograms: [new(), new(), new()],
+            histograms: PerPriority::from_fn(|_| engine::metrics::duration_histogram()),
         }
     }
 }
 
 impl LatencyByPriority {
     pub fn record(&mut self, priority: Priority, micros: u64) {
-        engine::metrics::record_duration(&mut self.histograms[priority.index()], Duration::from_micros(micros));
+        engine::metrics::record_duration(&mut self.histograms[priority], Duration::from_micros(micros));
     }
 
     /// Folds another set in (histograms merge exactly).
     pub fn merge(&mut self, other: &LatencyByPriority) {
-        for (mine, theirs) in self.histograms.iter_mut().zip(&other.histograms) {
-            mine.add(theirs).expect("same bounds");
+        for priority in Priority::ALL {
+            self.histograms[priority]
+                .add(&other.histograms[priority])
+                .expect("every duration histogram has the same bounds");
         }
     }
 
     pub fn percentiles(&self, priority: Priority) -> Percentiles {
-        percentiles_of(&self.histograms[priority.index()])
+        percentiles_of(&self.histograms[priority])
     }
 
-    pub fn summary(&self) -> BTreeMap<String, Percentiles> {
+    /// Each priority that sent anything, with its percentiles.
+    pub fn summary(&self) -> BTreeMap<Priority, Percentiles> {
         Priority::ALL
-            .iter()
-            .map(|p| (p.to_string(), self.percentiles(*p)))
+            .into_iter()
+            .map(|p| (p, self.percentiles(p)))
             .filter(|(_, p)| p.count > 0)
             .collect()
     }
@@ -66,18 +69,18 @@ pub fn percentiles_of(h: &Histogram<u64>) -> Percentiles {
 /// The calls the stack's speed is read from: the pipeline's steady per-message
 /// SQS and DynamoDB work. Long polls wait by design, SES may carry injected
 /// faults and set-up calls (CreateTable, …) are one-off and slow.
-const REFERENCE_OPERATIONS: [&str; 11] = [
-    "DynamoDB.BatchWriteItem",
-    "DynamoDB.TransactWriteItems",
-    "DynamoDB.UpdateItem",
-    "DynamoDB.PutItem",
-    "DynamoDB.GetItem",
-    "DynamoDB.Query",
-    "SQS.SendMessage",
-    "SQS.SendMessageBatch",
-    "SQS.DeleteMessage",
-    "SQS.DeleteMessageBatch",
-    "SQS.ChangeMessageVisibility",
+const REFERENCE_OPERATIONS: [AwsOperation; 11] = [
+    AwsOperation::DynamoDbBatchWriteItem,
+    AwsOperation::DynamoDbTransactWriteItems,
+    AwsOperation::DynamoDbUpdateItem,
+    AwsOperation::DynamoDbPutItem,
+    AwsOperation::DynamoDbGetItem,
+    AwsOperation::DynamoDbQuery,
+    AwsOperation::SqsSendMessage,
+    AwsOperation::SqsSendMessageBatch,
+    AwsOperation::SqsDeleteMessage,
+    AwsOperation::SqsDeleteMessageBatch,
+    AwsOperation::SqsChangeMessageVisibility,
 ];
 
 /// The stack's speed during a run: the median answer time of its
@@ -85,7 +88,7 @@ const REFERENCE_OPERATIONS: [&str; 11] = [
 pub fn stack_reference_ms(answer_times: &BTreeMap<String, Histogram<u64>>) -> Option<f64> {
     let reference = answer_times
         .iter()
-        .filter(|(operation, _)| REFERENCE_OPERATIONS.contains(&operation.as_str()))
+        .filter(|(label, _)| REFERENCE_OPERATIONS.iter().any(|op| op.as_str() == label.as_str()))
         .map(|(_, histogram)| histogram);
     merged(reference)
         .ok()?

@@ -1,21 +1,25 @@
 //! Courier's stress run: `cargo run -p loadtest -- run scenarios/<name>.toml`.
 //!
-//! [`run`] starts or connects to the stack, runs the engine in-process with
-//! its AWS clients routed through a fault plan, and lets [`driver`] (goose, as
-//! an open model) offer the scenario's traffic while the fault timeline plays.
-//! It then drains, follows every accepted message to its end ([`audit`]),
-//! measures latency ([`latency`], corrected for coordinated omission), judges
-//! the SLOs ([`slo`]) and writes a versioned [`results`] file.
+//! A run flows one way ([`run`]): set-up starts or connects to the stack and
+//! runs the engine in-process with its AWS clients routed through a fault
+//! plan; [`driver`] (goose, as an open model) offers the scenario's traffic
+//! while the fault timeline plays and a sampler reads the pipeline, both
+//! sending events to one [`collector`]; the run drains, gathers every
+//! accepted message's final record, and [`summarize`] (pure) turns what was
+//! gathered into the versioned [`results`]: the conservation [`audit`],
+//! [`latency`] corrected for coordinated omission, and the [`slo`] verdicts.
 //! [`check_stack`] and [`calibrate`] describe the stack the numbers came from.
 
 pub mod audit;
 pub mod calibrate;
 pub mod check_stack;
+pub mod collector;
 pub mod driver;
 pub mod latency;
 pub mod results;
 pub mod run;
 pub mod slo;
+pub mod summarize;
 
 /// Exit code of a run whose SLOs were not met.
 pub const EXIT_SLO_BREACH: i32 = 3;

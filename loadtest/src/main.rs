@@ -77,7 +77,7 @@ async fn main_inner() -> anyhow::Result<i32> {
         } => {
             let show_view = tui && std::io::stdout().is_terminal();
             let (live, view) = if show_view {
-                let (tx, rx) = tokio::sync::watch::channel(::tui::snapshot::Snapshot::default());
+                let (tx, rx) = tokio::sync::watch::channel(::tui::Snapshot::default());
                 let title = format!("loadtest {}", scenario.display());
                 let view = tokio::spawn(::tui::event_loop::run(
                     ::tui::event_loop::WatchSource(rx),
@@ -103,42 +103,7 @@ async fn main_inner() -> anyhow::Result<i32> {
                 let _ = view.await;
             }
             let outcome = outcome?;
-            let r = &outcome.results;
-            println!("\n{} — {}", r.scenario.name, r.verdict.to_uppercase());
-            println!("{:<28} {:>14} {:>34}", "objective", "target", "measured");
-            for v in &r.slo {
-                println!(
-                    "{:<28} {:>14} {:>34} {}",
-                    v.name,
-                    v.target,
-                    v.measured,
-                    if v.pass { "ok" } else { "FAIL" }
-                );
-            }
-            println!(
-                "accepted {}  sent {}  errors {}  lost {}  duplicated {}  unexpected {}  dlq {}",
-                r.audit.accepted,
-                r.audit.by_status.get("SENT").unwrap_or(&0),
-                r.audit.by_status.get("ERROR").unwrap_or(&0),
-                r.audit.lost,
-                r.audit.duplicated,
-                r.audit.unexpected,
-                r.audit.dead_lettered
-            );
-            for (priority, p) in &r.latency_ms {
-                println!(
-                    "latency {priority:<6} n={:<6} p50 {:>8.1} ms  p95 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
-                    p.count, p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms
-                );
-            }
-            print!("delivered {:.1} msg/s", r.delivered_per_sec);
-            if let (Some(c), Some(f)) = (&r.calibration, r.fraction_of_ceiling) {
-                print!("  (ceiling {:.1} msg/s, {:.0}% of it)", c.msgs_per_sec, f * 100.0);
-            }
-            println!(
-                "\nlate starts {}  failed requests {}",
-                r.offered.late_starts, r.offered.failed_requests
-            );
+            println!("\n{}", reports::text::render(&outcome.results));
             println!("results: {}", outcome.results_path.display());
             println!("report:  {}", outcome.reports.html.display());
             println!("summary: {}", outcome.reports.markdown.display());

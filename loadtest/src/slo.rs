@@ -1,12 +1,12 @@
 //! Judging a run against its scenario's SLOs.
 
-use engine::domain::Priority;
-use scenarios::{PerPriority, Slo};
+use engine::domain::{PerPriority, SendStatus};
+use scenarios::Slo;
 
 use crate::audit::Audit;
 use crate::latency::LatencyByPriority;
 
-pub use reports::results::Verdict;
+pub use reports::results::SloCheck;
 
 /// The figures the SLOs are judged on.
 pub struct Measured<'a> {
@@ -15,37 +15,33 @@ pub struct Measured<'a> {
     pub audit: &'a Audit,
 }
 
-pub fn evaluate(slo: &Slo, measured: &Measured<'_>) -> Vec<Verdict> {
+pub fn evaluate(slo: &Slo, measured: &Measured<'_>) -> Vec<SloCheck> {
     let mut verdicts = Vec::new();
-    let mut latency = |label: &str, targets: &PerPriority, pick: fn(&crate::latency::Percentiles) -> f64| {
-        for priority in Priority::ALL {
-            let target = match priority {
-                Priority::High => targets.high,
-                Priority::Medium => targets.medium,
-                Priority::Low => targets.low,
-            };
-            let Some(target) = target else { continue };
-            let percentiles = measured.latency.percentiles(priority);
-            let (pass, shown) = if percentiles.count == 0 {
-                (false, "no messages sent".to_string())
-            } else {
-                let value = pick(&percentiles);
-                (value <= target, format!("{value:.0} ms"))
-            };
-            verdicts.push(Verdict {
-                name: format!("{label} {priority}"),
-                target: format!("≤ {target:.0} ms"),
-                measured: shown,
-                pass,
-            });
-        }
-    };
+    let mut latency =
+        |label: &str, targets: &PerPriority<Option<f64>>, pick: fn(&crate::latency::Percentiles) -> f64| {
+            for (priority, target) in targets.iter() {
+                let Some(target) = *target else { continue };
+                let percentiles = measured.latency.percentiles(priority);
+                let (pass, shown) = if percentiles.count == 0 {
+                    (false, "no messages sent".to_string())
+                } else {
+                    let value = pick(&percentiles);
+                    (value <= target, format!("{value:.0} ms"))
+                };
+                verdicts.push(SloCheck {
+                    name: format!("{label} {priority}"),
+                    target: format!("≤ {target:.0} ms"),
+                    measured: shown,
+                    pass,
+                });
+            }
+        };
     latency("p50 latency", &slo.p50_ms, |p| p.p50_ms);
     latency("p95 latency", &slo.p95_ms, |p| p.p95_ms);
     latency("p99 latency", &slo.p99_ms, |p| p.p99_ms);
 
     if let Some(min) = slo.min_delivered_per_sec {
-        verdicts.push(Verdict {
+        verdicts.push(SloCheck {
             name: "delivered msg/s".into(),
             target: format!("≥ {min:.1}"),
             measured: format!("{:.1}", measured.delivered_per_sec),
@@ -54,26 +50,26 @@ pub fn evaluate(slo: &Slo, measured: &Measured<'_>) -> Vec<Verdict> {
     }
     let audit = measured.audit;
     if let Some(max) = slo.max_error_pct {
-        let errors = audit.by_status.get("ERROR").copied().unwrap_or(0);
+        let errors = audit.count(SendStatus::Error);
         let pct = if audit.accepted == 0 {
             0.0
         } else {
             100.0 * errors as f64 / audit.accepted as f64
         };
-        verdicts.push(Verdict {
+        verdicts.push(SloCheck {
             name: "ERROR %".into(),
             target: format!("≤ {max}%"),
             measured: format!("{pct:.2}% ({errors} of {})", audit.accepted),
             pass: pct <= max,
         });
     }
-    verdicts.push(Verdict {
+    verdicts.push(SloCheck {
         name: "lost".into(),
         target: format!("≤ {}", slo.max_lost),
         measured: audit.lost.to_string(),
         pass: audit.lost <= slo.max_lost,
     });
-    verdicts.push(Verdict {
+    verdicts.push(SloCheck {
         name: "duplicate sends".into(),
         target: format!("≤ {}", slo.max_duplicate_sends),
         measured: if audit.mail_record_checked {
@@ -83,14 +79,14 @@ pub fn evaluate(slo: &Slo, measured: &Measured<'_>) -> Vec<Verdict> {
         },
         pass: audit.duplicated <= slo.max_duplicate_sends,
     });
-    verdicts.push(Verdict {
+    verdicts.push(SloCheck {
         name: "unexpected sends".into(),
         target: "0".into(),
         measured: audit.unexpected.to_string(),
         pass: audit.unexpected == 0,
     });
     if slo.dlq_equals_poison {
-        verdicts.push(Verdict {
+        verdicts.push(SloCheck {
             name: "DLQ = injected poison".into(),
             target: audit.poison_injected.to_string(),
             measured: audit.dead_lettered.to_string(),
@@ -103,6 +99,7 @@ pub fn evaluate(slo: &Slo, measured: &Measured<'_>) -> Vec<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine::domain::Priority;
 
     #[test]
     fn a_latency_over_target_fails_and_one_under_passes() {

@@ -35,7 +35,7 @@ async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once
         "the API accepted what the plan expected"
     );
     assert_eq!(r.audit.records_found, r.audit.accepted);
-    assert_eq!(r.audit.by_status.get("SENT"), Some(&r.audit.accepted));
+    assert_eq!(r.audit.count(vocabulary::SendStatus::Sent), r.audit.accepted);
     assert!(
         r.audit.mail_record_checked,
         "the emulator's sent-mail record was audited"
@@ -58,7 +58,8 @@ async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once
     let reference = r.stack_reference_ms.expect("stack answer time measured");
     assert!(reference > 0.0 && reference < 5_000.0, "{reference}");
     assert_eq!(
-        r.handling_ms["all"].count, r.audit.accepted,
+        r.handling_ms.all.map(|p| p.count),
+        Some(r.audit.accepted),
         "one handling time per message sent"
     );
     // The reports are written beside the results and tell the same verdict.

@@ -20,6 +20,8 @@
 
 use serde::Serialize;
 
+use vocabulary::{AwsOperation, Priority, Stage};
+
 use crate::results::RunResults;
 
 /// How far a figure may move before it is a regression. The defaults come
@@ -203,13 +205,13 @@ enum Yardstick {
     /// The run's `stack_reference_ms` (SQS and DynamoDB together).
     Stack,
     /// Σ weight × the p50 answer time of one of these operations (the one the run called most).
-    Calls(&'static [(&'static [&'static str], f64)]),
+    Calls(&'static [(&'static [AwsOperation], f64)]),
 }
 
 /// The status-table write a claim and a SENT record each make.
-const TABLE_UPDATE: &[&str] = &["DynamoDB.UpdateItem"];
+const TABLE_UPDATE: &[AwsOperation] = &[AwsOperation::DynamoDbUpdateItem];
 /// The provider call of the send step, whichever mailer the run used.
-const PROVIDER_SEND: &[&str] = &["SESv2.SendEmail", "SES.SendEmail", "SES.SendRawEmail"];
+const PROVIDER_SEND: &[AwsOperation] = &AwsOperation::PROVIDER_SENDS;
 
 impl Yardstick {
     fn read(self, run: &RunResults) -> Option<f64> {
@@ -219,7 +221,7 @@ impl Yardstick {
             Yardstick::Calls(parts) => parts.iter().try_fold(0.0, |sum, (operations, weight)| {
                 let busiest = operations
                     .iter()
-                    .filter_map(|op| run.stack_answer_ms.get(*op))
+                    .filter_map(|op| run.stack_answer_ms.get(op.as_str()))
                     .filter(|p| p.count > 0)
                     .max_by_key(|p| p.count)?;
                 Some(sum + weight * busiest.p50_ms)
@@ -267,47 +269,36 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         },
     ];
     // Every priority either run saw, in the order high, medium, low.
-    let mut priorities: Vec<String> = Vec::new();
-    for run in runs {
-        for priority in run.latency_ms.keys() {
-            if !priorities.contains(priority) {
-                priorities.push(priority.clone());
-            }
-        }
-    }
-    priorities.sort_by_key(|p| crate::summary::priority_rank(p));
+    let priorities: Vec<Priority> = Priority::ALL
+        .into_iter()
+        .filter(|p| runs.iter().any(|r| r.latency_ms.contains_key(p)))
+        .collect();
     type Percentile = fn(&crate::results::Percentiles) -> f64;
     // Handling time and its stages: medians over every message, so gated tightly.
     let handling_rule = Rule::Relative {
         pct: tolerances.handling_pct,
         floor: tolerances.handling_floor_ms,
     };
-    let mut handling_figures = vec![("handling", "all")];
-    for stage in ["claim", "content", "send", "record"] {
-        if runs.iter().any(|r| r.stage_ms.contains_key(stage)) {
-            handling_figures.push(("stage", stage));
+    // Each step is read against the service it waits on: emulators slow
+    // down independently of each other (moto's SES alone can swing ±30%).
+    let mut handling_figures: Vec<(String, Yardstick, Pick)> = vec![(
+        "handling p50 (claim→SENT)".into(),
+        Yardstick::Calls(&[(TABLE_UPDATE, 2.0), (PROVIDER_SEND, 1.0)]),
+        Box::new(|r| r.handling_ms.all.filter(|p| p.count > 0).map(|p| p.p50_ms)),
+    )];
+    for stage in Stage::ALL {
+        if !runs.iter().any(|r| r.stage_ms.contains_key(&stage)) {
+            continue;
         }
+        let yardstick = match stage {
+            Stage::Claim | Stage::Record => Yardstick::Calls(&[(TABLE_UPDATE, 1.0)]),
+            Stage::Send => Yardstick::Calls(&[(PROVIDER_SEND, 1.0)]),
+            Stage::Content => Yardstick::Stack,
+        };
+        let pick: Pick = Box::new(move |r| r.stage_ms.get(&stage).filter(|p| p.count > 0).map(|p| p.p50_ms));
+        handling_figures.push((format!("stage p50 {stage}"), yardstick, pick));
     }
-    for (what, key) in handling_figures {
-        let (figure, pick): (String, Pick) = if what == "handling" {
-            (
-                "handling p50 (claim→SENT)".into(),
-                Box::new(|r| r.handling_ms.get("all").filter(|p| p.count > 0).map(|p| p.p50_ms)),
-            )
-        } else {
-            (
-                format!("stage p50 {key}"),
-                Box::new(move |r| r.stage_ms.get(key).filter(|p| p.count > 0).map(|p| p.p50_ms)),
-            )
-        };
-        // Each step is read against the service it waits on: emulators slow
-        // down independently of each other (moto's SES alone can swing ±30%).
-        let yardstick = match key {
-            "all" => Yardstick::Calls(&[(TABLE_UPDATE, 2.0), (PROVIDER_SEND, 1.0)]),
-            "claim" | "record" => Yardstick::Calls(&[(TABLE_UPDATE, 1.0)]),
-            "send" => Yardstick::Calls(&[(PROVIDER_SEND, 1.0)]),
-            _ => Yardstick::Stack,
-        };
+    for (figure, yardstick, pick) in handling_figures {
         specs.push(Spec {
             figure,
             unit: "ms",
@@ -323,17 +314,17 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         better: Better::Lower,
         rule: Rule::Informational,
         yardstick: Yardstick::Stack,
-        pick: Box::new(|r| r.handling_ms.get("all").filter(|p| p.count > 0).map(|p| p.p95_ms)),
+        pick: Box::new(|r| r.handling_ms.all.filter(|p| p.count > 0).map(|p| p.p95_ms)),
     });
 
     // End-to-end latency: queueing makes it swing far more than the stack's
     // speed explains, so only gross regressions are gated, and only where
     // enough messages stand behind the percentile.
-    let baseline_count = |priority: &str| {
+    let baseline_count = |priority: Priority| {
         median(
             baselines
                 .iter()
-                .filter_map(|r| r.latency_ms.get(priority).map(|p| p.count as f64))
+                .filter_map(|r| r.latency_ms.get(&priority).map(|p| p.count as f64))
                 .collect(),
         )
         .unwrap_or(0.0) as u64
@@ -350,8 +341,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         ("p99", None, |p| p.p99_ms),
     ];
     for (label, gate, read) in percentiles {
-        for priority in &priorities {
-            let key = priority.clone();
+        for &priority in &priorities {
             let count = baseline_count(priority);
             let (rule, figure) = match gate {
                 Some((pct, min)) if count >= min => (
@@ -373,7 +363,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
                 better: Better::Lower,
                 rule,
                 yardstick: Yardstick::Stack,
-                pick: Box::new(move |r| r.latency_ms.get(&key).filter(|p| p.count > 0).map(read)),
+                pick: Box::new(move |r| r.latency_ms.get(&priority).filter(|p| p.count > 0).map(read)),
             });
         }
     }
@@ -628,7 +618,7 @@ mod tests {
     fn run(p50_high: f64, reference: f64) -> RunResults {
         let mut results = crate::fixtures::results();
         results.latency_ms.insert(
-            "high".into(),
+            Priority::High,
             Percentiles {
                 count: 100,
                 p50_ms: p50_high,
@@ -637,16 +627,13 @@ mod tests {
                 max_ms: p50_high * 4.0,
             },
         );
-        results.handling_ms.insert(
-            "all".into(),
-            Percentiles {
-                count: 300,
-                p50_ms: p50_high / 2.0,
-                p95_ms: p50_high,
-                p99_ms: p50_high * 1.5,
-                max_ms: p50_high * 2.0,
-            },
-        );
+        results.handling_ms.all = Some(Percentiles {
+            count: 300,
+            p50_ms: p50_high / 2.0,
+            p95_ms: p50_high,
+            p99_ms: p50_high * 1.5,
+            max_ms: p50_high * 2.0,
+        });
         results.stack_reference_ms = Some(reference);
         // Every service answers at the run's speed.
         for answer in results.stack_answer_ms.values_mut() {
@@ -658,7 +645,7 @@ mod tests {
     /// `run` with its send step's p50 set to `send_ms`.
     fn with_send_stage(mut run: RunResults, send_ms: f64) -> RunResults {
         run.stage_ms.insert(
-            "send".into(),
+            Stage::Send,
             Percentiles {
                 count: 300,
                 p50_ms: send_ms,
@@ -697,7 +684,7 @@ mod tests {
     fn a_slower_send_on_an_unchanged_stack_fails_on_handling_time_alone() {
         // End-to-end latency hidden in the noise, but every message took 40% longer to handle.
         let mut current = run(100.0, 8.0);
-        for p in current.handling_ms.values_mut() {
+        for p in current.handling_ms.all.iter_mut() {
             p.p50_ms *= 1.4;
             p.p95_ms *= 1.4;
         }
@@ -745,9 +732,9 @@ mod tests {
     #[test]
     fn a_percentile_over_too_few_messages_is_shown_not_gated() {
         let mut few = run(100.0, 8.0);
-        few.latency_ms.get_mut("high").unwrap().count = 19;
+        few.latency_ms.get_mut(&Priority::High).unwrap().count = 19;
         let mut current = few.clone();
-        current.latency_ms.get_mut("high").unwrap().p50_ms = 400.0;
+        current.latency_ms.get_mut(&Priority::High).unwrap().p50_ms = 400.0;
         let c = compare(&[few], &[current], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&c, "latency p50 high (n=19, too few to gate)"), Outcome::Info);
         assert!(!c.regressed(), "{}", to_text(&c));
@@ -809,7 +796,7 @@ mod tests {
     #[test]
     fn a_priority_that_stopped_sending_is_missing_and_fails() {
         let mut current = run(100.0, 8.0);
-        current.latency_ms.remove("high");
+        current.latency_ms.remove(&Priority::High);
         let c = compare(&[run(100.0, 8.0)], &[current], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&c, "latency p50 high"), Outcome::Missing);
         assert!(c.regressed());

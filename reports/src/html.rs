@@ -2,13 +2,17 @@
 //! no scripts, no external assets, a CSP that forbids loading any) that reads
 //! on a phone and prints cleanly. Verdict first, then what happened over time,
 //! then the evidence and the provenance of the numbers.
+//!
+//! Written with maud, which escapes every interpolated value; the SVG charts
+//! come from [`crate::svg`] and are the only markup inserted as is.
 
-use std::fmt::Write;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use vocabulary::{Priority, QueueRef, SendStatus, Stage};
 
 use crate::compare::{format_change, format_value, Comparison};
-use crate::results::RunResults;
-use crate::summary::{duration_ms, fault_label, injected, narrative, priorities_in, priority_rank, PRIORITIES};
-use crate::svg::{escape, Band, BarChart, LineChart, Series, PALETTE};
+use crate::results::{Percentiles, RunResults, Sample};
+use crate::summary::{duration_ms, fault_label, injected, narrative};
+use crate::svg::{Band, BarChart, LineChart, Series, PALETTE};
 
 const STYLE: &str = r#"
 :root { --ink:#1b1f24; --muted:#5a6270; --line:#d8dde3; --pass:#0a7d3b; --fail:#b3261e; --bg:#fff; }
@@ -67,12 +71,9 @@ fn fault_bands(results: &RunResults) -> Vec<Band> {
         .collect()
 }
 
-fn figure(out: &mut String, svg: String, caption: &str) {
-    let _ = write!(
-        out,
-        "<figure>{svg}<figcaption>{}</figcaption></figure>",
-        escape(caption)
-    );
+/// A chart (SVG from [`crate::svg`], which escapes its own text) with its caption.
+fn figure(svg: String, caption: &str) -> Markup {
+    html! { figure { (PreEscaped(svg)) figcaption { (caption) } } }
 }
 
 fn faults_caption(results: &RunResults) -> &'static str {
@@ -84,7 +85,7 @@ fn faults_caption(results: &RunResults) -> &'static str {
 }
 
 fn throughput_chart(results: &RunResults) -> String {
-    let series = |name: &str, color: &'static str, dashed: bool, pick: fn(&crate::results::Sample) -> f64| Series {
+    let series = |name: &str, color: &'static str, dashed: bool, pick: fn(&Sample) -> f64| Series {
         name: name.into(),
         color,
         dashed,
@@ -106,36 +107,26 @@ fn throughput_chart(results: &RunResults) -> String {
 }
 
 fn queue_chart(results: &RunResults) -> String {
-    let mut names: Vec<String> = Vec::new();
-    for sample in &results.timeseries {
-        for name in sample.queue_depths.keys() {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-    }
-    // Each priority's queue, then its dead-letter queue.
-    let rank = |n: &str| priority_rank(n.trim_end_matches("-dlq")) * 2 + usize::from(n.ends_with("-dlq"));
-    names.sort_by_key(|n| rank(n));
-    // Dead-letter queues that stayed empty would only add flat lines.
-    names.retain(|n| {
-        !n.ends_with("-dlq")
-            || results
-                .timeseries
-                .iter()
-                .any(|s| s.queue_depths.get(n).is_some_and(|d| d.total() > 0))
-    });
-    let series = names
+    // Each priority's queue, then its dead-letter queue, if the run sampled it;
+    // dead-letter queues that stayed empty would only add flat lines.
+    let depth = |s: &Sample, queue: QueueRef| s.queue_depths.get(&queue).map_or(0, |d| d.total());
+    let mut queues: Vec<QueueRef> = Priority::ALL
+        .into_iter()
+        .flat_map(|p| [QueueRef::Main(p), QueueRef::DeadLetter(p)])
+        .filter(|q| results.timeseries.iter().any(|s| s.queue_depths.contains_key(q)))
+        .collect();
+    queues.retain(|q| !q.is_dead_letter() || results.timeseries.iter().any(|s| depth(s, *q) > 0));
+    let series = queues
         .iter()
         .enumerate()
-        .map(|(i, name)| Series {
-            name: name.clone(),
+        .map(|(i, queue)| Series {
+            name: queue.to_string(),
             color: PALETTE[i % PALETTE.len()],
-            dashed: name.ends_with("-dlq"),
+            dashed: queue.is_dead_letter(),
             points: results
                 .timeseries
                 .iter()
-                .map(|s| (s.t_secs, s.queue_depths.get(name).map_or(0, |d| d.total()) as f64))
+                .map(|s| (s.t_secs, depth(s, *queue) as f64))
                 .collect(),
         })
         .collect();
@@ -151,7 +142,7 @@ fn queue_chart(results: &RunResults) -> String {
 }
 
 fn latency_over_time_chart(results: &RunResults) -> String {
-    let series = PRIORITIES
+    let series = Priority::ALL
         .iter()
         .enumerate()
         .map(|(i, priority)| Series {
@@ -162,10 +153,8 @@ fn latency_over_time_chart(results: &RunResults) -> String {
                 .timeseries
                 .iter()
                 .filter_map(|s| {
-                    s.latency_ms
-                        .get(*priority)
-                        .filter(|l| l.count > 0)
-                        .map(|l| (s.t_secs, l.p95))
+                    let latency = s.latency_ms.get(priority).filter(|l| l.count > 0)?;
+                    Some((s.t_secs, latency.p95))
                 })
                 .collect(),
         })
@@ -188,49 +177,40 @@ fn latency_bars(results: &RunResults) -> String {
         title: "Latency percentiles by priority (request to sent)".into(),
         y_unit: "ms".into(),
         measures: vec!["p50".into(), "p95".into(), "p99".into()],
-        groups: priorities_in(&results.latency_ms)
-            .into_iter()
-            .map(|(name, p)| (name.to_string(), vec![p.p50_ms, p.p95_ms, p.p99_ms]))
+        groups: results
+            .latency_ms
+            .iter()
+            .map(|(priority, p)| (priority.to_string(), vec![p.p50_ms, p.p95_ms, p.p99_ms]))
             .collect(),
     }
     .to_svg()
 }
 
-fn table(out: &mut String, headers: &[&str], rows: &[(Vec<String>, bool)]) {
-    out.push_str("<div class=\"table-wrap\"><table><thead><tr>");
-    for (i, h) in headers.iter().enumerate() {
-        let class = if i > 0 { " class=\"num\"" } else { "" };
-        let _ = write!(out, "<th{class}>{}</th>", escape(h));
+/// One table row: its cells, and whether it shows something wrong.
+type Row = (Vec<String>, bool);
+
+/// A table whose first column names the row and the rest hold figures.
+fn table(headers: &[&str], rows: &[Row]) -> Markup {
+    let class = |i: usize| (i > 0).then_some("num");
+    html! {
+        div.table-wrap { table {
+            thead { tr { @for (i, h) in headers.iter().enumerate() { th class=[class(i)] { (h) } } } }
+            tbody { @for (cells, bad) in rows {
+                tr class=[bad.then_some("bad")] {
+                    @for (i, cell) in cells.iter().enumerate() { td class=[class(i)] { (cell) } }
+                }
+            } }
+        } }
     }
-    out.push_str("</tr></thead><tbody>");
-    for (cells, bad) in rows {
-        out.push_str(if *bad { "<tr class=\"bad\">" } else { "<tr>" });
-        for (i, cell) in cells.iter().enumerate() {
-            let class = if i > 0 { " class=\"num\"" } else { "" };
-            let _ = write!(out, "<td{class}>{}</td>", escape(cell));
-        }
-        out.push_str("</tr>");
-    }
-    out.push_str("</tbody></table></div>");
 }
 
-fn verdict_section(out: &mut String, results: &RunResults) {
+/// A two-column row of a label and a value.
+fn pair(label: &str, value: impl ToString, bad: bool) -> Row {
+    (vec![label.to_string(), value.to_string()], bad)
+}
+
+fn verdict_section(results: &RunResults) -> Markup {
     let pass = results.passed();
-    let class = if pass { "pass" } else { "fail" };
-    let _ = write!(
-        out,
-        "<header class=\"verdict {class}\" id=\"verdict\"><h1><span class=\"badge\">{}</span> {}</h1><p class=\"muted\">{} · {} · started {} · {}</p><ul class=\"narrative\">",
-        if pass { "PASS" } else { "FAIL" },
-        escape(&results.scenario.name),
-        escape(&results.scenario.description),
-        escape(&results.scenario.file),
-        escape(&results.started_at),
-        escape(&format!("seed {}", results.scenario.seed)),
-    );
-    for line in narrative(results) {
-        let _ = write!(out, "<li>{}</li>", escape(&line));
-    }
-    out.push_str("</ul><ul class=\"figures\">");
     let mut headline = vec![
         (results.audit.accepted.to_string(), "accepted"),
         (results.sent().to_string(), "sent"),
@@ -238,93 +218,81 @@ fn verdict_section(out: &mut String, results: &RunResults) {
         (results.audit.lost.to_string(), "lost"),
         (format!("{:.1}", results.delivered_per_sec), "delivered msg/s"),
     ];
-    if let Some((_, p)) = priorities_in(&results.latency_ms).first() {
+    if let Some(p) = results.latency_ms.values().next() {
         headline.push((duration_ms(p.p99_ms), "top-priority p99"));
     }
-    for (value, label) in headline {
-        let _ = write!(out, "<li><b>{}</b><span>{}</span></li>", escape(&value), label);
+    let scenario = &results.scenario;
+    html! {
+        header.verdict.pass[pass].fail[!pass] #verdict {
+            h1 { span.badge { (if pass { "PASS" } else { "FAIL" }) } " " (scenario.name) }
+            p.muted {
+                (scenario.description) " · " (scenario.file) " · started " (results.started_at)
+                " · seed " (scenario.seed)
+            }
+            ul.narrative { @for line in narrative(results) { li { (line) } } }
+            ul.figures { @for (value, label) in &headline { li { b { (value) } span { (label) } } } }
+            @if !scenario.extra_faults.is_empty() {
+                p { strong { "Faults added on the command line:" } " " (scenario.extra_faults.join("; ")) }
+            }
+        }
     }
-    out.push_str("</ul>");
-    if !results.scenario.extra_faults.is_empty() {
-        let _ = write!(
-            out,
-            "<p><strong>Faults added on the command line:</strong> {}</p>",
-            escape(&results.scenario.extra_faults.join("; "))
-        );
-    }
-    out.push_str("</header>");
 }
 
-fn slo_section(out: &mut String, results: &RunResults) {
-    out.push_str("<section id=\"slo\"><h2>Objectives</h2>");
-    let rows: Vec<(Vec<String>, bool)> = results
+fn slo_section(results: &RunResults) -> Markup {
+    let rows: Vec<Row> = results
         .slo
         .iter()
         .map(|v| {
+            let result = if v.pass { "met" } else { "MISSED" };
             (
-                vec![
-                    v.name.clone(),
-                    v.target.clone(),
-                    v.measured.clone(),
-                    if v.pass { "met" } else { "MISSED" }.to_string(),
-                ],
+                vec![v.name.clone(), v.target.clone(), v.measured.clone(), result.into()],
                 !v.pass,
             )
         })
         .collect();
-    table(out, &["objective", "target", "measured", "result"], &rows);
-    out.push_str("</section>");
+    html! {
+        section #slo { h2 { "Objectives" } (table(&["objective", "target", "measured", "result"], &rows)) }
+    }
 }
 
-/// The comparison table, also used on its own by `reports compare --html`.
-pub fn comparison_section(out: &mut String, comparison: &Comparison) {
-    let verdict = if comparison.regressed() {
-        "<span class=\"badge fail\">REGRESSION</span>"
-    } else {
-        "<span class=\"badge pass\">no regression</span>"
-    };
-    let _ = write!(
-        out,
-        "<section id=\"comparison\"><h2>Compared with the baseline {verdict}</h2><p class=\"muted\">baseline {} · current {}. \"vs yardstick\" reads each side against how fast the stack answered the calls that figure waits on in its own run, so a slower machine does not count as a regression.</p>",
-        escape(&comparison.baseline_label),
-        escape(&comparison.current_label)
-    );
-    let rows: Vec<(Vec<String>, bool)> = comparison
+/// The comparison with a baseline, when the report has one.
+fn comparison_section(comparison: &Comparison) -> Markup {
+    let regressed = comparison.regressed();
+    let rows: Vec<Row> = comparison
         .rows
         .iter()
         .map(|r| {
-            (
-                vec![
-                    r.figure.clone(),
-                    format_value(r.baseline, &r.unit),
-                    format_value(r.current, &r.unit),
-                    format_change(r.ratio),
-                    format_change(r.normalised_ratio),
-                    r.outcome.label().to_string(),
-                ],
-                r.outcome.fails(),
-            )
+            let cells = vec![
+                r.figure.clone(),
+                format_value(r.baseline, &r.unit),
+                format_value(r.current, &r.unit),
+                format_change(r.ratio),
+                format_change(r.normalised_ratio),
+                r.outcome.label().to_string(),
+            ];
+            (cells, r.outcome.fails())
         })
         .collect();
-    table(
-        out,
-        &["figure", "baseline", "current", "change", "vs yardstick", "outcome"],
-        &rows,
-    );
-    for note in &comparison.notes {
-        let _ = write!(out, "<p class=\"muted\">Note: {}</p>", escape(note));
+    let headers = ["figure", "baseline", "current", "change", "vs yardstick", "outcome"];
+    html! {
+        section #comparison {
+            h2 {
+                "Compared with the baseline "
+                @if regressed { span.badge.fail { "REGRESSION" } } @else { span.badge.pass { "no regression" } }
+            }
+            p.muted {
+                "baseline " (comparison.baseline_label) " · current " (comparison.current_label) ". "
+                "\"vs yardstick\" reads each side against how fast the stack answered the calls that figure "
+                "waits on in its own run, so a slower machine does not count as a regression."
+            }
+            (table(&headers, &rows))
+            @for note in &comparison.notes { p.muted { "Note: " (note) } }
+        }
     }
-    out.push_str("</section>");
 }
 
-fn latency_section(out: &mut String, results: &RunResults) {
-    out.push_str("<section id=\"latency\"><h2>Latency by priority</h2>");
-    figure(
-        out,
-        latency_bars(results),
-        "From the moment each request was due to be sent (coordinated-omission corrected) until its message was SENT.",
-    );
-    let row = |label: String, p: &crate::results::Percentiles| {
+fn latency_rows(results: &RunResults) -> Vec<Row> {
+    let row = |label: String, p: &Percentiles| {
         let cells = vec![
             label,
             p.count.to_string(),
@@ -340,276 +308,258 @@ fn latency_section(out: &mut String, results: &RunResults) {
         ("from intended arrival", &results.latency_ms),
         ("from acceptance (engine)", &results.latency_uncorrected_ms),
     ] {
-        for (priority, p) in priorities_in(map) {
-            rows.push(row(format!("{priority}, {label}"), p));
-        }
+        rows.extend(map.iter().map(|(priority, p)| row(format!("{priority}, {label}"), p)));
     }
-    if let Some(p) = results.handling_ms.get("all") {
+    if let Some(p) = &results.handling_ms.all {
         rows.push(row("all, handling (claim to SENT)".into(), p));
     }
-    for stage in ["claim", "content", "send", "record"] {
-        if let Some(p) = results.stage_ms.get(stage) {
+    for stage in Stage::ALL {
+        if let Some(p) = results.stage_ms.get(&stage) {
             rows.push(row(format!("handling step: {stage}"), p));
         }
     }
     for (phase, map) in &results.latency_by_phase_ms {
-        for (priority, p) in priorities_in(map) {
-            rows.push(row(format!("{priority}, {phase}"), p));
-        }
+        rows.extend(map.iter().map(|(priority, p)| row(format!("{priority}, {phase}"), p)));
     }
-    table(out, &["priority", "sent", "p50", "p95", "p99", "max"], &rows);
+    rows
+}
+
+fn latency_section(results: &RunResults) -> Markup {
+    let bars_caption =
+        "From the moment each request was due to be sent (coordinated-omission corrected) until its message was SENT.";
     let caption = format!(
         "Each point is the p95 of everything sent so far, as the engine measures it.{}",
         faults_caption(results)
     );
-    figure(out, latency_over_time_chart(results), &caption);
-    out.push_str("</section>");
-}
-
-fn faults_section(out: &mut String, results: &RunResults) {
-    out.push_str("<section id=\"faults\"><h2>Fault timeline</h2>");
-    if results.faults.is_empty() {
-        out.push_str("<p>No faults were injected in this run.</p>");
-    } else {
-        let rows: Vec<(Vec<String>, bool)> = results
-            .faults
-            .iter()
-            .map(|w| {
-                (
-                    vec![
-                        w.kind.replace('_', " "),
-                        format!("{:.1} s", w.start_secs),
-                        w.end_secs.map_or("end of traffic".into(), |e| format!("{e:.1} s")),
-                        w.detail.clone(),
-                        injected(results, &w.kind).map_or("—".into(), |c| c.to_string()),
-                    ],
-                    false,
-                )
-            })
-            .collect();
-        table(out, &["fault", "from", "to", "detail", "injected"], &rows);
-        out.push_str("<p class=\"muted\">The same windows are shaded on the charts above.</p>");
+    html! {
+        section #latency {
+            h2 { "Latency by priority" }
+            (figure(latency_bars(results), bars_caption))
+            (table(&["priority", "sent", "p50", "p95", "p99", "max"], &latency_rows(results)))
+            (figure(latency_over_time_chart(results), &caption))
+        }
     }
-    out.push_str("</section>");
 }
 
-fn outcomes_section(out: &mut String, results: &RunResults) {
-    out.push_str("<section id=\"outcomes\"><h2>Message outcomes</h2>");
-    let rows: Vec<(Vec<String>, bool)> = results
+fn faults_section(results: &RunResults) -> Markup {
+    let rows: Vec<Row> = results
+        .faults
+        .iter()
+        .map(|w| {
+            let cells = vec![
+                w.kind.replace('_', " "),
+                format!("{:.1} s", w.start_secs),
+                w.end_secs.map_or("end of traffic".into(), |e| format!("{e:.1} s")),
+                w.detail.clone(),
+                injected(results, &w.kind).map_or("—".into(), |c| c.to_string()),
+            ];
+            (cells, false)
+        })
+        .collect();
+    html! {
+        section #faults {
+            h2 { "Fault timeline" }
+            @if rows.is_empty() {
+                p { "No faults were injected in this run." }
+            } @else {
+                (table(&["fault", "from", "to", "detail", "injected"], &rows))
+                p.muted { "The same windows are shaded on the charts above." }
+            }
+        }
+    }
+}
+
+fn offered_rows(results: &RunResults) -> Vec<Row> {
+    let o = &results.offered;
+    vec![
+        pair("requests offered", o.requests, false),
+        pair("campaign uploads", o.campaigns, false),
+        pair("notifications", o.notifications, false),
+        pair("messages expected", o.expected_messages, false),
+        pair("CSV rows rejected (invalid)", o.rejected_rows, false),
+        pair("CSV rows skipped (duplicates)", o.duplicate_rows, false),
+        pair("requests that failed", o.failed_requests, o.failed_requests > 0),
+        pair("requests started late", o.late_starts, false),
+        pair("requests never started", o.not_started, o.not_started > 0),
+    ]
+}
+
+fn outcomes_section(results: &RunResults) -> Markup {
+    let statuses: Vec<Row> = results
         .audit
         .by_status
         .iter()
-        .map(|(status, count)| {
-            (
-                vec![status.clone(), count.to_string()],
-                status != "SENT" && status != "ERROR",
-            )
-        })
+        .map(|(status, count)| pair(status.as_str(), count, !status.is_terminal()))
         .collect();
-    table(out, &["final status", "messages"], &rows);
-    if results.audit.error_reasons.is_empty() {
-        out.push_str("<p>No message ended in ERROR.</p>");
-    } else {
-        let rows: Vec<(Vec<String>, bool)> = results
-            .audit
-            .error_reasons
-            .iter()
-            .map(|(reason, count)| (vec![reason.clone(), count.to_string()], false))
-            .collect();
-        table(out, &["error reason", "messages"], &rows);
-    }
-    let o = &results.offered;
-    let rows = vec![
-        (vec!["requests offered".to_string(), o.requests.to_string()], false),
-        (vec!["campaign uploads".into(), o.campaigns.to_string()], false),
-        (vec!["notifications".into(), o.notifications.to_string()], false),
-        (vec!["messages expected".into(), o.expected_messages.to_string()], false),
-        (
-            vec!["CSV rows rejected (invalid)".into(), o.rejected_rows.to_string()],
-            false,
-        ),
-        (
-            vec!["CSV rows skipped (duplicates)".into(), o.duplicate_rows.to_string()],
-            false,
-        ),
-        (
-            vec!["requests that failed".into(), o.failed_requests.to_string()],
-            o.failed_requests > 0,
-        ),
-        (vec!["requests started late".into(), o.late_starts.to_string()], false),
-        (
-            vec!["requests never started".into(), o.not_started.to_string()],
-            o.not_started > 0,
-        ),
-    ];
-    table(out, &["offered load", ""], &rows);
-    out.push_str("</section>");
-}
-
-fn audit_section(out: &mut String, results: &RunResults) {
-    let a = &results.audit;
-    let status = if a.conserved() {
-        "<span class=\"ok\">conserved</span>"
-    } else {
-        "<span class=\"bad-text\">BROKEN</span>"
-    };
-    let _ = write!(out, "<section id=\"audit\"><h2>Conservation audit: {status}</h2>");
-    out.push_str("<p>Every accepted message must end SENT or ERROR exactly once, and nobody may be mailed who was not accepted. Checked against the status table and the mail provider's own record of what it sent.</p>");
-    let rows = vec![
-        (vec!["accepted".to_string(), a.accepted.to_string()], false),
-        (
-            vec!["records found".into(), a.records_found.to_string()],
-            a.records_found < a.accepted,
-        ),
-        (vec!["lost".into(), a.lost.to_string()], a.lost > 0),
-        (
-            vec![
-                "duplicate sends".into(),
-                if a.mail_record_checked {
-                    a.duplicated.to_string()
-                } else {
-                    "not checkable".into()
-                },
-            ],
-            a.duplicated > 0,
-        ),
-        (
-            vec!["unexpected sends".into(), a.unexpected.to_string()],
-            a.unexpected > 0,
-        ),
-        (vec!["dead-lettered".into(), a.dead_lettered.to_string()], false),
-        (vec!["poison injected".into(), a.poison_injected.to_string()], false),
-    ];
-    table(out, &["check", "count"], &rows);
-    for (title, examples) in [
-        ("Lost, for example", &a.lost_examples),
-        ("Mailed more than once", &a.duplicate_examples),
-    ] {
-        if !examples.is_empty() {
-            let _ = write!(out, "<p><strong>{title}:</strong> {}</p>", escape(&examples.join(", ")));
+    let reasons: Vec<Row> = results
+        .audit
+        .error_reasons
+        .iter()
+        .map(|(reason, count)| pair(reason, count, false))
+        .collect();
+    html! {
+        section #outcomes {
+            h2 { "Message outcomes" }
+            (table(&["final status", "messages"], &statuses))
+            @if reasons.is_empty() {
+                p { "No message ended in " (SendStatus::Error) "." }
+            } @else {
+                (table(&["error reason", "messages"], &reasons))
+            }
+            (table(&["offered load", ""], &offered_rows(results)))
         }
     }
-    out.push_str("</section>");
 }
 
-fn provenance_section(out: &mut String, results: &RunResults) {
-    out.push_str("<section id=\"stack\"><h2>Stack and versions</h2>");
+fn audit_section(results: &RunResults) -> Markup {
+    let a = &results.audit;
+    let duplicates = if a.mail_record_checked {
+        a.duplicated.to_string()
+    } else {
+        "not checkable".into()
+    };
+    let rows = vec![
+        pair("accepted", a.accepted, false),
+        pair("records found", a.records_found, a.records_found < a.accepted),
+        pair("lost", a.lost, a.lost > 0),
+        pair("duplicate sends", duplicates, a.duplicated > 0),
+        pair("unexpected sends", a.unexpected, a.unexpected > 0),
+        pair("dead-lettered", a.dead_lettered, false),
+        pair("poison injected", a.poison_injected, false),
+    ];
+    let examples = [
+        ("Lost, for example", &a.lost_examples),
+        ("Mailed more than once", &a.duplicate_examples),
+    ];
+    html! {
+        section #audit {
+            h2 {
+                "Conservation audit: "
+                @if a.conserved() { span.ok { "conserved" } } @else { span.bad-text { "BROKEN" } }
+            }
+            p {
+                "Every accepted message must end SENT or ERROR exactly once, and nobody may be mailed who was "
+                "not accepted. Checked against the status table and the mail provider's own record of what it sent."
+            }
+            (table(&["check", "count"], &rows))
+            @for (title, list) in examples {
+                @if !list.is_empty() { p { strong { (title) ":" } " " (list.join(", ")) } }
+            }
+        }
+    }
+}
+
+fn stack_rows(results: &RunResults) -> Vec<Row> {
     let s = &results.stack;
     let mut rows = vec![
-        (vec!["target".to_string(), s.target.clone()], false),
-        (vec!["mailer".into(), s.mailer.clone()], false),
-        (vec!["stack start-up".into(), format!("{:.1} s", s.startup_secs)], false),
+        pair("target", &s.target, false),
+        pair("mailer", s.mailer, false),
+        pair("stack start-up", format!("{:.1} s", s.startup_secs), false),
     ];
-    for (name, version) in &s.versions {
-        rows.push((vec![name.clone(), version.clone()], false));
-    }
+    rows.extend(s.versions.iter().map(|(name, version)| pair(name, version, false)));
     if let Some(reference) = results.stack_reference_ms {
-        rows.push((
-            vec![
-                "stack answer time (median SQS/DynamoDB call)".into(),
-                format!("{reference:.1} ms"),
-            ],
-            false,
-        ));
+        let label = "stack answer time (median SQS/DynamoDB call)";
+        rows.push(pair(label, format!("{reference:.1} ms"), false));
     }
     if let Some(c) = &results.calibration {
-        rows.push((
-            vec![
-                "calibrated ceiling".into(),
-                format!(
-                    "{:.1} msg/s ({} messages in {:.1} s)",
-                    c.msgs_per_sec, c.messages, c.seconds
-                ),
-            ],
-            false,
-        ));
+        let value = format!(
+            "{:.1} msg/s ({} messages in {:.1} s)",
+            c.msgs_per_sec, c.messages, c.seconds
+        );
+        rows.push(pair("calibrated ceiling", value, false));
     }
-    table(out, &["component", "version / value"], &rows);
-    if !results.check_stack.is_empty() {
-        let rows: Vec<(Vec<String>, bool)> = results
-            .check_stack
-            .iter()
-            .map(|c| {
-                (
-                    vec![
-                        c.name.clone(),
-                        if c.pass { "ok" } else { "FAILED" }.into(),
-                        c.detail.clone(),
-                    ],
-                    !c.pass,
-                )
-            })
-            .collect();
-        table(out, &["stack conformance check", "result", "detail"], &rows);
-    }
-    out.push_str("</section><section id=\"machine\"><h2>Machine</h2>");
+    rows
+}
+
+fn machine_rows(results: &RunResults) -> Vec<Row> {
     let m = &results.machine;
-    let rows = vec![
-        (vec!["cores".to_string(), m.cores.to_string()], false),
-        (vec!["memory".into(), format!("{} GiB", m.memory_gib)], false),
-        (vec!["OS".into(), m.os.clone()], false),
-        (vec!["Courier".into(), m.courier_version.clone()], false),
-        (
-            vec![
-                "build".into(),
-                if m.build_profile.is_empty() {
-                    "unknown".into()
-                } else {
-                    m.build_profile.clone()
-                },
-            ],
-            false,
-        ),
-        (
-            vec![
-                "run took".into(),
-                format!("{:.0} s ({:.0} s of traffic)", results.total_secs, results.traffic_secs),
-            ],
-            false,
-        ),
-    ];
-    table(out, &["", ""], &rows);
-    out.push_str("</section>");
+    let build = if m.build_profile.is_empty() {
+        "unknown"
+    } else {
+        &m.build_profile
+    };
+    let took = format!("{:.0} s ({:.0} s of traffic)", results.total_secs, results.traffic_secs);
+    vec![
+        pair("cores", m.cores, false),
+        pair("memory", format!("{} GiB", m.memory_gib), false),
+        pair("OS", &m.os, false),
+        pair("Courier", &m.courier_version, false),
+        pair("build", build, false),
+        pair("run took", took, false),
+    ]
+}
+
+fn provenance_section(results: &RunResults) -> Markup {
+    let checks: Vec<Row> = results
+        .check_stack
+        .iter()
+        .map(|c| {
+            let result = if c.pass { "ok" } else { "FAILED" };
+            (vec![c.name.clone(), result.into(), c.detail.clone()], !c.pass)
+        })
+        .collect();
+    html! {
+        section #stack {
+            h2 { "Stack and versions" }
+            (table(&["component", "version / value"], &stack_rows(results)))
+            @if !checks.is_empty() { (table(&["stack conformance check", "result", "detail"], &checks)) }
+        }
+        section #machine { h2 { "Machine" } (table(&["", ""], &machine_rows(results))) }
+    }
+}
+
+fn over_time_sections(results: &RunResults) -> Markup {
+    let throughput = format!(
+        "Messages the senders marked SENT (or ERROR) per second, and throttled attempts sent back to wait.{}",
+        faults_caption(results)
+    );
+    let queues = format!(
+        "Messages waiting or being worked on, per queue; dead-letter queues appear when they hold anything.{}",
+        faults_caption(results)
+    );
+    html! {
+        section #throughput { h2 { "Delivery over time" } (figure(throughput_chart(results), &throughput)) }
+        section #queues { h2 { "Queue depth over time" } (figure(queue_chart(results), &queues)) }
+    }
+}
+
+/// The page around a report's sections: head, CSP, style and footer.
+fn page(title: &str, body: Markup, footer: Option<String>) -> String {
+    let csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="Content-Security-Policy" content=(csp);
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main { (body) @if let Some(footer) = footer { footer { (footer) } } } }
+        }
+    }
+    .into_string()
 }
 
 /// The whole report. `comparison`, when given, goes right after the objectives.
 pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
-    let mut out = String::with_capacity(64 * 1024);
-    let _ = write!(
-        out,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\"><title>{} — {} — Courier load run</title><style>{STYLE}</style></head><body><main>",
-        escape(&results.scenario.name),
-        if results.passed() { "PASS" } else { "FAIL" }
+    let verdict = if results.passed() { "PASS" } else { "FAIL" };
+    let title = format!("{} — {verdict} — Courier load run", results.scenario.name);
+    let body = html! {
+        (verdict_section(results))
+        (slo_section(results))
+        @if let Some(comparison) = comparison { (comparison_section(comparison)) }
+        (over_time_sections(results))
+        (latency_section(results))
+        (faults_section(results))
+        (outcomes_section(results))
+        (audit_section(results))
+        (provenance_section(results))
+    };
+    let footer = format!(
+        "Courier {} · results schema v{} · generated from {}-{}",
+        results.machine.courier_version, results.schema_version, results.scenario.name, results.started_at
     );
-    verdict_section(&mut out, results);
-    slo_section(&mut out, results);
-    if let Some(comparison) = comparison {
-        comparison_section(&mut out, comparison);
-    }
-    out.push_str("<section id=\"throughput\"><h2>Delivery over time</h2>");
-    let caption = format!(
-        "Messages the senders marked SENT (or ERROR) per second, and throttled attempts sent back to wait.{}",
-        faults_caption(results)
-    );
-    figure(&mut out, throughput_chart(results), &caption);
-    out.push_str("</section><section id=\"queues\"><h2>Queue depth over time</h2>");
-    let caption = format!(
-        "Messages waiting or being worked on, per queue; dead-letter queues appear when they hold anything.{}",
-        faults_caption(results)
-    );
-    figure(&mut out, queue_chart(results), &caption);
-    out.push_str("</section>");
-    latency_section(&mut out, results);
-    faults_section(&mut out, results);
-    outcomes_section(&mut out, results);
-    audit_section(&mut out, results);
-    provenance_section(&mut out, results);
-    let _ = write!(
-        out,
-        "<footer>Courier {} · results schema v{} · generated from {}</footer></main></body></html>",
-        escape(&results.machine.courier_version),
-        results.schema_version,
-        escape(&format!("{}-{}", results.scenario.name, results.started_at))
-    );
-    out
+    page(&title, body, Some(footer))
 }

@@ -4,6 +4,7 @@
 //! - [`summary`]: the run told in sentences and headline figures;
 //! - [`html`]: the self-contained stakeholder report (inline CSS and [`svg`] charts);
 //! - [`markdown`]: the CI job summary;
+//! - [`text`]: the terminal summary `loadtest run` prints;
 //! - [`compare`]: the baseline comparison behind the CI latency gate.
 //!
 //! `cargo run -p reports -- render <results.json>` and
@@ -15,6 +16,7 @@ pub mod markdown;
 pub mod results;
 pub mod summary;
 pub mod svg;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::compare::{format_change, format_value, Comparison};
 use crate::results::RunResults;
-use crate::summary::{duration_ms, narrative, priorities_in};
+use crate::summary::{duration_ms, narrative};
 
 /// Keeps a cell on one table row: pipes and line breaks would split it.
 fn cell(text: &str) -> String {
@@ -44,7 +44,7 @@ pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
         );
     }
     out.push_str("\n| Priority | Sent | p50 | p95 | p99 |\n|---|---:|---:|---:|---:|\n");
-    for (priority, p) in priorities_in(&results.latency_ms) {
+    for (priority, p) in &results.latency_ms {
         let _ = writeln!(
             out,
             "| {priority} | {} | {} | {} | {} |",

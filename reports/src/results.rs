@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+pub use vocabulary::stats::{Depth, Latency as LatencySample};
+use vocabulary::{MailerKind, Priority, QueueRef, SendStatus, Stage, Verdict};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -16,28 +18,27 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct RunResults {
     pub schema_version: u32,
     pub scenario: ScenarioInfo,
-    /// `pass` or `fail`.
-    pub verdict: String,
+    pub verdict: Verdict,
     pub started_at: String,
     pub traffic_secs: f64,
     pub total_secs: f64,
-    pub slo: Vec<Verdict>,
+    pub slo: Vec<SloCheck>,
     pub audit: Audit,
     pub offered: Offered,
     /// Accepted→SENT, corrected for coordinated omission (from the intended arrival time).
-    pub latency_ms: BTreeMap<String, Percentiles>,
+    pub latency_ms: BTreeMap<Priority, Percentiles>,
     /// As the engine measured it (from acceptance), for comparison.
-    pub latency_uncorrected_ms: BTreeMap<String, Percentiles>,
+    pub latency_uncorrected_ms: BTreeMap<Priority, Percentiles>,
     /// Latency of messages that arrived before the first campaign, and after it.
-    pub latency_by_phase_ms: BTreeMap<String, BTreeMap<String, Percentiles>>,
+    pub latency_by_phase_ms: BTreeMap<String, BTreeMap<Priority, Percentiles>>,
     /// Claim→SENT as the senders measured it: the per-message service time,
     /// with no queueing in it; per priority and `all`.
     #[serde(default)]
-    pub handling_ms: BTreeMap<String, Percentiles>,
+    pub handling_ms: HandlingTimes,
     /// Each step of handling a message (`claim`, `content`, `send`, `record`),
     /// every attempt whatever its outcome: where the handling time goes.
     #[serde(default)]
-    pub stage_ms: BTreeMap<String, Percentiles>,
+    pub stage_ms: BTreeMap<Stage, Percentiles>,
     pub delivered_per_sec: f64,
     pub calibration: Option<Calibration>,
     /// delivered_per_sec over the calibrated ceiling, when calibrated in the same run.
@@ -63,7 +64,7 @@ pub struct RunResults {
 
 impl RunResults {
     pub fn passed(&self) -> bool {
-        self.verdict == "pass"
+        self.verdict.passed()
     }
 
     /// Reads a results file, refusing one written under another schema.
@@ -105,11 +106,11 @@ impl RunResults {
     }
 
     pub fn sent(&self) -> u64 {
-        self.audit.by_status.get("SENT").copied().unwrap_or(0)
+        self.audit.count(SendStatus::Sent)
     }
 
     pub fn errors(&self) -> u64 {
-        self.audit.by_status.get("ERROR").copied().unwrap_or(0)
+        self.audit.count(SendStatus::Error)
     }
 
     /// The run's time span on charts: traffic plus drain, as sampled.
@@ -146,7 +147,7 @@ pub struct ScenarioInfo {
 
 /// One objective, what was measured, and whether it held.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
+pub struct SloCheck {
     pub name: String,
     pub target: String,
     pub measured: String,
@@ -160,7 +161,7 @@ pub struct Audit {
     pub accepted: u64,
     /// Records found for them in the status store.
     pub records_found: u64,
-    pub by_status: BTreeMap<String, u64>,
+    pub by_status: BTreeMap<SendStatus, u64>,
     pub lost: u64,
     /// Extra sends beyond the first, summed over recipients.
     pub duplicated: u64,
@@ -178,6 +179,11 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// Records found with this final status.
+    pub fn count(&self, status: SendStatus) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+
     /// Nothing lost, mailed twice or mailed unasked.
     pub fn conserved(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.unexpected == 0
@@ -222,31 +228,20 @@ pub struct Sample {
     pub sent_per_sec: f64,
     pub errors_per_sec: f64,
     pub retries_per_sec: f64,
-    /// Per queue (`high`, `high-dlq`, …): visible + in flight.
-    pub queue_depths: BTreeMap<String, QueueDepthSample>,
+    /// Per queue (`high`, `high-dlq`, …).
+    pub queue_depths: BTreeMap<QueueRef, Depth>,
     /// Accepted→SENT so far, per priority, as the engine measures it.
-    pub latency_ms: BTreeMap<String, LatencySample>,
+    pub latency_ms: BTreeMap<Priority, LatencySample>,
     pub active_faults: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LatencySample {
-    pub count: u64,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct QueueDepthSample {
-    pub visible: u64,
-    pub in_flight: u64,
-}
-
-impl QueueDepthSample {
-    pub fn total(&self) -> u64 {
-        self.visible + self.in_flight
-    }
+/// Claim→SENT handling times: per priority, and all priorities together.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HandlingTimes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Percentiles>,
+    #[serde(flatten)]
+    pub by_priority: BTreeMap<Priority, Percentiles>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,7 +259,7 @@ pub struct Calibration {
     pub messages: u64,
     pub seconds: f64,
     pub concurrent_batches: usize,
-    pub mailer: String,
+    pub mailer: MailerKind,
 }
 
 /// One conformance check of the stack.
@@ -281,7 +276,7 @@ pub struct StackInfo {
     pub target: String,
     pub versions: BTreeMap<String, String>,
     pub startup_secs: f64,
-    pub mailer: String,
+    pub mailer: MailerKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,24 +3,6 @@
 
 use crate::results::RunResults;
 
-/// Priorities as reports order them, highest first.
-pub const PRIORITIES: [&str; 3] = ["high", "medium", "low"];
-
-/// Where `priority` sorts: its place in [`PRIORITIES`], unknown names last.
-pub fn priority_rank(priority: &str) -> usize {
-    PRIORITIES
-        .iter()
-        .position(|p| *p == priority)
-        .unwrap_or(PRIORITIES.len())
-}
-
-/// Priorities present in `keys`, highest first.
-pub fn priorities_in<V>(map: &std::collections::BTreeMap<String, V>) -> Vec<(&str, &V)> {
-    let mut present: Vec<(&str, &V)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    present.sort_by_key(|(k, _)| priority_rank(k));
-    present
-}
-
 /// Milliseconds as people read them: "85 ms", "1.8 s".
 pub fn duration_ms(ms: f64) -> String {
     if ms >= 10_000.0 {
@@ -64,7 +46,7 @@ pub fn peak_queue_depth(results: &RunResults) -> Option<(f64, u64)> {
             let depth: u64 = s
                 .queue_depths
                 .iter()
-                .filter(|(name, _)| !name.ends_with("-dlq"))
+                .filter(|(queue, _)| !queue.is_dead_letter())
                 .map(|(_, d)| d.total())
                 .sum();
             (s.t_secs, depth)
@@ -133,8 +115,10 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
     }
     delivery.push('.');
     lines.push(delivery);
-    let latency: Vec<String> = priorities_in(&results.latency_ms)
-        .into_iter()
+    // Priority orders as it is served: high first.
+    let latency: Vec<String> = results
+        .latency_ms
+        .iter()
         .map(|(priority, p)| format!("{priority} {} (p99 {})", duration_ms(p.p50_ms), duration_ms(p.p99_ms)))
         .collect();
     if !latency.is_empty() {

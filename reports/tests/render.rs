@@ -131,7 +131,7 @@ fn the_markdown_summary_carries_verdict_objectives_and_the_comparison() {
 #[test]
 fn a_run_that_failed_says_so_first_and_names_the_missed_objective() {
     let mut results = fixture("ses-throttle.results.json");
-    results.verdict = "fail".into();
+    results.verdict = vocabulary::Verdict::Fail;
     results.slo[0].pass = false;
     let name = results.slo[0].name.clone();
     let html = reports::html::render(&results, None);

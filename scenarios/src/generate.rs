@@ -7,10 +7,13 @@
 use fake::faker::company::en::CatchPhrase;
 use fake::faker::lorem::en::Sentence;
 use fake::faker::name::en::{FirstName, LastName};
-use fake::rand::{RngExt, SeedableRng};
 use fake::Fake;
+use rand::distr::weighted::WeightedIndex;
+use rand::distr::Distribution;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use vocabulary::MessageKind;
 
 use crate::model::{ArrivalShape, CampaignSpec, NotificationSpec, RowCount, Scenario};
 
@@ -35,7 +38,7 @@ pub enum Request {
         invalid_rows: u64,
     },
     Notification {
-        kind: String,
+        kind: MessageKind,
         body: serde_json::Value,
     },
 }
@@ -87,16 +90,24 @@ fn arrival_times(shape: &ArrivalShape, duration: f64, rng: &mut ChaCha8Rng) -> V
     }
 }
 
-fn pick<'a>(mix: &'a std::collections::BTreeMap<String, f64>, rng: &mut ChaCha8Rng) -> &'a str {
-    let total: f64 = mix.values().sum();
-    let mut roll = rng.random::<f64>() * total;
-    for (kind, weight) in mix {
-        if roll < *weight {
-            return kind;
+/// Picks message kinds by their weights in a scenario's mix.
+struct Mix {
+    kinds: Vec<MessageKind>,
+    weights: WeightedIndex<f64>,
+}
+
+impl Mix {
+    /// A validated scenario's mix has finite weights ≥ 0, not all 0.
+    fn new(mix: &std::collections::BTreeMap<MessageKind, f64>) -> Self {
+        Self {
+            kinds: mix.keys().copied().collect(),
+            weights: WeightedIndex::new(mix.values().copied()).expect("a validated mix has a positive weight"),
         }
-        roll -= weight;
     }
-    mix.keys().last().map(String::as_str).unwrap_or("campaign")
+
+    fn pick(&self, rng: &mut ChaCha8Rng) -> MessageKind {
+        self.kinds[self.weights.sample(rng)]
+    }
 }
 
 fn address(rng: &mut ChaCha8Rng, sequence: u64) -> String {
@@ -112,14 +123,6 @@ fn address(rng: &mut ChaCha8Rng, sequence: u64) -> String {
     format!("{}.{}.{sequence}@example.com", clean(first), clean(last))
 }
 
-fn csv_cell(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_string()
-    }
-}
-
 fn campaign(spec: &CampaignSpec, index: u64, rng: &mut ChaCha8Rng, next_address: &mut u64) -> Request {
     let rows = match spec.rows {
         RowCount::Fixed(n) => n,
@@ -127,12 +130,16 @@ fn campaign(spec: &CampaignSpec, index: u64, rng: &mut ChaCha8Rng, next_address:
     };
     let attachment_name = format!("attachment-{index}.bin");
     let mut uses_attachment = false;
-    let mut csv = String::from("email,subject,body,type,attachment\r\n");
+    let mix = Mix::new(&spec.mix);
+    let mut csv = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    write_row(&mut csv, ["email", "subject", "body", "type", "attachment"]);
     let mut seen: Vec<String> = Vec::new();
     let (mut valid, mut duplicates, mut invalid) = (0, 0, 0);
     for _ in 0..rows {
         let roll = rng.random::<f64>() * 100.0;
-        let kind = pick(&spec.mix, rng).to_string();
+        let kind = mix.pick(rng);
         let subject: String = CatchPhrase().fake_with_rng(rng);
         let body: String = Sentence(8..20).fake_with_rng(rng);
         let (email, subject) = if roll < spec.invalid_pct {
@@ -156,14 +163,8 @@ fn campaign(spec: &CampaignSpec, index: u64, rng: &mut ChaCha8Rng, next_address:
         *next_address += 1;
         let attach = rng.random::<f64>() * 100.0 < spec.attachment_pct;
         uses_attachment |= attach;
-        csv.push_str(&format!(
-            "{},{},{},{},{}\r\n",
-            csv_cell(&email),
-            csv_cell(&subject),
-            csv_cell(&body),
-            kind,
-            if attach { attachment_name.as_str() } else { "" }
-        ));
+        let attachment = if attach { attachment_name.as_str() } else { "" };
+        write_row(&mut csv, [&email, &subject, &body, kind.as_str(), attachment]);
     }
     let attachments = if uses_attachment {
         let mut bytes = vec![0u8; spec.attachment_bytes];
@@ -174,7 +175,7 @@ fn campaign(spec: &CampaignSpec, index: u64, rng: &mut ChaCha8Rng, next_address:
     };
     Request::Campaign {
         file_name: format!("campaign-{index}.csv"),
-        csv: csv.into_bytes(),
+        csv: csv.into_inner().expect("writing to memory cannot fail"),
         attachments,
         valid_rows: valid,
         duplicate_rows: duplicates,
@@ -182,8 +183,13 @@ fn campaign(spec: &CampaignSpec, index: u64, rng: &mut ChaCha8Rng, next_address:
     }
 }
 
+/// One CSV record; the writer quotes whatever needs quoting.
+fn write_row<const N: usize>(csv: &mut csv::Writer<Vec<u8>>, cells: [&str; N]) {
+    csv.write_record(cells).expect("writing to memory cannot fail");
+}
+
 fn notification(spec: &NotificationSpec, rng: &mut ChaCha8Rng, next_address: &mut u64) -> Request {
-    let kind = pick(&spec.mix, rng).to_string();
+    let kind = Mix::new(&spec.mix).pick(rng);
     let recipient = address(rng, *next_address);
     *next_address += 1;
     let subject: String = CatchPhrase().fake_with_rng(rng);

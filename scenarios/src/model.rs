@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vocabulary::{MailerKind, MessageKind, PerPriority};
 
 /// One load run, as written in `scenarios/<name>.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +75,7 @@ pub struct EngineSpec {
     pub visibility_timeout_secs: u32,
     pub max_receives: u32,
     /// `sesv2`, `ses`, `smtp` or `dry-run`.
-    pub mailer: String,
+    pub mailer: MailerKind,
     pub long_poll_secs: u32,
     pub retry_base_secs: u32,
     pub retry_max_secs: u32,
@@ -87,7 +88,7 @@ impl Default for EngineSpec {
             concurrency: 10,
             visibility_timeout_secs: 30,
             max_receives: 3,
-            mailer: "sesv2".into(),
+            mailer: MailerKind::Sesv2,
             long_poll_secs: 1,
             retry_base_secs: 1,
             retry_max_secs: 10,
@@ -110,7 +111,7 @@ pub struct CampaignSpec {
     pub count: u64,
     pub rows: RowCount,
     /// Share of each row type; rows of type `campaign` go by the campaign routing rule.
-    pub mix: BTreeMap<String, f64>,
+    pub mix: BTreeMap<MessageKind, f64>,
     pub duplicate_pct: f64,
     pub invalid_pct: f64,
     pub attachment_pct: f64,
@@ -123,7 +124,7 @@ impl Default for CampaignSpec {
         Self {
             count: 1,
             rows: RowCount::Fixed(100),
-            mix: BTreeMap::from([("campaign".to_string(), 1.0)]),
+            mix: BTreeMap::from([(MessageKind::Campaign, 1.0)]),
             duplicate_pct: 0.0,
             invalid_pct: 0.0,
             attachment_pct: 0.0,
@@ -145,7 +146,7 @@ pub enum RowCount {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationSpec {
-    pub mix: BTreeMap<String, f64>,
+    pub mix: BTreeMap<MessageKind, f64>,
     pub arrival: ArrivalShape,
 }
 
@@ -153,9 +154,9 @@ impl Default for NotificationSpec {
     fn default() -> Self {
         Self {
             mix: BTreeMap::from([
-                ("reminder".to_string(), 0.2),
-                ("offer".to_string(), 0.4),
-                ("subscription".to_string(), 0.4),
+                (MessageKind::Reminder, 0.2),
+                (MessageKind::Offer, 0.4),
+                (MessageKind::Subscription, 0.4),
             ]),
             arrival: ArrivalShape::Constant { rate_per_sec: 10.0 },
         }
@@ -234,68 +235,141 @@ impl ArrivalShape {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultKind {
+/// What a fault does; the `kind` key of a `[[faults]]` table picks it, and
+/// each kind takes exactly its own settings (any other key is an error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
     /// SES answers "slow down" to `probability` of sends.
-    SesThrottle,
+    SesThrottle { probability: Probability },
     /// Every SES send takes `latency_ms` longer.
-    SesLatency,
+    SesLatency { latency_ms: u64 },
     /// SES rejects `probability` of sends for good.
-    SesReject,
+    SesReject { probability: Probability },
     /// SQS refuses `probability` of send calls with a server error.
-    SqsSendError,
+    SqsSendError { probability: Probability },
     /// SQS refuses `probability` of receive calls with a server error.
-    SqsReceiveError,
+    SqsReceiveError { probability: Probability },
     /// DynamoDB answers ProvisionedThroughputExceeded to `probability` of calls.
-    DynamodbThrottle,
+    DynamodbThrottle { probability: Probability },
     /// SES's own sending limits: `max_send_rate` per second and `daily_quota`.
-    SesQuota,
+    SesQuota {
+        max_send_rate: PositiveRate,
+        daily_quota: Option<u64>,
+    },
     /// The sender workers crash (abort mid-send) and restart after `duration_secs`.
     KillWorker,
     /// Every emulator process is stopped (SIGSTOP) for `duration_secs`.
     PauseStack,
     /// `count` undecodable messages are put on the queues at `start_secs`.
-    Poison,
+    Poison { count: std::num::NonZeroU64 },
     /// The SMTP server answers `code` (4xx: retry later; 5xx: refused for
     /// good) to `probability` of messages instead of accepting them.
-    SmtpReply,
+    SmtpReply { code: SmtpCode, probability: Probability },
+}
+
+impl Fault {
+    /// Its `kind`, as written in scenario files and shown in results.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::SesThrottle { .. } => "ses_throttle",
+            Fault::SesLatency { .. } => "ses_latency",
+            Fault::SesReject { .. } => "ses_reject",
+            Fault::SqsSendError { .. } => "sqs_send_error",
+            Fault::SqsReceiveError { .. } => "sqs_receive_error",
+            Fault::DynamodbThrottle { .. } => "dynamodb_throttle",
+            Fault::SesQuota { .. } => "ses_quota",
+            Fault::KillWorker => "kill_worker",
+            Fault::PauseStack => "pause_stack",
+            Fault::Poison { .. } => "poison",
+            Fault::SmtpReply { .. } => "smtp_reply",
+        }
+    }
+
+    /// Its settings in a few words, for timelines (`p=0.3`, `+50 ms`).
+    pub fn detail(&self) -> String {
+        match self {
+            Fault::SesThrottle { probability }
+            | Fault::SesReject { probability }
+            | Fault::SqsSendError { probability }
+            | Fault::SqsReceiveError { probability }
+            | Fault::DynamodbThrottle { probability } => format!("p={}", probability.0),
+            Fault::SesLatency { latency_ms } => format!("+{latency_ms} ms"),
+            Fault::SesQuota {
+                max_send_rate,
+                daily_quota: Some(quota),
+            } => format!("{}/s, {quota}/day", max_send_rate.0),
+            Fault::SesQuota { max_send_rate, .. } => format!("{}/s", max_send_rate.0),
+            Fault::KillWorker | Fault::PauseStack => String::new(),
+            Fault::Poison { count } => format!("{count} messages"),
+            Fault::SmtpReply { code, probability } => format!("reply {}, p={}", code.0, probability.0),
+        }
+    }
 }
 
 /// One fault on the run's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    pub kind: FaultKind,
     #[serde(default)]
     pub start_secs: f64,
     /// Until the end of the run when left out.
     pub duration_secs: Option<f64>,
-    pub probability: Option<f64>,
-    pub latency_ms: Option<u64>,
-    pub max_send_rate: Option<f64>,
-    pub daily_quota: Option<u64>,
-    pub count: Option<u64>,
-    /// An SMTP reply code (`smtp_reply`), 400–599.
-    pub code: Option<u16>,
+    #[serde(flatten)]
+    pub fault: Fault,
 }
 
-/// A figure per priority; any may be left out.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerPriority {
-    pub high: Option<f64>,
-    pub medium: Option<f64>,
-    pub low: Option<f64>,
+/// Gives a number newtype its range check at parse time, so an out-of-range
+/// value is refused by the TOML reader with its line.
+macro_rules! checked_number {
+    ($(#[$doc:meta])* $name:ident($inner:ty as $spelled:literal), $ok:expr, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+        #[serde(try_from = $spelled, into = $spelled)]
+        pub struct $name(pub $inner);
+
+        impl TryFrom<$inner> for $name {
+            type Error = String;
+            fn try_from(value: $inner) -> Result<Self, String> {
+                let ok: fn($inner) -> bool = $ok;
+                if ok(value) {
+                    Ok(Self(value))
+                } else {
+                    Err(format!("{value} is not {}", $what))
+                }
+            }
+        }
+
+        impl From<$name> for $inner {
+            fn from(value: $name) -> $inner {
+                value.0
+            }
+        }
+    };
 }
+
+checked_number!(
+    /// A share of calls, between 0 and 1.
+    Probability(f64 as "f64"), |p| (0.0..=1.0).contains(&p), "a probability between 0 and 1"
+);
+checked_number!(
+    /// A rate per second above 0.
+    PositiveRate(f64 as "f64"), |r| r.is_finite() && r > 0.0, "a rate above 0"
+);
+checked_number!(
+    /// An SMTP reply code a server may answer instead of accepting.
+    SmtpCode(u16 as "u16"), |c| (400..=599).contains(&c), "an SMTP failure code (400–599)"
+);
 
 /// What the run must show to pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Slo {
-    pub p50_ms: PerPriority,
-    pub p95_ms: PerPriority,
-    pub p99_ms: PerPriority,
+    /// A target per priority; any may be left out.
+    pub p50_ms: PerPriority<Option<f64>>,
+    /// A target per priority; any may be left out.
+    pub p95_ms: PerPriority<Option<f64>>,
+    /// A target per priority; any may be left out.
+    pub p99_ms: PerPriority<Option<f64>>,
     pub min_delivered_per_sec: Option<f64>,
     pub max_error_pct: Option<f64>,
     pub max_lost: u64,
@@ -330,8 +404,6 @@ pub struct ScenarioError {
     pub message: String,
 }
 
-const KINDS: [&str; 4] = ["reminder", "offer", "subscription", "campaign"];
-
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
@@ -348,12 +420,13 @@ impl Scenario {
         let scenario: Scenario = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| line_of(text, span.start));
             let message = e.message().to_string();
-            // serde names the offending key in backticks; fall back to the line's key.
-            let field = message
-                .split('`')
-                .nth(1)
-                .map(str::to_string)
-                .or_else(|| line.and_then(|l| key_on_line(text, l)))
+            // An unknown or missing key is named in backticks; a bad value
+            // is named by the dotted path of the key on its line.
+            let named_key = message.starts_with("unknown field") || message.starts_with("missing field");
+            let field = named_key
+                .then(|| message.split('`').nth(1).map(str::to_string))
+                .flatten()
+                .or_else(|| line.and_then(|l| path_at(text, l)))
                 .unwrap_or_else(|| "(syntax)".into());
             ScenarioError {
                 file: path.to_path_buf(),
@@ -389,12 +462,6 @@ impl Scenario {
         if self.run.users == 0 {
             return fail("run.users", "must be at least 1".into());
         }
-        if !["sesv2", "ses", "smtp", "dry-run"].contains(&self.engine.mailer.as_str()) {
-            return fail(
-                "engine.mailer",
-                format!("`{}` is not one of sesv2, ses, smtp, dry-run", self.engine.mailer),
-            );
-        }
         if self.engine.workers == 0 || self.engine.concurrency == 0 {
             return fail("engine.workers", "workers and concurrency must be at least 1".into());
         }
@@ -408,7 +475,7 @@ impl Scenario {
             pct("traffic.campaigns.duplicate_pct", c.duplicate_pct)?;
             pct("traffic.campaigns.invalid_pct", c.invalid_pct)?;
             pct("traffic.campaigns.attachment_pct", c.attachment_pct)?;
-            check_mix("traffic.campaigns.mix", &c.mix, &KINDS)?;
+            check_mix("traffic.campaigns.mix", &c.mix, &MessageKind::ALL)?;
             check_arrival("traffic.campaigns.arrival", &c.arrival)?;
             if let RowCount::Uniform { min, max } = c.rows {
                 if min > max || max == 0 {
@@ -420,64 +487,16 @@ impl Scenario {
             }
         }
         if let Some(n) = &self.traffic.notifications {
-            check_mix("traffic.notifications.mix", &n.mix, &KINDS[..3])?;
+            check_mix("traffic.notifications.mix", &n.mix, &MessageKind::ALL[..3])?;
             check_arrival("traffic.notifications.arrival", &n.arrival)?;
         }
-        for fault in &self.faults {
-            let field = |name: &str| format!("faults.{name}");
-            if fault.start_secs < 0.0 || fault.duration_secs.is_some_and(|d| d <= 0.0) {
-                return fail(&field("start_secs"), "start must be ≥ 0 and duration > 0".into());
-            }
-            let needs = |value: bool, what: &str| {
-                if value {
-                    Ok(())
-                } else {
-                    fail(&field(what), format!("a {:?} fault needs `{what}`", fault.kind))
-                }
-            };
-            match fault.kind {
-                FaultKind::SesThrottle
-                | FaultKind::SesReject
-                | FaultKind::SqsSendError
-                | FaultKind::SqsReceiveError
-                | FaultKind::DynamodbThrottle => {
-                    needs(fault.probability.is_some(), "probability")?;
-                    let p = fault.probability.unwrap_or_default();
-                    if !(0.0..=1.0).contains(&p) {
-                        return fail(&field("probability"), format!("{p} is not between 0 and 1"));
-                    }
-                }
-                FaultKind::SesLatency => needs(fault.latency_ms.is_some(), "latency_ms")?,
-                FaultKind::SesQuota => needs(fault.max_send_rate.is_some_and(|r| r > 0.0), "max_send_rate")?,
-                FaultKind::Poison => needs(fault.count.is_some_and(|c| c > 0), "count")?,
-                FaultKind::KillWorker | FaultKind::PauseStack => needs(fault.duration_secs.is_some(), "duration_secs")?,
-                FaultKind::SmtpReply => {
-                    needs(fault.code.is_some_and(|c| (400..=599).contains(&c)), "code")?;
-                    needs(
-                        fault.probability.is_some_and(|p| (0.0..=1.0).contains(&p)),
-                        "probability",
-                    )?;
-                    if self.engine.mailer != "smtp" {
-                        return fail(
-                            &field("kind"),
-                            "an smtp_reply fault needs engine.mailer = \"smtp\"".into(),
-                        );
-                    }
-                }
-            }
-        }
-        if self.faults.iter().filter(|f| f.kind == FaultKind::SmtpReply).count() > 1 {
-            return fail(
-                "faults.kind",
-                "at most one smtp_reply fault per scenario (the SMTP server holds one reply rule)".into(),
-            );
-        }
+        self.validate_faults()?;
         for (name, figures) in [
             ("slo.p50_ms", self.slo.p50_ms),
             ("slo.p95_ms", self.slo.p95_ms),
             ("slo.p99_ms", self.slo.p99_ms),
         ] {
-            for value in [figures.high, figures.medium, figures.low].into_iter().flatten() {
+            for value in figures.iter().filter_map(|(_, target)| *target) {
                 if value <= 0.0 {
                     return fail(name, format!("{value} is not a positive latency"));
                 }
@@ -485,6 +504,37 @@ impl Scenario {
         }
         if let Some(pct_value) = self.slo.max_error_pct {
             pct("slo.max_error_pct", pct_value)?;
+        }
+        Ok(())
+    }
+
+    /// What a fault's settings cannot say alone: windows on the clock, a
+    /// duration where one is needed, and SMTP faults only on the SMTP mailer.
+    fn validate_faults(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((format!("faults.{field}"), message));
+        for spec in &self.faults {
+            if !spec.start_secs.is_finite() || spec.start_secs < 0.0 {
+                return fail("start_secs", format!("{} is not a time ≥ 0", spec.start_secs));
+            }
+            if spec.duration_secs.is_some_and(|d| !d.is_finite() || d <= 0.0) {
+                return fail("duration_secs", "must be more than 0".into());
+            }
+            let lasting = matches!(spec.fault, Fault::KillWorker | Fault::PauseStack);
+            if lasting && spec.duration_secs.is_none() {
+                let kind = spec.fault.name();
+                return fail("duration_secs", format!("a {kind} fault needs `duration_secs`"));
+            }
+            if matches!(spec.fault, Fault::SmtpReply { .. }) && self.engine.mailer != MailerKind::Smtp {
+                return fail("kind", "an smtp_reply fault needs engine.mailer = \"smtp\"".into());
+            }
+        }
+        let smtp_faults = self
+            .faults
+            .iter()
+            .filter(|f| matches!(f.fault, Fault::SmtpReply { .. }));
+        if smtp_faults.count() > 1 {
+            let why = "at most one smtp_reply fault per scenario (the SMTP server holds one reply rule)";
+            return fail("kind", why.into());
         }
         Ok(())
     }
@@ -521,15 +571,21 @@ impl Scenario {
     pub fn poison_count(&self) -> u64 {
         self.faults
             .iter()
-            .filter(|f| f.kind == FaultKind::Poison)
-            .filter_map(|f| f.count)
+            .map(|f| match f.fault {
+                Fault::Poison { count } => count.get(),
+                _ => 0,
+            })
             .sum()
     }
 }
 
-fn check_mix(field: &str, mix: &BTreeMap<String, f64>, allowed: &[&str]) -> Result<(), (String, String)> {
-    if let Some(unknown) = mix.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err((field.to_string(), format!("`{unknown}` is not one of {allowed:?}")));
+fn check_mix(field: &str, mix: &BTreeMap<MessageKind, f64>, allowed: &[MessageKind]) -> Result<(), (String, String)> {
+    if let Some(unknown) = mix.keys().find(|k| !allowed.contains(k)) {
+        let allowed: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
+        return Err((
+            field.to_string(),
+            format!("`{unknown}` is not one of {}", allowed.join(", ")),
+        ));
     }
     if mix.values().any(|w| *w < 0.0 || !w.is_finite()) || mix.values().sum::<f64>() <= 0.0 {
         return Err((field.to_string(), "weights must be ≥ 0 and not all 0".into()));
@@ -563,10 +619,22 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn key_on_line(text: &str, line: usize) -> Option<String> {
-    let content = text.lines().nth(line - 1)?;
-    let key = content.split('=').next()?.trim();
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+/// The dotted path of the key set on `line` (1-based): its table's name and the key.
+fn path_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    let key = lines.last()?.split('=').next()?.trim();
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = lines.iter().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim())
+    });
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 /// The line that sets `field` (a dotted path), found by its table header and key.
@@ -650,12 +718,21 @@ mod tests {
 
         let text = format!("{MINIMAL}[[faults]]\nkind = \"ses_throttle\"\nstart_secs = 3\n");
         let error = parse(&text).unwrap_err();
-        assert_eq!(error.field, "faults.probability");
-        assert!(error.message.contains("needs `probability`"));
+        assert_eq!(error.field, "probability");
+        assert!(error.message.contains("missing field `probability`"), "{error}");
+
+        let text = format!("{MINIMAL}[[faults]]\nkind = \"ses_throttle\"\nprobability = 1.5\n");
+        let error = parse(&text).unwrap_err();
+        assert!(error.message.contains("1.5 is not a probability"), "{error}");
+
+        let text = format!("{MINIMAL}[[faults]]\nkind = \"kill_worker\"\nstart_secs = 3\n");
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.field, "faults.duration_secs");
+        assert_eq!(error.line, Some(5), "the fault's table, where the key belongs");
 
         let text = format!("{MINIMAL}[[faults]]\nkind = \"ses_meltdown\"\n");
         let error = parse(&text).unwrap_err();
-        assert_eq!(error.line, Some(6));
+        assert_eq!(error.line, Some(5), "the fault's table ({error})");
         assert!(error.message.contains("ses_meltdown"));
     }
 
@@ -715,7 +792,7 @@ mod tests {
         let mut scenario = parse(MINIMAL).unwrap();
         scenario.add_fault(r#"kind = "ses_latency", latency_ms = 50"#).unwrap();
         assert_eq!(scenario.faults.len(), 1);
-        assert_eq!(scenario.faults[0].latency_ms, Some(50));
+        assert_eq!(scenario.faults[0].fault, Fault::SesLatency { latency_ms: 50 });
         assert_eq!(scenario.faults[0].duration_secs, None, "in force for the whole run");
 
         let missing = scenario.add_fault(r#"kind = "ses_latency""#).unwrap_err();

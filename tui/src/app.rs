@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use crate::snapshot::Snapshot;
+use vocabulary::{Priority, QueueRef};
+
+use crate::Snapshot;
 
 /// The panels, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +47,8 @@ pub struct Point {
     pub sent_per_sec: f64,
     pub errors_per_sec: f64,
     pub retries_per_sec: f64,
-    /// Queue name → visible + in flight.
-    pub depths: BTreeMap<String, f64>,
+    /// Visible + in flight, per queue.
+    pub depths: BTreeMap<QueueRef, f64>,
 }
 
 /// Keys the view understands (independent of the terminal library).
@@ -98,7 +100,13 @@ impl App {
         if self.paused {
             return;
         }
-        let rate = |now: f64, before: f64, dt: f64| if dt > 0.0 { ((now - before) / dt).max(0.0) } else { 0.0 };
+        let rate = |now: u64, before: u64, dt: f64| {
+            if dt > 0.0 {
+                now.saturating_sub(before) as f64 / dt
+            } else {
+                0.0
+            }
+        };
         let (sent, errors, retries) = match &self.previous {
             // A counter that went down means the engine restarted: start the rates afresh.
             Some((t0, before)) if snapshot.total(|c| c.sent) >= before.total(|c| c.sent) => {
@@ -119,11 +127,7 @@ impl App {
             sent_per_sec: sent,
             errors_per_sec: errors,
             retries_per_sec: retries,
-            depths: snapshot
-                .queues
-                .iter()
-                .map(|(q, d)| (q.clone(), d.visible + d.in_flight))
-                .collect(),
+            depths: snapshot.queues.iter().map(|(q, d)| (*q, d.total() as f64)).collect(),
         });
         self.previous = Some((t, snapshot.clone()));
         self.latest = Some(snapshot);
@@ -181,7 +185,9 @@ impl App {
             return format!("{} {state}", self.target);
         };
         let point = self.history.back();
-        let depth = |q: &str| point.and_then(|p| p.depths.get(q)).copied().unwrap_or(0.0);
+        let depth = |q: QueueRef| point.and_then(|p| p.depths.get(&q)).copied().unwrap_or(0.0);
+        let main = |p: Priority| depth(QueueRef::Main(p));
+        let dead_letters: f64 = Priority::ALL.into_iter().map(|p| depth(QueueRef::DeadLetter(p))).sum();
         format!(
             "{} {state} accepted {} sent {} ({:.1}/s) errors {} retries {} queues h/m/l {}/{}/{} dlq {}",
             self.target,
@@ -190,10 +196,10 @@ impl App {
             point.map(|p| p.sent_per_sec).unwrap_or(0.0),
             s.total(|c| c.errors),
             s.total(|c| c.retries),
-            depth("high"),
-            depth("medium"),
-            depth("low"),
-            depth("high-dlq") + depth("medium-dlq") + depth("low-dlq"),
+            main(Priority::High),
+            main(Priority::Medium),
+            main(Priority::Low),
+            dead_letters,
         )
     }
 }
@@ -201,55 +207,50 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Counters, Depth};
+    use vocabulary::stats::Depth;
 
-    fn snapshot(sent: f64, low_depth: f64) -> Snapshot {
+    fn snapshot(sent: u64, low_depth: u64) -> Snapshot {
         let mut s = Snapshot {
-            accepted: 1000.0,
+            accepted: 1000,
             ..Snapshot::default()
         };
-        s.by_priority.insert(
-            "low".into(),
-            Counters {
-                sent,
-                ..Counters::default()
-            },
-        );
-        s.queues.insert(
-            "low".into(),
-            Depth {
-                visible: low_depth,
-                in_flight: 0.0,
-            },
-        );
+        s.by_priority[Priority::Low].sent = sent;
+        let depth = Depth {
+            visible: low_depth,
+            ..Depth::default()
+        };
+        s.queues.insert(QueueRef::Main(Priority::Low), depth);
         s
     }
 
     #[test]
     fn rates_come_from_consecutive_snapshots() {
         let mut app = App::new("engine");
-        app.on_snapshot(0.0, snapshot(0.0, 500.0));
-        app.on_snapshot(2.0, snapshot(40.0, 460.0));
-        app.on_snapshot(3.0, snapshot(70.0, 430.0));
+        app.on_snapshot(0.0, snapshot(0, 500));
+        app.on_snapshot(2.0, snapshot(40, 460));
+        app.on_snapshot(3.0, snapshot(70, 430));
         let rates: Vec<f64> = app.history.iter().map(|p| p.sent_per_sec).collect();
         assert_eq!(rates, vec![0.0, 20.0, 30.0]);
-        assert_eq!(app.history.back().unwrap().depths["low"], 430.0);
+        assert_eq!(
+            app.history.back().unwrap().depths[&QueueRef::Main(Priority::Low)],
+            430.0
+        );
     }
 
     #[test]
     fn an_engine_restart_does_not_show_a_negative_rate() {
         let mut app = App::new("engine");
-        app.on_snapshot(0.0, snapshot(500.0, 0.0));
-        app.on_snapshot(1.0, snapshot(3.0, 0.0));
+        app.on_snapshot(0.0, snapshot(500, 0));
+        app.on_snapshot(1.0, snapshot(3, 0));
         assert_eq!(app.history.back().unwrap().sent_per_sec, 0.0);
     }
 
     #[test]
     fn pausing_freezes_the_view_and_keys_move_between_panels() {
         let mut app = App::new("engine");
-        app.on_snapshot(0.0, snapshot(0.0, 1.0));
+        app.on_snapshot(0.0, snapshot(0, 1));
         app.on_key(Key::Char('p'));
-        app.on_snapshot(1.0, snapshot(10.0, 2.0));
+        app.on_snapshot(1.0, snapshot(10, 2));
         assert_eq!(app.history.len(), 1, "nothing added while paused");
         app.on_key(Key::Char('p'));
         app.on_key(Key::Tab);
@@ -269,7 +270,7 @@ mod tests {
     fn a_lost_target_backs_off_and_a_reading_reconnects() {
         let refresh = Duration::from_millis(500);
         let mut app = App::new("engine");
-        app.on_snapshot(0.0, snapshot(0.0, 0.0));
+        app.on_snapshot(0.0, snapshot(0, 0));
         assert_eq!(app.next_poll_in(refresh), refresh);
         app.on_error("connection refused");
         app.on_error("connection refused");
@@ -286,7 +287,7 @@ mod tests {
         }
         assert_eq!(app.next_poll_in(refresh), Duration::from_secs(5), "backoff is capped");
         assert!(app.plain_line().contains("LOST (12 failures"));
-        app.on_snapshot(1.0, snapshot(5.0, 0.0));
+        app.on_snapshot(1.0, snapshot(5, 0));
         assert_eq!(app.connection, Connection::Connected);
         assert_eq!(app.history.len(), 2, "history survived the outage");
     }

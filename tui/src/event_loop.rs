@@ -3,18 +3,18 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use tokio::sync::mpsc;
+use crossterm::event::{Event, EventStream, KeyCode, KeyEventKind, KeyModifiers};
+use futures::StreamExt;
 
 use crate::app::{App, Key};
-use crate::snapshot::Snapshot;
+use crate::Snapshot;
 
 /// Where readings come from. `Ok(None)`: the source has finished (a run ended).
 pub trait Source: Send {
     fn fetch(&mut self) -> impl std::future::Future<Output = Result<Option<Snapshot>, String>> + Send;
 }
 
-/// A running engine's `/metrics`.
+/// A running engine's `/stats`: the same figures as `/metrics`, typed.
 pub struct EngineSource {
     client: reqwest::Client,
     url: String,
@@ -27,7 +27,7 @@ impl EngineSource {
                 .timeout(Duration::from_secs(3))
                 .build()
                 .expect("an HTTP client"),
-            url: format!("{}/metrics", engine.trim_end_matches('/')),
+            url: format!("{}/stats", engine.trim_end_matches('/')),
         }
     }
 }
@@ -38,8 +38,11 @@ impl Source for EngineSource {
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        let text = response.text().await.map_err(|e| e.to_string())?;
-        Ok(Some(Snapshot::from_prometheus(&text)))
+        let snapshot = response
+            .json()
+            .await
+            .map_err(|e| format!("not a Courier /stats reading: {e}"))?;
+        Ok(Some(snapshot))
     }
 }
 
@@ -80,31 +83,21 @@ fn key_of(code: KeyCode, modifiers: KeyModifiers) -> Option<Key> {
     })
 }
 
-/// Keys from a thread of their own (crossterm's reads block).
-fn spawn_key_reader() -> mpsc::UnboundedReceiver<Key> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || loop {
-        match event::poll(Duration::from_millis(200)) {
-            Ok(true) => {
-                if let Ok(Event::Key(key)) = event::read() {
-                    if key.kind == KeyEventKind::Press {
-                        if let Some(k) = key_of(key.code, key.modifiers) {
-                            if tx.send(k).is_err() {
-                                return;
-                            }
-                        }
-                    }
+/// The next key the view understands, from crossterm's async event stream;
+/// `None` once the terminal's input has ended.
+async fn next_key(events: &mut EventStream) -> Option<Key> {
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Key(key)) if key.kind == KeyEventKind::Press => {
+                if let Some(k) = key_of(key.code, key.modifiers) {
+                    return Some(k);
                 }
             }
-            Ok(false) => {
-                if tx.is_closed() {
-                    return;
-                }
-            }
-            Err(_) => return,
+            Ok(_) => {}
+            Err(_) => return None,
         }
-    });
-    rx
+    }
+    None
 }
 
 /// Runs the view until `q` (or, without a terminal, until Ctrl-C).
@@ -128,7 +121,7 @@ pub async fn run(mut source: impl Source, target: String, refresh: Duration) -> 
     }
     // ratatui::init installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::init();
-    let mut keys = spawn_key_reader();
+    let mut events = EventStream::new();
     let mut next_poll = tokio::time::Instant::now();
     let result = loop {
         tokio::select! {
@@ -140,7 +133,7 @@ pub async fn run(mut source: impl Source, target: String, refresh: Duration) -> 
                 }
                 next_poll = tokio::time::Instant::now() + app.next_poll_in(refresh);
             }
-            Some(key) = keys.recv() => app.on_key(key),
+            Some(key) = next_key(&mut events) => app.on_key(key),
         }
         if app.quit {
             break Ok(());

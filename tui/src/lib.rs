@@ -1,7 +1,7 @@
 //! Courier's live view: `cargo run -p tui -- --engine http://127.0.0.1:8080`.
 //!
-//! - [`snapshot`]: one reading of the pipeline (parsed from the engine's
-//!   `/metrics`), the pure data every output starts from;
+//! - [`Snapshot`] (from `vocabulary`): one reading of the pipeline, as the
+//!   engine serves it at `/stats`, the pure data every output starts from;
 //! - [`app`]: the view's state, updated by readings and keys;
 //! - [`ui`]: `draw(frame, &app)`, one function per panel;
 //! - [`event_loop`]: the terminal, keys and readings, with a plain line per
@@ -9,5 +9,6 @@
 
 pub mod app;
 pub mod event_loop;
-pub mod snapshot;
 pub mod ui;
+
+pub use vocabulary::stats::Snapshot;

@@ -7,16 +7,17 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use crate::app::{App, Connection, Panel};
-use crate::snapshot::PRIORITIES;
+use vocabulary::{Priority, QueueRef};
 
-const QUEUE_COLORS: [(&str, Color); 6] = [
-    ("high", Color::Red),
-    ("medium", Color::Yellow),
-    ("low", Color::Cyan),
-    ("high-dlq", Color::Magenta),
-    ("medium-dlq", Color::LightMagenta),
-    ("low-dlq", Color::Gray),
+use crate::app::{App, Connection, Panel};
+
+const QUEUE_COLORS: [(QueueRef, Color); 6] = [
+    (QueueRef::Main(Priority::High), Color::Red),
+    (QueueRef::Main(Priority::Medium), Color::Yellow),
+    (QueueRef::Main(Priority::Low), Color::Cyan),
+    (QueueRef::DeadLetter(Priority::High), Color::Magenta),
+    (QueueRef::DeadLetter(Priority::Medium), Color::LightMagenta),
+    (QueueRef::DeadLetter(Priority::Low), Color::Gray),
 ];
 
 pub fn draw(frame: &mut Frame, app: &App) {
@@ -119,12 +120,12 @@ fn draw_line_chart(frame: &mut Frame, area: Rect, block: Block, series: Vec<Seri
 fn draw_queues(frame: &mut Frame, area: Rect, app: &App) {
     let series = QUEUE_COLORS
         .iter()
-        .filter(|(queue, _)| app.history.iter().any(|p| p.depths.contains_key(*queue)))
+        .filter(|(queue, _)| app.history.iter().any(|p| p.depths.contains_key(queue)))
         .map(|(queue, color)| {
             let points = app
                 .history
                 .iter()
-                .map(|p| (p.t, p.depths.get(*queue).copied().unwrap_or(0.0)))
+                .map(|p| (p.t, p.depths.get(queue).copied().unwrap_or(0.0)))
                 .collect();
             (queue.to_string(), *color, points)
         })
@@ -132,7 +133,7 @@ fn draw_queues(frame: &mut Frame, area: Rect, app: &App) {
     let latest = app.history.back();
     let now: Vec<String> = QUEUE_COLORS
         .iter()
-        .filter_map(|(q, _)| latest.and_then(|p| p.depths.get(*q)).map(|d| format!("{q} {d:.0}")))
+        .filter_map(|(q, _)| latest.and_then(|p| p.depths.get(q)).map(|d| format!("{q} {d:.0}")))
         .collect();
     let title = format!(" Queue depth (visible + in flight): {} ", now.join("  "));
     draw_line_chart(frame, area, panel(&title, app, Panel::Queues), series, app);
@@ -156,22 +157,13 @@ fn draw_rates(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
-    let rows = PRIORITIES.iter().map(|priority| {
-        let latency = app
-            .latest
-            .as_ref()
-            .and_then(|s| s.latency.get(*priority))
-            .copied()
-            .unwrap_or_default();
-        let sent = app
-            .latest
-            .as_ref()
-            .and_then(|s| s.by_priority.get(*priority))
-            .map(|c| c.sent)
-            .unwrap_or(0.0);
+    let rows = Priority::ALL.iter().map(|&priority| {
+        let latest = app.latest.as_ref();
+        let latency = latest.map(|s| s.latency[priority]).unwrap_or_default();
+        let sent = latest.map_or(0, |s| s.by_priority[priority].sent);
         Row::new(vec![
             Cell::from(priority.to_string()),
-            Cell::from(format!("{sent:.0}")),
+            Cell::from(sent.to_string()),
             Cell::from(format!("{:.0}", latency.p50)),
             Cell::from(format!("{:.0}", latency.p95)),
             Cell::from(format!("{:.0}", latency.p99)),
@@ -232,14 +224,14 @@ fn draw_faults(frame: &mut Frame, area: Rect, app: &App) {
     };
     if !s.slo.is_empty() {
         lines.push(Line::from(""));
-        for (name, ok) in &s.slo {
-            let (mark, color) = if *ok {
+        for slo in &s.slo {
+            let (mark, color) = if slo.met {
                 ("✓", Color::Green)
             } else {
                 ("✗", Color::Red)
             };
             lines.push(Line::from(Span::styled(
-                format!("{mark} {name}"),
+                format!("{mark} {}", slo.name),
                 Style::default().fg(color),
             )));
         }
@@ -288,9 +280,10 @@ fn draw_help(frame: &mut Frame, area: Rect) {
 mod tests {
     use super::*;
     use crate::app::Key;
-    use crate::snapshot::{Counters, Depth, Latency, Snapshot};
+    use crate::Snapshot;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
+    use vocabulary::stats::{Counters, Depth, Latency, SloSoFar};
 
     fn screen(app: &App, width: u16, height: u16) -> String {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
@@ -309,45 +302,34 @@ mod tests {
 
     fn fixed_app() -> App {
         let mut app = App::new("http://127.0.0.1:8080");
-        for (i, (sent, low)) in [(0.0, 300.0), (50.0, 260.0), (120.0, 190.0)].into_iter().enumerate() {
+        for (i, (sent, low)) in [(0, 300), (50, 260), (120, 190)].into_iter().enumerate() {
             let mut s = Snapshot {
-                accepted: 400.0,
+                accepted: 400,
                 ..Snapshot::default()
             };
-            s.by_priority.insert(
-                "low".into(),
-                Counters {
-                    sent,
-                    errors: 2.0,
-                    retries: 4.0,
-                    dead_lettered: 1.0,
-                    enqueued: 400.0,
-                },
-            );
-            s.latency.insert(
-                "high".into(),
-                Latency {
-                    p50: 42.0,
-                    p95: 120.0,
-                    p99: 180.0,
-                },
-            );
-            s.queues.insert(
-                "low".into(),
-                Depth {
-                    visible: low,
-                    in_flight: 10.0,
-                },
-            );
-            s.queues.insert(
-                "low-dlq".into(),
-                Depth {
-                    visible: 1.0,
-                    in_flight: 0.0,
-                },
-            );
+            s.by_priority[Priority::Low] = Counters {
+                sent,
+                errors: 2,
+                retries: 4,
+                dead_lettered: 1,
+                enqueued: 400,
+            };
+            s.latency[Priority::High] = Latency {
+                count: 10,
+                p50: 42.0,
+                p95: 120.0,
+                p99: 180.0,
+            };
+            let depth = |visible, in_flight| Depth {
+                visible,
+                in_flight,
+                delayed: 0,
+            };
+            s.queues.insert(QueueRef::Main(Priority::Low), depth(low, 10));
+            s.queues.insert(QueueRef::DeadLetter(Priority::Low), depth(1, 0));
             s.active_faults = vec!["ses_throttle#1".into()];
-            s.slo = vec![("lost ≤ 0".into(), true), ("p99 high ≤ 500 ms".into(), false)];
+            let slo = |name: &str, met| SloSoFar { name: name.into(), met };
+            s.slo = vec![slo("lost ≤ 0", true), slo("p99 high ≤ 500 ms", false)];
             app.on_snapshot(i as f64, s);
         }
         app

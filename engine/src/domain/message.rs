@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use std::fmt;
 use std::str::FromStr;
+use vocabulary::{MessageKind, Priority};
 
 macro_rules! uuid_id {
     ($name:ident, $what:literal) => {
@@ -40,64 +41,6 @@ macro_rules! uuid_id {
 
 uuid_id!(SendId, "send (one message to one recipient)");
 uuid_id!(BatchId, "batch (one uploaded campaign file)");
-
-/// Which queue a message waits on; high is served first, low is never starved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    High,
-    Medium,
-    Low,
-}
-
-impl Priority {
-    /// In the order they are served.
-    pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::High => "high",
-            Priority::Medium => "medium",
-            Priority::Low => "low",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// What a message is for; routing rules map each kind to a priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageKind {
-    Reminder,
-    Offer,
-    Subscription,
-    /// A row of an uploaded campaign file with no type of its own.
-    Campaign,
-}
-
-impl MessageKind {
-    pub const ALL: [MessageKind; 4] = [
-        MessageKind::Reminder,
-        MessageKind::Offer,
-        MessageKind::Subscription,
-        MessageKind::Campaign,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageKind::Reminder => "reminder",
-            MessageKind::Offer => "offer",
-            MessageKind::Subscription => "subscription",
-            MessageKind::Campaign => "campaign",
-        }
-    }
-}
-
-named_enum!(Priority, "priority");
-named_enum!(MessageKind, "type");
 
 /// A message body: inline, or stored in the blob store when too large for a queue.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,43 +1,5 @@
-use super::{BatchId, MessageKind, OutboundMessage, Priority, SendId};
+use super::{BatchId, MessageKind, OutboundMessage, Priority, SendId, SendStatus};
 use chrono::{DateTime, Utc};
-
-/// Where a message is in its life. SENT and ERROR are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SendStatus {
-    /// Accepted and recorded, not yet on a queue.
-    Pending,
-    /// On its priority queue.
-    Queued,
-    /// Handed to the mail provider, which accepted it.
-    Sent,
-    /// Given up on: rejected by the provider, failed to enqueue, or dead-lettered.
-    Error,
-}
-
-impl SendStatus {
-    pub const ALL: [SendStatus; 4] = [
-        SendStatus::Pending,
-        SendStatus::Queued,
-        SendStatus::Sent,
-        SendStatus::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SendStatus::Pending => "PENDING",
-            SendStatus::Queued => "QUEUED",
-            SendStatus::Sent => "SENT",
-            SendStatus::Error => "ERROR",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, SendStatus::Sent | SendStatus::Error)
-    }
-}
-
-named_enum!(SendStatus, "status");
 
 /// What the status store holds for one message.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::Stage;
 use crate::domain::{MessageBody, OutboundMessage, Priority, SendId};
 use crate::mailer::{Email, EmailAttachment, MailError};
-use crate::metrics::Stage;
 use crate::pipeline::Pipeline;
 use crate::queue::{QueueRef, ReceivedMessage, MAX_BATCH};
 use crate::routing::weighted_schedule;
@@ -110,7 +110,7 @@ async fn release(pipeline: &Pipeline, messages: &[ReceivedMessage]) {
 
 async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationToken) {
     let settings = &pipeline.settings;
-    let schedule = weighted_schedule(|p| settings.sender.weights.of(p));
+    let schedule = weighted_schedule(|p| settings.sender.weights[p]);
     let mut fetchers = JoinSet::new();
     let mut inboxes = Vec::with_capacity(3);
     for priority in Priority::ALL {

@@ -45,7 +45,7 @@ async fn requests_without_the_right_api_key_get_401_and_change_nothing() {
     }
     let page = app
         .pipeline
-        .store
+        .store()
         .by_status(
             SendStatus::Queued,
             chrono::DateTime::UNIX_EPOCH,
@@ -99,5 +99,18 @@ async fn requests_without_the_right_api_key_get_401_and_change_nothing() {
         metrics.contains("courier_queue_messages{queue=\"high\",state=\"visible\"} 1\n"),
         "/metrics reports queue depths read from SQS: {metrics}"
     );
+    // /stats serves the same figures as the typed reading the TUI draws.
+    let stats: vocabulary::stats::Snapshot = app
+        .http
+        .get(format!("{}/stats", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats.accepted, 1);
+    assert_eq!(stats.by_priority[Priority::High].enqueued, 1);
+    assert_eq!(stats.depth(QueueRef::Main(Priority::High)), 1);
     app.stop().await;
 }

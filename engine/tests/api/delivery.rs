@@ -61,7 +61,7 @@ async fn a_reminder_posted_after_a_low_priority_backlog_is_sent_before_the_backl
     loop {
         let page = app
             .pipeline
-            .store
+            .store()
             .by_batch(batch_id.parse().unwrap(), None, 100, cursor.as_deref())
             .await
             .unwrap();
@@ -89,7 +89,7 @@ async fn a_poison_message_reaches_the_dead_letter_queue_after_three_receives_and
     let send_id = SendId::new();
     let now = Utc::now();
     app.pipeline
-        .store
+        .store()
         .put_pending(&[SendRecord {
             send_id,
             batch_id: None,
@@ -107,7 +107,7 @@ async fn a_poison_message_reaches_the_dead_letter_queue_after_three_receives_and
         }])
         .await
         .unwrap();
-    let queue_url = app.pipeline.settings.resources.prefix.clone() + "-medium";
+    let queue_url = app.pipeline.settings().resources.prefix.clone() + "-medium";
     let url = app
         .clients
         .sqs
@@ -146,7 +146,7 @@ async fn a_poison_message_reaches_the_dead_letter_queue_after_three_receives_and
     );
     let main = app.depth(QueueRef::Main(Priority::Medium)).await;
     assert_eq!(main.visible + main.in_flight, 0);
-    assert_eq!(app.pipeline.metrics.counts(Priority::Medium).dead_lettered, 1);
+    assert_eq!(app.pipeline.metrics().counts(Priority::Medium).dead_lettered, 1);
     app.stop().await;
 }
 
@@ -176,13 +176,13 @@ async fn a_redelivered_message_that_is_already_sent_is_deleted_without_a_second_
     };
     let refused = app
         .pipeline
-        .queues
+        .queues()
         .send_batch(Priority::Medium, &[duplicate])
         .await
         .unwrap();
     assert!(refused.is_empty());
     wait_for(Duration::from_secs(30), "the redelivery to be skipped", || async {
-        (app.pipeline.metrics.redeliveries_skipped() == 1).then_some(())
+        (app.pipeline.metrics().redeliveries_skipped() == 1).then_some(())
     })
     .await;
     let main = app.depth(QueueRef::Main(Priority::Medium)).await;
@@ -222,8 +222,8 @@ async fn a_throttled_send_goes_back_to_its_queue_and_is_sent_on_a_later_receive(
         record.attempts, 4,
         "three throttled attempts, then the one that went through"
     );
-    assert_eq!(app.pipeline.metrics.counts(Priority::High).retries, 3);
-    assert_eq!(app.pipeline.metrics.counts(Priority::High).dead_lettered, 0);
+    assert_eq!(app.pipeline.metrics().counts(Priority::High).retries, 3);
+    assert_eq!(app.pipeline.metrics().counts(Priority::High).dead_lettered, 0);
     assert_eq!(app.sent_mail().await.len(), 1);
     app.stop().await;
 }

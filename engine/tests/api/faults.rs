@@ -1,4 +1,5 @@
 use engine::aws::AwsClients;
+use engine::config::MailerKind;
 use engine::faults::{FaultEffect, FaultPlan, FaultTarget, SesQuota};
 use engine::mailer::{Email, MailError, Mailer, SesV1Mailer, SesV2Mailer};
 
@@ -34,23 +35,22 @@ async fn injected_ses_faults_arrive_as_the_services_own_errors_in_both_api_versi
         .await;
     let v2 = SesV2Mailer::new(clients.sesv2.clone());
     let v1 = SesV1Mailer::new(clients.ses.clone());
-    let mailers: [&dyn Mailer; 2] = [&v2, &v1];
+    let mailers: [(&dyn Mailer, MailerKind); 2] = [(&v2, MailerKind::Sesv2), (&v1, MailerKind::Ses)];
 
     let reject = plan.activate("ses_reject", FaultTarget::SesSend, 1.0, FaultEffect::Reject);
-    for mailer in mailers {
+    for (mailer, kind) in mailers {
         let error = mailer.send(&email("fault-reject@example.com")).await.unwrap_err();
         assert!(
             matches!(&error, MailError::Rejected(m) if m.contains("MessageRejected")),
-            "{}: {error}",
-            mailer.name()
+            "{kind}: {error}"
         );
     }
     plan.deactivate(reject);
 
     let throttle = plan.activate("ses_throttle", FaultTarget::SesSend, 1.0, FaultEffect::Throttle);
-    for mailer in mailers {
+    for (mailer, kind) in mailers {
         let error = mailer.send(&email("fault-throttle@example.com")).await.unwrap_err();
-        assert!(matches!(error, MailError::Throttled(_)), "{}: {error}", mailer.name());
+        assert!(matches!(error, MailError::Throttled(_)), "{kind}: {error}");
     }
     plan.deactivate(throttle);
     // The SDK itself retries throttling (3 attempts), as it would against SES.

@@ -251,13 +251,13 @@ async fn a_batch_filtered_by_status_fills_its_page_even_when_the_matches_come_la
     // The last three in the index's order become SENT; the rest stay QUEUED.
     let all = app
         .pipeline
-        .store
+        .store()
         .by_batch(batch_id.parse().unwrap(), None, 30, None)
         .await
         .unwrap();
     for record in &all.items[27..] {
         app.pipeline
-            .store
+            .store()
             .mark_sent(record.send_id, "p", Utc::now())
             .await
             .unwrap();

@@ -167,7 +167,7 @@ impl TestApp {
     }
 
     pub async fn record(&self, id: SendId) -> Option<SendRecord> {
-        self.pipeline.store.get(id).await.unwrap()
+        self.pipeline.store().get(id).await.unwrap()
     }
 
     /// Waits until `id` reaches a terminal status, or panics after `timeout`.
@@ -180,14 +180,14 @@ impl TestApp {
 
     pub async fn batch_counts(&self, batch_id: &str) -> BTreeMap<String, u64> {
         self.pipeline
-            .store
+            .store()
             .batch_counts(batch_id.parse().unwrap())
             .await
             .unwrap()
     }
 
     pub async fn depth(&self, queue: QueueRef) -> QueueDepth {
-        self.pipeline.queues.depth(queue).await.unwrap()
+        self.pipeline.queues().depth(queue).await.unwrap()
     }
 
     /// Mail the stack recorded for addresses of this test.
@@ -217,7 +217,7 @@ impl TestApp {
         let until = chrono::Utc::now() + chrono::Duration::hours(1);
         let page = self
             .pipeline
-            .store
+            .store()
             .by_status(status, chrono::DateTime::UNIX_EPOCH, until, limit, None);
         page.await.unwrap().items
     }
@@ -306,9 +306,5 @@ impl Mailer for ThrottleFirst {
             ));
         }
         self.inner.send(email).await
-    }
-
-    fn name(&self) -> &'static str {
-        "throttle-first"
     }
 }

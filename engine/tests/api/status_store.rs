@@ -23,7 +23,7 @@ async fn a_late_queued_write_moves_pending_records_and_never_overwrites_a_final_
     let mut settings = test_settings(MailerKind::DryRun);
     settings.sender.enabled = false;
     let app = spawn_app(settings).await;
-    let store = &app.pipeline.store;
+    let store = &app.pipeline.store();
     let (fresh, finished) = (pending(&app, "fresh"), pending(&app, "finished"));
     store.put_pending(&[fresh.clone(), finished.clone()]).await.unwrap();
     // A fast sender got to one of them before the QUEUED write: it must stay SENT.

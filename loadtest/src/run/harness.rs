@@ -1,0 +1,274 @@
+//! Set-up: the stack, the engine under test and the handles a run acts on.
+//!
+//! The engine runs in-process with its AWS clients routed through a
+//! [`FaultPlan`]; the harness runs the senders itself so the fault timeline
+//! can crash and restart them. A second pipeline over plain clients reads the
+//! final records, so that injected faults can never hide a message from the audit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use engine::aws::AwsClients;
+use engine::config::{MailerKind, Settings};
+use engine::faults::FaultPlan;
+use engine::mailer::DryRunMailer;
+use engine::pipeline::Pipeline;
+use engine::startup::{on_aws, StartupError};
+use engine::Application;
+use localstack::{Stack, StackOptions, StackTarget};
+use scenarios::{Scenario, TargetSpec};
+use tokio::sync::{oneshot, Mutex};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{HarnessError, RunOptions};
+use crate::calibrate::{calibrate, Calibration};
+use crate::check_stack::check_stack;
+use crate::results::{CheckResult, StackInfo};
+
+/// Everything a run acts on, from set-up to the audit.
+pub struct Harness {
+    pub stack: Arc<Stack>,
+    /// The faults in force, shared by every client of the engine under test.
+    pub plan: Arc<FaultPlan>,
+    /// The engine's pipeline (through the fault plan).
+    pub pipeline: Pipeline,
+    /// The same resources through plain clients, for the audit.
+    audit_pipeline: Pipeline,
+    pub base_url: String,
+    pub senders: Arc<Mutex<Senders>>,
+    engine: Option<RunningEngine>,
+    pub checks: Vec<CheckResult>,
+    pub calibration: Option<Calibration>,
+    /// What the provider had mailed to each address before the run, where it keeps a record.
+    mail_before: Option<HashMap<String, u64>>,
+}
+
+/// The engine's task, and the signal that stops it.
+type RunningEngine = (oneshot::Sender<()>, JoinHandle<Result<(), StartupError>>);
+
+/// The sender workers, which the fault timeline may crash and restart.
+pub struct Senders {
+    pipeline: Pipeline,
+    running: Option<(JoinHandle<()>, CancellationToken)>,
+}
+
+impl Senders {
+    pub fn start(&mut self) {
+        if self.running.is_none() {
+            let token = CancellationToken::new();
+            let handle = tokio::spawn(engine::sender::run_senders(self.pipeline.clone(), token.clone()));
+            self.running = Some((handle, token));
+        }
+    }
+
+    /// A crash: in-flight sends are dropped mid-way; SQS redelivers them later.
+    pub fn crash(&mut self) {
+        if let Some((handle, _)) = self.running.take() {
+            handle.abort();
+        }
+    }
+
+    /// A clean stop: in-flight sends finish.
+    pub async fn stop(&mut self) {
+        if let Some((handle, token)) = self.running.take() {
+            token.cancel();
+            let _ = handle.await;
+        }
+    }
+}
+
+/// A run's resource names: `lt-<scenario>-<random>`, unique per run.
+fn run_prefix(name: &str) -> String {
+    let clean: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(20)
+        .collect();
+    format!("lt-{clean}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
+}
+
+/// The engine's settings as the scenario describes it.
+fn settings_for(scenario: &Scenario, prefix: String, stack: &Stack) -> Result<Settings, HarnessError> {
+    let mut settings = Settings::default();
+    settings.resources.prefix = prefix;
+    let engine = &scenario.engine;
+    settings.sender.workers = engine.workers;
+    settings.sender.concurrency = engine.concurrency;
+    settings.sender.retry_base_secs = engine.retry_base_secs;
+    settings.sender.retry_max_secs = engine.retry_max_secs;
+    // The harness runs the senders itself, so it can crash and restart them.
+    settings.sender.enabled = false;
+    settings.queues.visibility_timeout_secs = engine.visibility_timeout_secs;
+    settings.queues.max_receive_count = engine.max_receives;
+    settings.queues.long_poll_secs = engine.long_poll_secs;
+    settings.mailer.kind = engine.mailer;
+    if engine.mailer == MailerKind::Smtp {
+        // The stack's own SMTP server (only the local target runs one).
+        let smtp = stack.smtp().ok_or(HarnessError::NoSmtpServer)?;
+        settings.mailer.smtp.host = smtp.host.clone();
+        settings.mailer.smtp.port = smtp.port;
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
+async fn start_stack(scenario: &Scenario, options: &RunOptions) -> Result<Stack, HarnessError> {
+    let target = match options.stack.as_deref() {
+        Some(text) => text.parse::<StackTarget>()?,
+        None => match &scenario.run.target {
+            TargetSpec::Local => StackTarget::Local,
+            TargetSpec::Aws => StackTarget::Aws,
+            TargetSpec::Endpoint(url) => url.parse::<StackTarget>()?,
+        },
+    };
+    Ok(Stack::start(StackOptions {
+        target,
+        ..StackOptions::default()
+    })
+    .await?)
+}
+
+/// The stack's ceiling, on resources of its own, when the run asks for it.
+async fn calibration(
+    scenario: &Scenario,
+    prefix: &str,
+    stack: &Stack,
+    clients: &AwsClients,
+) -> Result<Calibration, HarnessError> {
+    let settings = settings_for(scenario, format!("{prefix}-cal"), stack)?;
+    let listener = bind().await?;
+    let app = Application::build(settings, clients, listener).await?;
+    let pipeline = Arc::new(app.pipeline().clone());
+    let duration = std::time::Duration::from_secs(10);
+    Ok(calibrate(pipeline, duration, scenario.engine.workers * 2).await)
+}
+
+async fn bind() -> Result<tokio::net::TcpListener, HarnessError> {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(HarnessError::Bind)
+}
+
+/// Starts (or connects to) the stack, checks it, builds and starts the engine.
+pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness, HarnessError> {
+    let stack = Arc::new(start_stack(scenario, options).await?);
+    let plain_clients = AwsClients::for_stack(&stack).await;
+    let plan = FaultPlan::new(scenario.seed);
+    let clients = AwsClients::with_faults(&stack, plan.clone()).await;
+
+    let prefix = run_prefix(&scenario.name);
+    let checks = check_stack(&plain_clients, &format!("{prefix}-chk")).await;
+    let calibration = match options.calibrate {
+        true => Some(calibration(scenario, &prefix, &stack, &plain_clients).await?),
+        false => None,
+    };
+    let settings = settings_for(scenario, prefix, &stack)?;
+    let app = Application::build(settings.clone(), &clients, bind().await?).await?;
+    let audit_pipeline = on_aws(settings, app.provisioned(), &plain_clients, Arc::new(DryRunMailer));
+    let base_url = format!("http://{}", app.local_addr());
+    let pipeline = app.pipeline().clone();
+    let (stop_engine, engine_stopped) = oneshot::channel::<()>();
+    let engine_task = tokio::spawn(app.run(async {
+        let _ = engine_stopped.await;
+    }));
+
+    let mail_kept = stack.is_emulated() && scenario.engine.mailer.leaves_a_record();
+    let mail_before = match mail_kept {
+        true => Some(mail_counts(&stack.sent_emails().await?)),
+        false => None,
+    };
+    let senders = Arc::new(Mutex::new(Senders {
+        pipeline: pipeline.clone(),
+        running: None,
+    }));
+    senders.lock().await.start();
+    Ok(Harness {
+        stack,
+        plan,
+        pipeline,
+        audit_pipeline,
+        base_url,
+        senders,
+        engine: Some((stop_engine, engine_task)),
+        checks,
+        calibration,
+        mail_before,
+    })
+}
+
+impl Harness {
+    /// After traffic: no fault stays in force, the stack runs (if a fault
+    /// paused it) and the senders are up.
+    pub async fn recover(&self, stack_was_paused: bool) {
+        self.plan.clear();
+        if stack_was_paused {
+            self.stack.set_paused(false);
+        }
+        self.senders.lock().await.start();
+    }
+
+    /// Stops the senders (in-flight sends finish) and the engine.
+    pub async fn stop_engine(&mut self) {
+        self.senders.lock().await.stop().await;
+        if let Some((stop, task)) = self.engine.take() {
+            let _ = stop.send(());
+            if let Ok(Err(error)) = task.await {
+                tracing::warn!(%error, "the engine stopped with an error");
+            }
+        }
+    }
+
+    /// The pipeline to read final records through: no fault plan in the way.
+    pub fn audit_pipeline(&self) -> &Pipeline {
+        &self.audit_pipeline
+    }
+
+    /// Messages now on the dead-letter queues, through the plain clients.
+    pub async fn dead_lettered(&self) -> u64 {
+        let depths = self.audit_pipeline.queue_depths().await;
+        depths
+            .iter()
+            .filter(|(queue, _)| queue.is_dead_letter())
+            .map(|(_, depth)| depth.total())
+            .sum()
+    }
+
+    /// Per recipient, what the provider mailed during the run, where it keeps a record.
+    pub async fn mailed_during_run(&self) -> Result<Option<HashMap<String, u64>>, HarnessError> {
+        let Some(before) = &self.mail_before else {
+            return Ok(None);
+        };
+        let after = mail_counts(&self.stack.sent_emails().await?);
+        let during = after
+            .into_iter()
+            .filter_map(|(to, n)| {
+                let new = n.saturating_sub(before.get(&to).copied().unwrap_or(0));
+                // Calibration mail is not this run's.
+                (new > 0 && !to.starts_with("calibrate.")).then_some((to, new))
+            })
+            .collect();
+        Ok(Some(during))
+    }
+
+    pub fn stack_info(&self) -> StackInfo {
+        StackInfo {
+            target: format!("{:?}", self.stack.target()),
+            versions: self.stack.versions().iter().cloned().collect(),
+            startup_secs: self.stack.started_in().as_secs_f64(),
+            mailer: self.pipeline.settings().mailer.kind,
+        }
+    }
+}
+
+/// How many emails each address received, lower-cased.
+fn mail_counts(mail: &[localstack::SentEmail]) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    for email in mail {
+        for to in &email.to {
+            *counts.entry(to.to_ascii_lowercase()).or_default() += 1;
+        }
+    }
+    counts
+}

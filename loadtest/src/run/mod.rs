@@ -1,0 +1,378 @@
+//! One load run, start to verdict, flowing one way:
+//!
+//! 1. [`harness::set_up`]: the stack, the engine under test, the handles;
+//! 2. traffic: goose offers the scenario's arrivals while the fault
+//!    [`timeline`] plays and the sampler reads the pipeline, both sending
+//!    events to one [`collector`](crate::collector);
+//! 3. drain: wait until every accepted message is final (or the timeout);
+//! 4. gather: the final records, the provider's mail record, the engine's figures;
+//! 5. [`summarize`](crate::summarize::summarize), a pure function, then write
+//!    `results.json` and the reports.
+
+pub mod harness;
+pub mod timeline;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use engine::domain::{PerPriority, SendId, SendRecord, Stage};
+use engine::pipeline::Pipeline;
+use futures::StreamExt;
+use scenarios::{Fault, Plan, Scenario};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::collector::{collect, sample, Collected, Outputs};
+use crate::driver::{drive, Driver, RequestOutcome};
+use crate::results::{MachineInfo, RunResults, ScenarioInfo};
+use crate::summarize::{summarize, EngineFigures, RawRun, Traffic};
+use harness::Harness;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(transparent)]
+    Scenario(#[from] scenarios::ScenarioError),
+    #[error("stack: {0}")]
+    Stack(#[from] localstack::StackError),
+    #[error("engine: {0}")]
+    Engine(#[from] engine::startup::StartupError),
+    #[error("engine settings from the scenario: {0}")]
+    Settings(#[from] engine::config::SettingsError),
+    #[error("engine.mailer = \"smtp\": this stack runs no SMTP server (only the local target does)")]
+    NoSmtpServer,
+    #[error("binding the engine's port: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("load generator: {0}")]
+    Goose(#[source] goose::GooseError),
+    #[error("status store: {0}")]
+    Store(#[from] engine::store::StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] engine::queue::QueueError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serialising the results: {0}")]
+    Serialise(#[from] serde_json::Error),
+    #[error("a task of the run failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    pub scenario: PathBuf,
+    /// Where results go; `target/loadtest/<scenario>-<time>/` by default.
+    pub out_dir: Option<PathBuf>,
+    /// Overrides the scenario's target (`local`, `aws` or a URL).
+    pub stack: Option<String>,
+    /// Measure the stack's own ceiling first, in the same run.
+    pub calibrate: bool,
+    /// Print a progress line every few seconds.
+    pub progress: bool,
+    /// Faults added to the scenario's, each an inline TOML table
+    /// (`kind = "ses_latency", latency_ms = 50`).
+    pub extra_faults: Vec<String>,
+    /// Publish every reading for a live view (`loadtest run --tui`).
+    pub live: Option<tokio::sync::watch::Sender<vocabulary::stats::Snapshot>>,
+}
+
+pub struct RunOutcome {
+    pub results: RunResults,
+    pub results_path: PathBuf,
+    /// report.html and summary.md, beside the results.
+    pub reports: reports::Written,
+    pub passed: bool,
+}
+
+/// Runs the scenario and writes its results and reports.
+pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
+    let started = Instant::now();
+    let scenario = load(&options)?;
+    let plan = scenarios::generate(&scenario);
+    let out_dir = out_dir(&options, &scenario)?;
+    tracing::info!(
+        scenario = %scenario.name,
+        requests = plan.arrivals.len(),
+        expected_messages = plan.expected_messages(),
+        out = %out_dir.display(),
+        "starting run"
+    );
+    let mut harness = harness::set_up(&scenario, &options).await?;
+    let running = offer_traffic(&harness, &scenario, &plan, &options, &out_dir).await?;
+    drain(&harness.pipeline, &running, &scenario).await;
+    let raw = gather(&mut harness, running, &scenario, &plan, &options, started).await?;
+    let results = summarize(raw);
+    write(results, &out_dir)
+}
+
+/// The scenario with the command line's extra faults.
+fn load(options: &RunOptions) -> Result<Scenario, HarnessError> {
+    let mut scenario = Scenario::load(&options.scenario)?;
+    for fault in &options.extra_faults {
+        scenario.add_fault(fault)?;
+    }
+    Ok(scenario)
+}
+
+fn out_dir(options: &RunOptions, scenario: &Scenario) -> Result<PathBuf, HarnessError> {
+    let dir = options.out_dir.clone().unwrap_or_else(|| {
+        let stamp = Utc::now().format("%Y%m%d-%H%M%S");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+        target.join("loadtest").join(format!("{}-{stamp}", scenario.name))
+    });
+    std::fs::create_dir_all(&dir).map_err(|source| HarnessError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// A run whose traffic is over and whose sampler still reads the drain.
+struct Running {
+    driver: Arc<Driver>,
+    /// The run's t = 0, on the monotonic clock and the wall clock.
+    start: Instant,
+    started_at: DateTime<Utc>,
+    traffic_secs: f64,
+    stop_sampler: CancellationToken,
+    sampler: JoinHandle<()>,
+    collector: JoinHandle<Collected>,
+    goose_report: PathBuf,
+}
+
+/// Offers the scenario's traffic while the fault timeline plays; returns once
+/// traffic is over and every fault has been undone.
+async fn offer_traffic(
+    harness: &Harness,
+    scenario: &Scenario,
+    plan: &Plan,
+    options: &RunOptions,
+    out_dir: &Path,
+) -> Result<Running, HarnessError> {
+    let traffic = Duration::from_secs_f64(scenario.run.duration_secs);
+    // One second's lead lets goose bring its users up before the first arrival.
+    let start = Instant::now() + Duration::from_secs(1);
+    let started_at = Utc::now() + chrono::Duration::seconds(1);
+    let driver = Driver::new(plan.arrivals.clone(), start, traffic, None);
+
+    let (events, received) = mpsc::unbounded_channel();
+    let outputs = Outputs {
+        live: options.live.clone(),
+        progress: options.progress,
+        slo: scenario.slo.clone(),
+    };
+    let collector = tokio::spawn(collect(received, outputs));
+    let stop_sampler = CancellationToken::new();
+    let interval = Duration::from_millis(scenario.run.sample_interval_ms.max(100));
+    let sampler = tokio::spawn(sample(
+        harness.pipeline.clone(),
+        driver.clone(),
+        harness.plan.clone(),
+        start,
+        interval,
+        events.clone(),
+        stop_sampler.clone(),
+    ));
+    let over = CancellationToken::new();
+    let context = timeline::Context {
+        start,
+        traffic,
+        harness: timeline::HarnessHandles::of(harness),
+        events,
+        over: over.clone(),
+    };
+    let faults = timeline::start(&scenario.faults, &context);
+    drop(context);
+
+    let goose_report = out_dir.join("goose-report.html");
+    let driven = drive(driver.clone(), &harness.base_url, scenario.run.users, &goose_report).await;
+    let traffic_secs = start.elapsed().as_secs_f64();
+    // Faults end with the traffic; the senders must be up for the drain.
+    over.cancel();
+    for fault in faults {
+        fault.await?;
+    }
+    let paused = scenario.faults.iter().any(|f| matches!(f.fault, Fault::PauseStack));
+    harness.recover(paused).await;
+    driven.map_err(HarnessError::Goose)?;
+    Ok(Running {
+        driver,
+        start,
+        started_at,
+        traffic_secs,
+        stop_sampler,
+        sampler,
+        collector,
+        goose_report,
+    })
+}
+
+/// Waits until every accepted message (and every poison) is SENT or ERROR,
+/// or the scenario's drain timeout.
+async fn drain(pipeline: &Pipeline, running: &Running, scenario: &Scenario) {
+    let poison: u64 = scenario
+        .faults
+        .iter()
+        .filter(|f| f.start_secs < running.traffic_secs)
+        .map(|f| match f.fault {
+            Fault::Poison { count } => count.get(),
+            _ => 0,
+        })
+        .sum();
+    let expected = running.driver.accepted_so_far() + poison;
+    let deadline = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_secs);
+    loop {
+        let counts = PerPriority::from_fn(|p| pipeline.metrics().counts(p));
+        let finished: u64 = counts.iter().map(|(_, c)| c.sent + c.errors).sum();
+        if finished >= expected || Instant::now() >= deadline {
+            tracing::info!(
+                finished,
+                expected,
+                drained_secs = running.start.elapsed().as_secs_f64(),
+                "drain over"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Stops the run and reads back everything the summary needs.
+async fn gather<'a>(
+    harness: &mut Harness,
+    running: Running,
+    scenario: &'a Scenario,
+    plan: &'a Plan,
+    options: &RunOptions,
+    started: Instant,
+) -> Result<RawRun<'a>, HarnessError> {
+    running.stop_sampler.cancel();
+    running.sampler.await?;
+    let collected = running.collector.await?;
+    harness.stop_engine().await;
+    let outcomes = running.driver.outcomes();
+    let records = final_records(harness.audit_pipeline(), &outcomes).await?;
+    let traffic = Traffic {
+        outcomes,
+        started: running.driver.started(),
+        late_starts: running.driver.late_starts(),
+    };
+    Ok(RawRun {
+        scenario: ScenarioInfo {
+            name: scenario.name.clone(),
+            description: scenario.description.clone(),
+            file: options.scenario.display().to_string(),
+            seed: scenario.seed,
+            extra_faults: options.extra_faults.clone(),
+        },
+        slo: &scenario.slo,
+        plan,
+        started_at: running.started_at,
+        traffic_secs: running.traffic_secs,
+        total_secs: started.elapsed().as_secs_f64(),
+        traffic,
+        records,
+        mailed: harness.mailed_during_run().await?,
+        dead_lettered: harness.dead_lettered().await,
+        collected,
+        engine: engine_figures(harness),
+        calibration: harness.calibration.clone(),
+        checks: harness.checks.clone(),
+        stack: harness.stack_info(),
+        machine: MachineInfo::current(),
+        goose_report: running
+            .goose_report
+            .exists()
+            .then(|| running.goose_report.display().to_string()),
+    })
+}
+
+/// The engine's histograms and the fault plan's counts, at the end of the run.
+fn engine_figures(harness: &Harness) -> EngineFigures {
+    let metrics = harness.pipeline.metrics();
+    EngineFigures {
+        handling: PerPriority::from_fn(|p| Some(metrics.handling_histogram(p))),
+        stages: Stage::ALL
+            .into_iter()
+            .map(|stage| (stage, metrics.stage_histogram(stage)))
+            .filter(|(_, histogram)| !histogram.is_empty())
+            .collect(),
+        fault_counts: harness.plan.counts(),
+        aws_calls: harness.plan.calls(),
+        answer_times: harness.plan.answer_times(),
+    }
+}
+
+/// Every accepted message's final record, with the arrival it came from.
+async fn final_records(
+    pipeline: &Pipeline,
+    outcomes: &[RequestOutcome],
+) -> Result<Vec<(usize, SendRecord)>, HarnessError> {
+    let accepted = outcomes.iter().filter(|o| o.status == Some(202));
+    let lookups: Vec<Result<Vec<(usize, SendRecord)>, HarnessError>> = futures::stream::iter(accepted)
+        .map(|outcome| async move {
+            let records = records_of(pipeline, outcome).await?;
+            Ok(records.into_iter().map(|r| (outcome.index, r)).collect())
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut all = Vec::new();
+    for lookup in lookups {
+        all.extend(lookup?);
+    }
+    Ok(all)
+}
+
+/// The records one accepted request led to: a campaign's batch, or one notification.
+async fn records_of(pipeline: &Pipeline, outcome: &RequestOutcome) -> Result<Vec<SendRecord>, HarnessError> {
+    let body = outcome.response.clone().unwrap_or_default();
+    if !outcome.is_campaign {
+        let Some(id) = body["sendId"].as_str().and_then(|s| s.parse::<SendId>().ok()) else {
+            return Ok(Vec::new());
+        };
+        return Ok(pipeline.store().get(id).await?.into_iter().collect());
+    }
+    let Some(batch) = body["batchId"].as_str().and_then(|b| b.parse().ok()) else {
+        return Ok(Vec::new());
+    };
+    let mut records = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = pipeline.store().by_batch(batch, None, 100, cursor.as_deref()).await?;
+        records.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            return Ok(records);
+        }
+    }
+}
+
+/// Writes `results.json`, `report.html` and `summary.md` into `out_dir`.
+fn write(results: RunResults, out_dir: &Path) -> Result<RunOutcome, HarnessError> {
+    let results_path = out_dir.join("results.json");
+    write_results(&results, &results_path)?;
+    let reports = reports::write_reports(&results, None, out_dir).map_err(|source| HarnessError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    Ok(RunOutcome {
+        passed: results.passed(),
+        results,
+        results_path,
+        reports,
+    })
+}
+
+pub fn write_results(results: &RunResults, path: &Path) -> Result<(), HarnessError> {
+    let json = serde_json::to_string_pretty(results)?;
+    std::fs::write(path, json).map_err(|source| HarnessError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}

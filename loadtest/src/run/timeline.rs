@@ -1,0 +1,217 @@
+//! The fault timeline: each fault of the scenario waits for its start on the
+//! run's clock, takes effect, and is undone at its end (the end of traffic at
+//! the latest, so the drain measures recovery). Each says when it began and
+//! ended over the run's event channel; the collector keeps the windows.
+
+use std::time::{Duration, Instant};
+
+use engine::domain::{MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord};
+use engine::faults::{FaultEffect, FaultTarget, SesQuota};
+use engine::pipeline::Pipeline;
+use scenarios::{Fault, FaultSpec};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::harness::Harness;
+use super::HarnessError;
+use crate::collector::Event;
+
+/// What every fault of a run acts on.
+#[derive(Clone)]
+pub struct Context {
+    /// The run's t = 0.
+    pub start: Instant,
+    /// When traffic ends, on the run's clock.
+    pub traffic: Duration,
+    pub harness: HarnessHandles,
+    pub events: UnboundedSender<Event>,
+    /// Cancelled when traffic is over: faults not yet begun never will, the rest end.
+    pub over: CancellationToken,
+}
+
+/// The parts of the harness a fault touches.
+#[derive(Clone)]
+pub struct HarnessHandles {
+    plan: std::sync::Arc<engine::faults::FaultPlan>,
+    stack: std::sync::Arc<localstack::Stack>,
+    pipeline: Pipeline,
+    senders: std::sync::Arc<tokio::sync::Mutex<super::harness::Senders>>,
+}
+
+impl HarnessHandles {
+    pub fn of(harness: &Harness) -> Self {
+        Self {
+            plan: harness.plan.clone(),
+            stack: harness.stack.clone(),
+            pipeline: harness.pipeline.clone(),
+            senders: harness.senders.clone(),
+        }
+    }
+}
+
+/// A fault in force, and what undoing it needs.
+enum Active {
+    /// A rule of the fault plan, by id.
+    Rule(u64),
+    Quota,
+    WorkersDown,
+    StackPaused,
+    /// The SMTP server's reply rule; injections it had counted before.
+    SmtpReply {
+        label: String,
+        counted_before: u64,
+    },
+    /// Done at once (poison).
+    Instant,
+}
+
+/// Starts every fault's task; await the handles once `over` is cancelled.
+pub fn start(faults: &[FaultSpec], context: &Context) -> Vec<JoinHandle<()>> {
+    faults
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(index, spec)| tokio::spawn(play(index, spec, context.clone())))
+        .collect()
+}
+
+async fn play(index: usize, spec: FaultSpec, context: Context) {
+    let at = context.start + Duration::from_secs_f64(spec.start_secs);
+    tokio::select! {
+        _ = tokio::time::sleep_until(at.into()) => {}
+        _ = context.over.cancelled() => return,
+    }
+    let now = || context.start.elapsed().as_secs_f64();
+    let kind = spec.fault.name();
+    let detail = spec.fault.detail();
+    let _ = context.events.send(Event::FaultStarted {
+        index,
+        kind,
+        detail,
+        at_secs: now(),
+    });
+    let label = format!("{kind}#{index}");
+    let active = begin(&spec.fault, &label, &context).await;
+    if !matches!(active, Active::Instant) {
+        let end_secs = spec
+            .duration_secs
+            .map_or(f64::INFINITY, |d| spec.start_secs + d)
+            .min(context.traffic.as_secs_f64())
+            .max(spec.start_secs);
+        let end = context.start + Duration::from_secs_f64(end_secs);
+        tokio::select! {
+            _ = tokio::time::sleep_until(end.into()) => {}
+            _ = context.over.cancelled() => {}
+        }
+        finish(active, &context.harness).await;
+    }
+    let _ = context.events.send(Event::FaultEnded { index, at_secs: now() });
+}
+
+/// Puts a fault in force.
+async fn begin(fault: &Fault, label: &str, context: &Context) -> Active {
+    let h = &context.harness;
+    let rule = |target, probability: f64, effect| Active::Rule(h.plan.activate(label, target, probability, effect));
+    match *fault {
+        Fault::SesThrottle { probability } => rule(FaultTarget::SesSend, probability.0, FaultEffect::Throttle),
+        Fault::SesReject { probability } => rule(FaultTarget::SesSend, probability.0, FaultEffect::Reject),
+        Fault::SesLatency { latency_ms } => rule(FaultTarget::SesSend, 1.0, FaultEffect::Latency { ms: latency_ms }),
+        Fault::SqsSendError { probability } => rule(FaultTarget::SqsSend, probability.0, FaultEffect::ServerError),
+        Fault::SqsReceiveError { probability } => {
+            rule(FaultTarget::SqsReceive, probability.0, FaultEffect::ServerError)
+        }
+        Fault::DynamodbThrottle { probability } => rule(FaultTarget::DynamoDb, probability.0, FaultEffect::Throttle),
+        Fault::SesQuota {
+            max_send_rate,
+            daily_quota,
+        } => {
+            let quota = SesQuota {
+                max_send_rate: max_send_rate.0,
+                daily_quota,
+            };
+            h.plan.set_ses_quota(Some(quota));
+            Active::Quota
+        }
+        Fault::KillWorker => {
+            tracing::warn!("fault: crashing the sender workers");
+            h.senders.lock().await.crash();
+            Active::WorkersDown
+        }
+        Fault::PauseStack => {
+            tracing::warn!("fault: pausing the stack's processes");
+            h.stack.set_paused(true);
+            Active::StackPaused
+        }
+        Fault::SmtpReply { code, probability } => {
+            let counted_before = h.stack.smtp_injections().await.unwrap_or(0);
+            let rule = localstack::SmtpFaultRule {
+                code: code.0,
+                message: "Injected by Courier's smtp_reply fault".into(),
+                probability: probability.0,
+                recipient_contains: None,
+            };
+            if let Err(error) = h.stack.set_smtp_faults(&[rule]).await {
+                tracing::error!(%error, "smtp_reply fault could not be set");
+            }
+            let label = label.to_string();
+            Active::SmtpReply { label, counted_before }
+        }
+        Fault::Poison { count } => {
+            match inject_poison(&h.pipeline, count.get()).await {
+                Ok(()) => {
+                    let _ = context.events.send(Event::Poisoned(count.get()));
+                }
+                Err(error) => tracing::error!(%error, "poison injection failed"),
+            }
+            Active::Instant
+        }
+    }
+}
+
+/// Undoes a fault.
+async fn finish(active: Active, h: &HarnessHandles) {
+    match active {
+        Active::Rule(id) => h.plan.deactivate(id),
+        Active::Quota => h.plan.set_ses_quota(None),
+        Active::WorkersDown => {
+            tracing::warn!("fault over: restarting the sender workers");
+            h.senders.lock().await.start();
+        }
+        Active::StackPaused => h.stack.set_paused(false),
+        Active::SmtpReply { label, counted_before } => {
+            if let Err(error) = h.stack.set_smtp_faults(&[]).await {
+                tracing::error!(%error, "smtp_reply fault could not be cleared");
+            }
+            let injected = h.stack.smtp_injections().await.unwrap_or(0);
+            h.plan.add_count(&label, injected.saturating_sub(counted_before));
+        }
+        Active::Instant => {}
+    }
+}
+
+/// Puts `count` messages no sender can decode on the queues, each with a
+/// real PENDING record: every one must end in a dead-letter queue.
+async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), HarnessError> {
+    for i in 0..count {
+        let priority = Priority::ALL[(i % 3) as usize];
+        let message = OutboundMessage {
+            send_id: SendId::new(),
+            batch_id: None,
+            kind: MessageKind::Offer,
+            priority,
+            recipient: format!("poison.{i}@example.com"),
+            subject: "poison".into(),
+            body: MessageBody::Inline { text: "poison".into() },
+            attachment: None,
+            accepted_at: chrono::Utc::now(),
+        };
+        pipeline.store().put_pending(&[SendRecord::pending(&message)]).await?;
+        let send_id = message.send_id.to_string();
+        pipeline
+            .queues()
+            .send_raw(priority, "{\"poison\": true", Some(&send_id))
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,459 @@
+//! From what a run gathered to its results: a pure function, so every figure
+//! in a results file can be checked by a unit test that needs no stack.
+//!
+//! The run gathers [`RawRun`] (records, readings, fault windows, the engine's
+//! histograms, the driver's outcomes); [`summarize`] does the audit, the
+//! latency maths, the SLO verdicts and the offered-load accounting.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use engine::domain::{PerPriority, Priority, SendRecord, SendStatus, Stage};
+use hdrhistogram::Histogram;
+use scenarios::{Plan, Request, Slo};
+use vocabulary::Verdict;
+
+use crate::audit::{audit, FinalRecord};
+use crate::calibrate::Calibration;
+use crate::collector::Collected;
+use crate::driver::RequestOutcome;
+use crate::latency::{merged, percentiles_of, stack_reference_ms, LatencyByPriority};
+use crate::results::{
+    Audit, CheckResult, HandlingTimes, MachineInfo, Offered, RunResults, ScenarioInfo, StackInfo, SCHEMA_VERSION,
+};
+use crate::slo::{evaluate, Measured};
+
+/// What the driver made of the plan.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    pub outcomes: Vec<RequestOutcome>,
+    pub started: usize,
+    pub late_starts: u64,
+}
+
+/// The engine's and the stack's own figures, read at the end of the run.
+#[derive(Debug, Clone, Default)]
+pub struct EngineFigures {
+    /// Claim→SENT per priority, µs.
+    pub handling: PerPriority<Option<Histogram<u64>>>,
+    /// Each handling step, µs.
+    pub stages: BTreeMap<Stage, Histogram<u64>>,
+    /// Injections per fault activation (`ses_throttle#0`).
+    pub fault_counts: BTreeMap<String, u64>,
+    /// Calls per AWS operation label.
+    pub aws_calls: BTreeMap<String, u64>,
+    /// How long the stack took to answer, per operation label, µs.
+    pub answer_times: BTreeMap<String, Histogram<u64>>,
+}
+
+/// Everything a run gathered, before any figure is worked out.
+pub struct RawRun<'a> {
+    pub scenario: ScenarioInfo,
+    pub slo: &'a Slo,
+    pub plan: &'a Plan,
+    /// Wall-clock time of the run's t = 0 (the first intended arrival).
+    pub started_at: DateTime<Utc>,
+    pub traffic_secs: f64,
+    pub total_secs: f64,
+    pub traffic: Traffic,
+    /// Every accepted message's final record, with the arrival it came from.
+    pub records: Vec<(usize, SendRecord)>,
+    /// Per recipient, what the provider mailed during the run (where it keeps a record).
+    pub mailed: Option<HashMap<String, u64>>,
+    pub dead_lettered: u64,
+    pub collected: Collected,
+    pub engine: EngineFigures,
+    pub calibration: Option<Calibration>,
+    pub checks: Vec<CheckResult>,
+    pub stack: StackInfo,
+    pub machine: MachineInfo,
+    pub goose_report: Option<String>,
+}
+
+/// Latency, corrected from each message's intended arrival and as the engine saw it.
+struct Latencies {
+    corrected: LatencyByPriority,
+    uncorrected: LatencyByPriority,
+    /// Phase name → corrected latency of the messages that arrived in it.
+    by_phase: BTreeMap<String, BTreeMap<Priority, crate::results::Percentiles>>,
+    last_sent: Option<DateTime<Utc>>,
+}
+
+fn latencies(raw: &RawRun<'_>) -> Latencies {
+    let first_campaign = raw
+        .plan
+        .arrivals
+        .iter()
+        .filter(|a| matches!(a.request, Request::Campaign { .. }))
+        .map(|a| a.at_secs)
+        .fold(f64::INFINITY, f64::min);
+    let mut corrected = LatencyByPriority::default();
+    let mut uncorrected = LatencyByPriority::default();
+    let (mut before_campaigns, mut with_campaigns) = (LatencyByPriority::default(), LatencyByPriority::default());
+    let mut last_sent: Option<DateTime<Utc>> = None;
+    for (index, record) in &raw.records {
+        let Some(sent_at) = record.sent_at else { continue };
+        last_sent = Some(last_sent.map_or(sent_at, |l| l.max(sent_at)));
+        let intended_secs = raw.plan.arrivals[*index].at_secs;
+        let intended = raw.started_at + chrono::Duration::microseconds((intended_secs * 1e6) as i64);
+        let micros = |from: DateTime<Utc>| (sent_at - from).num_microseconds().unwrap_or(0).max(1) as u64;
+        corrected.record(record.priority, micros(intended));
+        uncorrected.record(record.priority, micros(record.created_at));
+        let phase = match intended_secs < first_campaign {
+            true => &mut before_campaigns,
+            false => &mut with_campaigns,
+        };
+        phase.record(record.priority, micros(intended));
+    }
+    let mut by_phase = BTreeMap::new();
+    if first_campaign.is_finite() && first_campaign > 0.0 {
+        by_phase.insert("before first campaign".to_string(), before_campaigns.summary());
+        by_phase.insert("with campaigns".to_string(), with_campaigns.summary());
+    }
+    Latencies {
+        corrected,
+        uncorrected,
+        by_phase,
+        last_sent,
+    }
+}
+
+/// SENT messages over the time from the run's start to the last one sent.
+fn delivered_per_sec(sent: u64, started_at: DateTime<Utc>, last_sent: Option<DateTime<Utc>>) -> f64 {
+    let active_secs = last_sent.map_or(0.0, |l| (l - started_at).num_milliseconds() as f64 / 1000.0);
+    if active_secs > 0.0 {
+        sent as f64 / active_secs
+    } else {
+        0.0
+    }
+}
+
+fn offered(plan: &Plan, traffic: &Traffic) -> Offered {
+    let campaigns = plan
+        .arrivals
+        .iter()
+        .filter(|a| matches!(a.request, Request::Campaign { .. }))
+        .count() as u64;
+    let mut offered = Offered {
+        requests: plan.arrivals.len() as u64,
+        campaigns,
+        notifications: plan.arrivals.len() as u64 - campaigns,
+        expected_messages: plan.expected_messages(),
+        late_starts: traffic.late_starts,
+        not_started: (plan.arrivals.len() - traffic.started.min(plan.arrivals.len())) as u64,
+        failed_requests: traffic.outcomes.iter().filter(|o| o.status != Some(202)).count() as u64,
+        ..Offered::default()
+    };
+    for body in traffic
+        .outcomes
+        .iter()
+        .filter(|o| o.is_campaign)
+        .filter_map(|o| o.response.as_ref())
+    {
+        offered.rejected_rows += body["rejected"].as_u64().unwrap_or(0);
+        offered.duplicate_rows += body["duplicates"].as_u64().unwrap_or(0);
+    }
+    offered
+}
+
+/// Messages the API said it accepted.
+fn accepted(traffic: &Traffic) -> u64 {
+    traffic.outcomes.iter().map(crate::driver::accepted_by).sum()
+}
+
+fn conservation(raw: &RawRun<'_>) -> Audit {
+    let finals: Vec<FinalRecord> = raw
+        .records
+        .iter()
+        .map(|(_, r)| FinalRecord {
+            send_id: r.send_id.to_string(),
+            recipient: r.recipient.clone(),
+            status: r.status,
+            error_reason: r.error_reason.clone(),
+        })
+        .collect();
+    let mailed = raw.mailed.as_ref();
+    audit(
+        accepted(&raw.traffic),
+        &finals,
+        mailed,
+        raw.dead_lettered,
+        raw.collected.poisoned,
+    )
+}
+
+fn handling(engine: &EngineFigures) -> HandlingTimes {
+    let present: Vec<(Priority, &Histogram<u64>)> = engine
+        .handling
+        .iter()
+        .filter_map(|(p, h)| Some((p, h.as_ref().filter(|h| !h.is_empty())?)))
+        .collect();
+    let all = merged(present.iter().map(|(_, h)| *h))
+        .expect("every duration histogram has the same bounds")
+        .map(|all| percentiles_of(&all));
+    HandlingTimes {
+        all,
+        by_priority: present.into_iter().map(|(p, h)| (p, percentiles_of(h))).collect(),
+    }
+}
+
+/// The run's results, from what it gathered.
+pub fn summarize(raw: RawRun<'_>) -> RunResults {
+    let audit = conservation(&raw);
+    let latency = latencies(&raw);
+    let delivered = delivered_per_sec(audit.count(SendStatus::Sent), raw.started_at, latency.last_sent);
+    let measured = Measured {
+        latency: &latency.corrected,
+        delivered_per_sec: delivered,
+        audit: &audit,
+    };
+    let slo = evaluate(raw.slo, &measured);
+    let mut faults = raw.collected.windows;
+    // A fault still in force when traffic ended was ended then.
+    for window in faults.iter_mut().filter(|w| w.end_secs.is_none()) {
+        window.end_secs = Some(raw.traffic_secs);
+    }
+    let engine = &raw.engine;
+    RunResults {
+        schema_version: SCHEMA_VERSION,
+        scenario: raw.scenario,
+        verdict: Verdict::of_all(slo.iter().map(|check| check.pass)),
+        started_at: raw.started_at.to_rfc3339(),
+        traffic_secs: raw.traffic_secs,
+        total_secs: raw.total_secs,
+        slo,
+        offered: offered(raw.plan, &raw.traffic),
+        latency_ms: latency.corrected.summary(),
+        latency_uncorrected_ms: latency.uncorrected.summary(),
+        latency_by_phase_ms: latency.by_phase,
+        handling_ms: handling(engine),
+        stage_ms: engine
+            .stages
+            .iter()
+            .map(|(stage, h)| (*stage, percentiles_of(h)))
+            .collect(),
+        delivered_per_sec: delivered,
+        fraction_of_ceiling: raw
+            .calibration
+            .as_ref()
+            .filter(|c| c.msgs_per_sec > 0.0)
+            .map(|c| delivered / c.msgs_per_sec),
+        calibration: raw.calibration,
+        audit,
+        timeseries: raw.collected.samples,
+        faults,
+        fault_counts: engine.fault_counts.clone(),
+        aws_calls: engine.aws_calls.clone(),
+        stack_answer_ms: engine
+            .answer_times
+            .iter()
+            .map(|(op, h)| (op.clone(), percentiles_of(h)))
+            .collect(),
+        stack_reference_ms: stack_reference_ms(&engine.answer_times),
+        check_stack: raw.checks,
+        stack: raw.stack,
+        machine: raw.machine,
+        goose_report: raw.goose_report,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::FaultWindow;
+    use engine::domain::{MessageKind, SendId};
+    use scenarios::Arrival;
+    use serde_json::json;
+    use vocabulary::MailerKind;
+
+    fn notification(at_secs: f64) -> Arrival {
+        Arrival {
+            at_secs,
+            request: Request::Notification {
+                kind: MessageKind::Reminder,
+                body: json!({}),
+            },
+        }
+    }
+
+    fn campaign(at_secs: f64, rows: u64) -> Arrival {
+        Arrival {
+            at_secs,
+            request: Request::Campaign {
+                file_name: "c.csv".into(),
+                csv: Vec::new(),
+                attachments: Vec::new(),
+                valid_rows: rows,
+                duplicate_rows: 0,
+                invalid_rows: 1,
+            },
+        }
+    }
+
+    fn outcome(index: usize, is_campaign: bool, response: serde_json::Value) -> RequestOutcome {
+        RequestOutcome {
+            index,
+            intended_secs: 0.0,
+            started_secs: 0.0,
+            is_campaign,
+            status: Some(202),
+            response: Some(response),
+            error: None,
+        }
+    }
+
+    fn start() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// A record accepted at `accepted_ms` and SENT at `sent_ms` after the start.
+    fn record(priority: Priority, status: SendStatus, accepted_ms: i64, sent_ms: Option<i64>) -> SendRecord {
+        let at = |ms: i64| start() + chrono::Duration::milliseconds(ms);
+        SendRecord {
+            send_id: SendId::new(),
+            batch_id: None,
+            kind: MessageKind::Reminder,
+            priority,
+            recipient: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+            subject: "s".into(),
+            status,
+            created_at: at(accepted_ms),
+            updated_at: at(accepted_ms),
+            sent_at: sent_ms.map(at),
+            attempts: 1,
+            provider_message_id: None,
+            error_reason: None,
+        }
+    }
+
+    fn raw<'a>(plan: &'a Plan, slo: &'a Slo, records: Vec<(usize, SendRecord)>, traffic: Traffic) -> RawRun<'a> {
+        RawRun {
+            scenario: ScenarioInfo {
+                name: "t".into(),
+                description: String::new(),
+                file: "t.toml".into(),
+                seed: 1,
+                extra_faults: Vec::new(),
+            },
+            slo,
+            plan,
+            started_at: start(),
+            traffic_secs: 10.0,
+            total_secs: 20.0,
+            traffic,
+            records,
+            mailed: None,
+            dead_lettered: 0,
+            collected: Collected::default(),
+            engine: EngineFigures::default(),
+            calibration: None,
+            checks: Vec::new(),
+            stack: StackInfo {
+                target: "Local".into(),
+                versions: BTreeMap::new(),
+                startup_secs: 0.0,
+                mailer: MailerKind::Sesv2,
+            },
+            machine: MachineInfo::current(),
+            goose_report: None,
+        }
+    }
+
+    #[test]
+    fn latency_is_measured_from_the_intended_arrival_not_from_acceptance() {
+        // Due at 1 s, accepted late at 1.5 s, SENT at 1.6 s.
+        let plan = Plan {
+            arrivals: vec![notification(1.0)],
+        };
+        let slo = Slo::default();
+        let records = vec![(0, record(Priority::High, SendStatus::Sent, 1_500, Some(1_600)))];
+        let traffic = Traffic {
+            outcomes: vec![outcome(0, false, json!({ "sendId": "x" }))],
+            started: 1,
+            late_starts: 1,
+        };
+        let results = summarize(raw(&plan, &slo, records, traffic));
+        let corrected = results.latency_ms[&Priority::High];
+        let uncorrected = results.latency_uncorrected_ms[&Priority::High];
+        assert!((corrected.p50_ms - 600.0).abs() < 1.0, "{corrected:?}");
+        assert!((uncorrected.p50_ms - 100.0).abs() < 1.0, "{uncorrected:?}");
+        assert_eq!(results.offered.late_starts, 1);
+        assert!((results.delivered_per_sec - 1.0 / 1.6).abs() < 1e-9);
+        assert_eq!(results.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_message_left_queued_is_lost_and_fails_the_run() {
+        let plan = Plan {
+            arrivals: vec![notification(0.0), notification(0.5)],
+        };
+        let slo = Slo::default();
+        let records = vec![
+            (0, record(Priority::Low, SendStatus::Sent, 0, Some(100))),
+            (1, record(Priority::Low, SendStatus::Queued, 500, None)),
+        ];
+        let traffic = Traffic {
+            outcomes: vec![outcome(0, false, json!({})), outcome(1, false, json!({}))],
+            started: 2,
+            late_starts: 0,
+        };
+        let results = summarize(raw(&plan, &slo, records, traffic));
+        assert_eq!(results.audit.lost, 1);
+        assert_eq!(results.verdict, Verdict::Fail);
+        assert!(results.slo.iter().any(|check| check.name == "lost" && !check.pass));
+    }
+
+    #[test]
+    fn campaigns_split_latency_into_phases_and_count_their_refused_rows() {
+        let plan = Plan {
+            arrivals: vec![notification(0.0), campaign(2.0, 1), notification(3.0)],
+        };
+        let slo = Slo::default();
+        let records = vec![
+            (0, record(Priority::High, SendStatus::Sent, 0, Some(50))),
+            (1, record(Priority::Low, SendStatus::Sent, 2_000, Some(4_000))),
+            (2, record(Priority::High, SendStatus::Sent, 3_000, Some(3_400))),
+        ];
+        let traffic = Traffic {
+            outcomes: vec![
+                outcome(0, false, json!({})),
+                outcome(1, true, json!({ "accepted": 1, "rejected": 1, "duplicates": 0 })),
+                outcome(2, false, json!({})),
+            ],
+            started: 3,
+            late_starts: 0,
+        };
+        let results = summarize(raw(&plan, &slo, records, traffic));
+        assert_eq!((results.offered.campaigns, results.offered.notifications), (1, 2));
+        assert_eq!(results.offered.rejected_rows, 1);
+        assert_eq!(results.offered.expected_messages, 3);
+        let before = &results.latency_by_phase_ms["before first campaign"];
+        let with = &results.latency_by_phase_ms["with campaigns"];
+        assert_eq!(before[&Priority::High].count, 1);
+        assert_eq!(with[&Priority::High].count, 1);
+        assert!((with[&Priority::High].p50_ms - 400.0).abs() < 1.0);
+        assert_eq!(with[&Priority::Low].count, 1);
+    }
+
+    #[test]
+    fn a_fault_open_at_the_end_of_traffic_ends_with_it() {
+        let plan = Plan::default();
+        let slo = Slo::default();
+        let mut raw = raw(&plan, &slo, Vec::new(), Traffic::default());
+        raw.collected.windows = vec![FaultWindow {
+            kind: "kill_worker".into(),
+            start_secs: 2.0,
+            end_secs: None,
+            detail: String::new(),
+        }];
+        let mut handling = engine::metrics::duration_histogram();
+        handling.record(5_000).unwrap();
+        raw.engine.handling[Priority::Medium] = Some(handling);
+        let results = summarize(raw);
+        assert_eq!(results.faults[0].end_secs, Some(10.0));
+        assert_eq!(results.handling_ms.all.map(|p| p.count), Some(1));
+        assert!(results.handling_ms.by_priority.contains_key(&Priority::Medium));
+    }
+}

@@ -1,0 +1,66 @@
+//! The run told on a terminal: what `loadtest run` prints when it ends.
+
+use std::fmt::Write;
+
+use vocabulary::SendStatus;
+
+use crate::results::RunResults;
+
+/// The verdict, each objective, the audit and latency, one line each.
+pub fn render(r: &RunResults) -> String {
+    let mut out = String::new();
+    let verdict = r.verdict.as_str().to_uppercase();
+    let _ = writeln!(out, "{} — {verdict}", r.scenario.name);
+    let _ = writeln!(out, "{:<28} {:>14} {:>34}", "objective", "target", "measured");
+    for check in &r.slo {
+        let result = if check.pass { "ok" } else { "FAIL" };
+        let _ = writeln!(
+            out,
+            "{:<28} {:>14} {:>34} {result}",
+            check.name, check.target, check.measured
+        );
+    }
+    let a = &r.audit;
+    let _ = writeln!(
+        out,
+        "accepted {}  sent {}  errors {}  lost {}  duplicated {}  unexpected {}  dlq {}",
+        a.accepted,
+        a.count(SendStatus::Sent),
+        a.count(SendStatus::Error),
+        a.lost,
+        a.duplicated,
+        a.unexpected,
+        a.dead_lettered
+    );
+    for (priority, p) in &r.latency_ms {
+        let _ = writeln!(
+            out,
+            "latency {priority:<6} n={:<6} p50 {:>8.1} ms  p95 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
+            p.count, p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms
+        );
+    }
+    let _ = write!(out, "delivered {:.1} msg/s", r.delivered_per_sec);
+    if let (Some(c), Some(f)) = (&r.calibration, r.fraction_of_ceiling) {
+        let _ = write!(out, "  (ceiling {:.1} msg/s, {:.0}% of it)", c.msgs_per_sec, f * 100.0);
+    }
+    let o = &r.offered;
+    let _ = writeln!(
+        out,
+        "\nlate starts {}  failed requests {}",
+        o.late_starts, o.failed_requests
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_terminal_summary_leads_with_the_verdict_and_counts_by_status() {
+        let results = crate::fixtures::results();
+        let text = super::render(&results);
+        let first = text.lines().next().unwrap();
+        assert!(first.ends_with(&results.verdict.as_str().to_uppercase()), "{first}");
+        assert!(text.contains(&format!("sent {}", results.sent())), "{text}");
+        assert!(text.contains("latency high"), "{text}");
+    }
+}
