@@ -30,6 +30,7 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use vocabulary::{AwsOperation, AwsService};
 
 const OPERATION_HEADER: &str = "x-courier-operation";
 
@@ -48,15 +49,14 @@ pub enum FaultTarget {
 }
 
 impl FaultTarget {
-    fn matches(self, service: &str, operation: &str) -> bool {
+    /// Whether the call labelled `Service.Operation` is one this target hits.
+    fn matches(self, label: &str) -> bool {
+        let operation = label.parse::<AwsOperation>().ok();
         match self {
-            FaultTarget::SesSend => {
-                (service == "SESv2" && operation == "SendEmail")
-                    || (service == "SES" && (operation == "SendEmail" || operation == "SendRawEmail"))
-            }
-            FaultTarget::SqsSend => service == "SQS" && operation.starts_with("SendMessage"),
-            FaultTarget::SqsReceive => service == "SQS" && operation == "ReceiveMessage",
-            FaultTarget::DynamoDb => service == "DynamoDB",
+            FaultTarget::SesSend => operation.is_some_and(|op| AwsOperation::PROVIDER_SENDS.contains(&op)),
+            FaultTarget::SqsSend => operation.is_some_and(|op| AwsOperation::QUEUE_SENDS.contains(&op)),
+            FaultTarget::SqsReceive => operation == Some(AwsOperation::SqsReceiveMessage),
+            FaultTarget::DynamoDb => AwsService::of_label(label) == Some(AwsService::DynamoDb),
         }
     }
 }
@@ -286,7 +286,7 @@ impl FaultPlan {
 
     /// Decides what happens to one call, labelled `Service.Operation`.
     fn decide(&self, label: &str) -> Decision {
-        let (service, operation) = label.split_once('.').unwrap_or((label, ""));
+        let service = AwsService::of_label(label);
         *self
             .calls
             .lock()
@@ -295,7 +295,7 @@ impl FaultPlan {
             .or_default() += 1;
         let mut delay = Duration::ZERO;
         let faults = self.faults.read().expect("faults lock").clone();
-        for fault in faults.iter().filter(|f| f.target.matches(service, operation)) {
+        for fault in faults.iter().filter(|f| f.target.matches(label)) {
             if self.roll() >= fault.probability {
                 continue;
             }
@@ -310,7 +310,7 @@ impl FaultPlan {
                 }
             }
         }
-        if FaultTarget::SesSend.matches(service, operation) {
+        if FaultTarget::SesSend.matches(label) {
             let mut quota = self.quota.lock().expect("quota lock");
             if let Some(state) = quota.as_mut() {
                 if let Err(message) = state.admit(Instant::now()) {
@@ -339,20 +339,22 @@ struct ErrorResponse {
 }
 
 /// The error each service itself answers, in its own protocol.
-fn error_response(service: &str, effect: FaultEffect, message: &str) -> ErrorResponse {
+/// The answer `service` itself gives for `effect`, in its own protocol.
+fn error_response(service: Option<AwsService>, effect: FaultEffect, message: &str) -> ErrorResponse {
+    use AwsService::{DynamoDb, Ses, Sesv2, Sqs};
     match (service, effect) {
-        ("SESv2", FaultEffect::Throttle) => rest_json(429, "TooManyRequestsException", message),
-        ("SESv2", FaultEffect::Reject) => rest_json(400, "MessageRejected", "Email address is not verified."),
-        ("SESv2", _) => rest_json(500, "InternalFailure", message),
-        ("SES", FaultEffect::Throttle) => query_xml(400, "Throttling", message),
-        ("SES", FaultEffect::Reject) => query_xml(400, "MessageRejected", "Email address is not verified."),
-        ("SES", _) => query_xml(500, "InternalFailure", message),
-        ("DynamoDB", FaultEffect::Throttle) => aws_json(
+        (Some(Sesv2), FaultEffect::Throttle) => rest_json(429, "TooManyRequestsException", message),
+        (Some(Sesv2), FaultEffect::Reject) => rest_json(400, "MessageRejected", "Email address is not verified."),
+        (Some(Sesv2), _) => rest_json(500, "InternalFailure", message),
+        (Some(Ses), FaultEffect::Throttle) => query_xml(400, "Throttling", message),
+        (Some(Ses), FaultEffect::Reject) => query_xml(400, "MessageRejected", "Email address is not verified."),
+        (Some(Ses), _) => query_xml(500, "InternalFailure", message),
+        (Some(DynamoDb), FaultEffect::Throttle) => aws_json(
             400,
             "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
             "The level of configured provisioned throughput for the table was exceeded.",
         ),
-        ("SQS", FaultEffect::Throttle) => aws_json(400, "com.amazonaws.sqs#RequestThrottled", message),
+        (Some(Sqs), FaultEffect::Throttle) => aws_json(400, "com.amazonaws.sqs#RequestThrottled", message),
         (_, _) => aws_json(500, "InternalFailure", message),
     }
 }
@@ -528,23 +530,37 @@ mod tests {
         plan.activate("ses_throttle", FaultTarget::SesSend, 0.3, FaultEffect::Throttle);
         let n = 20_000;
         let hits = (0..n)
-            .filter(|_| matches!(plan.decide("SESv2.SendEmail"), Decision::Answer { .. }))
+            .filter(|_| {
+                matches!(
+                    plan.decide(AwsOperation::Sesv2SendEmail.as_str()),
+                    Decision::Answer { .. }
+                )
+            })
             .count() as f64;
         // Binomial(20000, 0.3): sd ≈ 64.8; 5 sd either side is a false alarm once in ~3.5 million runs.
         let expected = 0.3 * n as f64;
         assert!((hits - expected).abs() < 5.0 * 64.8, "{hits} hits, expected {expected}");
         assert_eq!(plan.counts()["ses_throttle"], hits as u64);
         // Other operations are untouched.
-        assert!((0..1000).all(|_| matches!(plan.decide("SQS.ReceiveMessage"), Decision::Pass { .. })));
+        assert!((0..1000).all(|_| matches!(
+            plan.decide(AwsOperation::SqsReceiveMessage.as_str()),
+            Decision::Pass { .. }
+        )));
     }
 
     #[test]
     fn a_deactivated_fault_stops_hitting() {
         let plan = FaultPlan::new(1);
         let id = plan.activate("dynamo", FaultTarget::DynamoDb, 1.0, FaultEffect::Throttle);
-        assert!(matches!(plan.decide("DynamoDB.UpdateItem"), Decision::Answer { .. }));
+        assert!(matches!(
+            plan.decide(AwsOperation::DynamoDbUpdateItem.as_str()),
+            Decision::Answer { .. }
+        ));
         plan.deactivate(id);
-        assert!(matches!(plan.decide("DynamoDB.UpdateItem"), Decision::Pass { .. }));
+        assert!(matches!(
+            plan.decide(AwsOperation::DynamoDbUpdateItem.as_str()),
+            Decision::Pass { .. }
+        ));
         assert!(plan.active().is_empty());
     }
 }

@@ -143,11 +143,11 @@ mod tests {
             h
         };
         let times = BTreeMap::from([
-            ("DynamoDB.UpdateItem".to_string(), histogram(8)),
-            ("SQS.SendMessageBatch".to_string(), histogram(8)),
-            ("SQS.ReceiveMessage".to_string(), histogram(20_000)),
+            (AwsOperation::DynamoDbUpdateItem.to_string(), histogram(8)),
+            (AwsOperation::SqsSendMessageBatch.to_string(), histogram(8)),
+            (AwsOperation::SqsReceiveMessage.to_string(), histogram(20_000)),
             ("DynamoDB.CreateTable".to_string(), histogram(2_000)),
-            ("SESv2.SendEmail".to_string(), histogram(500)),
+            (AwsOperation::Sesv2SendEmail.to_string(), histogram(500)),
         ]);
         let reference = stack_reference_ms(&times).unwrap();
         assert!((reference - 8.0).abs() < 0.01, "{reference}");

@@ -5,6 +5,7 @@
 //! server lists what it accepted at `GET <control>/messages`.
 
 use serde_json::Value;
+use vocabulary::MailerKind;
 
 use crate::{Service, Stack, StackError};
 
@@ -18,7 +19,7 @@ pub struct SentEmail {
     pub subject: Option<String>,
     pub raw: Option<String>,
     /// Which emulator recorded it: `ses` (LocalStack), `sesv2` (moto) or `smtp`.
-    pub recorded_by: &'static str,
+    pub recorded_by: MailerKind,
 }
 
 impl Stack {
@@ -117,7 +118,7 @@ fn parse_localstack(body: &Value) -> Vec<SentEmail> {
                 to: distinct(to),
                 subject: m["Subject"].as_str().map(str::to_string),
                 raw,
-                recorded_by: "ses",
+                recorded_by: MailerKind::Ses,
             }
         })
         .collect()
@@ -131,7 +132,7 @@ fn parse_moto(body: &Value) -> Vec<SentEmail> {
         to: distinct(strings(&m["destinations"]["ToAddresses"])),
         subject: m["subject"].as_str().map(str::to_string),
         raw: None,
-        recorded_by: "sesv2",
+        recorded_by: MailerKind::Sesv2,
     });
     let raw = ses["RawMessage"].as_array().into_iter().flatten().map(|m| SentEmail {
         message_id: m["id"].as_str().unwrap_or_default().to_string(),
@@ -139,7 +140,7 @@ fn parse_moto(body: &Value) -> Vec<SentEmail> {
         to: distinct(strings(&m["destinations"])),
         subject: None,
         raw: m["raw_data"].as_str().map(str::to_string),
-        recorded_by: "sesv2",
+        recorded_by: MailerKind::Sesv2,
     });
     simple.chain(raw).collect()
 }
@@ -155,7 +156,7 @@ fn parse_smtp(body: &Value) -> Vec<SentEmail> {
             to: distinct(strings(&m["to"])),
             subject: None,
             raw: m["raw"].as_str().map(str::to_string),
-            recorded_by: "smtp",
+            recorded_by: MailerKind::Smtp,
         })
         .collect()
 }

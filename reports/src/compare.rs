@@ -232,7 +232,30 @@ impl Yardstick {
 }
 
 fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
-    // Correctness: counts that may not grow at all.
+    let mut specs = correctness_specs(tolerances);
+    specs.extend(handling_specs(runs, tolerances));
+    specs.extend(latency_specs(baselines, runs, tolerances));
+    specs.push(Spec {
+        figure: "stack answer time (reference)".into(),
+        unit: "ms",
+        better: Better::Lower,
+        rule: Rule::Informational,
+        yardstick: Yardstick::None,
+        pick: Box::new(|r| r.stack_reference_ms),
+    });
+    specs.push(Spec {
+        figure: "late starts".into(),
+        unit: "",
+        better: Better::Lower,
+        rule: Rule::Informational,
+        yardstick: Yardstick::None,
+        pick: Box::new(|r| Some(r.offered.late_starts as f64)),
+    });
+    specs
+}
+
+/// Counts that may not grow at all, the ERROR share and the throughput.
+fn correctness_specs(tolerances: &Tolerances) -> Vec<Spec> {
     let no_more = |figure: &str, pick: fn(&RunResults) -> u64| Spec {
         figure: figure.into(),
         unit: "",
@@ -241,7 +264,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         yardstick: Yardstick::None,
         pick: Box::new(move |r| Some(pick(r) as f64)),
     };
-    let mut specs = vec![
+    vec![
         no_more("objectives failed", |r| r.slo.iter().filter(|v| !v.pass).count() as u64),
         no_more("lost", |r| r.audit.lost),
         no_more("duplicate sends", |r| r.audit.duplicated),
@@ -267,46 +290,41 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
             yardstick: Yardstick::Stack,
             pick: Box::new(|r| Some(r.delivered_per_sec)),
         },
-    ];
-    // Every priority either run saw, in the order high, medium, low.
-    let priorities: Vec<Priority> = Priority::ALL
-        .into_iter()
-        .filter(|p| runs.iter().any(|r| r.latency_ms.contains_key(p)))
-        .collect();
-    type Percentile = fn(&crate::results::Percentiles) -> f64;
-    // Handling time and its stages: medians over every message, so gated tightly.
-    let handling_rule = Rule::Relative {
+    ]
+}
+
+/// Handling time and its stages: medians over every message, so gated
+/// tightly. Each step is read against the service it waits on: emulators
+/// slow down independently of each other (moto's SES alone can swing ±30%).
+fn handling_specs(runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
+    let rule = Rule::Relative {
         pct: tolerances.handling_pct,
         floor: tolerances.handling_floor_ms,
     };
-    // Each step is read against the service it waits on: emulators slow
-    // down independently of each other (moto's SES alone can swing ±30%).
-    let mut handling_figures: Vec<(String, Yardstick, Pick)> = vec![(
+    let gated = |figure: String, yardstick: Yardstick, pick: Pick| Spec {
+        figure,
+        unit: "ms",
+        better: Better::Lower,
+        rule,
+        yardstick,
+        pick,
+    };
+    let mut specs = vec![gated(
         "handling p50 (claim→SENT)".into(),
         Yardstick::Calls(&[(TABLE_UPDATE, 2.0), (PROVIDER_SEND, 1.0)]),
         Box::new(|r| r.handling_ms.all.filter(|p| p.count > 0).map(|p| p.p50_ms)),
     )];
-    for stage in Stage::ALL {
-        if !runs.iter().any(|r| r.stage_ms.contains_key(&stage)) {
-            continue;
-        }
+    for stage in Stage::ALL
+        .into_iter()
+        .filter(|s| runs.iter().any(|r| r.stage_ms.contains_key(s)))
+    {
         let yardstick = match stage {
             Stage::Claim | Stage::Record => Yardstick::Calls(&[(TABLE_UPDATE, 1.0)]),
             Stage::Send => Yardstick::Calls(&[(PROVIDER_SEND, 1.0)]),
             Stage::Content => Yardstick::Stack,
         };
         let pick: Pick = Box::new(move |r| r.stage_ms.get(&stage).filter(|p| p.count > 0).map(|p| p.p50_ms));
-        handling_figures.push((format!("stage p50 {stage}"), yardstick, pick));
-    }
-    for (figure, yardstick, pick) in handling_figures {
-        specs.push(Spec {
-            figure,
-            unit: "ms",
-            better: Better::Lower,
-            rule: handling_rule,
-            yardstick,
-            pick,
-        });
+        specs.push(gated(format!("stage p50 {stage}"), yardstick, pick));
     }
     specs.push(Spec {
         figure: "handling p95 (claim→SENT)".into(),
@@ -316,20 +334,27 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         yardstick: Yardstick::Stack,
         pick: Box::new(|r| r.handling_ms.all.filter(|p| p.count > 0).map(|p| p.p95_ms)),
     });
+    specs
+}
 
-    // End-to-end latency: queueing makes it swing far more than the stack's
-    // speed explains, so only gross regressions are gated, and only where
-    // enough messages stand behind the percentile.
+/// End-to-end latency: queueing makes it swing far more than the stack's
+/// speed explains, so only gross regressions are gated, and only where
+/// enough messages stand behind the percentile.
+fn latency_specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
+    // Every priority either run saw, in the order high, medium, low.
+    let priorities: Vec<Priority> = Priority::ALL
+        .into_iter()
+        .filter(|p| runs.iter().any(|r| r.latency_ms.contains_key(p)))
+        .collect();
     let baseline_count = |priority: Priority| {
-        median(
-            baselines
-                .iter()
-                .filter_map(|r| r.latency_ms.get(&priority).map(|p| p.count as f64))
-                .collect(),
-        )
-        .unwrap_or(0.0) as u64
+        let counts = baselines
+            .iter()
+            .filter_map(|r| r.latency_ms.get(&priority))
+            .map(|p| p.count as f64);
+        median(counts.collect()).unwrap_or(0.0) as u64
     };
     // Label, (tolerance %, fewest messages to gate on) when gated, and the reading.
+    type Percentile = fn(&crate::results::Percentiles) -> f64;
     type Gate = Option<(f64, u64)>;
     let percentiles: [(&str, Gate, Percentile); 3] = [
         ("p50", Some((tolerances.p50_pct, tolerances.min_messages_p50)), |p| {
@@ -340,6 +365,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
         }),
         ("p99", None, |p| p.p99_ms),
     ];
+    let mut specs = Vec::new();
     for (label, gate, read) in percentiles {
         for &priority in &priorities {
             let count = baseline_count(priority);
@@ -367,22 +393,6 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
             });
         }
     }
-    specs.push(Spec {
-        figure: "stack answer time (reference)".into(),
-        unit: "ms",
-        better: Better::Lower,
-        rule: Rule::Informational,
-        yardstick: Yardstick::None,
-        pick: Box::new(|r| r.stack_reference_ms),
-    });
-    specs.push(Spec {
-        figure: "late starts".into(),
-        unit: "",
-        better: Better::Lower,
-        rule: Rule::Informational,
-        yardstick: Yardstick::None,
-        pick: Box::new(|r| Some(r.offered.late_starts as f64)),
-    });
     specs
 }
 
@@ -708,7 +718,10 @@ mod tests {
         // moto slowed down by a third; SQS and DynamoDB did not.
         let run_with = |send_ms: f64, provider_ms: f64| {
             let mut r = with_send_stage(run(100.0, 8.0), send_ms);
-            r.stack_answer_ms.get_mut("SESv2.SendEmail").unwrap().p50_ms = provider_ms;
+            r.stack_answer_ms
+                .get_mut(AwsOperation::Sesv2SendEmail.as_str())
+                .unwrap()
+                .p50_ms = provider_ms;
             r
         };
         let c = compare(

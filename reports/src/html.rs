@@ -214,7 +214,7 @@ fn verdict_section(results: &RunResults) -> Markup {
     let mut headline = vec![
         (results.audit.accepted.to_string(), "accepted"),
         (results.sent().to_string(), "sent"),
-        (results.errors().to_string(), "ERROR"),
+        (results.errors().to_string(), SendStatus::Error.as_str()),
         (results.audit.lost.to_string(), "lost"),
         (format!("{:.1}", results.delivered_per_sec), "delivered msg/s"),
     ];

@@ -22,6 +22,6 @@ pub mod stats;
 mod words;
 
 pub use named::UnknownName;
-pub use operation::AwsOperation;
+pub use operation::{AwsOperation, AwsService};
 pub use priority::{PerPriority, Priority, QueueRef};
 pub use words::{MailerKind, MessageKind, SendStatus, Stage, Verdict};

@@ -55,7 +55,7 @@ async fn the_ses_v2_mailer_delivers_plain_attached_and_large_messages_through_th
     let (plain, attached, large) = send_three_kinds(&app).await;
     let mail = app.sent_mail().await;
     assert_eq!(mail.len(), 3, "{mail:?}");
-    assert!(mail.iter().all(|m| m.recorded_by == "sesv2"));
+    assert!(mail.iter().all(|m| m.recorded_by == MailerKind::Sesv2));
     let to = |address: &str| mail.iter().find(|m| m.to.iter().any(|t| t == address)).unwrap().clone();
     assert_eq!(to(&plain).subject.as_deref(), Some("Plain"));
     let raw = to(&attached).raw.expect("an attachment is sent as a raw MIME message");
@@ -70,7 +70,7 @@ async fn the_ses_v1_mailer_delivers_plain_attached_and_large_messages_through_th
     let (plain, attached, _large) = send_three_kinds(&app).await;
     let mail = app.sent_mail().await;
     assert_eq!(mail.len(), 3, "{mail:?}");
-    assert!(mail.iter().all(|m| m.recorded_by == "ses"));
+    assert!(mail.iter().all(|m| m.recorded_by == MailerKind::Ses));
     assert!(mail
         .iter()
         .any(|m| m.to.contains(&plain) && m.subject.as_deref() == Some("Plain")));
@@ -116,7 +116,7 @@ async fn the_smtp_mailer_delivers_plain_attached_and_large_messages_to_a_real_sm
     let (plain, attached, large) = send_three_kinds(&app).await;
     let mail = app.sent_mail().await;
     assert_eq!(mail.len(), 3, "{mail:?}");
-    assert!(mail.iter().all(|m| m.recorded_by == "smtp"));
+    assert!(mail.iter().all(|m| m.recorded_by == MailerKind::Smtp));
     let to = |address: &str| mail.iter().find(|m| m.to.iter().any(|t| t == address)).unwrap().clone();
     assert!(to(&plain).raw.unwrap().contains("Subject: Plain"));
     let raw = to(&attached).raw.unwrap();
