@@ -23,7 +23,7 @@ fn message() -> OutboundMessage {
         batch_id: Some(BatchId::new()),
         kind: MessageKind::Campaign,
         priority: Priority::Low,
-        recipient: "user0000001@example.com".into(),
+        recipient: engine::domain::EmailAddress::parse("user0000001@example.com").unwrap(),
         subject: "Your November statement".into(),
         body: MessageBody::Inline {
             text: "Hello: your statement is ready.".into(),

@@ -11,12 +11,13 @@ use lettre::message::{header::ContentType, Attachment as MimeAttachment, MultiPa
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::{MailerKind, SmtpSettings, SmtpTls};
+use crate::domain::EmailAddress;
 
 /// A fully resolved email, ready for a provider.
 #[derive(Debug, Clone)]
 pub struct Email {
     pub from: String,
-    pub to: String,
+    pub to: EmailAddress,
     pub subject: String,
     pub text: String,
     pub attachment: Option<EmailAttachment>,
@@ -91,7 +92,7 @@ pub fn to_mime(email: &Email) -> Result<Vec<u8>, MailError> {
     };
     let builder = lettre::Message::builder()
         .from(parse(&email.from)?)
-        .to(parse(&email.to)?)
+        .to(parse(email.to.as_str())?)
         .subject(&email.subject);
     let text_part = SinglePart::plain(email.text.clone());
     let message = match &email.attachment {
@@ -153,7 +154,7 @@ impl Mailer for SesV2Mailer {
             .client
             .send_email()
             .from_email_address(&email.from)
-            .destination(Destination::builder().to_addresses(&email.to).build())
+            .destination(Destination::builder().to_addresses(email.to.as_str()).build())
             .content(content)
             .send()
             .await
@@ -185,7 +186,7 @@ impl Mailer for SesV1Mailer {
                 .client
                 .send_raw_email()
                 .source(&email.from)
-                .destinations(&email.to)
+                .destinations(email.to.as_str())
                 .raw_message(raw)
                 .send()
                 .await
@@ -203,7 +204,7 @@ impl Mailer for SesV1Mailer {
             .client
             .send_email()
             .source(&email.from)
-            .destination(Destination::builder().to_addresses(&email.to).build())
+            .destination(Destination::builder().to_addresses(email.to.as_str()).build())
             .message(
                 Message::builder()
                     .subject(text(&email.subject))
@@ -254,7 +255,11 @@ impl Mailer for SmtpMailer {
                     .parse()
                     .map_err(|e| MailError::Rejected(format!("from: {e}")))?,
             ),
-            vec![email.to.parse().map_err(|e| MailError::Rejected(format!("to: {e}")))?],
+            vec![email
+                .to
+                .as_str()
+                .parse()
+                .map_err(|e| MailError::Rejected(format!("to: {e}")))?],
         )
         .map_err(|e| MailError::Rejected(e.to_string()))?;
         match self.transport.send_raw(&envelope, &mime).await {
@@ -301,7 +306,7 @@ mod tests {
     fn an_attachment_makes_a_multipart_mime_message() {
         let email = Email {
             from: "courier@example.com".into(),
-            to: "ann@example.com".into(),
+            to: EmailAddress::parse("ann@example.com").unwrap(),
             subject: "Your invoice".into(),
             text: "Attached.".into(),
             attachment: Some(EmailAttachment {
@@ -317,10 +322,10 @@ mod tests {
     }
 
     #[test]
-    fn an_unparseable_address_is_a_permanent_rejection() {
+    fn an_unparseable_sender_address_is_a_permanent_rejection() {
         let email = Email {
-            from: "courier@example.com".into(),
-            to: "not an address".into(),
+            from: "not an address".into(),
+            to: EmailAddress::parse("ann@example.com").unwrap(),
             subject: "s".into(),
             text: "t".into(),
             attachment: None,

@@ -204,7 +204,7 @@ impl Pipeline {
                     batch_id,
                     kind: new.kind,
                     priority: self.settings.routing.route(new.kind, new.priority),
-                    recipient: new.recipient.to_string(),
+                    recipient: new.recipient.clone(),
                     subject: new.subject,
                     body: MessageBody::Inline { text: new.body },
                     attachment: new.attachment,

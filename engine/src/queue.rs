@@ -320,7 +320,7 @@ mod tests {
             batch_id: None,
             kind: MessageKind::Campaign,
             priority: Priority::Low,
-            recipient: "a@example.com".into(),
+            recipient: crate::domain::EmailAddress::parse("a@example.com").unwrap(),
             subject: "S".into(),
             body: MessageBody::Inline {
                 text: "x".repeat(body_bytes),

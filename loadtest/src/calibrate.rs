@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use engine::domain::{MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord};
+use engine::domain::{EmailAddress, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord};
 use engine::pipeline::Pipeline;
 use engine::queue::{QueueRef, MAX_BATCH};
 use futures::future::join_all;
@@ -21,7 +21,7 @@ fn message(recipient: String) -> (OutboundMessage, SendRecord) {
         batch_id: None,
         kind: MessageKind::Subscription,
         priority: Priority::Low,
-        recipient,
+        recipient: EmailAddress::parse(&recipient).expect("calibration addresses are valid"),
         subject: "Calibration".into(),
         body: MessageBody::Inline {
             text: "Calibration message.".into(),

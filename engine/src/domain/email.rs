@@ -2,8 +2,8 @@ use std::fmt;
 
 /// A recipient address that passed Courier's checks: syntax, a local part of
 /// at most 64 bytes and a whole of at most 254 (RFC 5321's limits).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct EmailAddress(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +80,20 @@ impl EmailAddress {
 impl fmt::Display for EmailAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Read back (from a queue message) only if it still passes the checks.
+impl TryFrom<String> for EmailAddress {
+    type Error = AddressError;
+    fn try_from(text: String) -> Result<Self, AddressError> {
+        Self::parse(&text)
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(address: EmailAddress) -> String {
+        address.0
     }
 }
 

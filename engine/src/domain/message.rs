@@ -3,6 +3,8 @@ use std::fmt;
 use std::str::FromStr;
 use vocabulary::{MessageKind, Priority};
 
+use super::EmailAddress;
+
 macro_rules! uuid_id {
     ($name:ident, $what:literal) => {
         #[doc = concat!("The identifier of one ", $what, ".")]
@@ -67,7 +69,7 @@ pub struct OutboundMessage {
     pub batch_id: Option<BatchId>,
     pub kind: MessageKind,
     pub priority: Priority,
-    pub recipient: String,
+    pub recipient: EmailAddress,
     pub subject: String,
     pub body: MessageBody,
     pub attachment: Option<Attachment>,
@@ -113,7 +115,7 @@ mod tests {
             batch_id: Some(BatchId::new()),
             kind: MessageKind::Offer,
             priority: Priority::Medium,
-            recipient: "a@example.com".into(),
+            recipient: EmailAddress::parse("a@example.com").unwrap(),
             subject: "Hi".into(),
             body: MessageBody::Stored {
                 key: "bodies/x".into(),
@@ -137,7 +139,7 @@ mod tests {
             batch_id: None,
             kind: MessageKind::Reminder,
             priority: Priority::High,
-            recipient: "a@example.com".into(),
+            recipient: EmailAddress::parse("a@example.com").unwrap(),
             subject: "s".into(),
             body: MessageBody::Inline { text: "b".into() },
             attachment: None,

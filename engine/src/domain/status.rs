@@ -27,7 +27,7 @@ impl SendRecord {
             batch_id: message.batch_id,
             kind: message.kind,
             priority: message.priority,
-            recipient: message.recipient.clone(),
+            recipient: message.recipient.to_string(),
             subject: message.subject.clone(),
             status: SendStatus::Pending,
             created_at: message.accepted_at,

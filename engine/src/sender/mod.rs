@@ -551,7 +551,7 @@ mod tests {
             batch_id: None,
             kind: MessageKind::Subscription,
             priority: Priority::Low,
-            recipient: "bob@example.com".into(),
+            recipient: crate::domain::EmailAddress::parse("bob@example.com").unwrap(),
             subject: "S".into(),
             body: crate::domain::MessageBody::Inline { text: "B".into() },
             attachment: None,

@@ -5,7 +5,9 @@ use std::time::Duration;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::Utc;
 use engine::config::MailerKind;
-use engine::domain::{MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord, SendStatus};
+use engine::domain::{
+    EmailAddress, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord, SendStatus,
+};
 use engine::mailer::SesV2Mailer;
 use engine::queue::QueueRef;
 use serde_json::json;
@@ -166,7 +168,7 @@ async fn a_redelivered_message_that_is_already_sent_is_deleted_without_a_second_
         batch_id: None,
         kind: MessageKind::Offer,
         priority: Priority::Medium,
-        recipient: recipient.clone(),
+        recipient: EmailAddress::parse(&recipient).unwrap(),
         subject: "20% off".into(),
         body: MessageBody::Inline {
             text: "Today only.".into(),

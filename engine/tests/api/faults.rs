@@ -8,7 +8,7 @@ use crate::helpers::shared_stack;
 fn email(to: &str) -> Email {
     Email {
         from: "courier@example.com".into(),
-        to: to.into(),
+        to: engine::domain::EmailAddress::parse(to).unwrap(),
         subject: "Fault test".into(),
         text: "t".into(),
         attachment: None,

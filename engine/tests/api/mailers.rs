@@ -131,7 +131,7 @@ async fn the_smtp_mailer_delivers_plain_attached_and_large_messages_to_a_real_sm
 fn smtp_email(to: &str) -> engine::mailer::Email {
     engine::mailer::Email {
         from: "courier@example.com".into(),
-        to: to.into(),
+        to: engine::domain::EmailAddress::parse(to).unwrap(),
         subject: "SMTP reply test".into(),
         text: "t".into(),
         attachment: None,

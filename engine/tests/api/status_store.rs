@@ -10,7 +10,7 @@ fn pending(app: &crate::helpers::TestApp, name: &str) -> SendRecord {
         batch_id: None,
         kind: MessageKind::Offer,
         priority: Priority::Medium,
-        recipient: app.address_for(name),
+        recipient: engine::domain::EmailAddress::parse(&app.address_for(name)).unwrap(),
         subject: "s".into(),
         body: MessageBody::Inline { text: "b".into() },
         attachment: None,

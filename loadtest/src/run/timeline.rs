@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use engine::domain::{MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord};
+use engine::domain::{EmailAddress, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord};
 use engine::faults::{FaultEffect, FaultTarget, SesQuota};
 use engine::pipeline::Pipeline;
 use scenarios::{Fault, FaultSpec};
@@ -200,7 +200,7 @@ async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), HarnessErr
             batch_id: None,
             kind: MessageKind::Offer,
             priority,
-            recipient: format!("poison.{i}@example.com"),
+            recipient: EmailAddress::parse(&format!("poison.{i}@example.com")).expect("a valid address"),
             subject: "poison".into(),
             body: MessageBody::Inline { text: "poison".into() },
             attachment: None,
