@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use vocabulary::stats::{Latency, SloSoFar, Snapshot};
 use vocabulary::{Priority, QueueRef};
 
+use crate::cpu::CpuMeter;
 use crate::driver::Driver;
 use crate::results::{FaultWindow, Sample};
 
@@ -107,22 +108,36 @@ pub async fn collect(mut events: UnboundedReceiver<Event>, outputs: Outputs) -> 
     collected
 }
 
-/// Reads the pipeline every `interval` until `stop`.
+/// What the sampler reads.
+pub struct Sources {
+    pub pipeline: Pipeline,
+    pub driver: std::sync::Arc<Driver>,
+    pub plan: std::sync::Arc<engine::faults::FaultPlan>,
+    /// The processes' CPU and memory over the same window.
+    pub cpu: CpuMeter,
+}
+
+/// Reads the pipeline every `interval` until `stop`; gives back the CPU meter.
 pub async fn sample(
-    pipeline: Pipeline,
-    driver: std::sync::Arc<Driver>,
-    plan: std::sync::Arc<engine::faults::FaultPlan>,
+    sources: Sources,
     start: Instant,
     interval: Duration,
     events: UnboundedSender<Event>,
     stop: CancellationToken,
-) {
+) -> CpuMeter {
+    let Sources {
+        pipeline,
+        driver,
+        plan,
+        mut cpu,
+    } = sources;
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return cpu,
         }
+        cpu.sample();
         let depths = pipeline.queue_depths().await;
         let reading = Reading {
             t_secs: start.elapsed().as_secs_f64(),
@@ -132,7 +147,7 @@ pub async fn sample(
             active_faults: plan.active(),
         };
         if events.send(Event::Reading(Box::new(reading))).is_err() {
-            return;
+            return cpu;
         }
     }
 }

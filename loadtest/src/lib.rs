@@ -8,12 +8,14 @@
 //! accepted message's final record, and [`summarize`] (pure) turns what was
 //! gathered into the versioned [`results`]: the conservation [`audit`],
 //! [`latency`] corrected for coordinated omission, and the [`slo`] verdicts.
-//! [`check_stack`] and [`calibrate`] describe the stack the numbers came from.
+//! [`cpu`] says where the CPU went; [`check_stack`] and [`calibrate`]
+//! describe the stack the numbers came from.
 
 pub mod audit;
 pub mod calibrate;
 pub mod check_stack;
 pub mod collector;
+pub mod cpu;
 pub mod driver;
 pub mod latency;
 pub mod results;

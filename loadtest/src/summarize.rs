@@ -16,10 +16,12 @@ use vocabulary::Verdict;
 use crate::audit::{audit, FinalRecord};
 use crate::calibrate::Calibration;
 use crate::collector::Collected;
+use crate::cpu::ProcessUse;
 use crate::driver::RequestOutcome;
 use crate::latency::{merged, percentiles_of, stack_reference_ms, LatencyByPriority};
 use crate::results::{
-    Audit, CheckResult, HandlingTimes, MachineInfo, Offered, RunResults, ScenarioInfo, StackInfo, SCHEMA_VERSION,
+    Audit, CheckResult, CpuUse, HandlingTimes, MachineInfo, Offered, ProcessCpu, RunResults, ScenarioInfo, StackInfo,
+    SCHEMA_VERSION,
 };
 use crate::slo::{evaluate, Measured};
 
@@ -62,6 +64,10 @@ pub struct RawRun<'a> {
     pub mailed: Option<HashMap<String, u64>>,
     pub dead_lettered: u64,
     pub collected: Collected,
+    /// Each process's CPU and peak memory from the start of traffic to the end of the drain.
+    pub cpu: BTreeMap<String, ProcessUse>,
+    /// That window's length.
+    pub window_secs: f64,
     pub engine: EngineFigures,
     pub calibration: Option<Calibration>,
     pub checks: Vec<CheckResult>,
@@ -197,6 +203,32 @@ fn handling(engine: &EngineFigures) -> HandlingTimes {
     }
 }
 
+/// Where the CPU went: each process's CPU per delivered message and its share of the machine.
+fn cpu_use(cpu: &BTreeMap<String, ProcessUse>, window_secs: f64, cores: usize, sent: u64) -> CpuUse {
+    let machine_ms = window_secs * 1000.0 * cores.max(1) as f64;
+    let by_process = cpu
+        .iter()
+        .map(|(name, used)| {
+            let figures = ProcessCpu {
+                cpu_ms: used.cpu_ms,
+                cpu_ms_per_message: (sent > 0).then(|| used.cpu_ms / sent as f64),
+                machine_pct: if machine_ms > 0.0 {
+                    100.0 * used.cpu_ms / machine_ms
+                } else {
+                    0.0
+                },
+                peak_rss_mib: used.peak_rss_mib,
+            };
+            (name.clone(), figures)
+        })
+        .collect();
+    CpuUse {
+        window_secs,
+        cores,
+        by_process,
+    }
+}
+
 /// The run's results, from what it gathered.
 pub fn summarize(raw: RawRun<'_>) -> RunResults {
     let audit = conservation(&raw);
@@ -214,6 +246,12 @@ pub fn summarize(raw: RawRun<'_>) -> RunResults {
         window.end_secs = Some(raw.traffic_secs);
     }
     let engine = &raw.engine;
+    let cpu = cpu_use(
+        &raw.cpu,
+        raw.window_secs,
+        raw.machine.cores,
+        audit.count(SendStatus::Sent),
+    );
     RunResults {
         schema_version: SCHEMA_VERSION,
         scenario: raw.scenario,
@@ -254,6 +292,7 @@ pub fn summarize(raw: RawRun<'_>) -> RunResults {
         stack: raw.stack,
         machine: raw.machine,
         goose_report: raw.goose_report,
+        cpu,
     }
 }
 
@@ -347,6 +386,8 @@ mod tests {
             mailed: None,
             dead_lettered: 0,
             collected: Collected::default(),
+            cpu: BTreeMap::new(),
+            window_secs: 12.0,
             engine: EngineFigures::default(),
             calibration: None,
             checks: Vec::new(),
@@ -435,6 +476,36 @@ mod tests {
         assert_eq!(with[&Priority::High].count, 1);
         assert!((with[&Priority::High].p50_ms - 400.0).abs() < 1.0);
         assert_eq!(with[&Priority::Low].count, 1);
+    }
+
+    #[test]
+    fn cpu_is_told_per_delivered_message_and_as_a_share_of_the_machine() {
+        let plan = Plan {
+            arrivals: vec![notification(0.0), notification(0.1)],
+        };
+        let slo = Slo::default();
+        let records = vec![
+            (0, record(Priority::High, SendStatus::Sent, 0, Some(10))),
+            (1, record(Priority::High, SendStatus::Sent, 100, Some(110))),
+        ];
+        let traffic = Traffic {
+            outcomes: vec![outcome(0, false, json!({})), outcome(1, false, json!({}))],
+            started: 2,
+            late_starts: 0,
+        };
+        let mut raw = raw(&plan, &slo, records, traffic);
+        raw.machine.cores = 2;
+        raw.window_secs = 10.0;
+        let used = ProcessUse {
+            cpu_ms: 5_000.0,
+            peak_rss_mib: 300.0,
+        };
+        raw.cpu = BTreeMap::from([("dynamodb-local".to_string(), used)]);
+        let cpu = summarize(raw).cpu;
+        let dynamo = &cpu.by_process["dynamodb-local"];
+        assert_eq!(dynamo.cpu_ms_per_message, Some(2_500.0));
+        assert!((dynamo.machine_pct - 25.0).abs() < 1e-9, "5 s of 2 cores × 10 s");
+        assert_eq!(cpu.busiest().map(|(name, _)| name.as_str()), Some("dynamodb-local"));
     }
 
     #[test]

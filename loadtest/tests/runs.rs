@@ -48,6 +48,12 @@ async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once
 
     assert!(r.check_stack.iter().all(|c| c.pass), "{:?}", r.check_stack);
     assert!(r.timeseries.len() >= 5, "sampled through the run");
+    // Where the CPU went: this process and every emulator of the local stack.
+    let cpu = &r.cpu.by_process;
+    let own = &cpu[loadtest::cpu::THIS_PROCESS];
+    assert!(own.cpu_ms > 0.0 && own.cpu_ms_per_message.is_some(), "{cpu:?}");
+    assert!(cpu.len() >= 3, "the emulators are measured too: {cpu:?}");
+    assert!(cpu.values().all(|p| p.peak_rss_mib > 0.0), "{cpu:?}");
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&outcome.results_path).unwrap()).unwrap();
     assert_eq!(written["schema_version"], 1);

@@ -411,6 +411,12 @@ impl Stack {
         &self.log_dir
     }
 
+    /// Each emulator process this stack started, by name, with its pid (the
+    /// leader of its own process group).
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        self.processes.iter().map(|p| (p.name().to_string(), p.pid())).collect()
+    }
+
     /// Pauses or resumes every emulator process this stack started (fault injection).
     pub fn set_paused(&self, paused: bool) {
         for process in &self.processes {

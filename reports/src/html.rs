@@ -341,6 +341,50 @@ fn latency_section(results: &RunResults) -> Markup {
     }
 }
 
+/// Where the CPU went: each process's CPU per delivered message, its share
+/// of the machine and its peak memory.
+fn cpu_section(results: &RunResults) -> Markup {
+    let cpu = &results.cpu;
+    let mut processes: Vec<_> = cpu.by_process.iter().collect();
+    processes.sort_by(|a, b| b.1.cpu_ms.total_cmp(&a.1.cpu_ms));
+    let rows: Vec<Row> = processes
+        .iter()
+        .map(|(name, p)| {
+            let per_message = p.cpu_ms_per_message.map_or("—".into(), |ms| format!("{ms:.2} ms"));
+            let cells = vec![
+                name.to_string(),
+                per_message,
+                format!("{:.0}%", p.machine_pct),
+                format!("{:.0} MiB", p.peak_rss_mib),
+            ];
+            (cells, false)
+        })
+        .collect();
+    let bars = BarChart {
+        id: "chart-cpu".into(),
+        title: "CPU per delivered message, by process".into(),
+        y_unit: "ms".into(),
+        measures: vec!["CPU ms per message".into()],
+        groups: processes
+            .iter()
+            .filter_map(|(name, p)| Some((name.to_string(), vec![p.cpu_ms_per_message?])))
+            .collect(),
+    };
+    let caption = format!(
+        "CPU time of each process from the start of traffic to the end of the drain ({:.0} s, {} cores); the engine runs inside loadtest, so their shares are one figure.",
+        cpu.window_secs, cpu.cores
+    );
+    html! {
+        @if !rows.is_empty() {
+            section #cpu {
+                h2 { "Where the CPU went" }
+                (figure(bars.to_svg(), &caption))
+                (table(&["process", "CPU per message", "share of the machine", "peak memory"], &rows))
+            }
+        }
+    }
+}
+
 fn faults_section(results: &RunResults) -> Markup {
     let rows: Vec<Row> = results
         .faults
@@ -552,6 +596,7 @@ pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
         @if let Some(comparison) = comparison { (comparison_section(comparison)) }
         (over_time_sections(results))
         (latency_section(results))
+        (cpu_section(results))
         (faults_section(results))
         (outcomes_section(results))
         (audit_section(results))

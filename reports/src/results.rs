@@ -60,6 +60,38 @@ pub struct RunResults {
     pub stack: StackInfo,
     pub machine: MachineInfo,
     pub goose_report: Option<String>,
+    /// Where the CPU went (runs before this field have none).
+    #[serde(default)]
+    pub cpu: CpuUse,
+}
+
+/// Each process's CPU over the run's traffic and drain.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CpuUse {
+    /// From the start of traffic to the end of the drain.
+    pub window_secs: f64,
+    pub cores: usize,
+    /// By process: each emulator of the stack, and loadtest itself (harness
+    /// and engine share that process).
+    pub by_process: BTreeMap<String, ProcessCpu>,
+}
+
+impl CpuUse {
+    /// The process that used the most CPU, if any was measured.
+    pub fn busiest(&self) -> Option<(&String, &ProcessCpu)> {
+        self.by_process.iter().max_by(|a, b| a.1.cpu_ms.total_cmp(&b.1.cpu_ms))
+    }
+}
+
+/// One process's CPU and memory over the window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcessCpu {
+    pub cpu_ms: f64,
+    /// CPU milliseconds per message SENT (none when nothing was sent).
+    pub cpu_ms_per_message: Option<f64>,
+    /// Its share of the whole machine (every core) over the window.
+    pub machine_pct: f64,
+    pub peak_rss_mib: f64,
 }
 
 impl RunResults {

@@ -54,6 +54,34 @@ pub fn peak_queue_depth(results: &RunResults) -> Option<(f64, u64)> {
         .max_by_key(|(_, depth)| *depth)
 }
 
+/// Which process used the most CPU, and what the others used, per message.
+pub fn cpu_sentence(results: &RunResults) -> Option<String> {
+    let cpu = &results.cpu;
+    let (busiest, figures) = cpu.busiest()?;
+    let per_message = |p: &crate::results::ProcessCpu| {
+        p.cpu_ms_per_message
+            .map_or(String::new(), |ms| format!("{ms:.1} ms per message, "))
+    };
+    let mut others: Vec<(&String, &crate::results::ProcessCpu)> =
+        cpu.by_process.iter().filter(|(name, _)| *name != busiest).collect();
+    others.sort_by(|a, b| b.1.cpu_ms.total_cmp(&a.1.cpu_ms));
+    let others: Vec<String> = others
+        .iter()
+        .map(|(name, p)| format!("{name} {}{:.0}%", per_message(p), p.machine_pct))
+        .collect();
+    let mut line = format!(
+        "{busiest} used the most CPU: {}{:.0}% of the machine's {} cores over traffic and drain",
+        per_message(figures),
+        figures.machine_pct,
+        cpu.cores
+    );
+    if !others.is_empty() {
+        line.push_str(&format!("; then {}", others.join(", ")));
+    }
+    line.push('.');
+    Some(line)
+}
+
 /// The story of the run in a few sentences, verdict first.
 pub fn narrative(results: &RunResults) -> Vec<String> {
     let mut lines = Vec::new();
@@ -123,6 +151,9 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
         .collect();
     if !latency.is_empty() {
         lines.push(format!("Median time from request to sent: {}.", latency.join(", ")));
+    }
+    if let Some(line) = cpu_sentence(results) {
+        lines.push(line);
     }
     if audit.dead_lettered > 0 || audit.poison_injected > 0 {
         lines.push(format!(

@@ -49,6 +49,16 @@ pub fn render(r: &RunResults) -> String {
         "\nlate starts {}  failed requests {}",
         o.late_starts, o.failed_requests
     );
+    let mut processes: Vec<_> = r.cpu.by_process.iter().collect();
+    processes.sort_by(|a, b| b.1.cpu_ms.total_cmp(&a.1.cpu_ms));
+    for (name, p) in processes {
+        let per_message = p.cpu_ms_per_message.map_or("—".into(), |ms| format!("{ms:.2} ms/msg"));
+        let _ = writeln!(
+            out,
+            "cpu {name:<28} {per_message:>12}  {:>4.0}% of the machine  peak {:>5.0} MiB",
+            p.machine_pct, p.peak_rss_mib
+        );
+    }
     out
 }
 

@@ -143,3 +143,39 @@ fn a_run_that_failed_says_so_first_and_names_the_missed_objective() {
     );
     assert!(reports::markdown::render(&results, None).starts_with("## ❌"));
 }
+
+#[test]
+fn where_the_cpu_went_is_shown_and_the_busiest_process_is_named() {
+    use reports::results::ProcessCpu;
+    let mut results = fixture("ses-throttle.results.json");
+    assert!(
+        !reports::html::render(&results, None).contains("id=\"cpu\""),
+        "a run from before CPU was measured has no CPU section"
+    );
+    let process = |cpu_ms: f64, per_message: f64, pct: f64| ProcessCpu {
+        cpu_ms,
+        cpu_ms_per_message: Some(per_message),
+        machine_pct: pct,
+        peak_rss_mib: 250.0,
+    };
+    results.cpu.window_secs = 40.0;
+    results.cpu.cores = 2;
+    results
+        .cpu
+        .by_process
+        .insert("dynamodb-local".into(), process(30_000.0, 4.2, 37.5));
+    results
+        .cpu
+        .by_process
+        .insert("moto".into(), process(12_000.0, 1.7, 15.0));
+    let html = reports::html::render(&results, None);
+    assert!(html.contains("id=\"cpu\""), "a CPU section");
+    assert!(html.contains("4.20 ms"), "the busiest process's CPU per message");
+    let narrative = reports::summary::narrative(&results).join(" ");
+    assert!(
+        narrative.contains("dynamodb-local used the most CPU: 4.2 ms per message, 38% of the machine's 2 cores"),
+        "{narrative}"
+    );
+    let svg_count = svgs(&html).len();
+    assert!(svg_count >= 5, "the CPU bars are one more chart: {svg_count}");
+}

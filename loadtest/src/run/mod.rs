@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::collector::{collect, sample, Collected, Outputs};
+use crate::collector::{collect, sample, Collected, Outputs, Sources};
+use crate::cpu::CpuMeter;
 use crate::driver::{drive, Driver, RequestOutcome};
 use crate::results::{MachineInfo, RunResults, ScenarioInfo};
 use crate::summarize::{summarize, EngineFigures, RawRun, Traffic};
@@ -140,7 +141,7 @@ struct Running {
     started_at: DateTime<Utc>,
     traffic_secs: f64,
     stop_sampler: CancellationToken,
-    sampler: JoinHandle<()>,
+    sampler: JoinHandle<CpuMeter>,
     collector: JoinHandle<Collected>,
     goose_report: PathBuf,
 }
@@ -169,15 +170,13 @@ async fn offer_traffic(
     let collector = tokio::spawn(collect(received, outputs));
     let stop_sampler = CancellationToken::new();
     let interval = Duration::from_millis(scenario.run.sample_interval_ms.max(100));
-    let sampler = tokio::spawn(sample(
-        harness.pipeline.clone(),
-        driver.clone(),
-        harness.plan.clone(),
-        start,
-        interval,
-        events.clone(),
-        stop_sampler.clone(),
-    ));
+    let sources = Sources {
+        pipeline: harness.pipeline.clone(),
+        driver: driver.clone(),
+        plan: harness.plan.clone(),
+        cpu: CpuMeter::start(harness.stack.processes()),
+    };
+    let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
     let over = CancellationToken::new();
     let context = timeline::Context {
         start,
@@ -252,7 +251,8 @@ async fn gather<'a>(
     started: Instant,
 ) -> Result<RawRun<'a>, HarnessError> {
     running.stop_sampler.cancel();
-    running.sampler.await?;
+    let cpu = running.sampler.await?.finish();
+    let window_secs = running.start.elapsed().as_secs_f64();
     let collected = running.collector.await?;
     harness.stop_engine().await;
     let outcomes = running.driver.outcomes();
@@ -280,6 +280,8 @@ async fn gather<'a>(
         mailed: harness.mailed_during_run().await?,
         dead_lettered: harness.dead_lettered().await,
         collected,
+        cpu,
+        window_secs,
         engine: engine_figures(harness),
         calibration: harness.calibration.clone(),
         checks: harness.checks.clone(),
