@@ -193,10 +193,17 @@ impl MessageQueue for MemoryQueues {
         }
     }
 
-    async fn delete(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
-        self.with_entry(message, |entries, at| {
-            entries.remove(at);
-        })
+    async fn delete(&self, messages: &[&ReceivedMessage]) -> Result<(), QueueError> {
+        let mut first_failure = None;
+        for message in messages {
+            let deleted = self.with_entry(message, |entries, at| {
+                entries.remove(at);
+            });
+            if let Err(error) = deleted {
+                first_failure.get_or_insert(error);
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
     }
 
     async fn set_visibility(&self, message: &ReceivedMessage, timeout: Duration) -> Result<(), QueueError> {
@@ -441,8 +448,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let again = queues.receive(queue, 10, Duration::ZERO).await.unwrap();
         assert_eq!(again[0].receive_count, 2);
-        assert!(queues.delete(&first[0]).await.is_err(), "the first receipt is stale");
-        queues.delete(&again[0]).await.unwrap();
+        assert!(queues.delete(&[&first[0]]).await.is_err(), "the first receipt is stale");
+        queues.delete(&[&again[0]]).await.unwrap();
         assert_eq!(queues.depth(queue).await.unwrap(), QueueDepth::default());
     }
 

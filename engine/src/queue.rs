@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 
-use crate::aws::{service_error, ServiceError};
+use crate::aws::{service_error, ErrorKind, ServiceError};
 pub use crate::domain::QueueRef;
 use crate::domain::{OutboundMessage, Priority};
 use crate::provision::Provisioned;
@@ -93,7 +94,10 @@ pub trait MessageQueue: Send + Sync {
     /// Enqueues a body as it is, unchecked: for fault injection (poison) and tooling.
     async fn send_raw(&self, priority: Priority, body: &str, send_id: Option<&str>) -> Result<(), QueueError>;
     async fn receive(&self, queue: QueueRef, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
-    async fn delete(&self, message: &ReceivedMessage) -> Result<(), QueueError>;
+    /// Deletes handled messages, in as few calls as the queue allows (SQS:
+    /// `DeleteMessageBatch`, ten of one queue per call). Every message is
+    /// tried; the first failure is returned.
+    async fn delete(&self, messages: &[&ReceivedMessage]) -> Result<(), QueueError>;
     /// Makes a received message visible again after `timeout`.
     async fn set_visibility(&self, message: &ReceivedMessage, timeout: Duration) -> Result<(), QueueError>;
     async fn depth(&self, queue: QueueRef) -> Result<QueueDepth, QueueError>;
@@ -109,6 +113,36 @@ pub struct SqsQueues {
 }
 
 impl SqsQueues {
+    /// One `DeleteMessageBatch` of up to ten messages of `queue`; a refused
+    /// entry is an error naming it (SQS answers per entry).
+    async fn delete_chunk(&self, queue: QueueRef, chunk: &[&&ReceivedMessage]) -> Result<(), QueueError> {
+        let entries = chunk.iter().enumerate().map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(&m.receipt)
+                .build()
+                .expect("id and receipt are set")
+        });
+        let output = self
+            .client
+            .delete_message_batch()
+            .queue_url(self.url(queue))
+            .set_entries(Some(entries.collect()))
+            .send()
+            .await
+            .map_err(|e| Self::error(queue, e))?;
+        match output.failed().first() {
+            None => Ok(()),
+            Some(failed) => Err(QueueError {
+                queue,
+                error: ServiceError::new(
+                    ErrorKind::Invalid,
+                    format!("{}: {}", failed.code(), failed.message().unwrap_or_default()),
+                ),
+            }),
+        }
+    }
+
     pub fn new(client: aws_sdk_sqs::Client, provisioned: &Provisioned) -> Self {
         Self {
             client,
@@ -264,15 +298,17 @@ impl MessageQueue for SqsQueues {
             .collect())
     }
 
-    async fn delete(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
-        self.client
-            .delete_message()
-            .queue_url(self.url(message.queue))
-            .receipt_handle(&message.receipt)
-            .send()
-            .await
-            .map_err(|e| Self::error(message.queue, e))?;
-        Ok(())
+    async fn delete(&self, messages: &[&ReceivedMessage]) -> Result<(), QueueError> {
+        let mut first_failure = None;
+        for queue in QueueRef::ALL {
+            let of_queue: Vec<&&ReceivedMessage> = messages.iter().filter(|m| m.queue == queue).collect();
+            for chunk in of_queue.chunks(MAX_BATCH) {
+                if let Err(error) = self.delete_chunk(queue, chunk).await {
+                    first_failure.get_or_insert(error);
+                }
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
     }
 
     async fn set_visibility(&self, message: &ReceivedMessage, timeout: Duration) -> Result<(), QueueError> {

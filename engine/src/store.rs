@@ -115,23 +115,6 @@ fn unless_final(update: UpdateItem) -> UpdateItem {
         .expression_attribute_values(":error", s(SendStatus::Error.as_str()))
 }
 
-/// A transaction cancelled because a condition did not hold (not for any other reason).
-fn refused_by_condition(
-    error: &aws_sdk_dynamodb::error::SdkError<
-        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> bool {
-    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-    match error.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
-            .cancellation_reasons()
-            .iter()
-            .any(|reason| reason.code() == Some("ConditionalCheckFailed")),
-        _ => false,
-    }
-}
-
 fn service_error<E, R>(error: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> StoreError
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -349,17 +332,32 @@ impl DynamoStatusStore {
         TransactWriteItem::builder().update(update).build()
     }
 
+    /// PENDING → QUEUED for one record: a conditional `UpdateItem`, which
+    /// costs half the write units of a one-item transaction on AWS.
     async fn mark_queued_one(&self, id: SendId) -> Result<(), StoreError> {
-        match self
+        let result = self
             .client
-            .transact_write_items()
-            .transact_items(self.queued_update(id))
+            .update_item()
+            .table_name(&self.table)
+            .key("sendId", s(id.to_string()))
+            .update_expression("SET #status = :queued, updatedAt = :now")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
+            .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
+            .expression_attribute_values(":now", s(timestamp(Utc::now())))
             .send()
-            .await
-        {
+            .await;
+        match result {
             Ok(_) => Ok(()),
             // Already past PENDING (a fast sender got there first): that status stands.
-            Err(error) if refused_by_condition(&error) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(error) => Err(service_error(error)),
         }
     }
@@ -458,6 +456,9 @@ impl StatusStore for DynamoStatusStore {
     }
 
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
+        if let [id] = ids {
+            return self.mark_queued_one(*id).await;
+        }
         for chunk in ids.chunks(TRANSACTION_MAX) {
             let items: Vec<TransactWriteItem> = chunk.iter().map(|id| self.queued_update(*id)).collect();
             let result = self

@@ -74,7 +74,7 @@ async fn one_batch(pipeline: &Pipeline, worker: usize, round: u64) -> Result<u64
             .mark_sent(message.send_id, &provider_id, Utc::now())
             .await
             .ok()?;
-        pipeline.queues().delete(r).await.ok()?;
+        pipeline.queues().delete(&[r]).await.ok()?;
         Some(())
     });
     Ok(join_all(sends).await.into_iter().flatten().count() as u64)

@@ -142,15 +142,7 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationTo
                 }
             }
         };
-        stream::iter(batch)
-            .for_each_concurrent(settings.sender.concurrency, |message| {
-                let pipeline = &pipeline;
-                async move {
-                    let outcome = process(pipeline, &message).await;
-                    tracing::debug!(worker, send_id = ?message.send_id, ?outcome, "processed");
-                }
-            })
-            .await;
+        process_batch(&pipeline, &batch, worker).await;
     }
     while fetchers.join_next().await.is_some() {}
     for inbox in &mut inboxes {
@@ -173,12 +165,53 @@ fn policy(pipeline: &Pipeline) -> RetryPolicy {
 }
 
 /// Handles one received message to its next resting state: the effects,
-/// then the pure [`decide`], then [`apply`].
+/// then the pure [`decide`], then [`apply`] (and the delete, if decided).
 pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome {
+    let (outcome, done) = settle(pipeline, received).await;
+    if done {
+        delete(pipeline, &[received]).await;
+    }
+    outcome
+}
+
+/// Handles one received batch `concurrency` messages at a time, then deletes
+/// every message that is done with one batched call per queue.
+async fn process_batch(pipeline: &Pipeline, batch: &[ReceivedMessage], worker: usize) {
+    // Collected first: a closure held across the await trips the Send check of `tokio::spawn`.
+    let settling: Vec<_> = batch
+        .iter()
+        .map(|message| settle_logged(pipeline, message, worker))
+        .collect();
+    let settled: Vec<(&ReceivedMessage, bool)> = stream::iter(settling)
+        .buffer_unordered(pipeline.settings.sender.concurrency)
+        .collect()
+        .await;
+    let done: Vec<&ReceivedMessage> = settled.into_iter().filter(|(_, done)| *done).map(|(m, _)| m).collect();
+    if !done.is_empty() {
+        delete(pipeline, &done).await;
+    }
+}
+
+async fn settle_logged<'a>(
+    pipeline: &Pipeline,
+    message: &'a ReceivedMessage,
+    worker: usize,
+) -> (&'a ReceivedMessage, bool) {
+    let (outcome, done) = settle(pipeline, message).await;
+    tracing::debug!(worker, send_id = ?message.send_id, ?outcome, "processed");
+    (message, done)
+}
+
+/// The effects, the decision and every action but a delete; says whether the
+/// message is done with (to be deleted).
+async fn settle(pipeline: &Pipeline, received: &ReceivedMessage) -> (Outcome, bool) {
     let handled = handle(pipeline, received).await;
     let next = decide(&handled, received.receive_count, &policy(pipeline));
-    apply(pipeline, received, &handled, next).await;
-    outcome(handled)
+    let done = next == Next::Delete;
+    if !done {
+        apply(pipeline, received, &handled, next).await;
+    }
+    (outcome(handled), done)
 }
 
 /// Runs the effects for one message — decode, claim, content, send, record —
@@ -260,12 +293,12 @@ async fn handle(pipeline: &Pipeline, received: &ReceivedMessage) -> Handled {
 }
 
 /// Carries out a decision on the message's queue: the one place the sender
-/// deletes, delays or re-enqueues.
+/// delays or re-enqueues ([`delete`] takes the done messages, batched).
 async fn apply(pipeline: &Pipeline, received: &ReceivedMessage, handled: &Handled, next: Next) {
     let send_id = received.send_id.as_deref().unwrap_or("?");
     match next {
         Next::Leave => {}
-        Next::Delete => delete(pipeline, received).await,
+        Next::Delete => delete(pipeline, &[received]).await,
         Next::RetryAfter(delay) => {
             if let Err(error) = pipeline.queues.set_visibility(received, delay).await {
                 tracing::warn!(%send_id, %error, "could not delay the message; it reappears after its visibility timeout");
@@ -282,7 +315,7 @@ async fn apply(pipeline: &Pipeline, received: &ReceivedMessage, handled: &Handle
                 .send_delayed(received.queue.priority(), &message, delay)
                 .await
             {
-                Ok(()) => delete(pipeline, received).await,
+                Ok(()) => delete(pipeline, &[received]).await,
                 Err(error) => tracing::warn!(%send_id, %error, "re-enqueue after throttle failed"),
             }
         }
@@ -319,11 +352,11 @@ async fn timed<T>(pipeline: &Pipeline, stage: Stage, step: impl std::future::Fut
     output
 }
 
-async fn delete(pipeline: &Pipeline, received: &ReceivedMessage) {
+async fn delete(pipeline: &Pipeline, done: &[&ReceivedMessage]) {
     // A failed delete means a redelivery, which the conditional claim turns into a skip.
-    if let Err(error) = pipeline.queues.delete(received).await {
-        let send_id = received.send_id.as_deref().unwrap_or("?");
-        tracing::warn!(%send_id, %error, "delete failed; the message will be redelivered and skipped");
+    if let Err(error) = pipeline.queues.delete(done).await {
+        let messages = done.len();
+        tracing::warn!(messages, %error, "delete failed; the messages will be redelivered and skipped");
     }
 }
 

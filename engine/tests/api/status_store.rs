@@ -39,5 +39,14 @@ async fn a_late_queued_write_moves_pending_records_and_never_overwrites_a_final_
     let kept = app.record(finished.send_id).await.unwrap();
     assert_eq!(kept.status, SendStatus::Sent);
     assert_eq!(kept.provider_message_id.as_deref(), Some("provider-1"));
+
+    // One record (a notification) is one conditional write, with the same guarantee.
+    let (single, raced) = (pending(&app, "single"), pending(&app, "raced"));
+    store.put_pending(&[single.clone(), raced.clone()]).await.unwrap();
+    assert!(store.mark_sent(raced.send_id, "provider-2", Utc::now()).await.unwrap());
+    store.mark_queued(&[single.send_id]).await.unwrap();
+    store.mark_queued(&[raced.send_id]).await.unwrap();
+    assert_eq!(app.record(single.send_id).await.unwrap().status, SendStatus::Queued);
+    assert_eq!(app.record(raced.send_id).await.unwrap().status, SendStatus::Sent);
     app.stop().await;
 }
