@@ -95,6 +95,22 @@ pub struct DynamoStatusStore {
     table: String,
 }
 
+/// The PENDING → QUEUED write, and the condition that keeps it from touching
+/// a record a fast sender already moved on.
+const QUEUED_UPDATE: &str = "SET #status = :queued, updatedAt = :now";
+const ONLY_PENDING: &str = "#status = :pending";
+
+/// The names and values [`QUEUED_UPDATE`] and [`ONLY_PENDING`] refer to.
+fn queued_write() -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
+    let names = HashMap::from([("#status".to_string(), "status".to_string())]);
+    let values = HashMap::from([
+        (":queued".to_string(), s(SendStatus::Queued.as_str())),
+        (":pending".to_string(), s(SendStatus::Pending.as_str())),
+        (":now".to_string(), s(timestamp(Utc::now()))),
+    ]);
+    (names, values)
+}
+
 /// Fixed-width UTC timestamps sort as text in time order (the indexes rely on it).
 pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -318,15 +334,14 @@ impl DynamoStatusStore {
 
     /// PENDING → QUEUED for one record, as an item of a transaction.
     fn queued_update(&self, id: SendId) -> TransactWriteItem {
+        let (names, values) = queued_write();
         let update = Update::builder()
             .table_name(&self.table)
             .key("sendId", s(id.to_string()))
-            .update_expression("SET #status = :queued, updatedAt = :now")
-            .condition_expression("#status = :pending")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
-            .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
-            .expression_attribute_values(":now", s(timestamp(Utc::now())))
+            .update_expression(QUEUED_UPDATE)
+            .condition_expression(ONLY_PENDING)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .build()
             .expect("key, table and expression are set");
         TransactWriteItem::builder().update(update).build()
@@ -335,17 +350,16 @@ impl DynamoStatusStore {
     /// PENDING → QUEUED for one record: a conditional `UpdateItem`, which
     /// costs half the write units of a one-item transaction on AWS.
     async fn mark_queued_one(&self, id: SendId) -> Result<(), StoreError> {
+        let (names, values) = queued_write();
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("sendId", s(id.to_string()))
-            .update_expression("SET #status = :queued, updatedAt = :now")
-            .condition_expression("#status = :pending")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
-            .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
-            .expression_attribute_values(":now", s(timestamp(Utc::now())))
+            .update_expression(QUEUED_UPDATE)
+            .condition_expression(ONLY_PENDING)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
         match result {
