@@ -100,15 +100,21 @@ pub struct DynamoStatusStore {
 const QUEUED_UPDATE: &str = "SET #status = :queued, updatedAt = :now";
 const ONLY_PENDING: &str = "#status = :pending";
 
-/// The names and values [`QUEUED_UPDATE`] and [`ONLY_PENDING`] refer to.
-fn queued_write() -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
-    let names = HashMap::from([("#status".to_string(), "status".to_string())]);
-    let values = HashMap::from([
-        (":queued".to_string(), s(SendStatus::Queued.as_str())),
-        (":pending".to_string(), s(SendStatus::Pending.as_str())),
-        (":now".to_string(), s(timestamp(Utc::now()))),
-    ]);
-    (names, values)
+/// The PENDING → QUEUED write of record `$id` in `$table`, on either kind of
+/// DynamoDB update builder (a transaction item's, or a single `UpdateItem`'s):
+/// the SDK gives them the same setters but no common trait.
+macro_rules! queued_write {
+    ($builder:expr, $table:expr, $id:expr) => {
+        $builder
+            .table_name($table)
+            .key("sendId", s($id.to_string()))
+            .update_expression(QUEUED_UPDATE)
+            .condition_expression(ONLY_PENDING)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
+            .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
+            .expression_attribute_values(":now", s(timestamp(Utc::now())))
+    };
 }
 
 /// Fixed-width UTC timestamps sort as text in time order (the indexes rely on it).
@@ -334,14 +340,7 @@ impl DynamoStatusStore {
 
     /// PENDING → QUEUED for one record, as an item of a transaction.
     fn queued_update(&self, id: SendId) -> TransactWriteItem {
-        let (names, values) = queued_write();
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key("sendId", s(id.to_string()))
-            .update_expression(QUEUED_UPDATE)
-            .condition_expression(ONLY_PENDING)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
+        let update = queued_write!(Update::builder(), &self.table, id)
             .build()
             .expect("key, table and expression are set");
         TransactWriteItem::builder().update(update).build()
@@ -350,18 +349,7 @@ impl DynamoStatusStore {
     /// PENDING → QUEUED for one record: a conditional `UpdateItem`, which
     /// costs half the write units of a one-item transaction on AWS.
     async fn mark_queued_one(&self, id: SendId) -> Result<(), StoreError> {
-        let (names, values) = queued_write();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("sendId", s(id.to_string()))
-            .update_expression(QUEUED_UPDATE)
-            .condition_expression(ONLY_PENDING)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
+        let result = queued_write!(self.client.update_item(), &self.table, id).send().await;
         match result {
             Ok(_) => Ok(()),
             // Already past PENDING (a fast sender got there first): that status stands.

@@ -89,6 +89,7 @@ pub struct ProcessUse {
 
 /// Watches the stack's processes and this one over a window.
 pub struct CpuMeter {
+    started: std::time::Instant,
     watched: Vec<(String, u32)>,
     own: u32,
     start: BTreeMap<String, Usage>,
@@ -107,6 +108,7 @@ impl CpuMeter {
         let start = usage_by_name(&read_all(), &watched, own);
         let peak_pages = start.iter().map(|(name, u)| (name.clone(), u.rss_pages)).collect();
         Self {
+            started: std::time::Instant::now(),
             watched,
             own,
             start,
@@ -114,6 +116,11 @@ impl CpuMeter {
             ms_per_tick: 1000.0 / ticks_per_sec.max(1) as f64,
             mib_per_page: page_bytes.max(1) as f64 / (1024.0 * 1024.0),
         }
+    }
+
+    /// How long the window has lasted so far.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
     }
 
     /// Reads memory now, keeping each group's peak.

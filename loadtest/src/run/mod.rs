@@ -251,8 +251,9 @@ async fn gather<'a>(
     started: Instant,
 ) -> Result<RawRun<'a>, HarnessError> {
     running.stop_sampler.cancel();
-    let cpu = running.sampler.await?.finish();
-    let window_secs = running.start.elapsed().as_secs_f64();
+    let meter = running.sampler.await?;
+    let window_secs = meter.elapsed_secs();
+    let cpu = meter.finish();
     let collected = running.collector.await?;
     harness.stop_engine().await;
     let outcomes = running.driver.outcomes();
