@@ -290,6 +290,8 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, with the queue depths read at scrape time.
     pub fn render_prometheus(&self, queues: &std::collections::BTreeMap<QueueRef, Depth>) -> String {
+        // A queue that could not be read this time is left out, not shown at its last depth.
+        self.queue_depth.clear();
         for (queue, depth) in queues {
             for (state, value) in [
                 ("visible", depth.visible),

@@ -211,7 +211,7 @@ pub fn live_view(reading: &Reading, slo: &Slo) -> Snapshot {
 pub fn progress_line(sample: &Sample, (started, total): (usize, usize)) -> String {
     let depth = |queue: QueueRef| sample.queue_depths.get(&queue).map_or(0, |d| d.total());
     let main = |p: Priority| depth(QueueRef::Main(p));
-    let dlq: u64 = Priority::ALL.into_iter().map(|p| depth(QueueRef::DeadLetter(p))).sum();
+    let dlq = vocabulary::stats::dead_lettered(&sample.queue_depths);
     let faults = match sample.active_faults.is_empty() {
         true => "none".to_string(),
         false => sample.active_faults.join(","),

@@ -345,8 +345,7 @@ fn latency_section(results: &RunResults) -> Markup {
 /// of the machine and its peak memory.
 fn cpu_section(results: &RunResults) -> Markup {
     let cpu = &results.cpu;
-    let mut processes: Vec<_> = cpu.by_process.iter().collect();
-    processes.sort_by(|a, b| b.1.cpu_ms.total_cmp(&a.1.cpu_ms));
+    let processes = cpu.busiest_first();
     let rows: Vec<Row> = processes
         .iter()
         .map(|(name, p)| {

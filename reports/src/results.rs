@@ -77,9 +77,16 @@ pub struct CpuUse {
 }
 
 impl CpuUse {
+    /// The processes, the one that used the most CPU first.
+    pub fn busiest_first(&self) -> Vec<(&String, &ProcessCpu)> {
+        let mut ranked: Vec<_> = self.by_process.iter().collect();
+        ranked.sort_by(|a, b| b.1.cpu_ms.total_cmp(&a.1.cpu_ms));
+        ranked
+    }
+
     /// The process that used the most CPU, if any was measured.
     pub fn busiest(&self) -> Option<(&String, &ProcessCpu)> {
-        self.by_process.iter().max_by(|a, b| a.1.cpu_ms.total_cmp(&b.1.cpu_ms))
+        self.busiest_first().first().copied()
     }
 }
 

@@ -57,14 +57,12 @@ pub fn peak_queue_depth(results: &RunResults) -> Option<(f64, u64)> {
 /// Which process used the most CPU, and what the others used, per message.
 pub fn cpu_sentence(results: &RunResults) -> Option<String> {
     let cpu = &results.cpu;
-    let (busiest, figures) = cpu.busiest()?;
+    let ranked = cpu.busiest_first();
+    let (&(busiest, figures), others) = ranked.split_first()?;
     let per_message = |p: &crate::results::ProcessCpu| {
         p.cpu_ms_per_message
             .map_or(String::new(), |ms| format!("{ms:.1} ms per message, "))
     };
-    let mut others: Vec<(&String, &crate::results::ProcessCpu)> =
-        cpu.by_process.iter().filter(|(name, _)| *name != busiest).collect();
-    others.sort_by(|a, b| b.1.cpu_ms.total_cmp(&a.1.cpu_ms));
     let others: Vec<String> = others
         .iter()
         .map(|(name, p)| format!("{name} {}{:.0}%", per_message(p), p.machine_pct))

@@ -49,9 +49,7 @@ pub fn render(r: &RunResults) -> String {
         "\nlate starts {}  failed requests {}",
         o.late_starts, o.failed_requests
     );
-    let mut processes: Vec<_> = r.cpu.by_process.iter().collect();
-    processes.sort_by(|a, b| b.1.cpu_ms.total_cmp(&a.1.cpu_ms));
-    for (name, p) in processes {
+    for (name, p) in r.cpu.busiest_first() {
         let per_message = p.cpu_ms_per_message.map_or("—".into(), |ms| format!("{ms:.2} ms/msg"));
         let _ = writeln!(
             out,

@@ -567,10 +567,11 @@ impl Scenario {
         self.validate().map_err(|(field, message)| error(field, message))
     }
 
-    /// How many poison messages the scenario injects in all.
-    pub fn poison_count(&self) -> u64 {
+    /// How many poison messages the scenario injects before `secs` into the run.
+    pub fn poison_count_before(&self, secs: f64) -> u64 {
         self.faults
             .iter()
+            .filter(|f| f.start_secs < secs)
             .map(|f| match f.fault {
                 Fault::Poison { count } => count.get(),
                 _ => 0,

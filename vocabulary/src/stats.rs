@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{PerPriority, Priority, QueueRef};
+use crate::{PerPriority, QueueRef};
 
 /// Counters of one priority, cumulative since the engine started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,16 +85,23 @@ impl Snapshot {
 
     /// Everything waiting in the dead-letter queues.
     pub fn dead_letter_depth(&self) -> u64 {
-        Priority::ALL
-            .into_iter()
-            .map(|p| self.depth(QueueRef::DeadLetter(p)))
-            .sum()
+        dead_lettered(&self.queues)
     }
+}
+
+/// Everything waiting in the dead-letter queues among `queues` (visible + in flight).
+pub fn dead_lettered(queues: &BTreeMap<QueueRef, Depth>) -> u64 {
+    queues
+        .iter()
+        .filter(|(queue, _)| queue.is_dead_letter())
+        .map(|(_, depth)| depth.total())
+        .sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Priority;
 
     #[test]
     fn a_snapshot_survives_json_and_counts_what_is_in_the_pipeline() {

@@ -207,10 +207,7 @@ async fn settle_logged<'a>(
 async fn settle(pipeline: &Pipeline, received: &ReceivedMessage) -> (Outcome, bool) {
     let handled = handle(pipeline, received).await;
     let next = decide(&handled, received.receive_count, &policy(pipeline));
-    let done = next == Next::Delete;
-    if !done {
-        apply(pipeline, received, &handled, next).await;
-    }
+    let done = apply(pipeline, received, &handled, next).await;
     (outcome(handled), done)
 }
 
@@ -293,30 +290,33 @@ async fn handle(pipeline: &Pipeline, received: &ReceivedMessage) -> Handled {
 }
 
 /// Carries out a decision on the message's queue: the one place the sender
-/// delays or re-enqueues ([`delete`] takes the done messages, batched).
-async fn apply(pipeline: &Pipeline, received: &ReceivedMessage, handled: &Handled, next: Next) {
+/// delays or re-enqueues. Says whether the message is done with; the caller
+/// deletes the done ones together ([`delete`]).
+async fn apply(pipeline: &Pipeline, received: &ReceivedMessage, handled: &Handled, next: Next) -> bool {
     let send_id = received.send_id.as_deref().unwrap_or("?");
     match next {
-        Next::Leave => {}
-        Next::Delete => delete(pipeline, &[received]).await,
+        Next::Leave => false,
+        Next::Delete => true,
         Next::RetryAfter(delay) => {
             if let Err(error) = pipeline.queues.set_visibility(received, delay).await {
                 tracing::warn!(%send_id, %error, "could not delay the message; it reappears after its visibility timeout");
             }
+            false
         }
         Next::Requeue(delay) => {
             // Only a decoded message is ever requeued (the decision is for throttles).
             let Ok(message) = OutboundMessage::decode(&received.body) else {
                 tracing::error!(%send_id, ?handled, "requeue of an undecodable message refused");
-                return;
+                return false;
             };
-            match pipeline
-                .queues
-                .send_delayed(received.queue.priority(), &message, delay)
-                .await
-            {
-                Ok(()) => delete(pipeline, &[received]).await,
-                Err(error) => tracing::warn!(%send_id, %error, "re-enqueue after throttle failed"),
+            let priority = received.queue.priority();
+            match pipeline.queues.send_delayed(priority, &message, delay).await {
+                // The copy waits on the queue: the original is done with.
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%send_id, %error, "re-enqueue after throttle failed");
+                    false
+                }
             }
         }
     }

@@ -227,12 +227,7 @@ impl Harness {
 
     /// Messages now on the dead-letter queues, through the plain clients.
     pub async fn dead_lettered(&self) -> u64 {
-        let depths = self.audit_pipeline.queue_depths().await;
-        depths
-            .iter()
-            .filter(|(queue, _)| queue.is_dead_letter())
-            .map(|(_, depth)| depth.total())
-            .sum()
+        vocabulary::stats::dead_lettered(&self.audit_pipeline.queue_depths().await)
     }
 
     /// Per recipient, what the provider mailed during the run, where it keeps a record.

@@ -214,15 +214,8 @@ async fn offer_traffic(
 /// Waits until every accepted message (and every poison) is SENT or ERROR,
 /// or the scenario's drain timeout.
 async fn drain(pipeline: &Pipeline, running: &Running, scenario: &Scenario) {
-    let poison: u64 = scenario
-        .faults
-        .iter()
-        .filter(|f| f.start_secs < running.traffic_secs)
-        .map(|f| match f.fault {
-            Fault::Poison { count } => count.get(),
-            _ => 0,
-        })
-        .sum();
+    // A poison fault set to start after the traffic never fired.
+    let poison = scenario.poison_count_before(running.traffic_secs);
     let expected = running.driver.accepted_so_far() + poison;
     let deadline = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_secs);
     loop {
