@@ -101,6 +101,17 @@ impl Pipeline {
         }
     }
 
+    /// The same pipeline (adapters and metrics shared) with other sender settings:
+    /// how `loadtest capacity` steps the senders' concurrency.
+    pub fn with_sender(&self, sender: crate::config::SenderSettings) -> Self {
+        let mut settings = (*self.settings).clone();
+        settings.sender = sender;
+        Self {
+            settings: Arc::new(settings),
+            ..self.clone()
+        }
+    }
+
     /// The same pipeline with another mailer (a throttling or slow provider).
     pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
         self.mailer = mailer;

@@ -1,23 +1,32 @@
-//! Where the CPU went: each emulator of the stack and the loadtest process
-//! (harness and engine together), read from `/proc` at the start and end of
-//! the traffic and drain, with peak resident memory sampled in between.
+//! Where the CPU went: each emulator of the stack, the engine under test and
+//! the harness, read from `/proc` at the start and end of a window, with peak
+//! resident memory sampled in between.
 //!
 //! Each emulator runs in a process group of its own (see `localstack::process`),
-//! so a group's CPU is the sum over its members, children included.
+//! so a group's CPU is the sum over its members, children included. The engine
+//! runs inside the loadtest process on a runtime of its own whose threads are
+//! named [`ENGINE_THREAD`] (see `run::harness::engine_runtime`), so the
+//! process's CPU splits by thread into the engine's and the harness's.
 
 use std::collections::BTreeMap;
 
-/// The loadtest process's name in the figures: the harness and the engine
-/// under test share it (the engine runs in-process).
-pub const THIS_PROCESS: &str = "loadtest (harness + engine)";
+/// The engine under test, in the figures: the loadtest process's engine threads.
+pub const ENGINE: &str = "engine";
+/// The harness, in the figures: load generation, sampling, collection, audit
+/// (every thread of the loadtest process but the engine's).
+pub const HARNESS: &str = "loadtest harness";
+/// The name of every thread of the engine's runtime.
+pub const ENGINE_THREAD: &str = "courier-engine";
 
 /// One process's figures in `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
     pub pid: u32,
     pub group: u32,
-    /// User + system time of the process and of its reaped children, in clock ticks.
+    /// User + system time of the process itself (of the thread, in a task's stat), in clock ticks.
     pub ticks: u64,
+    /// User + system time of its reaped children (process-wide, even in a task's stat).
+    pub child_ticks: u64,
     /// Resident pages.
     pub rss_pages: u64,
 }
@@ -30,11 +39,11 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     // rest: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime ...
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    let ticks = number(11)? + number(12)? + number(13)? + number(14)?;
     Some(Stat {
         pid,
         group: number(2)? as u32,
-        ticks,
+        ticks: number(11)? + number(12)?,
+        child_ticks: number(13)? + number(14)?,
         rss_pages: number(21)?,
     })
 }
@@ -46,25 +55,50 @@ pub struct Usage {
     pub rss_pages: u64,
 }
 
-/// Sums `stats` by the watched groups; `own` is this process, counted alone.
-pub fn usage_by_name(stats: &[Stat], watched: &[(String, u32)], own: u32) -> BTreeMap<String, Usage> {
+/// Sums `stats` by the watched groups, children included (an emulator's helpers
+/// are its own); `own` is this process, counted alone, without its reaped
+/// children (a stack stopped earlier is not this window's), and split into the
+/// engine's threads (`engine_ticks`) and the rest (the harness). Both parts
+/// carry the process's memory, which they share.
+pub fn usage_by_name(
+    stats: &[Stat],
+    watched: &[(String, u32)],
+    own: u32,
+    engine_ticks: u64,
+) -> BTreeMap<String, Usage> {
     let mut usage = BTreeMap::new();
     for (name, root) in watched {
         let members = stats.iter().filter(|s| s.group == *root || s.pid == *root);
         let total = members.fold(Usage::default(), |sum, s| Usage {
-            ticks: sum.ticks + s.ticks,
+            ticks: sum.ticks + s.ticks + s.child_ticks,
             rss_pages: sum.rss_pages + s.rss_pages,
         });
         usage.insert(name.clone(), total);
     }
     if let Some(s) = stats.iter().find(|s| s.pid == own) {
-        let own_usage = Usage {
-            ticks: s.ticks,
+        let engine = engine_ticks.min(s.ticks);
+        let part = |ticks| Usage {
+            ticks,
             rss_pages: s.rss_pages,
         };
-        usage.insert(THIS_PROCESS.to_string(), own_usage);
+        usage.insert(ENGINE.to_string(), part(engine));
+        usage.insert(HARNESS.to_string(), part(s.ticks - engine));
     }
     usage
+}
+
+/// CPU ticks of this process's live engine threads (named [`ENGINE_THREAD`]).
+fn engine_ticks() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter(|text| text.contains(&format!("({ENGINE_THREAD}")))
+        .filter_map(|text| parse_stat(&text))
+        .map(|stat| stat.ticks)
+        .sum()
 }
 
 /// Every process's stat now (processes that end while being read are skipped).
@@ -105,7 +139,7 @@ impl CpuMeter {
         let (ticks_per_sec, page_bytes) =
             unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
         let own = std::process::id();
-        let start = usage_by_name(&read_all(), &watched, own);
+        let start = usage_by_name(&read_all(), &watched, own, engine_ticks());
         let peak_pages = start.iter().map(|(name, u)| (name.clone(), u.rss_pages)).collect();
         Self {
             started: std::time::Instant::now(),
@@ -125,7 +159,7 @@ impl CpuMeter {
 
     /// Reads memory now, keeping each group's peak.
     pub fn sample(&mut self) {
-        for (name, usage) in usage_by_name(&read_all(), &self.watched, self.own) {
+        for (name, usage) in usage_by_name(&read_all(), &self.watched, self.own, engine_ticks()) {
             let peak = self.peak_pages.entry(name).or_default();
             *peak = (*peak).max(usage.rss_pages);
         }
@@ -134,7 +168,7 @@ impl CpuMeter {
     /// Ends the window: each group's CPU over it and its peak memory.
     pub fn finish(mut self) -> BTreeMap<String, ProcessUse> {
         self.sample();
-        let end = usage_by_name(&read_all(), &self.watched, self.own);
+        let end = usage_by_name(&read_all(), &self.watched, self.own, engine_ticks());
         end.into_iter()
             .map(|(name, usage)| {
                 let before = self.start.get(&name).map_or(0, |u| u.ticks);
@@ -159,27 +193,32 @@ mod tests {
         let stat = parse_stat(text).unwrap();
         assert_eq!(stat.pid, 4242);
         assert_eq!(stat.group, 4200);
-        assert_eq!(stat.ticks, 250 + 50 + 7 + 3);
+        assert_eq!((stat.ticks, stat.child_ticks), (250 + 50, 7 + 3));
         assert_eq!(stat.rss_pages, 1234);
         assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]
-    fn a_group_counts_every_member_and_this_process_counts_alone() {
+    fn a_group_counts_every_member_and_this_process_splits_into_engine_and_harness() {
         let stat = |pid, group, ticks| Stat {
             pid,
             group,
             ticks,
+            child_ticks: 0,
             rss_pages: 10,
         };
-        let stats = [
-            stat(100, 100, 50),
-            stat(101, 100, 30),
-            stat(200, 200, 5),
-            stat(7, 7, 40),
-        ];
+        // A stack stopped earlier left its CPU in this process's children's time.
+        let own = Stat {
+            child_ticks: 900,
+            ..stat(7, 7, 40)
+        };
+        let localstack_helper = Stat {
+            child_ticks: 4,
+            ..stat(101, 100, 26)
+        };
+        let stats = [stat(100, 100, 50), localstack_helper, stat(200, 200, 5), own];
         let watched = vec![("localstack".to_string(), 100), ("moto".to_string(), 200)];
-        let usage = usage_by_name(&stats, &watched, 7);
+        let usage = usage_by_name(&stats, &watched, 7, 15);
         assert_eq!(
             usage["localstack"],
             Usage {
@@ -188,7 +227,8 @@ mod tests {
             }
         );
         assert_eq!(usage["moto"].ticks, 5);
-        assert_eq!(usage[THIS_PROCESS].ticks, 40);
+        assert_eq!(usage[ENGINE].ticks, 15);
+        assert_eq!(usage[HARNESS].ticks, 25);
     }
 
     /// CPU time this thread has used, in ms.
@@ -208,7 +248,7 @@ mod tests {
         while thread_cpu_ms() - started < 300.0 {
             spin = spin.wrapping_add(1);
         }
-        let own = meter.finish()[THIS_PROCESS];
+        let own = meter.finish()[HARNESS];
         assert!(spin > 0);
         // Clock ticks are 10 ms: allow one tick either side.
         assert!(own.cpu_ms >= 290.0, "{own:?}");

@@ -144,16 +144,7 @@ impl Driver {
                 attachments,
                 ..
             } => {
-                let mut form = reqwest::multipart::Form::new().part(
-                    "file",
-                    reqwest::multipart::Part::bytes(csv.clone()).file_name(file_name.clone()),
-                );
-                for (name, bytes) in attachments {
-                    form = form.part(
-                        format!("attachment:{name}"),
-                        reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
-                    );
-                }
+                let form = campaign_form(file_name.clone(), csv.clone(), attachments.clone());
                 let path = "/campaigns/upload";
                 let builder = user
                     .get_request_builder(&GooseMethod::Post, path)
@@ -184,6 +175,15 @@ impl Driver {
         let body = response.json::<Value>().await.ok();
         Ok((status, body))
     }
+}
+
+/// The upload form of a campaign: the CSV as `file`, each attachment as `attachment:<name>`.
+pub fn campaign_form(file_name: String, csv: Vec<u8>, attachments: Vec<(String, Vec<u8>)>) -> reqwest::multipart::Form {
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(csv).file_name(file_name));
+    attachments.into_iter().fold(form, |form, (name, bytes)| {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.clone());
+        form.part(format!("attachment:{name}"), part)
+    })
 }
 
 /// Messages one outcome's response says were accepted.

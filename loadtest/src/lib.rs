@@ -8,11 +8,12 @@
 //! accepted message's final record, and [`summarize`] (pure) turns what was
 //! gathered into the versioned [`results`]: the conservation [`audit`],
 //! [`latency`] corrected for coordinated omission, and the [`slo`] verdicts.
-//! [`cpu`] says where the CPU went; [`check_stack`] and [`calibrate`]
-//! describe the stack the numbers came from.
+//! [`cpu`] says where the CPU went; [`check_stack`] describes the stack the
+//! numbers came from, and [`capacity`] measures how much the pipeline carries
+//! on it (senders' concurrency stepped up until throughput stops growing).
 
 pub mod audit;
-pub mod calibrate;
+pub mod capacity;
 pub mod check_stack;
 pub mod collector;
 pub mod cpu;

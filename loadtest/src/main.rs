@@ -1,4 +1,4 @@
-//! `loadtest run | check-stack | calibrate`: thin over the `loadtest` library.
+//! `loadtest run | check-stack | capacity`: thin over the `loadtest` library.
 //! Exit codes: 0 pass, 3 SLO breach, 1 harness error (2: bad command line).
 
 use std::io::IsTerminal;
@@ -10,6 +10,7 @@ use engine::aws::AwsClients;
 use loadtest::run::{run, RunOptions};
 use loadtest::{EXIT_HARNESS_ERROR, EXIT_SLO_BREACH};
 use localstack::{Stack, StackOptions, StackTarget};
+use vocabulary::DynamoDbEmulator;
 
 #[derive(Parser)]
 #[command(name = "loadtest", about = "Courier's stress runs against the real pipeline")]
@@ -27,9 +28,12 @@ struct RunArgs {
     /// Overrides the scenario's target: `local`, `testcontainers` (Docker), `aws` or a stack URL.
     #[arg(long, env = "COURIER_STACK")]
     stack: Option<String>,
-    /// Measure the stack's own ceiling first and report delivered msg/s against it.
+    /// The local stack's DynamoDB: `dynoxide` (default) or `dynamodb-local` (AWS's own).
+    #[arg(long, env = "COURIER_DYNAMODB", default_value_t)]
+    dynamodb: DynamoDbEmulator,
+    /// Measure the pipeline's capacity first (about 2 minutes) and report delivered msg/s against it.
     #[arg(long)]
-    calibrate: bool,
+    capacity: bool,
     /// Show the live view while the run goes on (logs then go to $TMPDIR/courier-loadtest-<pid>.log).
     #[arg(long)]
     tui: bool,
@@ -44,25 +48,42 @@ enum Command {
     /// Run a scenario file and judge it against its SLOs.
     Run(RunArgs),
     /// Conformance checks of the stack (visibility, redrive, long poll, conditional writes).
-    CheckStack {
-        #[arg(long, env = "COURIER_STACK", default_value = "local")]
-        stack: String,
-    },
-    /// Measure the stack's ceiling for the pipeline's per-message call mix.
-    Calibrate {
-        #[arg(long, env = "COURIER_STACK", default_value = "local")]
-        stack: String,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-    },
+    CheckStack(StackArgs),
+    /// The pipeline's capacity: senders' concurrency stepped up until delivered
+    /// throughput stops growing; the curve, the ceiling, the knee and a USL fit.
+    Capacity(CapacityArgs),
 }
 
-async fn start_stack(stack: &str) -> anyhow::Result<Stack> {
-    let target: StackTarget = stack.parse()?;
+#[derive(clap::Args)]
+struct StackArgs {
+    /// `local`, `testcontainers` (Docker), `aws` or a stack URL.
+    #[arg(long, env = "COURIER_STACK", default_value = "local")]
+    stack: String,
+    /// The local stack's DynamoDB: `dynoxide` (default) or `dynamodb-local` (AWS's own).
+    #[arg(long, env = "COURIER_DYNAMODB", default_value_t)]
+    dynamodb: DynamoDbEmulator,
+}
+
+#[derive(clap::Args)]
+struct CapacityArgs {
+    /// The scenario whose traffic mix and engine settings (mailer, timeouts) to measure.
+    #[arg(default_value = "scenarios/capacity.toml")]
+    scenario: PathBuf,
+    #[command(flatten)]
+    stack: StackArgs,
+    /// Each step's measuring window, after a 3 s warm-up.
+    #[arg(long, default_value_t = 10)]
+    step_secs: u64,
+    /// Where capacity.json goes (default target/loadtest/capacity-<time>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+async fn start_stack(args: &StackArgs) -> anyhow::Result<Stack> {
+    let target: StackTarget = args.stack.parse()?;
     Ok(Stack::start(StackOptions {
         target,
+        dynamodb: args.dynamodb,
         ..StackOptions::default()
     })
     .await?)
@@ -71,12 +92,8 @@ async fn start_stack(stack: &str) -> anyhow::Result<Stack> {
 async fn main_inner() -> anyhow::Result<i32> {
     match Cli::parse().command {
         Command::Run(args) => run_scenario(args).await,
-        Command::CheckStack { stack } => check(&stack).await,
-        Command::Calibrate {
-            stack,
-            seconds,
-            concurrency,
-        } => measure_ceiling(&stack, seconds, concurrency).await,
+        Command::CheckStack(args) => check(&args).await,
+        Command::Capacity(args) => measure_capacity(args).await,
     }
 }
 
@@ -96,7 +113,8 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<i32> {
         scenario: args.scenario,
         out_dir: args.out,
         stack: args.stack,
-        calibrate: args.calibrate,
+        capacity: args.capacity,
+        dynamodb: args.dynamodb,
         extra_faults: args.faults,
         progress: !show_view,
         live,
@@ -115,8 +133,9 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 /// `loadtest check-stack`: the stack's conformance checks, one line each.
-async fn check(stack: &str) -> anyhow::Result<i32> {
-    let stack = start_stack(stack).await?;
+async fn check(args: &StackArgs) -> anyhow::Result<i32> {
+    let stack = start_stack(args).await?;
+    println!("stack: {}", versions(&stack));
     let clients = AwsClients::for_stack(&stack).await;
     let prefix = format!("chk-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let results = loadtest::check_stack::check_stack(&clients, &prefix).await;
@@ -131,21 +150,38 @@ async fn check(stack: &str) -> anyhow::Result<i32> {
     })
 }
 
-/// `loadtest calibrate`: the stack's ceiling for the pipeline's call mix.
-async fn measure_ceiling(stack: &str, seconds: u64, concurrency: usize) -> anyhow::Result<i32> {
-    let stack = start_stack(stack).await?;
+fn versions(stack: &Stack) -> String {
+    let names: Vec<String> = stack.versions().iter().map(|(n, v)| format!("{n} {v}")).collect();
+    names.join(", ")
+}
+
+/// `loadtest capacity`: the ladder, printed as it climbs, then written as JSON.
+async fn measure_capacity(args: CapacityArgs) -> anyhow::Result<i32> {
+    let scenario = scenarios::Scenario::load(&args.scenario)?;
+    let stack = start_stack(&args.stack).await?;
+    println!("stack: {}", versions(&stack));
     let clients = AwsClients::for_stack(&stack).await;
-    let mut settings = engine::config::Settings::default();
-    settings.resources.prefix = format!("cal-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    settings.sender.enabled = false;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let app = engine::Application::build(settings, &clients, listener).await?;
-    let pipeline = std::sync::Arc::new(app.pipeline().clone());
-    let c = loadtest::calibrate::calibrate(pipeline, Duration::from_secs(seconds), concurrency).await;
-    println!(
-        "stack ceiling: {:.1} msg/s ({} messages in {:.1} s, {} concurrent batches of 10, mailer {})",
-        c.msgs_per_sec, c.messages, c.seconds, c.concurrent_batches, c.mailer
-    );
+    let ladder = loadtest::capacity::Ladder {
+        window: Duration::from_secs(args.step_secs.max(1)),
+        ..Default::default()
+    };
+    let prefix = format!("cap-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let capacity = loadtest::capacity::measure(&scenario, &prefix, &stack, &clients, &ladder).await?;
+    println!("\n{}", reports::text::capacity(&capacity));
+    let out = args.out.unwrap_or_else(|| {
+        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+        PathBuf::from("target")
+            .join("loadtest")
+            .join(format!("capacity-{stamp}"))
+    });
+    std::fs::create_dir_all(&out)?;
+    let path = out.join("capacity.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&capacity)?)?;
+    let title = format!("Capacity of {} — Courier", scenario.name);
+    let page = out.join("capacity.html");
+    std::fs::write(&page, reports::html::render_capacity(&capacity, &title))?;
+    println!("capacity: {}", path.display());
+    println!("report:   {}", page.display());
     Ok(0)
 }
 

@@ -14,7 +14,7 @@ use scenarios::{Plan, Request, Slo};
 use vocabulary::Verdict;
 
 use crate::audit::{audit, FinalRecord};
-use crate::calibrate::Calibration;
+use crate::capacity::Capacity;
 use crate::collector::Collected;
 use crate::cpu::ProcessUse;
 use crate::driver::RequestOutcome;
@@ -69,7 +69,7 @@ pub struct RawRun<'a> {
     /// That window's length.
     pub window_secs: f64,
     pub engine: EngineFigures,
-    pub calibration: Option<Calibration>,
+    pub capacity: Option<Capacity>,
     pub checks: Vec<CheckResult>,
     pub stack: StackInfo,
     pub machine: MachineInfo,
@@ -204,7 +204,7 @@ fn handling(engine: &EngineFigures) -> HandlingTimes {
 }
 
 /// Where the CPU went: each process's CPU per delivered message and its share of the machine.
-fn cpu_use(cpu: &BTreeMap<String, ProcessUse>, window_secs: f64, cores: usize, sent: u64) -> CpuUse {
+pub fn cpu_use(cpu: &BTreeMap<String, ProcessUse>, window_secs: f64, cores: usize, sent: u64) -> CpuUse {
     let machine_ms = window_secs * 1000.0 * cores.max(1) as f64;
     let by_process = cpu
         .iter()
@@ -272,11 +272,11 @@ pub fn summarize(raw: RawRun<'_>) -> RunResults {
             .collect(),
         delivered_per_sec: delivered,
         fraction_of_ceiling: raw
-            .calibration
+            .capacity
             .as_ref()
-            .filter(|c| c.msgs_per_sec > 0.0)
-            .map(|c| delivered / c.msgs_per_sec),
-        calibration: raw.calibration,
+            .filter(|c| c.ceiling_msgs_per_sec > 0.0)
+            .map(|c| delivered / c.ceiling_msgs_per_sec),
+        capacity: raw.capacity,
         audit,
         timeseries: raw.collected.samples,
         faults,
@@ -389,7 +389,7 @@ mod tests {
             cpu: BTreeMap::new(),
             window_secs: 12.0,
             engine: EngineFigures::default(),
-            calibration: None,
+            capacity: None,
             checks: Vec::new(),
             stack: StackInfo {
                 target: "Local".into(),

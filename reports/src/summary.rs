@@ -129,11 +129,11 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
         lines.push(format!("Faults injected: {}.", faults.join("; ")));
     }
     let mut delivery = format!("Delivered {:.1} messages per second", results.delivered_per_sec);
-    if let (Some(fraction), Some(calibration)) = (results.fraction_of_ceiling, &results.calibration) {
+    if let (Some(fraction), Some(capacity)) = (results.fraction_of_ceiling, &results.capacity) {
         delivery.push_str(&format!(
-            ", {:.0}% of the {:.1} msg/s this stack can carry",
+            ", {:.0}% of the {:.0} msg/s this pipeline carries on this stack (measured in the same run)",
             fraction * 100.0,
-            calibration.msgs_per_sec
+            capacity.ceiling_msgs_per_sec
         ));
     }
     if let Some((at, depth)) = peak_queue_depth(results) {
@@ -172,4 +172,44 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
         )
     });
     lines
+}
+
+/// What a capacity measurement found, in words: the ceiling and where it is
+/// reached, the busiest process there, what the USL says, and (in a run) how
+/// much of the ceiling the run used.
+pub fn capacity_sentence(capacity: &crate::results::Capacity, delivered: Option<f64>) -> String {
+    let mut text = format!(
+        "This pipeline carries at most {:.0} messages per second on this stack ({}), reached with {} messages in flight at once; {}.",
+        capacity.ceiling_msgs_per_sec, capacity.mailer, capacity.knee_concurrency, capacity.stopped
+    );
+    let at_ceiling = capacity
+        .steps
+        .iter()
+        .max_by(|a, b| a.delivered_per_sec.total_cmp(&b.delivered_per_sec));
+    if let Some((name, p)) = at_ceiling.and_then(|s| s.cpu.busiest()) {
+        let per_message = p
+            .cpu_ms_per_message
+            .map_or(String::new(), |ms| format!(", {ms:.2} ms per message"));
+        text.push_str(&format!(
+            " At the ceiling {name} used the most CPU ({:.0}% of the machine{per_message}).",
+            p.machine_pct
+        ));
+    }
+    if let Some(usl) = capacity.usl {
+        let shape = match usl.peak_concurrency() {
+            Some(n) => format!("throughput peaks near {n:.0} in flight and falls beyond"),
+            None => "throughput levels off rather than falling".to_string(),
+        };
+        text.push_str(&format!(
+            " Fitted Universal Scalability Law: contention σ = {:.3}, coherency κ = {:.5}, λ = {:.1} msg/s per message in flight (R² = {:.2}); {shape}.",
+            usl.sigma, usl.kappa, usl.lambda, usl.r_squared
+        ));
+    }
+    if let Some(delivered) = delivered.filter(|_| capacity.ceiling_msgs_per_sec > 0.0) {
+        text.push_str(&format!(
+            " This run delivered {delivered:.1} msg/s, {:.0}% of it.",
+            100.0 * delivered / capacity.ceiling_msgs_per_sec
+        ));
+    }
+    text
 }

@@ -56,6 +56,8 @@ pub struct LineChart {
     pub title: String,
     pub y_unit: String,
     pub x_max: f64,
+    /// What x is, under the axis ("seconds since start").
+    pub x_label: String,
     pub series: Vec<Series>,
     pub bands: Vec<Band>,
 }
@@ -192,8 +194,9 @@ impl LineChart {
         let frame = Frame { x_max, y_max };
         let mut out = String::with_capacity(8 * 1024);
         let description = format!(
-            "{} over {:.0} seconds; {}{}",
+            "{} against {} up to {:.0}; {}{}",
             self.y_unit,
+            self.x_label,
             x_max,
             self.series
                 .iter()
@@ -245,9 +248,10 @@ impl LineChart {
         }
         let _ = write!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#444">seconds since start</text>"##,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#444">{}</text>"##,
             (LEFT + WIDTH - RIGHT) / 2.0,
-            HEIGHT - 4.0
+            HEIGHT - 4.0,
+            escape(&self.x_label)
         );
         x_axis_line(&mut out);
         for series in &self.series {
@@ -399,6 +403,7 @@ mod tests {
             title: "<script>alert(1)</script>".into(),
             y_unit: "msg/s".into(),
             x_max: 10.0,
+            x_label: "seconds since start".into(),
             series: vec![Series {
                 name: "a\"b".into(),
                 color: PALETTE[0],

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use vocabulary::SendStatus;
 
-use crate::results::RunResults;
+use crate::results::{Capacity, RunResults};
 
 /// The verdict, each objective, the audit and latency, one line each.
 pub fn render(r: &RunResults) -> String {
@@ -40,8 +40,13 @@ pub fn render(r: &RunResults) -> String {
         );
     }
     let _ = write!(out, "delivered {:.1} msg/s", r.delivered_per_sec);
-    if let (Some(c), Some(f)) = (&r.calibration, r.fraction_of_ceiling) {
-        let _ = write!(out, "  (ceiling {:.1} msg/s, {:.0}% of it)", c.msgs_per_sec, f * 100.0);
+    if let (Some(c), Some(f)) = (&r.capacity, r.fraction_of_ceiling) {
+        let _ = write!(
+            out,
+            "  (capacity {:.0} msg/s, {:.0}% of it)",
+            c.ceiling_msgs_per_sec,
+            f * 100.0
+        );
     }
     let o = &r.offered;
     let _ = writeln!(
@@ -57,6 +62,36 @@ pub fn render(r: &RunResults) -> String {
             p.machine_pct, p.peak_rss_mib
         );
     }
+    out
+}
+
+/// A capacity measurement for the terminal: one line per step, then the verdict.
+pub fn capacity(c: &Capacity) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>9} {:>9} {:>9} {:>11} {:>10}  cpu ms/msg by process",
+        "workers×c", "in flight", "msg/s", "handling ms", "p99 ms"
+    );
+    for s in &c.steps {
+        let cpu: Vec<String> = s
+            .cpu
+            .busiest_first()
+            .into_iter()
+            .filter_map(|(name, p)| Some(format!("{name} {:.2}", p.cpu_ms_per_message?)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:>9} {:>9} {:>9.1} {:>11.1} {:>10.1}  {}",
+            format!("{}×{}", s.workers, s.concurrency),
+            s.in_flight,
+            s.delivered_per_sec,
+            s.handling_mean_ms,
+            s.handling_p99_ms,
+            cpu.join(", ")
+        );
+    }
+    out.push_str(&crate::summary::capacity_sentence(c, None));
     out
 }
 

@@ -9,6 +9,7 @@
 //! - [`SendStatus`]: where a message is in its life;
 //! - [`Stage`]: the timed steps of handling one message;
 //! - [`MailerKind`]: which provider sends;
+//! - [`DynamoDbEmulator`]: which emulator serves DynamoDB on the local stack;
 //! - [`Verdict`]: a run's pass or fail;
 //! - [`AwsOperation`]: the AWS calls Courier makes, as `Service.Operation`;
 //! - [`QueueRef`]: one of the six queues;
@@ -24,4 +25,4 @@ mod words;
 pub use named::UnknownName;
 pub use operation::{AwsOperation, AwsService};
 pub use priority::{PerPriority, Priority, QueueRef};
-pub use words::{MailerKind, MessageKind, SendStatus, Stage, Verdict};
+pub use words::{DynamoDbEmulator, MailerKind, MessageKind, SendStatus, Stage, Verdict};

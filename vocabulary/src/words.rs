@@ -130,6 +130,29 @@ impl MailerKind {
 
 named_enum!(MailerKind, "mailer");
 
+/// Which emulator serves DynamoDB on the local stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DynamoDbEmulator {
+    /// dynoxide: Rust over SQLite, a few MB of memory, starts in milliseconds (the default).
+    #[default]
+    Dynoxide,
+    /// AWS's own DynamoDB Local (Java): the reference for fidelity, heavier on CPU.
+    DynamoDbLocal,
+}
+
+impl DynamoDbEmulator {
+    pub const ALL: [DynamoDbEmulator; 2] = [DynamoDbEmulator::Dynoxide, DynamoDbEmulator::DynamoDbLocal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DynamoDbEmulator::Dynoxide => "dynoxide",
+            DynamoDbEmulator::DynamoDbLocal => "dynamodb-local",
+        }
+    }
+}
+
+named_enum!(DynamoDbEmulator, "DynamoDB emulator");
+
 /// A run's, or one SLO's, outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verdict {

@@ -6,7 +6,7 @@
 //! final records, so that injected faults can never hide a message from the audit.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use engine::aws::AwsClients;
 use engine::config::{MailerKind, Settings};
@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{HarnessError, RunOptions};
-use crate::calibrate::{calibrate, Calibration};
+use crate::capacity::{self, Capacity, Ladder};
 use crate::check_stack::check_stack;
+use crate::cpu::ENGINE_THREAD;
 use crate::results::{CheckResult, StackInfo};
 
 /// Everything a run acts on, from set-up to the audit.
@@ -39,9 +40,28 @@ pub struct Harness {
     pub senders: Arc<Mutex<Senders>>,
     engine: Option<RunningEngine>,
     pub checks: Vec<CheckResult>,
-    pub calibration: Option<Calibration>,
+    pub capacity: Option<Capacity>,
     /// What the provider had mailed to each address before the run, where it keeps a record.
     mail_before: Option<HashMap<String, u64>>,
+}
+
+/// The runtime the engine under test runs on: its own threads, named
+/// [`ENGINE_THREAD`], so its CPU can be told from the harness's (see [`crate::cpu`]).
+/// Two workers, as the engine's own binary would have on this machine; idle
+/// threads are kept, so none of the engine's CPU leaves with an exited thread.
+pub fn engine_runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
+                .thread_name(ENGINE_THREAD)
+                .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
+                .enable_all()
+                .build()
+                .expect("the engine's runtime starts")
+        })
+        .handle()
 }
 
 /// The engine's task, and the signal that stops it.
@@ -57,7 +77,8 @@ impl Senders {
     pub fn start(&mut self) {
         if self.running.is_none() {
             let token = CancellationToken::new();
-            let handle = tokio::spawn(engine::sender::run_senders(self.pipeline.clone(), token.clone()));
+            let senders = engine::sender::run_senders(self.pipeline.clone(), token.clone());
+            let handle = engine_runtime().spawn(senders);
             self.running = Some((handle, token));
         }
     }
@@ -90,7 +111,7 @@ fn run_prefix(name: &str) -> String {
 }
 
 /// The engine's settings as the scenario describes it.
-fn settings_for(scenario: &Scenario, prefix: String, stack: &Stack) -> Result<Settings, HarnessError> {
+pub(crate) fn settings_for(scenario: &Scenario, prefix: String, stack: &Stack) -> Result<Settings, HarnessError> {
     let mut settings = Settings::default();
     settings.resources.prefix = prefix;
     let engine = &scenario.engine;
@@ -125,27 +146,13 @@ async fn start_stack(scenario: &Scenario, options: &RunOptions) -> Result<Stack,
     };
     Ok(Stack::start(StackOptions {
         target,
+        dynamodb: options.dynamodb,
         ..StackOptions::default()
     })
     .await?)
 }
 
-/// The stack's ceiling, on resources of its own, when the run asks for it.
-async fn calibration(
-    scenario: &Scenario,
-    prefix: &str,
-    stack: &Stack,
-    clients: &AwsClients,
-) -> Result<Calibration, HarnessError> {
-    let settings = settings_for(scenario, format!("{prefix}-cal"), stack)?;
-    let listener = bind().await?;
-    let app = Application::build(settings, clients, listener).await?;
-    let pipeline = Arc::new(app.pipeline().clone());
-    let duration = std::time::Duration::from_secs(10);
-    Ok(calibrate(pipeline, duration, scenario.engine.workers * 2).await)
-}
-
-async fn bind() -> Result<tokio::net::TcpListener, HarnessError> {
+pub(crate) async fn bind() -> Result<tokio::net::TcpListener, HarnessError> {
     tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(HarnessError::Bind)
@@ -160,8 +167,8 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
 
     let prefix = run_prefix(&scenario.name);
     let checks = check_stack(&plain_clients, &format!("{prefix}-chk")).await;
-    let calibration = match options.calibrate {
-        true => Some(calibration(scenario, &prefix, &stack, &plain_clients).await?),
+    let capacity = match options.capacity {
+        true => Some(capacity::measure(scenario, &prefix, &stack, &plain_clients, &Ladder::default()).await?),
         false => None,
     };
     let settings = settings_for(scenario, prefix, &stack)?;
@@ -170,7 +177,7 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
     let base_url = format!("http://{}", app.local_addr());
     let pipeline = app.pipeline().clone();
     let (stop_engine, engine_stopped) = oneshot::channel::<()>();
-    let engine_task = tokio::spawn(app.run(async {
+    let engine_task = engine_runtime().spawn(app.run(async {
         let _ = engine_stopped.await;
     }));
 
@@ -193,7 +200,7 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
         senders,
         engine: Some((stop_engine, engine_task)),
         checks,
-        calibration,
+        capacity,
         mail_before,
     })
 }
@@ -240,8 +247,7 @@ impl Harness {
             .into_iter()
             .filter_map(|(to, n)| {
                 let new = n.saturating_sub(before.get(&to).copied().unwrap_or(0));
-                // Calibration mail is not this run's.
-                (new > 0 && !to.starts_with("calibrate.")).then_some((to, new))
+                (new > 0).then_some((to, new))
             })
             .collect();
         Ok(Some(during))

@@ -71,8 +71,10 @@ pub struct RunOptions {
     pub out_dir: Option<PathBuf>,
     /// Overrides the scenario's target (`local`, `aws` or a URL).
     pub stack: Option<String>,
-    /// Measure the stack's own ceiling first, in the same run.
-    pub calibrate: bool,
+    /// Measure the pipeline's capacity first, in the same run.
+    pub capacity: bool,
+    /// Which emulator serves DynamoDB on the local stack.
+    pub dynamodb: vocabulary::DynamoDbEmulator,
     /// Print a progress line every few seconds.
     pub progress: bool,
     /// Faults added to the scenario's, each an inline TOML table
@@ -277,7 +279,7 @@ async fn gather<'a>(
         cpu,
         window_secs,
         engine: engine_figures(harness),
-        calibration: harness.calibration.clone(),
+        capacity: harness.capacity.clone(),
         checks: harness.checks.clone(),
         stack: harness.stack_info(),
         machine: MachineInfo::current(),

@@ -1,0 +1,339 @@
+//! The pipeline's capacity, measured by saturating it.
+//!
+//! A closed loop of a few clients measures latency, not capacity (Little's
+//! law: throughput = concurrency ÷ latency). So the senders' concurrency is
+//! stepped up — one worker handling one message at a time, then 2, 5, 10, 20
+//! … messages in flight — while ingest keeps a backlog ahead of them, through
+//! the real API (HTTP → DynamoDB PENDING → SQS → QUEUED) with the scenario's
+//! own traffic mix. Each step warms up, then counts what was SENT in its
+//! window, the handling time, and where the CPU went. The ladder stops when
+//! throughput stops growing; the ceiling is the best step, the knee the least
+//! concurrency within 5 % of it, and the Universal Scalability Law fitted to
+//! the steps says why it levels off (σ, contention) or falls (κ, coherency).
+//!
+//! Decisions ([`stop_reason`], [`assess`], [`backlog_target`]) are pure; the
+//! effects are in [`measure`] and the [`feeder`].
+
+mod feeder;
+pub mod usl;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::aws::AwsClients;
+use engine::domain::Priority;
+use engine::pipeline::Pipeline;
+use engine::Application;
+use hdrhistogram::Histogram;
+use localstack::Stack;
+use scenarios::Scenario;
+use tokio_util::sync::CancellationToken;
+
+use crate::cpu::CpuMeter;
+use crate::run::harness::{bind, engine_runtime, settings_for};
+use crate::run::HarnessError;
+use crate::summarize::cpu_use;
+pub use reports::results::{Capacity, CapacityStep, UslFit};
+
+/// How the ladder is climbed.
+#[derive(Debug, Clone)]
+pub struct Ladder {
+    /// (workers, concurrency per worker), in order.
+    pub steps: Vec<(usize, usize)>,
+    /// Each step's warm-up, not measured.
+    pub warmup: Duration,
+    /// Each step's measuring window.
+    pub window: Duration,
+}
+
+impl Default for Ladder {
+    /// 1, 2, 5, 10, 20, 40, 80, 160, 320 messages in flight at most.
+    fn default() -> Self {
+        Self {
+            steps: vec![
+                (1, 1),
+                (1, 2),
+                (1, 5),
+                (1, 10),
+                (2, 10),
+                (4, 10),
+                (8, 10),
+                (16, 10),
+                (32, 10),
+            ],
+            warmup: Duration::from_secs(3),
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Messages one worker handles at once: its concurrency, within one received batch.
+pub fn in_flight(workers: usize, concurrency: usize) -> u32 {
+    (workers * concurrency.min(engine::queue::MAX_BATCH)) as u32
+}
+
+/// Accepted-but-unfinished messages the feeder keeps ahead of the senders:
+/// enough for every worker's three prefetched batches and its batch in hand, twice over.
+pub fn backlog_target(workers: usize) -> u64 {
+    (workers as u64 * 4 * engine::queue::MAX_BATCH as u64 * 2).max(200)
+}
+
+/// Steps always run before the ladder may stop: enough points for the USL fit,
+/// and no verdict from the noisy first steps alone.
+pub const MIN_STEPS: usize = 6;
+
+/// Why to stop climbing after these steps, if it is time (never before
+/// [`MIN_STEPS`]): throughput has not grown by 5 % over the best earlier step
+/// for two steps running, or has fallen below 80 % of the best (retrograde:
+/// more concurrency costs throughput).
+pub fn stop_reason(steps: &[CapacityStep]) -> Option<String> {
+    if steps.len() < MIN_STEPS {
+        return None;
+    }
+    let rates: Vec<f64> = steps.iter().map(|s| s.delivered_per_sec).collect();
+    let best = rates.iter().copied().fold(0.0, f64::max);
+    let last = *rates.last()?;
+    if last < 0.8 * best {
+        return Some(format!(
+            "throughput fell to {last:.0} msg/s, below 80% of the best ({best:.0}): more concurrency costs throughput"
+        ));
+    }
+    let earlier_best = rates[..rates.len() - 2].iter().copied().fold(0.0, f64::max);
+    if rates[rates.len() - 2..].iter().all(|&r| r < 1.05 * earlier_best) {
+        return Some(format!(
+            "throughput stopped growing: two more steps stayed within 5% of {earlier_best:.0} msg/s"
+        ));
+    }
+    None
+}
+
+/// The ceiling (best delivered msg/s) and the knee (least in-flight within 5 % of it).
+pub fn assess(steps: &[CapacityStep]) -> (f64, u32) {
+    let ceiling = steps.iter().map(|s| s.delivered_per_sec).fold(0.0, f64::max);
+    let knee = steps
+        .iter()
+        .filter(|s| s.delivered_per_sec >= 0.95 * ceiling)
+        .map(|s| s.in_flight)
+        .min()
+        .unwrap_or(0);
+    (ceiling, knee)
+}
+
+/// The whole reading, from its steps.
+pub fn capacity(steps: Vec<CapacityStep>, stopped: String, ladder: &Ladder, scenario: &Scenario) -> Capacity {
+    let (ceiling, knee) = assess(&steps);
+    let points: Vec<(f64, f64)> = steps
+        .iter()
+        .map(|s| (f64::from(s.in_flight), s.delivered_per_sec))
+        .collect();
+    Capacity {
+        ceiling_msgs_per_sec: ceiling,
+        knee_concurrency: knee,
+        stopped,
+        mailer: scenario.engine.mailer,
+        step_secs: ladder.window.as_secs_f64(),
+        usl: usl::fit(&points),
+        steps,
+    }
+}
+
+/// Measures the capacity of the scenario's pipeline on `stack`, on resources of
+/// its own (`<prefix>-cap`): an engine without senders serves ingest, the feeder
+/// keeps it busy, and each step runs the senders at its concurrency.
+pub async fn measure(
+    scenario: &Scenario,
+    prefix: &str,
+    stack: &Stack,
+    clients: &AwsClients,
+    ladder: &Ladder,
+) -> Result<Capacity, HarnessError> {
+    let mut settings = settings_for(scenario, format!("{prefix}-cap"), stack)?;
+    // Each step's senders hand their prefetched batches back when they stop, and
+    // each hand-back counts as a receive: no redrive here, or a long ladder would
+    // dead-letter healthy messages. (Redrive is what the run's own queues test.)
+    settings.queues.max_receive_count = 1000;
+    let app = Application::build(settings, clients, bind().await?).await?;
+    let base_url = format!("http://{}", app.local_addr());
+    let pipeline = app.pipeline().clone();
+    let stop_engine = CancellationToken::new();
+    let engine = engine_runtime().spawn(app.run(stop_engine.clone().cancelled_owned()));
+    let backlog = Arc::new(AtomicU64::new(backlog_target(1)));
+    let stop_feeding = CancellationToken::new();
+    let feeding = tokio::spawn(feeder::feed(
+        scenario.clone(),
+        base_url,
+        pipeline.clone(),
+        backlog.clone(),
+        stop_feeding.clone(),
+    ));
+    let watched = stack.processes();
+    let mut steps = Vec::new();
+    let mut stopped = "the ladder's last step was reached".to_string();
+    for &(workers, concurrency) in &ladder.steps {
+        backlog.store(backlog_target(workers), Ordering::Relaxed);
+        let step = run_step(&pipeline, workers, concurrency, ladder, &watched).await;
+        tracing::info!(
+            workers,
+            concurrency,
+            in_flight = step.in_flight,
+            msgs_per_sec = format!("{:.1}", step.delivered_per_sec),
+            handling_mean_ms = format!("{:.1}", step.handling_mean_ms),
+            "capacity step"
+        );
+        steps.push(step);
+        if let Some(reason) = stop_reason(&steps) {
+            stopped = reason;
+            break;
+        }
+    }
+    stop_feeding.cancel();
+    let fed = feeding.await?;
+    stop_engine.cancel();
+    let _ = engine.await;
+    tracing::info!(
+        requests = fed.requests,
+        refused = fed.refused,
+        "capacity feeder stopped"
+    );
+    Ok(capacity(steps, stopped, ladder, scenario))
+}
+
+/// One step: the senders at this concurrency, warmed up, then counted over the window.
+async fn run_step(
+    pipeline: &Pipeline,
+    workers: usize,
+    concurrency: usize,
+    ladder: &Ladder,
+    watched: &[(String, u32)],
+) -> CapacityStep {
+    let mut sender_settings = pipeline.settings().sender.clone();
+    sender_settings.workers = workers;
+    sender_settings.concurrency = concurrency;
+    let senders = pipeline.with_sender(sender_settings);
+    let stop = CancellationToken::new();
+    let running = engine_runtime().spawn(engine::sender::run_senders(senders, stop.clone()));
+    tokio::time::sleep(ladder.warmup).await;
+
+    let (sent_before, handling_before) = reading(pipeline);
+    let mut meter = CpuMeter::start(watched.to_vec());
+    let started = Instant::now();
+    while started.elapsed() < ladder.window {
+        tokio::time::sleep(Duration::from_secs(1).min(ladder.window)).await;
+        meter.sample();
+    }
+    let (sent_after, mut handling) = reading(pipeline);
+    let window_secs = started.elapsed().as_secs_f64();
+    let cpu = meter.finish();
+    stop.cancel();
+    let _ = running.await;
+
+    let _ = handling.subtract(&handling_before);
+    let sent = sent_after.saturating_sub(sent_before);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    CapacityStep {
+        workers,
+        concurrency,
+        in_flight: in_flight(workers, concurrency),
+        sent,
+        delivered_per_sec: sent as f64 / window_secs,
+        handling_mean_ms: handling.mean() / 1000.0,
+        handling_p99_ms: handling.value_at_quantile(0.99) as f64 / 1000.0,
+        cpu: cpu_use(&cpu, window_secs, cores, sent),
+    }
+}
+
+/// SENT so far, and every priority's handling times so far (µs).
+fn reading(pipeline: &Pipeline) -> (u64, Histogram<u64>) {
+    let metrics = pipeline.metrics();
+    let sent = Priority::ALL.iter().map(|&p| metrics.counts(p).sent).sum();
+    let mut handling = engine::metrics::duration_histogram();
+    for priority in Priority::ALL {
+        let _ = handling.add(metrics.handling_histogram(priority));
+    }
+    (sent, handling)
+}
+
+/// `cpu_ms_per_message` of each process in a step, for a one-line summary.
+pub fn cpu_per_message(step: &CapacityStep) -> BTreeMap<String, f64> {
+    step.cpu
+        .by_process
+        .iter()
+        .filter_map(|(name, p)| Some((name.clone(), p.cpu_ms_per_message?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(in_flight: u32, rate: f64) -> CapacityStep {
+        CapacityStep {
+            workers: 1,
+            concurrency: in_flight as usize,
+            in_flight,
+            sent: (rate * 10.0) as u64,
+            delivered_per_sec: rate,
+            handling_mean_ms: 0.0,
+            handling_p99_ms: 0.0,
+            cpu: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_ladder_climbs_while_throughput_grows() {
+        let steps = [step(1, 30.0), step(2, 58.0), step(5, 140.0), step(10, 260.0)];
+        assert_eq!(stop_reason(&steps), None);
+    }
+
+    #[test]
+    fn the_ladder_stops_after_two_steps_without_five_percent_more() {
+        let steps = [
+            step(1, 30.0),
+            step(2, 58.0),
+            step(10, 260.0),
+            step(20, 500.0),
+            step(40, 510.0),
+            step(80, 520.0),
+        ];
+        let reason = stop_reason(&steps).unwrap();
+        assert!(reason.contains("stopped growing"), "{reason}");
+        // One flat step alone is not enough: noise happens.
+        let one_flat = [&steps[..5], &[step(80, 700.0)]].concat();
+        assert_eq!(stop_reason(&one_flat), None);
+    }
+
+    #[test]
+    fn the_ladder_never_stops_on_its_first_few_steps() {
+        let flat = [step(1, 200.0), step(2, 200.0), step(5, 150.0)];
+        assert_eq!(stop_reason(&flat), None);
+    }
+
+    #[test]
+    fn the_ladder_stops_when_more_concurrency_costs_throughput() {
+        let steps = [
+            step(1, 30.0),
+            step(2, 58.0),
+            step(5, 140.0),
+            step(10, 260.0),
+            step(20, 500.0),
+            step(40, 380.0),
+        ];
+        assert!(stop_reason(&steps).unwrap().contains("fell"));
+    }
+
+    #[test]
+    fn the_ceiling_is_the_best_step_and_the_knee_the_least_concurrency_near_it() {
+        let steps = [step(10, 260.0), step(20, 480.0), step(40, 500.0), step(80, 490.0)];
+        assert_eq!(assess(&steps), (500.0, 20));
+    }
+
+    #[test]
+    fn the_backlog_keeps_every_worker_fed() {
+        assert_eq!(backlog_target(1), 200);
+        assert_eq!(backlog_target(32), 32 * 4 * 10 * 2);
+        assert_eq!(in_flight(1, 5), 5);
+        assert_eq!(in_flight(4, 25), 40);
+    }
+}

@@ -1,0 +1,45 @@
+//! The capacity ladder on the local stack. A test binary of its own, so no
+//! other test shares the machine while it compares throughput between steps.
+
+use std::path::PathBuf;
+
+use loadtest::capacity::{measure, Ladder};
+
+fn workspace_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_ladder_climbs_with_concurrency_and_records_the_curve_and_the_cpu() {
+    let stack = localstack::Stack::start(localstack::StackOptions::default())
+        .await
+        .expect("the local stack starts");
+    let clients = engine::aws::AwsClients::for_stack(&stack).await;
+    let scenario = scenarios::Scenario::load(&workspace_file("scenarios/smoke.toml")).unwrap();
+    // A short ladder: one message at a time, then twenty.
+    let ladder = Ladder {
+        steps: vec![(1, 1), (2, 10), (2, 10)],
+        warmup: std::time::Duration::from_secs(1),
+        window: std::time::Duration::from_secs(3),
+    };
+    let capacity = measure(&scenario, "test-cap", &stack, &clients, &ladder)
+        .await
+        .expect("the ladder runs");
+    let rates: Vec<f64> = capacity.steps.iter().map(|s| s.delivered_per_sec).collect();
+    assert_eq!(capacity.steps.len(), 3, "{rates:?}");
+    assert!(capacity.steps.iter().all(|s| s.sent > 0), "every step sent: {rates:?}");
+    // Twenty in flight carry more than one at a time: the feeder kept the senders busy.
+    assert!(rates[1] > 1.5 * rates[0], "{rates:?}");
+    assert_eq!(capacity.ceiling_msgs_per_sec, rates.iter().copied().fold(0.0, f64::max));
+    assert!(capacity.usl.is_some(), "three steps are enough for a fit");
+    let at_one = &capacity.steps[0];
+    assert!(at_one.handling_mean_ms > 0.0 && at_one.handling_p99_ms >= at_one.handling_mean_ms);
+    // Where the CPU went, per step: the engine apart from the harness, and the emulators.
+    let cpu = &capacity.steps[1].cpu.by_process;
+    assert!(cpu[loadtest::cpu::ENGINE].cpu_ms > 0.0, "{cpu:?}");
+    assert!(cpu.contains_key(loadtest::cpu::HARNESS), "{cpu:?}");
+    assert!(
+        cpu.contains_key("dynoxide") && cpu.contains_key("localstack"),
+        "{cpu:?}"
+    );
+}
