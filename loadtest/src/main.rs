@@ -74,6 +74,9 @@ struct CapacityArgs {
     /// Each step's measuring window, after a 3 s warm-up.
     #[arg(long, default_value_t = 10)]
     step_secs: u64,
+    /// The steps as workers×concurrency, e.g. `1x1,2x10,8x10` (default 1x1 … 32x10).
+    #[arg(long, value_delimiter = ',', value_parser = parse_step)]
+    ladder: Vec<(usize, usize)>,
     /// Where capacity.json goes (default target/loadtest/capacity-<time>/).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -150,6 +153,20 @@ async fn check(args: &StackArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// `8x10` → 8 workers of concurrency 10.
+fn parse_step(text: &str) -> Result<(usize, usize), String> {
+    let (workers, concurrency) = text
+        .split_once(['x', '×'])
+        .ok_or_else(|| format!("`{text}` is not workers×concurrency, e.g. 8x10"))?;
+    let number = |part: &str| part.trim().parse::<usize>().ok().filter(|n| *n > 0);
+    match (number(workers), number(concurrency)) {
+        (Some(w), Some(c)) => Ok((w, c)),
+        _ => Err(format!(
+            "`{text}`: workers and concurrency are whole numbers of at least 1"
+        )),
+    }
+}
+
 fn versions(stack: &Stack) -> String {
     let names: Vec<String> = stack.versions().iter().map(|(n, v)| format!("{n} {v}")).collect();
     names.join(", ")
@@ -161,10 +178,13 @@ async fn measure_capacity(args: CapacityArgs) -> anyhow::Result<i32> {
     let stack = start_stack(&args.stack).await?;
     println!("stack: {}", versions(&stack));
     let clients = AwsClients::for_stack(&stack).await;
-    let ladder = loadtest::capacity::Ladder {
+    let mut ladder = loadtest::capacity::Ladder {
         window: Duration::from_secs(args.step_secs.max(1)),
         ..Default::default()
     };
+    if !args.ladder.is_empty() {
+        ladder.steps = args.ladder;
+    }
     let prefix = format!("cap-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let capacity = loadtest::capacity::measure(&scenario, &prefix, &stack, &clients, &ladder).await?;
     println!("\n{}", reports::text::capacity(&capacity));

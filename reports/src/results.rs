@@ -411,7 +411,8 @@ impl MachineInfo {
             memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             courier_version: env!("CARGO_PKG_VERSION").to_string(),
-            build_profile: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
+            // "debug, opt-level 0", "release, opt-level 1" (the `perf` profile), …
+            build_profile: env!("COURIER_BUILD_PROFILE").into(),
         }
     }
 }

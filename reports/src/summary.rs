@@ -196,9 +196,17 @@ pub fn capacity_sentence(capacity: &crate::results::Capacity, delivered: Option<
         ));
     }
     if let Some(usl) = capacity.usl {
+        let measured = capacity
+            .steps
+            .iter()
+            .map(|s| f64::from(s.in_flight))
+            .fold(0.0, f64::max);
         let shape = match usl.peak_concurrency() {
-            Some(n) => format!("throughput peaks near {n:.0} in flight and falls beyond"),
-            None => "throughput levels off rather than falling".to_string(),
+            Some(n) if n <= 2.0 * measured => format!("throughput peaks near {n:.0} in flight and falls beyond"),
+            _ => format!(
+                "throughput levels off towards {:.0} msg/s rather than falling within the range measured",
+                usl.max_throughput()
+            ),
         };
         text.push_str(&format!(
             " Fitted Universal Scalability Law: contention σ = {:.3}, coherency κ = {:.5}, λ = {:.1} msg/s per message in flight (R² = {:.2}); {shape}.",

@@ -179,3 +179,86 @@ fn where_the_cpu_went_is_shown_and_the_busiest_process_is_named() {
     let svg_count = svgs(&html).len();
     assert!(svg_count >= 5, "the CPU bars are one more chart: {svg_count}");
 }
+
+#[test]
+fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction() {
+    use reports::results::{Capacity, CapacityStep, CpuUse, ProcessCpu, UslFit};
+    let mut results = fixture("ses-throttle.results.json");
+    assert!(!reports::html::render(&results, None).contains("id=\"capacity\""));
+    let usl = UslFit {
+        sigma: 0.05,
+        kappa: 0.0004,
+        lambda: 60.0,
+        r_squared: 0.97,
+    };
+    let step = |workers: usize, concurrency: usize| {
+        let in_flight = (workers * concurrency.min(10)) as u32;
+        let rate = usl.throughput_at(f64::from(in_flight));
+        let mut cpu = CpuUse {
+            window_secs: 10.0,
+            cores: 2,
+            ..CpuUse::default()
+        };
+        let dynamo = ProcessCpu {
+            cpu_ms: 3000.0,
+            cpu_ms_per_message: Some(3000.0 / (rate * 10.0)),
+            machine_pct: 15.0,
+            peak_rss_mib: 9.0,
+        };
+        cpu.by_process.insert("dynoxide".into(), dynamo);
+        CapacityStep {
+            workers,
+            concurrency,
+            in_flight,
+            sent: (rate * 10.0) as u64,
+            delivered_per_sec: rate,
+            handling_mean_ms: 1000.0 * f64::from(in_flight) / rate,
+            handling_p99_ms: 3000.0 * f64::from(in_flight) / rate,
+            cpu,
+        }
+    };
+    let steps: Vec<_> = [(1, 1), (1, 5), (2, 10), (4, 10), (8, 10), (16, 10)]
+        .into_iter()
+        .map(|(w, c)| step(w, c))
+        .collect();
+    let ceiling = steps.iter().map(|s| s.delivered_per_sec).fold(0.0, f64::max);
+    results.capacity = Some(Capacity {
+        ceiling_msgs_per_sec: ceiling,
+        knee_concurrency: 40,
+        stopped: "throughput stopped growing".into(),
+        mailer: results.stack.mailer,
+        step_secs: 10.0,
+        steps,
+        usl: Some(usl),
+    });
+    results.fraction_of_ceiling = Some(results.delivered_per_sec / ceiling);
+
+    let html = reports::html::render(&results, None);
+    assert!(html.contains("id=\"capacity\""), "a capacity section");
+    assert!(
+        html.contains("id=\"chart-capacity\""),
+        "the throughput–concurrency curve"
+    );
+    assert!(
+        html.contains("USL model"),
+        "the fitted model is drawn beside the points"
+    );
+    assert!(html.contains("σ = 0.050"), "the fit's coefficients are given");
+    let narrative = reports::summary::narrative(&results).join(" ");
+    let percent = format!("{:.0}%", 100.0 * results.delivered_per_sec / ceiling);
+    assert!(
+        narrative.contains(&format!("{percent} of the {ceiling:.0} msg/s this pipeline carries")),
+        "{narrative}"
+    );
+    let own_page = reports::html::render_capacity(results.capacity.as_ref().unwrap(), "capacity");
+    assert!(
+        own_page.contains("throughput peaks near 49 in flight"),
+        "√(0.95/0.0004) ≈ 49"
+    );
+    let terminal = reports::text::capacity(results.capacity.as_ref().unwrap());
+    assert!(
+        terminal.contains("16×10") && terminal.contains("dynoxide"),
+        "{terminal}"
+    );
+    assert!(terminal.contains("carries at most"), "{terminal}");
+}

@@ -9,8 +9,9 @@
 //!
 //! What the tests need beyond Rust: Python ≥ 3.11 with `venv` (LocalStack,
 //! moto and the SMTP server are installed into a cache by the `localstack`
-//! crate on first use), Java ≥ 17 (DynamoDB Local), npm (which ships DynamoDB
-//! Local's jar) and Chromium (the HTML report's browser test). A missing one
+//! crate on first use), npm (which ships dynoxide, the default DynamoDB, and
+//! DynamoDB Local's jar), Java ≥ 17 (DynamoDB Local, which one test checks the
+//! stack on) and Chromium (the HTML report's browser test). A missing one
 //! that cannot be installed here (no root, no sudo, no apt) stops the task
 //! with one message naming it and the command that installs it.
 

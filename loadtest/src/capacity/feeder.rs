@@ -78,15 +78,46 @@ pub async fn feed(
         })
 }
 
-/// The scenario's requests, over and over, each round from the next seed.
+/// The scenario's requests, over and over, each round from the next seed and
+/// [`interleave`]d, so that any stretch of the feed has the scenario's mix.
 fn endless(mut scenario: Scenario) -> Box<dyn Iterator<Item = Request> + Send> {
     Box::new(
         std::iter::repeat_with(move || {
             scenario.seed = scenario.seed.wrapping_add(1);
-            scenarios::generate(&scenario).arrivals.into_iter().map(|a| a.request)
+            let requests = scenarios::generate(&scenario).arrivals.into_iter().map(|a| a.request);
+            interleave(requests.collect())
         })
         .flatten(),
     )
+}
+
+/// Campaigns and notifications merged in proportion to the messages each
+/// carries. A plan is ordered by time, and a scenario may upload its campaigns
+/// early and send notifications throughout; fed in that order, one step of the
+/// ladder would measure campaign rows and the next notifications, which cost
+/// the pipeline different amounts. Each request is placed at the middle of
+/// its share of its own stream's messages.
+pub fn interleave(requests: Vec<Request>) -> Vec<Request> {
+    let (campaigns, notifications): (Vec<_>, Vec<_>) = requests
+        .into_iter()
+        .partition(|r| matches!(r, Request::Campaign { .. }));
+    let placed = |stream: Vec<Request>| {
+        let total = stream.iter().map(Request::expected_messages).sum::<u64>().max(1) as f64;
+        let mut before = 0.0;
+        stream
+            .into_iter()
+            .map(|request| {
+                let messages = request.expected_messages() as f64;
+                let position = (before + messages / 2.0) / total;
+                before += messages;
+                (position, request)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut merged = placed(campaigns);
+    merged.extend(placed(notifications));
+    merged.sort_by(|a, b| a.0.total_cmp(&b.0));
+    merged.into_iter().map(|(_, request)| request).collect()
 }
 
 /// Posts one request; says whether the API accepted it (202).
@@ -112,5 +143,47 @@ async fn post(client: &reqwest::Client, base_url: &str, request: Request) -> boo
             tracing::warn!(%error, "the capacity feeder's request failed");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::domain::MessageKind;
+
+    fn campaign(rows: u64) -> Request {
+        Request::Campaign {
+            file_name: "c.csv".into(),
+            csv: Vec::new(),
+            attachments: Vec::new(),
+            valid_rows: rows,
+            duplicate_rows: 0,
+            invalid_rows: 0,
+        }
+    }
+
+    fn notification() -> Request {
+        Request::Notification {
+            kind: MessageKind::Reminder,
+            body: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn campaigns_sent_first_in_time_are_spread_through_the_notifications() {
+        // Two 100-row campaigns up front, then 200 notifications: 400 messages, half each.
+        let mut plan = vec![campaign(100), campaign(100)];
+        plan.extend((0..200).map(|_| notification()));
+        let fed = interleave(plan);
+        let at: Vec<usize> = fed
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Request::Campaign { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        // Each campaign sits in the middle of its half of the notifications.
+        assert_eq!(at.len(), 2);
+        assert!((45..=55).contains(&at[0]), "{at:?}");
+        assert!((145..=155).contains(&at[1]), "{at:?}");
     }
 }

@@ -9,10 +9,13 @@
 
 use reports::results::UslFit;
 
-/// Least-squares fit to `(n, x)` points; none with fewer than three points
-/// or no positive throughput.
+/// Least-squares fit to `(n, x)` points; none with fewer than three distinct
+/// concurrencies (a curve needs them) or no positive throughput.
 pub fn fit(points: &[(f64, f64)]) -> Option<UslFit> {
-    if points.len() < 3 || points.iter().all(|&(_, x)| x <= 0.0) {
+    let mut concurrencies: Vec<f64> = points.iter().map(|&(n, _)| n).collect();
+    concurrencies.sort_by(f64::total_cmp);
+    concurrencies.dedup();
+    if concurrencies.len() < 3 || points.iter().all(|&(_, x)| x <= 0.0) {
         return None;
     }
     let mut best = (f64::INFINITY, 0.0, 0.0, 0.0);
@@ -132,5 +135,7 @@ mod tests {
     fn too_few_points_give_no_fit() {
         assert!(fit(&[(1.0, 10.0), (2.0, 19.0)]).is_none());
         assert!(fit(&[(1.0, 0.0), (2.0, 0.0), (4.0, 0.0)]).is_none());
+        // The same step repeated is a spread, not a curve.
+        assert!(fit(&[(20.0, 300.0), (20.0, 280.0), (20.0, 310.0), (20.0, 290.0)]).is_none());
     }
 }
