@@ -636,10 +636,7 @@ fn capacity_section(capacity: &Capacity, delivered: Option<f64>) -> Markup {
                 format!("{total_ms:.2} ms"),
                 busiest,
             ];
-            (
-                cells,
-                (s.delivered_per_sec - capacity.ceiling_msgs_per_sec).abs() < f64::EPSILON,
-            )
+            (cells, false)
         })
         .collect();
     html! {
@@ -647,7 +644,7 @@ fn capacity_section(capacity: &Capacity, delivered: Option<f64>) -> Markup {
             h2 { "Capacity" }
             p { (crate::summary::capacity_sentence(capacity, delivered)) }
             (figure(capacity_chart(capacity), "Each point is one step of the ladder, measured over its window after a warm-up; dashed: the Universal Scalability Law fitted to them."))
-            (table(&["workers × concurrency", "in flight", "msg/s", "handling mean / p99", "CPU per message, all processes", "busiest process"], &rows))
+            (table(&["workers × concurrency", "in flight", "msg/s", "handling mean / p99", "CPU per message (all)", "busiest"], &rows))
         }
     }
 }

@@ -298,10 +298,15 @@ pub struct FaultWindow {
 /// delivered throughput stops growing (`loadtest capacity`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Capacity {
-    /// The most delivered msg/s any step sustained.
+    /// What the pipeline sustains once saturated: the median delivered msg/s
+    /// of the steps from the knee on. (The best single step is biased upwards
+    /// by the noise of a shared machine; the median of the saturated steps is not.)
     pub ceiling_msgs_per_sec: f64,
-    /// The least concurrency (messages in flight at once) that reached 95 % of
-    /// the ceiling: beyond it more senders add latency, not throughput.
+    /// The best single step, for reference.
+    #[serde(default)]
+    pub best_step_msgs_per_sec: f64,
+    /// The least concurrency (messages in flight at once) that reached 90 % of
+    /// the best step: beyond it more senders add latency, not throughput.
     pub knee_concurrency: u32,
     /// Why the ladder stopped climbing.
     pub stopped: String,

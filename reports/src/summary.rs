@@ -179,19 +179,20 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
 /// much of the ceiling the run used.
 pub fn capacity_sentence(capacity: &crate::results::Capacity, delivered: Option<f64>) -> String {
     let mut text = format!(
-        "This pipeline carries at most {:.0} messages per second on this stack ({}), reached with {} messages in flight at once; {}.",
-        capacity.ceiling_msgs_per_sec, capacity.mailer, capacity.knee_concurrency, capacity.stopped
+        "This pipeline sustains about {:.0} messages per second on this stack ({}) once saturated (the median of the steps from {} messages in flight on; best step {:.0}); {}.",
+        capacity.ceiling_msgs_per_sec,
+        capacity.mailer,
+        capacity.knee_concurrency,
+        capacity.best_step_msgs_per_sec,
+        capacity.stopped
     );
-    let at_ceiling = capacity
-        .steps
-        .iter()
-        .max_by(|a, b| a.delivered_per_sec.total_cmp(&b.delivered_per_sec));
+    let at_ceiling = capacity.steps.iter().find(|s| s.in_flight == capacity.knee_concurrency);
     if let Some((name, p)) = at_ceiling.and_then(|s| s.cpu.busiest()) {
         let per_message = p
             .cpu_ms_per_message
             .map_or(String::new(), |ms| format!(", {ms:.2} ms per message"));
         text.push_str(&format!(
-            " At the ceiling {name} used the most CPU ({:.0}% of the machine{per_message}).",
+            " At the knee {name} used the most CPU ({:.0}% of the machine{per_message}).",
             p.machine_pct
         ));
     }

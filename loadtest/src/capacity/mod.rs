@@ -109,27 +109,48 @@ pub fn stop_reason(steps: &[CapacityStep]) -> Option<String> {
     None
 }
 
-/// The ceiling (best delivered msg/s) and the knee (least in-flight within 5 % of it).
-pub fn assess(steps: &[CapacityStep]) -> (f64, u32) {
-    let ceiling = steps.iter().map(|s| s.delivered_per_sec).fold(0.0, f64::max);
+/// What the steps say: the knee (least in-flight reaching 90 % of the best
+/// step), the ceiling (median msg/s of the steps from the knee on) and the best step.
+pub fn assess(steps: &[CapacityStep]) -> Assessment {
+    let best = steps.iter().map(|s| s.delivered_per_sec).fold(0.0, f64::max);
     let knee = steps
         .iter()
-        .filter(|s| s.delivered_per_sec >= 0.95 * ceiling)
+        .filter(|s| s.delivered_per_sec >= 0.9 * best)
         .map(|s| s.in_flight)
         .min()
         .unwrap_or(0);
-    (ceiling, knee)
+    let mut saturated: Vec<f64> = steps
+        .iter()
+        .filter(|s| s.in_flight >= knee)
+        .map(|s| s.delivered_per_sec)
+        .collect();
+    saturated.sort_by(f64::total_cmp);
+    let ceiling = match saturated.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => saturated[n / 2],
+        n => (saturated[n / 2 - 1] + saturated[n / 2]) / 2.0,
+    };
+    Assessment { ceiling, best, knee }
+}
+
+/// See [`assess`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assessment {
+    pub ceiling: f64,
+    pub best: f64,
+    pub knee: u32,
 }
 
 /// The whole reading, from its steps.
 pub fn capacity(steps: Vec<CapacityStep>, stopped: String, ladder: &Ladder, scenario: &Scenario) -> Capacity {
-    let (ceiling, knee) = assess(&steps);
+    let Assessment { ceiling, best, knee } = assess(&steps);
     let points: Vec<(f64, f64)> = steps
         .iter()
         .map(|s| (f64::from(s.in_flight), s.delivered_per_sec))
         .collect();
     Capacity {
         ceiling_msgs_per_sec: ceiling,
+        best_step_msgs_per_sec: best,
         knee_concurrency: knee,
         stopped,
         mailer: scenario.engine.mailer,
@@ -324,9 +345,19 @@ mod tests {
     }
 
     #[test]
-    fn the_ceiling_is_the_best_step_and_the_knee_the_least_concurrency_near_it() {
-        let steps = [step(10, 260.0), step(20, 480.0), step(40, 500.0), step(80, 490.0)];
-        assert_eq!(assess(&steps), (500.0, 20));
+    fn the_knee_is_the_least_concurrency_near_the_best_and_the_ceiling_the_median_beyond_it() {
+        let steps = [
+            step(10, 260.0),
+            step(20, 460.0),
+            step(40, 500.0),
+            step(80, 430.0),
+            step(160, 440.0),
+        ];
+        let assessment = assess(&steps);
+        assert_eq!(assessment.knee, 20);
+        assert_eq!(assessment.best, 500.0);
+        // Median of 460, 500, 430, 440: (440 + 460) / 2; one lucky step does not set it.
+        assert_eq!(assessment.ceiling, 450.0);
     }
 
     #[test]
