@@ -280,10 +280,18 @@ impl Metrics {
     /// The counters and latencies as one typed reading; the caller adds queue depths.
     pub fn snapshot(&self, queues: std::collections::BTreeMap<QueueRef, Depth>) -> Snapshot {
         Snapshot {
-            accepted: self.accepted(),
-            by_priority: PerPriority::from_fn(|p| self.counts(p)),
             latency: PerPriority::from_fn(|p| self.latency(p)),
             queues,
+            ..self.counters()
+        }
+    }
+
+    /// The counters alone (accepted, and per priority), without reading the
+    /// latency histograms: enough for [`Snapshot::finished`] and [`Snapshot::in_pipeline`].
+    pub fn counters(&self) -> Snapshot {
+        Snapshot {
+            accepted: self.accepted(),
+            by_priority: PerPriority::from_fn(|p| self.counts(p)),
             ..Snapshot::default()
         }
     }

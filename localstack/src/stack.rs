@@ -604,11 +604,7 @@ async fn start_moto(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let log = log_dir.join("moto.log");
-    let script = log_dir.join("courier_moto.py");
-    std::fs::write(&script, install::MOTO_SERVER_SCRIPT).map_err(|source| StackError::Io {
-        context: format!("writing {}", script.display()),
-        source,
-    })?;
+    let script = write_script(log_dir, "courier_moto.py", install::MOTO_SERVER_SCRIPT)?;
     let mut command = Command::new(&python);
     command
         .arg(&script)
@@ -626,6 +622,16 @@ async fn start_moto(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator
         process,
         smtp: None,
     })
+}
+
+/// Writes one of the stack's own Python programs beside its logs, to run from there.
+fn write_script(log_dir: &Path, file: &str, text: &str) -> Result<PathBuf, StackError> {
+    let script = log_dir.join(file);
+    std::fs::write(&script, text).map_err(|source| StackError::Io {
+        context: format!("writing {}", script.display()),
+        source,
+    })?;
+    Ok(script)
 }
 
 /// dynoxide, in memory. Any HTTP answer to a bare GET means it is serving.
@@ -717,11 +723,7 @@ async fn start_dynamodb(
 
 async fn start_smtp(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
     let python = blocking_install(|| install::python_env("smtp", install::SMTP_LOCK)).await?;
-    let script = log_dir.join("courier_smtp.py");
-    std::fs::write(&script, install::SMTP_SERVER_SCRIPT).map_err(|source| StackError::Io {
-        context: format!("writing {}", script.display()),
-        source,
-    })?;
+    let script = write_script(log_dir, "courier_smtp.py", install::SMTP_SERVER_SCRIPT)?;
     let (port, control_port) = (free_port()?, free_port()?);
     let control_url = format!("http://127.0.0.1:{control_port}");
     let log = log_dir.join("smtp.log");

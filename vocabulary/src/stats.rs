@@ -72,10 +72,14 @@ impl Snapshot {
         self.by_priority.iter().map(|(_, c)| pick(c)).sum()
     }
 
+    /// SENT or ERROR: done with.
+    pub fn finished(&self) -> u64 {
+        self.total(|c| c.sent) + self.total(|c| c.errors)
+    }
+
     /// Accepted but neither SENT nor ERROR yet.
     pub fn in_pipeline(&self) -> u64 {
-        self.accepted
-            .saturating_sub(self.total(|c| c.sent) + self.total(|c| c.errors))
+        self.accepted.saturating_sub(self.finished())
     }
 
     /// Visible + in flight on one queue (0 when it was not read).

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::domain::Priority;
 use engine::pipeline::Pipeline;
 use scenarios::{Request, Scenario};
 use tokio_util::sync::CancellationToken;
@@ -25,16 +24,6 @@ pub struct Fed {
     pub requests: u64,
     /// Requests the API did not answer 202 (there should be none).
     pub refused: u64,
-}
-
-/// Accepted and neither SENT nor ERROR yet.
-fn unfinished(pipeline: &Pipeline) -> u64 {
-    let metrics = pipeline.metrics();
-    let finished: u64 = Priority::ALL
-        .iter()
-        .map(|&p| metrics.counts(p).sent + metrics.counts(p).errors)
-        .sum();
-    metrics.accepted().saturating_sub(finished)
 }
 
 /// Feeds until `stop`; `backlog` is the target, changed by the caller per step.
@@ -53,7 +42,7 @@ pub async fn feed(
         async move {
             let mut fed = Fed::default();
             loop {
-                while unfinished(&pipeline) >= backlog.load(Ordering::Relaxed) {
+                while pipeline.metrics().counters().in_pipeline() >= backlog.load(Ordering::Relaxed) {
                     tokio::select! {
                         _ = stop.cancelled() => return fed,
                         _ = tokio::time::sleep(Duration::from_millis(5)) => {}

@@ -17,7 +17,6 @@
 mod feeder;
 pub mod usl;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -268,21 +267,12 @@ async fn run_step(
 /// SENT so far, and every priority's handling times so far (µs).
 fn reading(pipeline: &Pipeline) -> (u64, Histogram<u64>) {
     let metrics = pipeline.metrics();
-    let sent = Priority::ALL.iter().map(|&p| metrics.counts(p).sent).sum();
+    let sent = metrics.counters().total(|c| c.sent);
     let mut handling = engine::metrics::duration_histogram();
     for priority in Priority::ALL {
         let _ = handling.add(metrics.handling_histogram(priority));
     }
     (sent, handling)
-}
-
-/// `cpu_ms_per_message` of each process in a step, for a one-line summary.
-pub fn cpu_per_message(step: &CapacityStep) -> BTreeMap<String, f64> {
-    step.cpu
-        .by_process
-        .iter()
-        .filter_map(|(name, p)| Some((name.clone(), p.cpu_ms_per_message?)))
-        .collect()
 }
 
 #[cfg(test)]

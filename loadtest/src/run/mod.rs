@@ -122,12 +122,18 @@ fn load(options: &RunOptions) -> Result<Scenario, HarnessError> {
     Ok(scenario)
 }
 
+/// Where a measurement's files go unless told: `<target>/loadtest/<label>-<time>/`.
+pub fn default_out_dir(label: &str) -> PathBuf {
+    let stamp = Utc::now().format("%Y%m%d-%H%M%S");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    target.join("loadtest").join(format!("{label}-{stamp}"))
+}
+
 fn out_dir(options: &RunOptions, scenario: &Scenario) -> Result<PathBuf, HarnessError> {
-    let dir = options.out_dir.clone().unwrap_or_else(|| {
-        let stamp = Utc::now().format("%Y%m%d-%H%M%S");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-        target.join("loadtest").join(format!("{}-{stamp}", scenario.name))
-    });
+    let dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| default_out_dir(&scenario.name));
     std::fs::create_dir_all(&dir).map_err(|source| HarnessError::Write {
         path: dir.clone(),
         source,
@@ -221,8 +227,7 @@ async fn drain(pipeline: &Pipeline, running: &Running, scenario: &Scenario) {
     let expected = running.driver.accepted_so_far() + poison;
     let deadline = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_secs);
     loop {
-        let counts = PerPriority::from_fn(|p| pipeline.metrics().counts(p));
-        let finished: u64 = counts.iter().map(|(_, c)| c.sent + c.errors).sum();
+        let finished = pipeline.metrics().counters().finished();
         if finished >= expected || Instant::now() >= deadline {
             tracing::info!(
                 finished,
