@@ -30,6 +30,7 @@ fn message() -> OutboundMessage {
         },
         attachment: None,
         accepted_at: Utc::now(),
+        copy_id: Default::default(),
     }
 }
 

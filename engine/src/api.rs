@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::campaign::{AttachmentPart, BatchReport, CampaignError, CampaignUpload};
-use crate::csv_upload::{CsvLimits, CsvUploadParser};
+use crate::batches::{BatchPhase, BatchProgress};
+use crate::campaign::{BatchReport, CampaignError, Intake};
 use crate::domain::content::{check_body, check_subject, quoted};
 use crate::domain::{EmailAddress, MessageKind, Priority};
 use crate::graphql::StatusSchema;
@@ -29,6 +29,8 @@ use crate::pipeline::{IngestError, NewMessage, OnRefused, Pipeline};
 pub struct AppState {
     pub pipeline: Pipeline,
     pub schema: StatusSchema,
+    /// Hands each received batch to the background (`campaign::run_batches`).
+    pub batch_work: tokio::sync::mpsc::UnboundedSender<BatchProgress>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -106,6 +108,10 @@ impl From<CampaignError> for ApiError {
     fn from(error: CampaignError) -> Self {
         match error {
             CampaignError::Ingest(error) => error.into(),
+            CampaignError::File { file_name, error } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{}: {error}", quoted(&file_name)),
+            ),
             refused @ CampaignError::NothingAccepted { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string())
             }
@@ -205,6 +211,10 @@ async fn graphql(
 pub struct UploadReport {
     #[serde(flatten)]
     pub report: BatchReport,
+    /// RECEIVED: stored and checked; no row is a message yet.
+    pub phase: BatchPhase,
+    /// Where to follow the batch.
+    pub progress: String,
     /// Present when rows were left out of this answer: where to read them all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub more_rows: Option<String>,
@@ -226,13 +236,10 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
 /// The longest attachment file name taken.
 const MAX_FILE_NAME_BYTES: usize = 255;
 
-/// Reads the multipart form: the CSV (parsed and checked as it streams)
-/// and the attachments. Nothing is written while reading.
-async fn read_upload(mut multipart: Multipart) -> Result<CampaignUpload, ApiError> {
-    let mut parser = CsvUploadParser::new(CsvLimits::default());
+/// Streams the multipart form into `intake`: the CSV (checked as it
+/// arrives) and the attachments, each stored as it comes.
+async fn stream_upload(intake: &mut Intake, mut multipart: Multipart) -> Result<(), ApiError> {
     let mut file_name = None;
-    let mut csv = Vec::new();
-    let mut attachments: Vec<AttachmentPart> = Vec::new();
     let mut names = std::collections::HashSet::new();
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         if field.name() == Some("file") {
@@ -243,9 +250,9 @@ async fn read_upload(mut multipart: Multipart) -> Result<CampaignUpload, ApiErro
                 ));
             }
             let name = field.file_name().unwrap_or("upload.csv").to_string();
+            intake.begin_csv(&name).await?;
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                parser.feed(&chunk).map_err(|e| csv_file_error(&name, e))?;
-                csv.extend_from_slice(&chunk);
+                intake.csv_chunk(chunk).await?;
             }
             file_name = Some(name);
         } else if let Some(name) = field.file_name().map(str::to_string) {
@@ -264,28 +271,27 @@ async fn read_upload(mut multipart: Multipart) -> Result<CampaignUpload, ApiErro
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
             }
             let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
-            let bytes = field.bytes().await.map_err(multipart_error)?;
-            attachments.push(AttachmentPart {
-                name,
-                content_type,
-                bytes,
-            });
+            intake.begin_attachment(&name, &content_type).await?;
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                intake.attachment_chunk(chunk).await?;
+            }
+            intake.end_attachment().await?;
         }
     }
-    let file_name = file_name
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the upload has no `file` part with the CSV"))?;
-    let parsed = parser.finish().map_err(|e| csv_file_error(&file_name, e))?;
-    Ok(CampaignUpload {
-        file_name,
-        csv: csv.into(),
-        parsed,
-        attachments,
-    })
+    match file_name {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the upload has no `file` part with the CSV",
+        )),
+    }
 }
 
 /// `POST /campaigns/upload`: a multipart form with the CSV in the part `file`
 /// and, optionally, attachments in further file parts, named in the CSV's
-/// `attachment` column by file name.
+/// `attachment` column by file name. Answered 202 once the file is stored
+/// and every row has its verdict; the rows become messages afterwards
+/// (GraphQL `batch(batchId)` shows how far).
 async fn upload_campaign(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -303,10 +309,16 @@ async fn upload_campaign(
             format!("the upload is {length} bytes; the limit is {limit} (api.max_upload_bytes)"),
         ));
     }
-    let upload = read_upload(multipart).await?;
-    let pipeline = state.pipeline.clone();
-    // Writing runs to its end (or rolls back) even if the client hangs up now.
-    let report = detached(async move { pipeline.accept_campaign(upload).await }).await??;
+    let mut intake = Intake::new(state.pipeline.clone());
+    if let Err(error) = stream_upload(&mut intake, multipart).await {
+        intake.abandon().await;
+        return Err(error);
+    }
+    // Finishing runs to its end (or removes what it stored) even if the client hangs up now.
+    let (report, progress) = detached(intake.finish()).await??;
+    if state.batch_work.send(progress).is_err() {
+        tracing::warn!(batch_id = %report.batch_id, "the engine is stopping; the batch is processed at its next start");
+    }
     let (report, truncated) = report.first_rows(state.pipeline.settings.api.max_reported_rows);
     tracing::info!(
         batch_id = %report.batch_id,
@@ -314,7 +326,7 @@ async fn upload_campaign(
         accepted = report.accepted,
         duplicates = report.duplicates,
         rejected = report.rejected,
-        "campaign accepted"
+        "campaign received"
     );
     let more_rows = truncated.then(|| {
         format!(
@@ -322,7 +334,19 @@ async fn upload_campaign(
             state.pipeline.settings.api.max_reported_rows, report.batch_id
         )
     });
-    Ok((StatusCode::ACCEPTED, Json(UploadReport { report, more_rows })))
+    let progress = format!(
+        "rows become messages in the background; follow them with GraphQL batch(batchId: \"{}\") {{ phase rowsRead enqueued counts {{ status count }} }}",
+        report.batch_id
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(UploadReport {
+            report,
+            phase: BatchPhase::Received,
+            progress,
+            more_rows,
+        }),
+    ))
 }
 
 /// Runs `work` in a task of its own and waits for it: if the request's
@@ -334,13 +358,6 @@ async fn detached<T: Send + 'static>(
         tracing::error!(%error, "ingest task failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the ingest task failed")
     })
-}
-
-fn csv_file_error(file_name: &str, error: crate::csv_upload::CsvFileError) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        format!("{}: {error}", quoted(file_name)),
-    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,6 +419,7 @@ pub fn notification_message(request: NotificationRequest) -> Result<NewMessage, 
     };
     check_body(&body).map_err(|e| unprocessable("body", e))?;
     Ok(NewMessage {
+        send_id: crate::domain::SendId::new(),
         kind,
         priority: None,
         recipient,

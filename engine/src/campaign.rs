@@ -1,54 +1,61 @@
-//! Accepting a campaign: an uploaded CSV (already parsed and checked by
-//! [`crate::csv_upload`]) and the attachments beside it become a batch.
+//! Accepting a campaign, in two halves.
 //!
-//! The pipeline owns this, not the HTTP handler: matching rows to their
-//! attachments, refusing a batch with nothing to send, storing only what the
-//! batch uses under keys unique to each part, keeping the batch's full
-//! report (every rejected and duplicate row) beside it, and rolling back
-//! what it stored when acceptance fails, so an error means nothing was written.
+//! **At upload** ([`Intake`]): the CSV streams to the blob store as it arrives
+//! (a multipart upload for a large file) and is checked row by row on the
+//! way; attachments stream beside it. When the last byte is in, rows naming
+//! a file that is not in the upload are rejected, attachments no row names
+//! are deleted, the batch's report (every rejected and duplicate row, counts)
+//! is stored, and its progress is saved RECEIVED: the upload is answered 202
+//! with the batch id. Memory holds one part of the file, the verdicts and
+//! the recipients seen (for exact duplicate detection), never the rows.
+//!
+//! **After** ([`run_batches`], [`Pipeline::process_batch`]): the stored file
+//! is read again as a stream, and its accepted rows become messages in
+//! chunks of [`CHUNK_ROWS`]: recorded PENDING, enqueued, recorded QUEUED, then
+//! the checkpoint saved. Each row's send id is derived from the batch and row,
+//! so the one chunk in doubt after a crash is written again with conditions
+//! and nothing is sent twice. Once every row is enqueued the batch waits
+//! until none of its messages is PENDING or QUEUED: DONE.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::aws::{ErrorKind, ServiceError};
-use crate::blobs::BlobError;
-use crate::csv_upload::{DuplicateRow, ParsedUpload, RejectedRow};
-use crate::domain::{Attachment, BatchId, MessageKind};
-use crate::pipeline::{IngestError, NewMessage, OnRefused, Pipeline};
+use crate::batches::{BatchPhase, BatchProgress, BatchStoreError};
+use crate::blobs::{BlobError, BlobWriter};
+use crate::csv_upload::{
+    AcceptedRow, CsvFileError, CsvLimits, CsvUploadParser, DuplicateRow, ParsedUpload, RejectedRow,
+};
+use crate::domain::content::quoted;
+use crate::domain::{Attachment, BatchId, MessageKind, SendId};
+use crate::pipeline::{IngestError, NewMessage, Pipeline, Recording};
 
-/// One uploaded campaign, read in full and checked row by row.
-#[derive(Debug)]
-pub struct CampaignUpload {
-    pub file_name: String,
-    pub csv: Bytes,
-    pub parsed: ParsedUpload,
-    /// In the order they were uploaded; names are unique (the reader refuses twins).
-    pub attachments: Vec<AttachmentPart>,
-}
-
-/// A file uploaded beside the CSV, named in its `attachment` column.
-#[derive(Debug, Clone)]
-pub struct AttachmentPart {
-    pub name: String,
-    pub content_type: String,
-    pub bytes: Bytes,
-}
-
-/// What became of every row of a batch. Kept whole in the blob store (so
-/// GraphQL can page through it); answered to the uploader cut to its first rows.
+/// What became of every row of a batch, fixed when the upload ends. Kept
+/// whole in the blob store (so GraphQL can page through it); answered to
+/// the uploader cut to its first rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchReport {
     pub batch_id: BatchId,
     pub file_name: String,
-    pub accepted: usize,
+    /// Data rows in the file.
+    pub rows: u64,
+    pub accepted: u64,
     pub duplicates: usize,
     pub rejected: usize,
-    pub enqueued: usize,
-    /// Accepted rows that could not be enqueued; each ended ERROR with its reason.
-    pub failed_to_enqueue: usize,
-    /// Attachment parts no row named: not stored.
+    /// Where the CSV is stored.
+    pub archive_key: String,
+    /// The uploaded files rows name, as stored.
+    pub attachments: Vec<Attachment>,
+    /// Attachment parts no row named: not kept.
     pub unused_attachments: Vec<String>,
     pub rejected_rows: Vec<RejectedRow>,
     pub duplicate_rows: Vec<DuplicateRow>,
@@ -68,6 +75,13 @@ impl BatchReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
+    /// The file as a whole cannot be used: nothing is stored.
+    #[error("{file_name}: {error}")]
+    File {
+        file_name: String,
+        #[source]
+        error: CsvFileError,
+    },
     /// Not one row can be sent: the batch is refused and nothing is stored.
     #[error("{file_name}: no row can be sent ({rejected} rejected, {duplicates} duplicates){first}")]
     NothingAccepted {
@@ -79,6 +93,18 @@ pub enum CampaignError {
     },
     #[error(transparent)]
     Ingest(#[from] IngestError),
+}
+
+impl From<BlobError> for CampaignError {
+    fn from(error: BlobError) -> Self {
+        CampaignError::Ingest(error.into())
+    }
+}
+
+impl From<BatchStoreError> for CampaignError {
+    fn from(error: BatchStoreError) -> Self {
+        CampaignError::Ingest(error.into())
+    }
 }
 
 /// Where a batch's objects live in the blob store.
@@ -96,158 +122,459 @@ fn report_key(batch: BatchId) -> String {
     format!("batches/{batch}/report.json")
 }
 
-/// Rows matched with their attachments: the messages to accept, the rows
-/// naming a file that is not in the upload, and the parts no row names.
-struct Plan {
-    messages: Vec<NewMessage>,
-    unknown: Vec<RejectedRow>,
-    /// (storage key, part) of each attachment some accepted row uses.
-    used: Vec<(String, AttachmentPart)>,
-    unused: Vec<String>,
+/// A campaign upload while its bytes arrive. Feed it the CSV and the
+/// attachments as they stream, then [`Intake::finish`] it; on any error,
+/// [`Intake::abandon`] removes what it stored.
+pub struct Intake {
+    pipeline: Pipeline,
+    batch_id: BatchId,
+    parser: CsvUploadParser,
+    /// The CSV's file name and where it is being written.
+    csv: Option<(String, Box<dyn BlobWriter>)>,
+    accepted: u64,
+    /// Accepted rows naming each attachment, until the upload shows which
+    /// files it holds.
+    named: HashMap<String, Vec<u64>>,
+    /// Attachments stored so far, in upload order.
+    parts: Vec<Attachment>,
+    /// The attachment being written.
+    part: Option<Box<dyn BlobWriter>>,
 }
 
-fn plan(batch: BatchId, parsed: &mut ParsedUpload, attachments: Vec<AttachmentPart>) -> Plan {
-    let rows = std::mem::take(&mut parsed.accepted);
-    let named: std::collections::HashSet<&str> = rows.iter().filter_map(|r| r.attachment.as_deref()).collect();
-    let (used, unused): (Vec<_>, Vec<_>) = attachments
-        .into_iter()
-        .enumerate()
-        .partition(|(_, part)| named.contains(part.name.as_str()));
-    let used: Vec<(String, AttachmentPart)> = used
-        .into_iter()
-        .map(|(index, part)| (attachment_key(batch, index, &part.name), part))
-        .collect();
-    let stored: std::collections::HashMap<&str, Attachment> = used
-        .iter()
-        .map(|(key, part)| {
-            let attachment = Attachment {
-                key: key.clone(),
-                filename: part.name.clone(),
-                content_type: part.content_type.clone(),
-            };
-            (part.name.as_str(), attachment)
-        })
-        .collect();
-    let mut messages = Vec::with_capacity(rows.len());
-    let mut unknown = Vec::new();
-    for row in rows {
-        let attachment = match &row.attachment {
-            None => None,
-            Some(name) => match stored.get(name.as_str()) {
-                Some(stored) => Some(stored.clone()),
-                None => {
-                    unknown.push(RejectedRow {
-                        row: row.row,
-                        field: Some("attachment".into()),
-                        reason: format!(
-                            "names `{}`, which is not a file in this upload",
-                            crate::domain::content::quoted(name)
-                        ),
-                    });
-                    continue;
-                }
-            },
-        };
-        messages.push(NewMessage {
-            kind: row.kind.unwrap_or(MessageKind::Campaign),
-            priority: row.priority,
-            recipient: row.recipient,
-            subject: row.subject,
-            body: row.body,
-            attachment,
-        });
-    }
-    let unused = unused.into_iter().map(|(_, part)| part.name).collect();
-    Plan {
-        messages,
-        unknown,
-        used,
-        unused,
-    }
-}
-
-impl Pipeline {
-    /// Accepts a campaign as one batch: archive, attachments and report
-    /// stored, rows recorded PENDING and enqueued. On an error nothing stays
-    /// behind (what was stored is deleted again).
-    pub async fn accept_campaign(&self, mut upload: CampaignUpload) -> Result<BatchReport, CampaignError> {
-        let batch_id = BatchId::new();
-        let plan = plan(batch_id, &mut upload.parsed, upload.attachments);
-        let mut parsed = upload.parsed;
-        parsed.rejected.extend(plan.unknown);
-        parsed.rejected.sort_by_key(|r| r.row);
-        if plan.messages.is_empty() {
-            let first = parsed.rejected.first().map(|r| format!("; {r}"));
-            return Err(CampaignError::NothingAccepted {
-                file_name: upload.file_name,
-                rejected: parsed.rejected.len(),
-                duplicates: parsed.duplicates.len(),
-                first: first.unwrap_or_default(),
-            });
-        }
-        let mut report = BatchReport {
-            batch_id,
-            file_name: upload.file_name,
+impl Intake {
+    pub fn new(pipeline: Pipeline) -> Self {
+        Self {
+            pipeline,
+            batch_id: BatchId::new(),
+            parser: CsvUploadParser::new(CsvLimits::default()),
+            csv: None,
             accepted: 0,
-            duplicates: parsed.duplicates.len(),
-            rejected: parsed.rejected.len(),
-            enqueued: 0,
-            failed_to_enqueue: 0,
-            unused_attachments: plan.unused,
-            rejected_rows: parsed.rejected,
-            duplicate_rows: parsed.duplicates,
-            created_at: Utc::now(),
-        };
-        let mut stored = Vec::new();
-        let result = self
-            .store_and_accept(&mut report, upload.csv, plan.used, plan.messages, &mut stored)
-            .await;
-        if let Err(error) = result {
-            for key in &stored {
-                self.delete_blob(key).await;
-            }
-            return Err(error.into());
+            named: HashMap::new(),
+            parts: Vec::new(),
+            part: None,
         }
-        self.metrics.record_upload(0, report.rejected, report.duplicates);
-        Ok(report)
     }
 
-    /// The writes of one campaign, in order; `stored` collects every key
-    /// written, so the caller can roll them back.
-    async fn store_and_accept(
-        &self,
-        report: &mut BatchReport,
-        csv: Bytes,
-        used: Vec<(String, AttachmentPart)>,
-        messages: Vec<NewMessage>,
-        stored: &mut Vec<String>,
-    ) -> Result<(), IngestError> {
-        let batch = report.batch_id;
-        // The raw file first, so every accepted batch can be traced to its bytes.
-        let key = archive_key(batch, &report.file_name);
-        self.blobs.put(&key, csv, "text/csv").await?;
-        stored.push(key);
-        for (key, part) in used {
-            self.blobs.put(&key, part.bytes, &part.content_type).await?;
-            stored.push(key);
-        }
-        report.accepted = messages.len();
-        // Written before the rows, so a batch id given out always resolves.
-        self.put_report(report).await?;
-        stored.push(report_key(batch));
-        let accepted = self.accept(Some(batch), messages, OnRefused::RecordError).await?;
-        report.enqueued = accepted.enqueued;
-        report.failed_to_enqueue = accepted.failed.len();
-        if report.failed_to_enqueue > 0 {
-            // Keep the stored report's counts true; the batch stands either way.
-            if let Err(error) = self.put_report(report).await {
-                tracing::warn!(%error, %batch, "could not update the batch report's enqueue counts");
+    /// The CSV part begins.
+    pub async fn begin_csv(&mut self, file_name: &str) -> Result<(), CampaignError> {
+        let key = archive_key(self.batch_id, file_name);
+        let writer = self.pipeline.blobs.writer(&key, "text/csv").await?;
+        self.csv = Some((file_name.to_string(), writer));
+        Ok(())
+    }
+
+    /// The next bytes of the CSV: checked, then stored.
+    pub async fn csv_chunk(&mut self, chunk: Bytes) -> Result<(), CampaignError> {
+        let (file_name, writer) = self.csv.as_mut().expect("begin_csv comes first");
+        self.parser.feed(&chunk).map_err(|error| CampaignError::File {
+            file_name: file_name.clone(),
+            error,
+        })?;
+        writer.write(chunk).await?;
+        self.note_accepted();
+        Ok(())
+    }
+
+    /// Counts the rows accepted so far and forgets them (they are read
+    /// again from the stored file), keeping only which files they name.
+    fn note_accepted(&mut self) {
+        for row in self.parser.take_accepted() {
+            self.accepted += 1;
+            if let Some(name) = row.attachment {
+                self.named.entry(name).or_default().push(row.row);
             }
+        }
+    }
+
+    /// An attachment part begins.
+    pub async fn begin_attachment(&mut self, name: &str, content_type: &str) -> Result<(), CampaignError> {
+        let key = attachment_key(self.batch_id, self.parts.len(), name);
+        self.part = Some(self.pipeline.blobs.writer(&key, content_type).await?);
+        self.parts.push(Attachment {
+            key,
+            filename: name.to_string(),
+            content_type: content_type.to_string(),
+        });
+        Ok(())
+    }
+
+    pub async fn attachment_chunk(&mut self, chunk: Bytes) -> Result<(), CampaignError> {
+        let part = self.part.as_mut().expect("begin_attachment comes first");
+        part.write(chunk).await?;
+        Ok(())
+    }
+
+    pub async fn end_attachment(&mut self) -> Result<(), CampaignError> {
+        if let Some(part) = self.part.take() {
+            part.finish().await?;
         }
         Ok(())
     }
 
-    async fn put_report(&self, report: &BatchReport) -> Result<(), BlobError> {
+    /// The upload is in: the verdicts are final, the file durable, the
+    /// report stored and the batch RECEIVED. On an error nothing stays behind.
+    pub async fn finish(mut self) -> Result<(BatchReport, BatchProgress), CampaignError> {
+        match self.complete().await {
+            Ok(done) => Ok(done),
+            Err(error) => {
+                self.abandon().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn complete(&mut self) -> Result<(BatchReport, BatchProgress), CampaignError> {
+        let (file_name, writer) = self.csv.take().expect("the API checks there is a CSV part");
+        let parser = std::mem::replace(&mut self.parser, CsvUploadParser::new(CsvLimits::default()));
+        let parsed = match parser.finish() {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                writer.abort().await;
+                return Err(CampaignError::File { file_name, error });
+            }
+        };
+        let ParsedUpload {
+            accepted,
+            duplicates,
+            mut rejected,
+        } = parsed;
+        self.accepted += accepted.len() as u64;
+        for row in accepted.into_iter().filter_map(|r| Some((r.row, r.attachment?))) {
+            self.named.entry(row.1).or_default().push(row.0);
+        }
+        rejected.extend(self.rows_naming_missing_files());
+        rejected.sort_by_key(|r| r.row);
+        if self.accepted == 0 {
+            writer.abort().await;
+            let first = rejected.first().map(|r| format!("; {r}"));
+            return Err(CampaignError::NothingAccepted {
+                file_name,
+                rejected: rejected.len(),
+                duplicates: duplicates.len(),
+                first: first.unwrap_or_default(),
+            });
+        }
+        let archive = archive_key(self.batch_id, &file_name);
+        let size = writer.finish().await?;
+        let unused = self.drop_unused_attachments().await;
+        let report = BatchReport {
+            batch_id: self.batch_id,
+            file_name,
+            rows: self.accepted + (rejected.len() + duplicates.len()) as u64,
+            accepted: self.accepted,
+            duplicates: duplicates.len(),
+            rejected: rejected.len(),
+            archive_key: archive,
+            attachments: self.parts.clone(),
+            unused_attachments: unused,
+            rejected_rows: rejected,
+            duplicate_rows: duplicates,
+            created_at: Utc::now(),
+        };
+        self.pipeline.put_report(&report).await?;
+        let progress = BatchProgress::received(&report);
+        self.pipeline.batches.save(&progress).await?;
+        let metrics = &self.pipeline.metrics;
+        metrics.record_upload(0, report.rejected, report.duplicates);
+        tracing::info!(batch_id = %report.batch_id, bytes = size, rows = report.rows, "campaign stored");
+        Ok((report, progress))
+    }
+
+    /// Accepted rows naming a file the upload does not hold: rejected, and
+    /// no longer counted as accepted.
+    fn rows_naming_missing_files(&mut self) -> Vec<RejectedRow> {
+        let uploaded: HashSet<&str> = self.parts.iter().map(|p| p.filename.as_str()).collect();
+        let mut missing = Vec::new();
+        for (name, rows) in &self.named {
+            if uploaded.contains(name.as_str()) {
+                continue;
+            }
+            for row in rows {
+                missing.push(RejectedRow {
+                    row: *row,
+                    field: Some("attachment".into()),
+                    reason: format!("names `{}`, which is not a file in this upload", quoted(name)),
+                });
+            }
+        }
+        self.accepted -= missing.len() as u64;
+        missing
+    }
+
+    /// Deletes the attachments no accepted row names; returns their names.
+    async fn drop_unused_attachments(&mut self) -> Vec<String> {
+        let (used, unused): (Vec<Attachment>, Vec<Attachment>) = std::mem::take(&mut self.parts)
+            .into_iter()
+            .partition(|part| self.named.contains_key(&part.filename));
+        for part in &unused {
+            self.pipeline.delete_blob(&part.key).await;
+        }
+        self.parts = used;
+        unused.into_iter().map(|part| part.filename).collect()
+    }
+
+    /// Removes everything this upload stored.
+    pub async fn abandon(mut self) {
+        if let Some((_, writer)) = self.csv.take() {
+            writer.abort().await;
+        }
+        if let Some(part) = self.part.take() {
+            part.abort().await;
+        }
+        for part in &self.parts {
+            self.pipeline.delete_blob(&part.key).await;
+        }
+    }
+}
+
+impl BatchProgress {
+    /// A batch just stored: no row recorded yet.
+    pub fn received(report: &BatchReport) -> Self {
+        BatchProgress {
+            batch_id: report.batch_id,
+            file_name: report.file_name.clone(),
+            archive_key: report.archive_key.clone(),
+            phase: BatchPhase::Received,
+            reason: None,
+            rows: report.rows,
+            accepted: report.accepted,
+            checkpoint_row: 1,
+            enqueued: 0,
+            failed_to_enqueue: 0,
+            received_at: report.created_at,
+            enqueued_at: None,
+            finished_at: None,
+            resumed: 0,
+        }
+    }
+}
+
+/// Rows recorded and enqueued between two checkpoints.
+pub const CHUNK_ROWS: usize = 500;
+/// How often a batch whose rows are all enqueued looks whether it is DONE.
+const DONE_POLL: Duration = Duration::from_secs(2);
+/// The longest wait between two tries of a chunk the stack refused.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Why reading a stored batch stopped short.
+enum Interrupted {
+    /// Shutting down: the checkpoint is saved, the next start resumes.
+    Stopping,
+    /// A failure that may pass (the store did not answer): try again.
+    Transient(String),
+    /// The batch cannot go on.
+    Failed(String),
+}
+
+/// Runs batches in the background until `stop`: first every batch an
+/// earlier run left unfinished, then each new one the API sends. Dropping
+/// this future (a crash) drops every batch's task mid-chunk; the next start
+/// resumes them from their checkpoints.
+pub async fn run_batches(pipeline: Pipeline, mut new: mpsc::UnboundedReceiver<BatchProgress>, stop: CancellationToken) {
+    let mut running = JoinSet::new();
+    match pipeline.batches.unfinished().await {
+        Ok(unfinished) => {
+            for progress in unfinished {
+                tracing::info!(batch_id = %progress.batch_id, phase = ?progress.phase, checkpoint_row = progress.checkpoint_row, "resuming an unfinished batch");
+                running.spawn(pipeline.clone().process_batch(progress, stop.clone()));
+            }
+        }
+        Err(error) => tracing::error!(%error, "could not list unfinished batches; they resume at the next start"),
+    }
+    loop {
+        tokio::select! {
+            Some(progress) = new.recv() => {
+                running.spawn(pipeline.clone().process_batch(progress, stop.clone()));
+            }
+            Some(ended) = running.join_next(), if !running.is_empty() => {
+                if let Err(error) = ended {
+                    tracing::error!(%error, "a batch's task failed");
+                }
+            }
+            () = stop.cancelled() => break,
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+impl Pipeline {
+    /// Takes a batch from wherever it is to DONE (or FAILED), saving its
+    /// progress as it goes; returns early, checkpoint saved, on `stop`.
+    pub async fn process_batch(self, mut progress: BatchProgress, stop: CancellationToken) {
+        let batch_id = progress.batch_id;
+        self.metrics.batch_in_progress(1);
+        let mut in_doubt = progress.phase == BatchPhase::Parsing;
+        if in_doubt {
+            progress.resumed += 1;
+        }
+        let mut delay = Duration::from_millis(200);
+        while matches!(progress.phase, BatchPhase::Received | BatchPhase::Parsing) {
+            progress.phase = BatchPhase::Parsing;
+            self.save_progress(&progress, &stop).await;
+            match self.enqueue_rows(&mut progress, in_doubt, &stop).await {
+                Ok(()) => {
+                    progress.phase = BatchPhase::Enqueued;
+                    progress.enqueued_at = Some(Utc::now());
+                }
+                Err(Interrupted::Stopping) => break,
+                Err(Interrupted::Transient(reason)) => {
+                    tracing::warn!(%batch_id, %reason, "batch interrupted; trying again from its checkpoint");
+                    in_doubt = true;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+                Err(Interrupted::Failed(reason)) => {
+                    tracing::error!(%batch_id, %reason, "batch failed");
+                    progress.phase = BatchPhase::Failed;
+                    progress.reason = Some(reason);
+                    progress.finished_at = Some(Utc::now());
+                }
+            }
+        }
+        if progress.phase == BatchPhase::Enqueued {
+            self.save_progress(&progress, &stop).await;
+            tracing::info!(%batch_id, enqueued = progress.enqueued, "every row of the batch is enqueued");
+            self.await_done(&mut progress, &stop).await;
+        }
+        self.save_progress(&progress, &stop).await;
+        self.metrics.batch_in_progress(-1);
+    }
+
+    /// Reads the stored file again and records and enqueues every accepted
+    /// row past the checkpoint, a chunk at a time.
+    async fn enqueue_rows(
+        &self,
+        progress: &mut BatchProgress,
+        in_doubt: bool,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let report = match self.batch_report(progress.batch_id).await {
+            Ok(Some(report)) => report,
+            Ok(None) => {
+                return Err(Interrupted::Failed(
+                    "the batch's report is gone from the blob store".into(),
+                ))
+            }
+            Err(error) => return Err(Interrupted::Transient(error.to_string())),
+        };
+        let attachments: HashMap<&str, &Attachment> =
+            report.attachments.iter().map(|a| (a.filename.as_str(), a)).collect();
+        let mut stream = match self.blobs.read(&progress.archive_key).await {
+            Ok(stream) => stream,
+            Err(error) if error.not_found() => {
+                return Err(Interrupted::Failed(format!("the stored file is gone: {error}")))
+            }
+            Err(error) => return Err(Interrupted::Transient(error.to_string())),
+        };
+        let mut parser = CsvUploadParser::new(CsvLimits::default());
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+        let mut recording = if in_doubt { Recording::MayExist } else { Recording::New };
+        let unreadable =
+            |error: CsvFileError| Interrupted::Failed(format!("the stored file no longer parses: {error}"));
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes.map_err(|error| Interrupted::Transient(error.to_string()))?;
+            parser.feed(&bytes).map_err(unreadable)?;
+            let rows = parser.take_accepted();
+            chunk.extend(
+                rows.into_iter()
+                    .filter_map(|row| row_message(progress, &attachments, row)),
+            );
+            while chunk.len() >= CHUNK_ROWS {
+                let rest = chunk.split_off(CHUNK_ROWS);
+                self.write_chunk(progress, std::mem::replace(&mut chunk, rest), recording, stop)
+                    .await?;
+                recording = Recording::New;
+            }
+        }
+        let rows = parser.finish().map_err(unreadable)?.accepted;
+        chunk.extend(
+            rows.into_iter()
+                .filter_map(|row| row_message(progress, &attachments, row)),
+        );
+        if !chunk.is_empty() {
+            self.write_chunk(progress, chunk, recording, stop).await?;
+        }
+        Ok(())
+    }
+
+    /// Records and enqueues one chunk (retrying until the stack takes it),
+    /// then saves the checkpoint past its last row.
+    async fn write_chunk(
+        &self,
+        progress: &mut BatchProgress,
+        chunk: Vec<(u64, NewMessage)>,
+        mut recording: Recording,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        if stop.is_cancelled() {
+            return Err(Interrupted::Stopping);
+        }
+        let last_row = chunk.last().map_or(progress.checkpoint_row, |(row, _)| *row);
+        let messages: Vec<NewMessage> = chunk.into_iter().map(|(_, message)| message).collect();
+        let rows = messages.len();
+        let mut delay = Duration::from_millis(200);
+        let accepted = loop {
+            match self.accept_chunk(progress.batch_id, messages.clone(), recording).await {
+                Ok(accepted) => break accepted,
+                Err(error) => {
+                    tracing::warn!(batch_id = %progress.batch_id, %error, "a chunk was refused; trying it again");
+                    recording = Recording::MayExist;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
+        };
+        // Rows of a chunk written before may have been on their queues already.
+        let failed = accepted.failed.len();
+        progress.enqueued += match recording {
+            Recording::New => accepted.enqueued,
+            Recording::MayExist => rows - failed,
+        } as u64;
+        progress.failed_to_enqueue += failed as u64;
+        progress.checkpoint_row = last_row;
+        self.metrics.record_ingested(rows);
+        // The next chunk is written unconditionally: the checkpoint must be
+        // saved first, or a crash would leave two chunks in doubt.
+        self.save_progress(progress, stop).await;
+        Ok(())
+    }
+
+    /// Saves progress, retrying until it is saved (or the engine stops).
+    async fn save_progress(&self, progress: &BatchProgress, stop: &CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        while let Err(error) = self.batches.save(progress).await {
+            tracing::warn!(batch_id = %progress.batch_id, %error, "could not save the batch's progress; trying again");
+            if stop.is_cancelled() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        }
+    }
+
+    /// Waits until none of the batch's messages is PENDING or QUEUED.
+    async fn await_done(&self, progress: &mut BatchProgress, stop: &CancellationToken) {
+        loop {
+            match self.store.unfinished_in_batch(progress.batch_id).await {
+                Ok(false) => {
+                    progress.phase = BatchPhase::Done;
+                    progress.finished_at = Some(Utc::now());
+                    tracing::info!(batch_id = %progress.batch_id, "batch done: every message is SENT or ERROR");
+                    return;
+                }
+                Ok(true) => {}
+                Err(error) => {
+                    tracing::warn!(batch_id = %progress.batch_id, %error, "could not look whether the batch is done")
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(DONE_POLL) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    pub(crate) async fn put_report(&self, report: &BatchReport) -> Result<(), BlobError> {
         let json = serde_json::to_vec(report).expect("a report serializes");
         self.blobs
             .put(&report_key(report.batch_id), Bytes::from(json), "application/json")
@@ -266,6 +593,37 @@ impl Pipeline {
             Err(error) => Err(error),
         }
     }
+
+    /// A batch's progress, or `None` when no such batch was accepted.
+    pub async fn batch_progress(&self, batch: BatchId) -> Result<Option<BatchProgress>, BatchStoreError> {
+        self.batches.get(batch).await
+    }
+}
+
+/// The message an accepted row becomes, or `None` for a row before the
+/// checkpoint or one naming a file the upload did not hold (rejected then).
+fn row_message(
+    progress: &BatchProgress,
+    attachments: &HashMap<&str, &Attachment>,
+    row: AcceptedRow,
+) -> Option<(u64, NewMessage)> {
+    if row.row <= progress.checkpoint_row {
+        return None;
+    }
+    let attachment = match &row.attachment {
+        None => None,
+        Some(name) => Some((*attachments.get(name.as_str())?).clone()),
+    };
+    let message = NewMessage {
+        send_id: SendId::for_row(progress.batch_id, row.row),
+        kind: row.kind.unwrap_or(MessageKind::Campaign),
+        priority: row.priority,
+        recipient: row.recipient,
+        subject: row.subject,
+        body: row.body,
+        attachment,
+    };
+    Some((row.row, message))
 }
 
 /// Keeps S3 keys to a safe alphabet whatever the uploaded file was called.
@@ -291,16 +649,13 @@ pub fn sanitize_key(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::csv_upload::parse_all;
+    use std::collections::HashMap;
 
-    fn part(name: &str) -> AttachmentPart {
-        AttachmentPart {
-            name: name.into(),
-            content_type: "application/pdf".into(),
-            bytes: Bytes::from(name.to_string()),
-        }
-    }
+    use super::*;
+    use crate::config::Settings;
+    use crate::domain::{SendRecord, SendStatus};
+    use crate::memory::MemoryPipeline;
+    use crate::store::StatusStore;
 
     #[test]
     fn names_that_sanitize_alike_still_get_distinct_keys() {
@@ -312,7 +667,7 @@ mod tests {
             "a_b.txt",
             "a?b.txt",
         ];
-        let keys: std::collections::HashSet<String> = names
+        let keys: HashSet<String> = names
             .iter()
             .enumerate()
             .map(|(i, name)| attachment_key(batch, i, name))
@@ -320,61 +675,172 @@ mod tests {
         assert_eq!(keys.len(), names.len());
     }
 
-    #[test]
-    fn each_row_gets_its_own_attachment_and_unnamed_parts_are_not_stored() {
-        let csv = "email,subject,body,attachment\n\
-                   mueller@example.com,Invoice,Hi,Rechnung_Müller.pdf\n\
-                   moeller@example.com,Invoice,Hi,Rechnung_Möller.pdf\n\
-                   x@example.com,Invoice,Hi,missing.pdf\n";
-        let mut parsed = parse_all(csv.as_bytes(), 16).unwrap();
-        let batch = BatchId::new();
-        let parts = vec![
-            part("Rechnung_Müller.pdf"),
-            part("spare.pdf"),
-            part("Rechnung_Möller.pdf"),
-        ];
-        let plan = plan(batch, &mut parsed, parts);
-        let by_recipient: Vec<(&str, &str, &str)> = plan
-            .messages
-            .iter()
-            .map(|m| {
-                let a = m.attachment.as_ref().unwrap();
-                (m.recipient.as_str(), a.filename.as_str(), a.key.as_str())
-            })
-            .collect();
-        assert_eq!(by_recipient[0].1, "Rechnung_Müller.pdf");
-        assert_eq!(by_recipient[1].1, "Rechnung_Möller.pdf");
-        assert_ne!(by_recipient[0].2, by_recipient[1].2, "distinct keys");
-        assert_eq!(plan.used.len(), 2);
-        assert_eq!(plan.unused, ["spare.pdf"]);
-        assert_eq!(plan.unknown.len(), 1);
-        assert_eq!(plan.unknown[0].row, 4);
+    fn memory() -> MemoryPipeline {
+        let mut settings = Settings::default();
+        settings.sender.retry_base_secs = 0;
+        // Long enough that a second copy meets the first one's claim.
+        settings.queues.visibility_timeout_secs = 30;
+        MemoryPipeline::new(settings)
     }
 
-    #[test]
-    fn a_report_answered_whole_counts_but_only_its_first_rows() {
-        let rejected = (0..250)
-            .map(|i| RejectedRow {
-                row: i + 2,
-                field: Some("email".into()),
-                reason: "bad".into(),
-            })
+    /// `rows` rows to user0..; every 100th repeats the row before it, and
+    /// every 150th has no subject.
+    fn campaign_csv(rows: usize) -> String {
+        let mut csv = String::from("email,subject,body\n");
+        for i in 0..rows {
+            let user = if i % 100 == 99 { i - 1 } else { i };
+            let subject = if i % 150 == 149 { "" } else { "Hello" };
+            csv.push_str(&format!("user{user}@example.com,{subject},Dear user {i}\n"));
+        }
+        csv
+    }
+
+    async fn upload(pipeline: &Pipeline, csv: &str, parts: &[(&str, &str)]) -> (BatchReport, BatchProgress) {
+        let mut intake = Intake::new(pipeline.clone());
+        intake.begin_csv("campaign.csv").await.unwrap();
+        for piece in csv.as_bytes().chunks(1000) {
+            intake.csv_chunk(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        for (name, content) in parts {
+            intake.begin_attachment(name, "application/pdf").await.unwrap();
+            intake.attachment_chunk(Bytes::from(content.to_string())).await.unwrap();
+            intake.end_attachment().await.unwrap();
+        }
+        intake.finish().await.unwrap()
+    }
+
+    /// Runs the batch (and senders, when asked) until its phase is `until`.
+    async fn run_until(memory: &MemoryPipeline, progress: BatchProgress, until: BatchPhase, senders: bool) {
+        let stop = CancellationToken::new();
+        let batch = tokio::spawn(memory.pipeline.clone().process_batch(progress.clone(), stop.clone()));
+        let sending = senders.then(|| tokio::spawn(crate::sender::run_senders(memory.pipeline.clone(), stop.clone())));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = memory
+                .pipeline
+                .batch_progress(progress.batch_id)
+                .await
+                .unwrap()
+                .unwrap();
+            if now.phase == until {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stuck in {:?}", now.phase);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        batch.await.unwrap();
+        if let Some(sending) = sending {
+            sending.await.unwrap();
+        }
+    }
+
+    fn mails_per_recipient(memory: &MemoryPipeline) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for email in memory.mailer.sent.lock().unwrap().iter() {
+            *counts.entry(email.to.as_str().to_string()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_judged_and_stored_before_any_row_becomes_a_message() {
+        let memory = memory();
+        let csv = "email,subject,body,attachment\n\
+                   a@example.com,Invoice,Hi,Rechnung_Müller.pdf\n\
+                   b@example.com,Invoice,Hi,missing.pdf\n\
+                   A@example.com,Again,Hi,\n\
+                   not-an-address,S,B,\n";
+        let parts = [("Rechnung_Müller.pdf", "pdf"), ("spare.pdf", "spare")];
+        let (report, progress) = upload(&memory.pipeline, csv, &parts).await;
+        assert_eq!(
+            (report.rows, report.accepted, report.rejected, report.duplicates),
+            (4, 1, 2, 1)
+        );
+        let rejected: Vec<(u64, Option<&str>)> = report
+            .rejected_rows
+            .iter()
+            .map(|r| (r.row, r.field.as_deref()))
             .collect();
-        let report = BatchReport {
-            batch_id: BatchId::new(),
-            file_name: "f.csv".into(),
-            accepted: 1,
-            duplicates: 0,
-            rejected: 250,
-            enqueued: 1,
-            failed_to_enqueue: 0,
-            unused_attachments: vec![],
-            rejected_rows: rejected,
-            duplicate_rows: vec![],
-            created_at: Utc::now(),
+        assert_eq!(rejected, [(3, Some("attachment")), (5, Some("email"))]);
+        assert_eq!(report.unused_attachments, ["spare.pdf"]);
+        assert_eq!(report.attachments.len(), 1);
+        assert_eq!(progress.phase, BatchPhase::Received);
+        let stored = memory.pipeline.blobs.get(&report.archive_key).await.unwrap();
+        assert_eq!(stored, csv.as_bytes(), "the file is stored byte for byte");
+        let counts = memory.store.batch_counts(report.batch_id).await.unwrap();
+        assert!(counts.is_empty(), "no record before processing: {counts:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_becomes_messages_chunk_by_chunk_and_ends_done_with_every_row_mailed_once() {
+        let memory = memory();
+        let (report, progress) = upload(&memory.pipeline, &campaign_csv(1234), &[]).await;
+        assert_eq!(report.duplicates, 8);
+        assert_eq!(report.rejected, 8);
+        run_until(&memory, progress, BatchPhase::Done, true).await;
+        let done = memory.pipeline.batch_progress(report.batch_id).await.unwrap().unwrap();
+        assert_eq!(done.enqueued, report.accepted);
+        assert_eq!(done.rows_read(), 1234);
+        assert!(done.finished_at.is_some());
+        let mails = mails_per_recipient(&memory);
+        assert_eq!(mails.len() as u64, report.accepted);
+        assert!(mails.values().all(|n| *n == 1), "nobody is mailed twice");
+        let id = SendId::for_row(report.batch_id, 2);
+        assert_eq!(memory.store.get(id).await.unwrap().unwrap().status, SendStatus::Sent);
+    }
+
+    #[tokio::test]
+    async fn a_batch_taken_up_again_after_a_crash_mid_chunk_sends_every_row_exactly_once() {
+        let memory = memory();
+        let (report, progress) = upload(&memory.pipeline, &campaign_csv(1234), &[]).await;
+        let batch = report.batch_id;
+        // Every row enqueued once, nothing sent yet.
+        run_until(&memory, progress, BatchPhase::Enqueued, false).await;
+        // The crash: the second chunk (rows 507..) was being written when the
+        // engine died; its checkpoint was never saved. Of its rows, some were
+        // sent already and some enqueued without QUEUED being recorded.
+        let mut crashed = memory.pipeline.batch_progress(batch).await.unwrap().unwrap();
+        let first_chunk_end = 508; // 500 accepted rows: 2..=508 less 4 duplicates and 3 rejected
+        let sent_before: Vec<SendId> = (620..623).map(|row| SendId::for_row(batch, row)).collect();
+        for id in &sent_before {
+            memory.store.mark_sent(*id, "before-crash", Utc::now()).await.unwrap();
+        }
+        let unrecorded: Vec<SendRecord> = {
+            let mut records = Vec::new();
+            for row in 630..635 {
+                let mut record = memory.store.get(SendId::for_row(batch, row)).await.unwrap().unwrap();
+                record.status = SendStatus::Pending;
+                records.push(record);
+            }
+            records
         };
-        let (cut, truncated) = report.first_rows(100);
-        assert!(truncated);
-        assert_eq!((cut.rejected, cut.rejected_rows.len()), (250, 100));
+        memory.store.put_pending(&unrecorded).await.unwrap();
+        crashed.phase = BatchPhase::Parsing;
+        crashed.checkpoint_row = first_chunk_end;
+        crashed.enqueued = 500;
+        crashed.enqueued_at = None;
+        memory.pipeline.batches.save(&crashed).await.unwrap();
+
+        run_until(&memory, crashed, BatchPhase::Done, true).await;
+
+        let done = memory.pipeline.batch_progress(batch).await.unwrap().unwrap();
+        assert_eq!(done.resumed, 1);
+        assert_eq!(done.enqueued, report.accepted, "every accepted row counted once");
+        let mails = mails_per_recipient(&memory);
+        assert!(mails.values().all(|n| *n == 1), "nobody is mailed twice: {mails:?}");
+        assert_eq!(
+            mails.len() as u64,
+            report.accepted - 3,
+            "all but the three sent before the crash"
+        );
+        for id in sent_before {
+            let record = memory.store.get(id).await.unwrap().unwrap();
+            assert_eq!(
+                record.provider_message_id.as_deref(),
+                Some("before-crash"),
+                "a SENT record is never rewritten"
+            );
+        }
     }
 }

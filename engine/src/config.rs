@@ -74,7 +74,7 @@ impl Default for ApiSettings {
     fn default() -> Self {
         Self {
             key: None,
-            max_upload_bytes: 20 * 1024 * 1024,
+            max_upload_bytes: 2 * 1024 * 1024 * 1024,
             max_notification_bytes: 1024 * 1024,
             max_graphql_bytes: 64 * 1024,
             max_page_size: 100,
@@ -112,6 +112,13 @@ pub struct QueueSettings {
     pub visibility_timeout_secs: u32,
     /// How long an idle worker long-polls before looking again.
     pub long_poll_secs: u32,
+}
+
+impl QueueSettings {
+    /// How long a received message stays hidden (and its claim held).
+    pub fn visibility_timeout(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.visibility_timeout_secs))
+    }
 }
 
 impl Default for QueueSettings {

@@ -137,11 +137,16 @@ pub struct CsvUploadParser {
     /// Fields of the current record beyond what the buffers keep (a row far
     /// wider than any header allows is counted, not stored).
     dropped_fields: usize,
-    /// Accepted rows by a hash of their lowercased recipient (seeded per
-    /// parser), so a duplicate is found without keeping a second copy of
-    /// every address; `colliding` holds the rare address whose hash another
-    /// already took.
+    /// Accepted recipients by a hash of their lowercased address (seeded per
+    /// parser): the index of their first row in `firsts`. Addresses are kept
+    /// end to end in one buffer (`first_addresses`), not one allocation each,
+    /// so a million-row file is checked exactly in tens of MiB, and accepted
+    /// rows can be taken away as they are parsed. `colliding` holds the rare
+    /// address whose hash another already took.
     first_row_of: HashMap<u64, usize, foldhash::fast::RandomState>,
+    /// (row, start, end) of each first occurrence in `first_addresses`.
+    firsts: Vec<(u64, usize, usize)>,
+    first_addresses: Vec<u8>,
     recipient_hasher: foldhash::fast::RandomState,
     colliding: HashMap<String, u64>,
     /// All ones; tests narrow it to make every address collide.
@@ -166,6 +171,8 @@ impl CsvUploadParser {
             header_error: None,
             dropped_fields: 0,
             first_row_of: HashMap::default(),
+            firsts: Vec::new(),
+            first_addresses: Vec::new(),
             recipient_hasher: foldhash::fast::RandomState::default(),
             colliding: HashMap::new(),
             hash_mask: u64::MAX,
@@ -224,9 +231,10 @@ impl CsvUploadParser {
         Ok(self.parsed)
     }
 
-    /// Rows accepted so far, for progress and early limits.
-    pub fn accepted_so_far(&self) -> usize {
-        self.parsed.accepted.len()
+    /// Takes the rows accepted since the last call, so a caller streaming a
+    /// large file handles them as they come and memory stays bounded.
+    pub fn take_accepted(&mut self) -> Vec<AcceptedRow> {
+        std::mem::take(&mut self.parsed.accepted)
     }
 
     fn push(&mut self, mut input: &[u8]) -> Result<(), CsvFileError> {
@@ -397,16 +405,18 @@ impl CsvUploadParser {
         lowered.copy_from_slice(address.as_bytes());
         lowered.make_ascii_lowercase();
         let hash = self.recipient_hasher.hash_one(&*lowered) & self.hash_mask;
-        let next_index = self.parsed.accepted.len();
         match self.first_row_of.entry(hash) {
             Entry::Vacant(slot) => {
-                slot.insert(next_index);
+                let start = self.first_addresses.len();
+                self.first_addresses.extend_from_slice(lowered);
+                self.firsts.push((self.row, start, self.first_addresses.len()));
+                slot.insert(self.firsts.len() - 1);
                 None
             }
             Entry::Occupied(taken) => {
-                let holder = &self.parsed.accepted[*taken.get()];
-                if holder.recipient.as_str().eq_ignore_ascii_case(address) {
-                    return Some(holder.row);
+                let (row, start, end) = self.firsts[*taken.get()];
+                if self.first_addresses[start..end] == *lowered {
+                    return Some(row);
                 }
                 match self.colliding.entry(recipient.dedup_key()) {
                     Entry::Occupied(first) => Some(*first.get()),
@@ -525,6 +535,20 @@ mod tests {
         assert_eq!(accepted, ["a@x.com", "b@x.com", "c@x.com"]);
         let duplicates: Vec<(u64, u64)> = parsed.duplicates.iter().map(|d| (d.row, d.duplicate_of_row)).collect();
         assert_eq!(duplicates, [(4, 2), (6, 3)]);
+    }
+
+    #[test]
+    fn duplicates_are_still_found_after_the_accepted_rows_were_taken_away() {
+        let mut parser = CsvUploadParser::new(CsvLimits::default());
+        parser.hash_mask = 0;
+        parser.feed(b"email,subject,body\na@x.com,S,B\nb@x.com,S,B\n").unwrap();
+        let first: Vec<u64> = parser.take_accepted().iter().map(|r| r.row).collect();
+        parser.feed(b"B@X.com,S,B\nc@x.com,S,B\na@x.com,S,B\n").unwrap();
+        let parsed = parser.finish().unwrap();
+        assert_eq!(first, [2, 3]);
+        assert_eq!(parsed.accepted.iter().map(|r| r.row).collect::<Vec<_>>(), [5]);
+        let duplicates: Vec<(u64, u64)> = parsed.duplicates.iter().map(|d| (d.row, d.duplicate_of_row)).collect();
+        assert_eq!(duplicates, [(4, 3), (6, 2)]);
     }
 
     fn parse(text: &str) -> ParsedUpload {

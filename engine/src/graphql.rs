@@ -9,6 +9,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, EmptyMutation, EmptySubscription, Error, Object, Schema, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
+use crate::batches::{BatchPhase, BatchProgress};
 use crate::campaign::BatchReport;
 use crate::csv_upload::{DuplicateRow, RejectedRow};
 use crate::domain::{BatchId, SendRecord, SendStatus};
@@ -147,11 +148,20 @@ pub struct DuplicateRowPage {
     next: Option<i32>,
 }
 
-/// One uploaded batch: what its file held, and where its messages are.
+/// One uploaded batch: what its file held, how far its processing is, and
+/// where its messages are.
 pub struct Batch {
     batch_id: ID,
-    counts: std::collections::BTreeMap<String, u64>,
+    id: BatchId,
+    progress: Option<BatchProgress>,
     report: Option<BatchReport>,
+}
+
+impl Batch {
+    async fn status_counts(&self, ctx: &Context<'_>) -> Result<std::collections::BTreeMap<String, u64>, Error> {
+        let pipeline = ctx.data::<Pipeline>()?;
+        pipeline.store.batch_counts(self.id).await.map_err(public)
+    }
 }
 
 /// Rows `after..after+first` of `rows`, and where the next page starts.
@@ -168,19 +178,67 @@ impl Batch {
         &self.batch_id
     }
 
-    /// Messages of the batch, all statuses.
-    async fn total(&self) -> u64 {
-        self.counts.values().sum()
+    /// RECEIVED → PARSING → ENQUEUED → DONE, or FAILED (see `reason`).
+    async fn phase(&self) -> Option<BatchPhase> {
+        self.progress.as_ref().map(|p| p.phase)
     }
 
-    async fn counts(&self) -> Vec<StatusCount> {
-        self.counts
-            .iter()
-            .map(|(status, count)| StatusCount {
-                status: status.clone(),
-                count: *count,
-            })
-            .collect()
+    /// Why the batch failed, when it did.
+    async fn reason(&self) -> Option<&str> {
+        self.progress.as_ref().and_then(|p| p.reason.as_deref())
+    }
+
+    /// Data rows in the file.
+    async fn rows(&self) -> Option<u64> {
+        self.progress.as_ref().map(|p| p.rows)
+    }
+
+    /// Data rows turned into messages so far (at the last checkpoint).
+    async fn rows_read(&self) -> Option<u64> {
+        self.progress.as_ref().map(BatchProgress::rows_read)
+    }
+
+    async fn enqueued(&self) -> Option<u64> {
+        self.progress.as_ref().map(|p| p.enqueued)
+    }
+
+    /// Accepted rows SQS would not take; each ended ERROR with its reason.
+    async fn failed_to_enqueue(&self) -> Option<u64> {
+        self.progress.as_ref().map(|p| p.failed_to_enqueue)
+    }
+
+    /// Times processing was taken up again after the engine stopped or crashed.
+    async fn resumed(&self) -> Option<u32> {
+        self.progress.as_ref().map(|p| p.resumed)
+    }
+
+    async fn received_at(&self) -> Option<DateTime<Utc>> {
+        self.progress.as_ref().map(|p| p.received_at)
+    }
+
+    async fn enqueued_at(&self) -> Option<DateTime<Utc>> {
+        self.progress.as_ref().and_then(|p| p.enqueued_at)
+    }
+
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.progress.as_ref().and_then(|p| p.finished_at)
+    }
+
+    /// Messages of the batch, all statuses. Counted when asked: it reads
+    /// every record of the batch, so it costs like a page of 100.
+    #[graphql(complexity = 100)]
+    async fn total(&self, ctx: &Context<'_>) -> Result<u64, Error> {
+        Ok(self.status_counts(ctx).await?.values().sum())
+    }
+
+    /// Messages of the batch by status (read as `total` is).
+    #[graphql(complexity = 100)]
+    async fn counts(&self, ctx: &Context<'_>) -> Result<Vec<StatusCount>, Error> {
+        let counts = self.status_counts(ctx).await?;
+        Ok(counts
+            .into_iter()
+            .map(|(status, count)| StatusCount { status, count })
+            .collect())
     }
 
     async fn file_name(&self) -> Option<&str> {
@@ -188,7 +246,7 @@ impl Batch {
     }
 
     async fn accepted(&self) -> Option<u64> {
-        self.report.as_ref().map(|r| r.accepted as u64)
+        self.report.as_ref().map(|r| r.accepted)
     }
 
     async fn duplicates(&self) -> Option<u64> {
@@ -325,18 +383,22 @@ impl QueryRoot {
     async fn batch(&self, ctx: &Context<'_>, batch_id: ID) -> Result<Option<Batch>, Error> {
         let pipeline = ctx.data::<Pipeline>()?;
         let id = parse_batch(&batch_id)?;
-        let (counts, report) = tokio::join!(pipeline.store.batch_counts(id), pipeline.batch_report(id));
-        let counts = counts.map_err(public)?;
+        let (progress, report) = tokio::join!(pipeline.batch_progress(id), pipeline.batch_report(id));
+        let progress = progress.map_err(|error| {
+            tracing::error!(%error, "batch progress unreadable under GraphQL");
+            Error::new("the batch's progress could not be read; try again")
+        })?;
         let report = report.map_err(|error| {
             tracing::error!(%error, "batch report unreadable under GraphQL");
             Error::new("the batch's report could not be read; try again")
         })?;
-        if counts.is_empty() && report.is_none() {
+        if progress.is_none() && report.is_none() {
             return Ok(None);
         }
         Ok(Some(Batch {
             batch_id,
-            counts,
+            id,
+            progress,
             report,
         }))
     }

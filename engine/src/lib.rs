@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod batches;
 pub mod blobs;
 pub mod campaign;
 pub mod config;

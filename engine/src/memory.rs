@@ -9,7 +9,7 @@
 //! themselves are tested against the real local stack, not against these.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,11 +19,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::aws::{ErrorKind, ServiceError};
-use crate::blobs::{BlobError, BlobStore};
+use crate::batches::{BatchProgress, BatchStore, BatchStoreError};
+use crate::blobs::{BlobError, BlobStore, BlobStream, BlobWriter};
 use crate::domain::{BatchId, OutboundMessage, Priority, SendId, SendRecord, SendStatus};
 use crate::mailer::{Email, MailError, Mailer};
 use crate::queue::{MessageQueue, QueueDepth, QueueError, QueueRef, ReceivedMessage, MAX_BATCH, MAX_BATCH_BYTES};
-use crate::store::{Claim, Page, StatusStore, StoreError};
+use crate::store::{Claim, Lease, Page, StatusStore, StoreError};
 
 /// One message on an in-memory queue.
 #[derive(Debug, Clone)]
@@ -229,6 +230,8 @@ impl MessageQueue for MemoryQueues {
 #[derive(Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<SendId, SendRecord>>,
+    /// The copy holding each claimed message, and until when.
+    leases: Mutex<HashMap<SendId, Lease>>,
     /// When set, `mark_sent` fails this many more times (a store outage after a send).
     pub fail_mark_sent: Mutex<u32>,
 }
@@ -274,9 +277,29 @@ impl StatusStore for MemoryStore {
     async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError> {
         let mut all = self.records.lock().expect("records lock");
         for record in records {
-            all.entry(record.send_id).or_insert_with(|| record.clone());
+            // Unconditional, as DynamoDB's BatchWriteItem is.
+            all.insert(record.send_id, record.clone());
         }
         Ok(())
+    }
+
+    async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError> {
+        let mut all = self.records.lock().expect("records lock");
+        let pending = records
+            .iter()
+            .filter(|record| {
+                all.entry(record.send_id).or_insert_with(|| (*record).clone()).status == SendStatus::Pending
+            })
+            .map(|record| record.send_id)
+            .collect();
+        Ok(pending)
+    }
+
+    async fn unfinished_in_batch(&self, batch: BatchId) -> Result<bool, StoreError> {
+        let records = self.records.lock().expect("records lock");
+        Ok(records
+            .values()
+            .any(|r| r.batch_id == Some(batch) && !r.status.is_terminal()))
     }
 
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
@@ -289,12 +312,18 @@ impl StatusStore for MemoryStore {
         Ok(())
     }
 
-    async fn begin_attempt(&self, id: SendId) -> Result<Claim, StoreError> {
+    async fn begin_attempt(&self, id: SendId, lease: Lease) -> Result<Claim, StoreError> {
         let mut records = self.records.lock().expect("records lock");
+        let mut leases = self.leases.lock().expect("leases lock");
+        let held_by_another = leases
+            .get(&id)
+            .is_some_and(|held| held.copy != lease.copy && held.until >= Utc::now());
         Ok(match records.get_mut(&id) {
             None => Claim::Missing,
             Some(record) if record.status.is_terminal() => Claim::AlreadyFinal(record.status),
+            Some(_) if held_by_another => Claim::HeldByAnotherCopy,
             Some(record) => {
+                leases.insert(id, lease);
                 record.attempts += 1;
                 Claim::Claimed {
                     attempts: record.attempts,
@@ -379,10 +408,61 @@ impl StatusStore for MemoryStore {
     }
 }
 
+/// Batches' progress by id.
+#[derive(Default)]
+pub struct MemoryBatches {
+    batches: Mutex<HashMap<BatchId, BatchProgress>>,
+}
+
+#[async_trait]
+impl BatchStore for MemoryBatches {
+    async fn save(&self, progress: &BatchProgress) -> Result<(), BatchStoreError> {
+        let mut batches = self.batches.lock().expect("batches lock");
+        let final_already = batches.get(&progress.batch_id).is_some_and(|b| b.phase.is_final());
+        if !final_already {
+            batches.insert(progress.batch_id, progress.clone());
+        }
+        Ok(())
+    }
+
+    async fn get(&self, batch: BatchId) -> Result<Option<BatchProgress>, BatchStoreError> {
+        Ok(self.batches.lock().expect("batches lock").get(&batch).cloned())
+    }
+
+    async fn unfinished(&self) -> Result<Vec<BatchProgress>, BatchStoreError> {
+        let batches = self.batches.lock().expect("batches lock");
+        Ok(batches.values().filter(|b| !b.phase.is_final()).cloned().collect())
+    }
+}
+
 /// Objects by key.
 #[derive(Default)]
 pub struct MemoryBlobs {
-    objects: Mutex<HashMap<String, Bytes>>,
+    objects: Arc<Mutex<HashMap<String, Bytes>>>,
+}
+
+/// An object appears whole when finished, as on S3.
+struct MemoryWriter {
+    objects: Arc<Mutex<HashMap<String, Bytes>>>,
+    key: String,
+    bytes: Vec<u8>,
+}
+
+#[async_trait]
+impl BlobWriter for MemoryWriter {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), BlobError> {
+        self.bytes.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<u64, BlobError> {
+        let size = self.bytes.len() as u64;
+        let mut objects = self.objects.lock().expect("objects lock");
+        objects.insert(self.key, Bytes::from(self.bytes));
+        Ok(size)
+    }
+
+    async fn abort(self: Box<Self>) {}
 }
 
 #[async_trait]
@@ -402,6 +482,24 @@ impl BlobStore for MemoryBlobs {
             .get(key)
             .cloned()
             .ok_or_else(|| BlobError::new(key, ServiceError::new(ErrorKind::NotFound, "NoSuchKey")))
+    }
+
+    async fn read(&self, key: &str) -> Result<BlobStream, BlobError> {
+        let bytes = self.get(key).await?;
+        // In small chunks, as a network read would come.
+        let chunks: Vec<Result<Bytes, BlobError>> = (0..bytes.len())
+            .step_by(64 * 1024)
+            .map(|at| Ok(bytes.slice(at..bytes.len().min(at + 64 * 1024))))
+            .collect();
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    async fn writer(&self, key: &str, _content_type: &str) -> Result<Box<dyn BlobWriter>, BlobError> {
+        Ok(Box::new(MemoryWriter {
+            objects: self.objects.clone(),
+            key: key.to_string(),
+            bytes: Vec::new(),
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
@@ -430,9 +528,42 @@ impl Mailer for MemoryMailer {
     }
 }
 
+/// A pipeline on in-memory adapters, with handles on the parts tests look at.
+pub struct MemoryPipeline {
+    pub pipeline: crate::pipeline::Pipeline,
+    pub store: std::sync::Arc<MemoryStore>,
+    pub queues: std::sync::Arc<MemoryQueues>,
+    pub mailer: std::sync::Arc<MemoryMailer>,
+}
+
+impl MemoryPipeline {
+    /// Queues whose visibility timeout is `settings.queues.visibility_timeout_secs`.
+    pub fn new(settings: crate::config::Settings) -> Self {
+        let visibility = Duration::from_secs(u64::from(settings.queues.visibility_timeout_secs));
+        let store = Arc::new(MemoryStore::default());
+        let queues = Arc::new(MemoryQueues::new(visibility, settings.queues.max_receive_count));
+        let mailer = Arc::new(MemoryMailer::default());
+        let pipeline = crate::pipeline::Pipeline::new(
+            settings,
+            queues.clone(),
+            store.clone(),
+            Arc::new(MemoryBlobs::default()),
+            Arc::new(MemoryBatches::default()),
+            mailer.clone(),
+        );
+        Self {
+            pipeline,
+            store,
+            queues,
+            mailer,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::CopyId;
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_received_message_is_hidden_for_its_visibility_timeout_and_a_stale_receipt_fails() {
@@ -471,7 +602,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_final_status_is_never_overwritten() {
+    async fn a_final_status_is_never_overwritten_and_a_second_copy_cannot_claim_a_held_message() {
         let store = MemoryStore::default();
         let id = SendId::new();
         let record = SendRecord {
@@ -490,13 +621,29 @@ mod tests {
             error_reason: None,
         };
         store.put_pending(&[record]).await.unwrap();
-        assert_eq!(store.begin_attempt(id).await.unwrap(), Claim::Claimed { attempts: 1 });
+        let lease = Lease {
+            copy: CopyId::new(),
+            until: Utc::now() + chrono::Duration::seconds(30),
+        };
+        let other = Lease {
+            copy: CopyId::new(),
+            ..lease
+        };
+        assert_eq!(
+            store.begin_attempt(id, lease).await.unwrap(),
+            Claim::Claimed { attempts: 1 }
+        );
+        assert_eq!(store.begin_attempt(id, other).await.unwrap(), Claim::HeldByAnotherCopy);
+        assert_eq!(
+            store.begin_attempt(id, lease).await.unwrap(),
+            Claim::Claimed { attempts: 2 }
+        );
         assert!(store.mark_sent(id, "p", Utc::now()).await.unwrap());
         assert!(!store.mark_error(id, "late").await.unwrap());
         store.mark_queued(&[id]).await.unwrap();
         assert_eq!(store.get(id).await.unwrap().unwrap().status, SendStatus::Sent);
         assert_eq!(
-            store.begin_attempt(id).await.unwrap(),
+            store.begin_attempt(id, other).await.unwrap(),
             Claim::AlreadyFinal(SendStatus::Sent)
         );
     }

@@ -59,6 +59,8 @@ pub struct Metrics {
     duplicates: Counter,
     redeliveries_skipped: Counter,
     undecodable: Counter,
+    ingested_rows: Counter,
+    batches_in_progress: Gauge,
     by_priority: PriorityCounters,
     latency_buckets: BucketFamily,
     handling_buckets: BucketFamily,
@@ -84,6 +86,8 @@ impl Default for Metrics {
             duplicates: Counter::default(),
             redeliveries_skipped: Counter::default(),
             undecodable: Counter::default(),
+            ingested_rows: Counter::default(),
+            batches_in_progress: Gauge::default(),
             by_priority: PriorityCounters::default(),
             latency_buckets: Family::new_with_constructor(buckets),
             handling_buckets: Family::new_with_constructor(buckets),
@@ -122,6 +126,16 @@ impl Metrics {
             "courier_redeliveries_skipped",
             "Redelivered messages deleted without sending because they were already final.",
             self.redeliveries_skipped.clone(),
+        );
+        r.register(
+            "courier_ingest_rows",
+            "Campaign rows recorded PENDING and enqueued by background batch processing (rate() gives rows/s).",
+            self.ingested_rows.clone(),
+        );
+        r.register(
+            "courier_batches_in_progress",
+            "Campaign batches received and not yet DONE or FAILED.",
+            self.batches_in_progress.clone(),
         );
         r.register(
             "courier_messages_undecodable",
@@ -236,6 +250,20 @@ impl Metrics {
 
     pub fn record_redelivery_skipped(&self) {
         self.redeliveries_skipped.inc();
+    }
+
+    /// Rows of a batch recorded and enqueued in the background.
+    pub fn record_ingested(&self, rows: usize) {
+        self.ingested_rows.inc_by(rows as u64);
+    }
+
+    /// A batch starts (+1) or ends (-1) its background processing.
+    pub fn batch_in_progress(&self, change: i64) {
+        self.batches_in_progress.inc_by(change);
+    }
+
+    pub fn ingested_rows(&self) -> u64 {
+        self.ingested_rows.get()
     }
 
     pub fn record_undecodable(&self) {

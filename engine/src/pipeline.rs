@@ -12,6 +12,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{stream, StreamExt};
 
+use crate::batches::BatchStore;
 use crate::blobs::{BlobError, BlobStore};
 use crate::config::Settings;
 use crate::domain::{
@@ -34,6 +35,7 @@ pub struct Pipeline {
     pub(crate) queues: Arc<dyn MessageQueue>,
     pub(crate) store: Arc<dyn StatusStore>,
     pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) batches: Arc<dyn BatchStore>,
     pub(crate) mailer: Arc<dyn Mailer>,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -41,6 +43,9 @@ pub struct Pipeline {
 /// A message the API has validated, before it gets an id and a queue.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
+    /// A fresh id for a notification; a campaign row's is derived from its
+    /// batch and row (`SendId::for_row`), so writing it again is harmless.
+    pub send_id: SendId,
     pub kind: MessageKind,
     /// Wins over the routing rule for its kind.
     pub priority: Option<Priority>,
@@ -59,6 +64,15 @@ pub struct Accepted {
     pub failed: Vec<(SendId, String)>,
 }
 
+/// How a chunk of a batch is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    /// Never written before: one batched write.
+    New,
+    /// Perhaps written (and enqueued, or sent) before: conditional writes.
+    MayExist,
+}
+
 /// What becomes of accepted messages SQS still refuses after a retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRefused {
@@ -75,6 +89,8 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blob(#[from] BlobError),
+    #[error(transparent)]
+    Batch(#[from] crate::batches::BatchStoreError),
 }
 
 const PARALLEL_CALLS: usize = 8;
@@ -89,6 +105,7 @@ impl Pipeline {
         queues: Arc<dyn MessageQueue>,
         store: Arc<dyn StatusStore>,
         blobs: Arc<dyn BlobStore>,
+        batches: Arc<dyn BatchStore>,
         mailer: Arc<dyn Mailer>,
     ) -> Self {
         Self {
@@ -96,6 +113,7 @@ impl Pipeline {
             queues,
             store,
             blobs,
+            batches,
             mailer,
             metrics: Arc::new(Metrics::default()),
         }
@@ -173,7 +191,42 @@ impl Pipeline {
             return Err(error.into());
         }
         self.metrics.record_upload(records.len(), 0, 0);
+        Ok(self.enqueue_recorded(outbound, on_refused).await)
+    }
 
+    /// One chunk of a campaign batch: recorded PENDING and enqueued. When the
+    /// chunk may have been written before (the batch was taken up again after
+    /// a crash, or this is a retry), records are written only where absent and
+    /// only those still PENDING are enqueued: a row already queued or sent is
+    /// left alone, and a second copy of one PENDING but already enqueued is
+    /// harmless (the sender's claim holds for one copy). Nothing is rolled
+    /// back on an error: the caller retries the chunk as `MayExist`.
+    pub(crate) async fn accept_chunk(
+        &self,
+        batch_id: BatchId,
+        messages: Vec<NewMessage>,
+        recording: Recording,
+    ) -> Result<Accepted, IngestError> {
+        let outbound = self.prepare(Some(batch_id), messages).await?;
+        let records: Vec<SendRecord> = outbound.iter().map(SendRecord::pending).collect();
+        let outbound = match recording {
+            Recording::New => {
+                self.store.put_pending(&records).await?;
+                outbound
+            }
+            Recording::MayExist => {
+                let pending: std::collections::HashSet<SendId> =
+                    self.store.put_pending_if_absent(&records).await?.into_iter().collect();
+                outbound.into_iter().filter(|m| pending.contains(&m.send_id)).collect()
+            }
+        };
+        self.metrics.record_upload(outbound.len(), 0, 0);
+        Ok(self.enqueue_recorded(outbound, OnRefused::RecordError).await)
+    }
+
+    /// Enqueues recorded messages and records them QUEUED; those SQS still
+    /// refuses after a retry are given up as `on_refused` says.
+    async fn enqueue_recorded(&self, outbound: Vec<OutboundMessage>, on_refused: OnRefused) -> Accepted {
         let mut accepted = Accepted {
             send_ids: outbound.iter().map(|m| (m.send_id, m.priority)).collect(),
             ..Accepted::default()
@@ -195,7 +248,7 @@ impl Pipeline {
         if let Err(error) = self.store.mark_queued(&queued).await {
             tracing::warn!(%error, count = queued.len(), "could not record QUEUED; the senders will still claim them");
         }
-        Ok(accepted)
+        accepted
     }
 
     /// Gives each message its id and priority, and stores a body too large
@@ -209,7 +262,7 @@ impl Pipeline {
         let inline_limit = self.inline_limit();
         let prepared: Vec<Result<OutboundMessage, IngestError>> = stream::iter(messages)
             .map(|new| async move {
-                let send_id = SendId::new();
+                let send_id = new.send_id;
                 let mut message = OutboundMessage {
                     send_id,
                     batch_id,
@@ -220,6 +273,7 @@ impl Pipeline {
                     body: MessageBody::Inline { text: new.body },
                     attachment: new.attachment,
                     accepted_at: now,
+                    copy_id: Default::default(),
                 };
                 if wire_size(&message) > inline_limit {
                     let MessageBody::Inline { text } = message.body else {

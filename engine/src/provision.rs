@@ -19,6 +19,8 @@ use crate::domain::Priority;
 pub struct ResourceNames {
     pub prefix: String,
     pub table: String,
+    /// Campaign batches' progress (`crate::batches`).
+    pub batches: String,
     pub bucket: String,
 }
 
@@ -27,6 +29,7 @@ impl ResourceNames {
         Self {
             prefix: prefix.to_string(),
             table: format!("{prefix}-EmailSends"),
+            batches: format!("{prefix}-Batches"),
             bucket: format!("{prefix}-attachments"),
         }
     }
@@ -71,13 +74,15 @@ fn fail(resource: &str, error: &(dyn std::error::Error + 'static)) -> ProvisionE
 
 pub async fn provision(clients: &AwsClients, settings: &Settings) -> Result<Provisioned, ProvisionError> {
     let names = ResourceNames::new(&settings.resources.prefix);
-    let (queues, table, bucket, identity) = tokio::join!(
+    let (queues, table, batches, bucket, identity) = tokio::join!(
         provision_queues(clients, settings, &names),
         provision_table(clients, &names),
+        provision_batches_table(clients, &names),
         provision_bucket(clients, &names),
         provision_identity(clients, settings),
     );
     table?;
+    batches?;
     bucket?;
     identity?;
     let (queue_urls, dead_letter_urls, max_message_bytes) = queues?;
@@ -224,7 +229,7 @@ fn index(name: &str, hash: &str, range: &str) -> GlobalSecondaryIndex {
 }
 
 async fn provision_table(clients: &AwsClients, names: &ResourceNames) -> Result<(), ProvisionError> {
-    let created = clients
+    let create = clients
         .dynamodb
         .create_table()
         .table_name(&names.table)
@@ -235,28 +240,45 @@ async fn provision_table(clients: &AwsClients, names: &ResourceNames) -> Result<
         .attribute_definitions(string_attribute("batchId"))
         .key_schema(key("sendId", KeyType::Hash))
         .global_secondary_indexes(index(STATUS_INDEX, "status", "createdAt"))
-        .global_secondary_indexes(index(BATCH_INDEX, "batchId", "createdAt"))
-        .send()
-        .await;
-    match created {
+        .global_secondary_indexes(index(BATCH_INDEX, "batchId", "createdAt"));
+    ensure_table(clients, &names.table, create).await
+}
+
+/// One small item per campaign batch, keyed by its id.
+async fn provision_batches_table(clients: &AwsClients, names: &ResourceNames) -> Result<(), ProvisionError> {
+    let create = clients
+        .dynamodb
+        .create_table()
+        .table_name(&names.batches)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string_attribute("batchId"))
+        .key_schema(key("batchId", KeyType::Hash));
+    ensure_table(clients, &names.batches, create).await
+}
+
+type CreateTable = aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
+
+/// Creates a table (or finds it there) and waits until it is ACTIVE.
+async fn ensure_table(clients: &AwsClients, table: &str, create: CreateTable) -> Result<(), ProvisionError> {
+    match create.send().await {
         Ok(_) => {}
         Err(error)
             if error
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) =>
         {
-            tracing::debug!(table = %names.table, "table already exists");
+            tracing::debug!(%table, "table already exists");
         }
-        Err(error) => return Err(fail(&names.table, &error)),
+        Err(error) => return Err(fail(table, &error)),
     }
     // Real DynamoDB takes a few seconds to make a table ACTIVE: the SDK's waiter polls for it.
     clients
         .dynamodb
         .wait_until_table_exists()
-        .table_name(&names.table)
+        .table_name(table)
         .wait(Duration::from_secs(60))
         .await
-        .map_err(|e| fail(&names.table, &e))?;
+        .map_err(|e| fail(table, &e))?;
     Ok(())
 }
 

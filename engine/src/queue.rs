@@ -363,6 +363,7 @@ mod tests {
             },
             attachment: None,
             accepted_at: chrono::Utc::now(),
+            copy_id: Default::default(),
         }
     }
 

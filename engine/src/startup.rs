@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{router, AppState};
 use crate::aws::AwsClients;
+use crate::batches::DynamoBatchStore;
 use crate::blobs::S3Blobs;
+use crate::campaign::run_batches;
 use crate::config::Settings;
 use crate::mailer::{build_mailer, MailError, Mailer};
 use crate::pipeline::Pipeline;
@@ -66,24 +68,32 @@ impl Application {
         &self.provisioned
     }
 
-    /// Serves the API and runs the senders and reconciler until `shutdown`
-    /// resolves; then stops taking requests, lets in-flight sends finish and returns.
+    /// Serves the API, processes campaign batches (resuming those an earlier
+    /// run left unfinished) and runs the senders and reconciler until
+    /// `shutdown` resolves; then stops taking requests, lets in-flight sends
+    /// and batch chunks finish and returns. Dropping this future mid-way is
+    /// a crash: batches resume from their checkpoints at the next start.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
         let token = CancellationToken::new();
         let background = spawn_background(&self.pipeline, &token);
+        let (batch_work, new_batches) = tokio::sync::mpsc::unbounded_channel();
+        let batches = run_batches(self.pipeline.clone(), new_batches, token.clone());
         let state = AppState {
             schema: crate::graphql::schema(self.pipeline.clone()),
             pipeline: self.pipeline,
+            batch_work,
         };
         let cancel = token.clone();
         tracing::info!(address = %self.listener.local_addr()?, "engine listening");
         let header_timeout = std::time::Duration::from_secs(state.pipeline.settings().server.header_read_timeout_secs);
-        let served = crate::server::serve(self.listener, router(state), header_timeout, async move {
+        let serve = crate::server::serve(self.listener, router(state), header_timeout, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight work");
             cancel.cancel();
-        })
-        .await;
+        });
+        // Batches run inside this future, not in spawned tasks, so that
+        // dropping it stops them as a crash would.
+        let (served, ()) = tokio::join!(serve, batches);
         token.cancel();
         for handle in background {
             let _ = handle.await;
@@ -109,6 +119,10 @@ pub fn on_aws(
             &provisioned.names.table,
         )),
         Arc::new(S3Blobs::new(clients.s3.clone(), &provisioned.names.bucket)),
+        Arc::new(DynamoBatchStore::new(
+            clients.dynamodb.clone(),
+            &provisioned.names.batches,
+        )),
         mailer,
     )
 }

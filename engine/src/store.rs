@@ -13,9 +13,10 @@ use aws_sdk_dynamodb::types::{
 };
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt;
 
 use crate::aws::{describe, ErrorKind, ServiceError};
-use crate::domain::{BatchId, MessageKind, Priority, SendId, SendRecord, SendStatus};
+use crate::domain::{BatchId, CopyId, MessageKind, Priority, SendId, SendRecord, SendStatus};
 use crate::provision::{BATCH_INDEX, STATUS_INDEX};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +36,19 @@ pub enum Claim {
     Claimed { attempts: u32 },
     /// Already SENT or ERROR: do not send again.
     AlreadyFinal(SendStatus),
+    /// Another copy of the message holds the claim (a batch resumed after a
+    /// crash may enqueue a message twice); that copy will finish it.
+    HeldByAnotherCopy,
     /// No record: the message is not one this pipeline accepted.
     Missing,
+}
+
+/// Which copy of a message claims it, and until when (the queue's visibility
+/// timeout: if the holder dies, its copy and its lease come back together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub copy: CopyId,
+    pub until: DateTime<Utc>,
 }
 
 /// One page of records, each with its own cursor (to resume right after
@@ -53,9 +65,18 @@ pub struct Page {
 pub trait StatusStore: Send + Sync {
     /// Records newly accepted messages as PENDING.
     async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError>;
+    /// Records as PENDING those of `records` not recorded yet (a chunk of a
+    /// batch taken up again after a crash: some may be queued or sent
+    /// already) and returns the ids that are PENDING now: the ones to enqueue.
+    async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError>;
+    /// Whether any record of `batch` is still PENDING or QUEUED. Reads the
+    /// status index, so its cost follows the backlog, not the batch's size.
+    async fn unfinished_in_batch(&self, batch: BatchId) -> Result<bool, StoreError>;
     /// PENDING → QUEUED for messages now on their queue (a later status wins).
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError>;
-    async fn begin_attempt(&self, id: SendId) -> Result<Claim, StoreError>;
+    /// Claims the message for one copy until `lease.until`: a later copy is
+    /// refused while the lease lasts, the same copy (a retry) is not.
+    async fn begin_attempt(&self, id: SendId, lease: Lease) -> Result<Claim, StoreError>;
     /// → SENT; false when the record was already final.
     async fn mark_sent(
         &self,
@@ -346,6 +367,32 @@ impl DynamoStatusStore {
         TransactWriteItem::builder().update(update).build()
     }
 
+    /// Writes one PENDING record unless it exists; `Some(id)` when the
+    /// record is PENDING afterwards (written now, or never enqueued before).
+    async fn put_pending_one_if_absent(&self, record: &SendRecord) -> Result<Option<SendId>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::item(record)))
+            .condition_expression("attribute_not_exists(sendId)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(record.send_id)),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                let existing = self.get(record.send_id).await?;
+                let pending = existing.is_some_and(|r| r.status == SendStatus::Pending);
+                Ok(pending.then_some(record.send_id))
+            }
+            Err(error) => Err(service_error(error)),
+        }
+    }
+
     /// PENDING → QUEUED for one record: a conditional `UpdateItem`, which
     /// costs half the write units of a one-item transaction on AWS.
     async fn mark_queued_one(&self, id: SendId) -> Result<(), StoreError> {
@@ -457,6 +504,46 @@ impl StatusStore for DynamoStatusStore {
         Ok(())
     }
 
+    async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError> {
+        let written: Vec<Result<Option<SendId>, StoreError>> = futures::stream::iter(records.to_vec())
+            .map(|record| async move { self.put_pending_one_if_absent(&record).await })
+            .buffered(8)
+            .collect()
+            .await;
+        written.into_iter().filter_map(Result::transpose).collect()
+    }
+
+    async fn unfinished_in_batch(&self, batch: BatchId) -> Result<bool, StoreError> {
+        for status in [SendStatus::Pending, SendStatus::Queued] {
+            let mut start = None;
+            loop {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(STATUS_INDEX)
+                    .key_condition_expression("#status = :status")
+                    .filter_expression("batchId = :batch")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", s(status.as_str()))
+                    .expression_attribute_values(":batch", s(batch.to_string()))
+                    .select(Select::Count)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(service_error)?;
+                if output.count > 0 {
+                    return Ok(true);
+                }
+                start = output.last_evaluated_key.filter(|k| !k.is_empty());
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(false)
+    }
+
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
         if let [id] = ids {
             return self.mark_queued_one(*id).await;
@@ -481,14 +568,30 @@ impl StatusStore for DynamoStatusStore {
         Ok(())
     }
 
-    async fn begin_attempt(&self, id: SendId) -> Result<Claim, StoreError> {
-        let result = unless_final(self.client.update_item())
+    async fn begin_attempt(&self, id: SendId, lease: Lease) -> Result<Claim, StoreError> {
+        let now = Utc::now();
+        let result = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .key("sendId", s(id.to_string()))
-            .update_expression("SET attempts = if_not_exists(attempts, :zero) + :one, updatedAt = :now")
+            .update_expression(
+                "SET attempts = if_not_exists(attempts, :zero) + :one, updatedAt = :now, \
+                 leaseCopy = :copy, leaseUntil = :until",
+            )
+            .condition_expression(
+                "attribute_exists(sendId) AND NOT (#status IN (:sent, :error)) \
+                 AND (attribute_not_exists(leaseCopy) OR leaseCopy = :copy OR leaseUntil < :nowms)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":sent", s(SendStatus::Sent.as_str()))
+            .expression_attribute_values(":error", s(SendStatus::Error.as_str()))
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":now", s(timestamp(Utc::now())))
+            .expression_attribute_values(":now", s(timestamp(now)))
+            .expression_attribute_values(":copy", s(lease.copy.to_string()))
+            .expression_attribute_values(":until", AttributeValue::N(lease.until.timestamp_millis().to_string()))
+            .expression_attribute_values(":nowms", AttributeValue::N(now.timestamp_millis().to_string()))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;
@@ -510,7 +613,8 @@ impl StatusStore for DynamoStatusStore {
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
                 Ok(match self.get(id).await? {
-                    Some(record) => Claim::AlreadyFinal(record.status),
+                    Some(record) if record.status.is_terminal() => Claim::AlreadyFinal(record.status),
+                    Some(_) => Claim::HeldByAnotherCopy,
                     None => Claim::Missing,
                 })
             }

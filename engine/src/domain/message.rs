@@ -43,6 +43,18 @@ macro_rules! uuid_id {
 
 uuid_id!(SendId, "send (one message to one recipient)");
 uuid_id!(BatchId, "batch (one uploaded campaign file)");
+uuid_id!(
+    CopyId,
+    "copy of a message put on a queue (a re-enqueued message is a new copy)"
+);
+
+impl SendId {
+    /// The id of a campaign's row: the same batch and row give the same id,
+    /// so a batch processed again after a crash writes and sends nothing twice.
+    pub fn for_row(batch: BatchId, row: u64) -> Self {
+        Self(uuid::Uuid::new_v5(&batch.0, &row.to_be_bytes()))
+    }
+}
 
 /// A message body: inline, or stored in the blob store when too large for a queue.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,6 +86,10 @@ pub struct OutboundMessage {
     pub body: MessageBody,
     pub attachment: Option<Attachment>,
     pub accepted_at: DateTime<Utc>,
+    /// Which copy this is: a sender's claim holds the message for this copy
+    /// only, so a second copy enqueued by a resumed batch is not sent twice.
+    #[serde(default)]
+    pub copy_id: CopyId,
 }
 
 impl OutboundMessage {
@@ -127,6 +143,7 @@ mod tests {
                 content_type: "application/pdf".into(),
             }),
             accepted_at: Utc::now(),
+            copy_id: Default::default(),
         };
         assert_eq!(OutboundMessage::decode(&message.encode()).unwrap(), message);
     }
@@ -144,6 +161,7 @@ mod tests {
             body: MessageBody::Inline { text: "b".into() },
             attachment: None,
             accepted_at: Utc::now(),
+            copy_id: Default::default(),
         };
         let future = message.encode().replacen("\"v\":1", "\"v\":2", 1);
         assert!(OutboundMessage::decode(&future).unwrap_err().contains("version 2"));

@@ -7,7 +7,7 @@ mod message;
 mod status;
 
 pub use email::{AddressError, EmailAddress};
-pub use message::{Attachment, BatchId, MessageBody, OutboundMessage, SendId};
+pub use message::{Attachment, BatchId, CopyId, MessageBody, OutboundMessage, SendId};
 pub use status::SendRecord;
 /// The words every crate shares, defined once in `vocabulary`.
 pub use vocabulary::{MailerKind, MessageKind, PerPriority, Priority, QueueRef, SendStatus, Stage};

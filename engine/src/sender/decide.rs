@@ -22,6 +22,9 @@ pub enum Handled {
     Missing,
     /// Already SENT or ERROR (a redelivery).
     AlreadyFinal(SendStatus),
+    /// Another copy holds the claim and stays on its queue until the message
+    /// is final: this copy is redundant.
+    SecondCopy,
     /// A stored body or attachment could not be read.
     ContentFailed(String),
     /// The provider took it; `recorded` says whether SENT was written.
@@ -79,7 +82,7 @@ impl RetryPolicy {
 pub fn decide(handled: &Handled, receive_count: u32, policy: &RetryPolicy) -> Next {
     let later = Next::RetryAfter(policy.backoff(receive_count));
     match handled {
-        Handled::AlreadyFinal(_) | Handled::Sent { recorded: Ok(()) } => Next::Delete,
+        Handled::AlreadyFinal(_) | Handled::SecondCopy | Handled::Sent { recorded: Ok(()) } => Next::Delete,
         Handled::Rejected { recorded: Ok(()), .. } => Next::Delete,
         // Sent but not recorded: keep it, so the record is retried. A resend
         // is possible then; it is the price of never losing a SENT.
@@ -116,6 +119,7 @@ mod tests {
             (Handled::Sent { recorded: failed() }, 1, Next::Leave),
             (Handled::AlreadyFinal(SendStatus::Sent), 2, Next::Delete),
             (Handled::AlreadyFinal(SendStatus::Error), 1, Next::Delete),
+            (Handled::SecondCopy, 1, Next::Delete),
             (Handled::Missing, 1, Next::RetryAfter(secs(1))),
             (Handled::Missing, 2, Next::RetryAfter(secs(2))),
             (Handled::ClaimFailed("timeout".into()), 1, Next::Leave),

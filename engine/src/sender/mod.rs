@@ -24,7 +24,7 @@ use crate::mailer::{Email, EmailAttachment, MailError};
 use crate::pipeline::Pipeline;
 use crate::queue::{QueueRef, ReceivedMessage, MAX_BATCH};
 use crate::routing::weighted_schedule;
-use crate::store::Claim;
+use crate::store::{Claim, Lease};
 
 pub mod decide;
 
@@ -34,7 +34,7 @@ use decide::{decide, Handled, Next, RetryPolicy};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Sent,
-    /// Already final: deleted without sending again.
+    /// Already final, or held by another copy: deleted without sending.
     SkippedFinal,
     Retrying(String),
     Rejected(String),
@@ -225,8 +225,16 @@ async fn handle(pipeline: &Pipeline, received: &ReceivedMessage) -> Handled {
     };
     let send_id = message.send_id;
     let claimed_at = std::time::Instant::now();
-    match timed(pipeline, Stage::Claim, pipeline.store.begin_attempt(send_id)).await {
+    let lease = Lease {
+        copy: message.copy_id,
+        until: Utc::now() + pipeline.settings.queues.visibility_timeout(),
+    };
+    match timed(pipeline, Stage::Claim, pipeline.store.begin_attempt(send_id, lease)).await {
         Ok(Claim::Claimed { .. }) => {}
+        Ok(Claim::HeldByAnotherCopy) => {
+            tracing::info!(%send_id, "another copy of this message holds its claim; deleting this copy");
+            return Handled::SecondCopy;
+        }
         Ok(Claim::AlreadyFinal(status)) => {
             pipeline.metrics.record_redelivery_skipped();
             tracing::info!(%send_id, %status, "redelivered message is already final; deleting without sending");
@@ -326,7 +334,7 @@ async fn apply(pipeline: &Pipeline, received: &ReceivedMessage, handled: &Handle
 fn outcome(handled: Handled) -> Outcome {
     match handled {
         Handled::Sent { recorded: Ok(()) } => Outcome::Sent,
-        Handled::AlreadyFinal(_) => Outcome::SkippedFinal,
+        Handled::AlreadyFinal(_) | Handled::SecondCopy => Outcome::SkippedFinal,
         Handled::Throttled(reason) => Outcome::Retrying(reason),
         Handled::Rejected {
             reason,
@@ -442,8 +450,7 @@ mod tests {
     use super::*;
     use crate::config::Settings;
     use crate::domain::{EmailAddress, MessageKind, SendStatus};
-    use crate::memory::{MemoryBlobs, MemoryMailer, MemoryQueues, MemoryStore};
-    use crate::metrics::Metrics;
+    use crate::memory::{MemoryMailer, MemoryPipeline, MemoryStore};
     use crate::pipeline::{NewMessage, OnRefused};
     use crate::store::StatusStore;
 
@@ -459,26 +466,19 @@ mod tests {
         let mut settings = Settings::default();
         settings.sender.retry_base_secs = 0;
         settings.queues.max_receive_count = max_receives;
-        let store = Arc::new(MemoryStore::default());
-        let mailer = Arc::new(MemoryMailer::default());
-        let pipeline = Pipeline {
-            queues: Arc::new(MemoryQueues::new(Duration::ZERO, max_receives)),
-            store: store.clone(),
-            blobs: Arc::new(MemoryBlobs::default()),
-            mailer: mailer.clone(),
-            metrics: Arc::new(Metrics::default()),
-            settings: Arc::new(settings),
-        };
+        settings.queues.visibility_timeout_secs = 0;
+        let memory = MemoryPipeline::new(settings);
         Harness {
-            pipeline,
-            store,
-            mailer,
+            pipeline: memory.pipeline,
+            store: memory.store,
+            mailer: memory.mailer,
         }
     }
 
     impl Harness {
         async fn accept_reminder(&self) -> SendId {
             let message = NewMessage {
+                send_id: SendId::new(),
                 kind: MessageKind::Reminder,
                 priority: None,
                 recipient: EmailAddress::parse("ann@example.com").unwrap(),
@@ -524,6 +524,24 @@ mod tests {
         assert_eq!(h.status(id).await, SendStatus::Sent);
         assert_eq!(h.messages_in(QueueRef::Main(Priority::High)).await, 0);
         assert_eq!(h.mailer.sent.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_copy_received_while_another_copy_holds_the_claim_is_deleted_unsent() {
+        let h = harness(3);
+        let id = h.accept_reminder().await;
+        // Another copy of the same message (a resumed batch enqueued it
+        // again) was claimed a moment ago and is being sent.
+        let other = Lease {
+            copy: crate::domain::CopyId::new(),
+            until: Utc::now() + chrono::Duration::seconds(30),
+        };
+        let claimed = h.store.begin_attempt(id, other).await.unwrap();
+        assert_eq!(claimed, Claim::Claimed { attempts: 1 });
+        assert_eq!(h.once().await, (1, Outcome::SkippedFinal));
+        assert_eq!(h.mailer.sent.lock().unwrap().len(), 0, "only the holder sends");
+        assert_eq!(h.messages_in(QueueRef::Main(Priority::High)).await, 0);
+        assert_eq!(h.status(id).await, SendStatus::Queued, "the holder finishes it");
     }
 
     #[tokio::test]
@@ -589,6 +607,7 @@ mod tests {
             body: crate::domain::MessageBody::Inline { text: "B".into() },
             attachment: None,
             accepted_at: chrono::Utc::now(),
+            copy_id: Default::default(),
         };
         let queues = h.pipeline.queues.clone();
         queues

@@ -25,7 +25,7 @@ async fn every_accepted_row_ends_sent_and_is_mailed_exactly_once_while_bad_rows_
     assert_eq!(response.status(), 202);
     let report: Value = response.json().await.unwrap();
     assert_eq!(report["accepted"], 20);
-    assert_eq!(report["enqueued"], 20);
+    assert_eq!(report["phase"], "RECEIVED");
     assert_eq!(report["duplicates"], 1);
     assert_eq!(report["rejected"], 3);
     assert_eq!(report["duplicateRows"][0]["row"], 22);
@@ -47,6 +47,13 @@ async fn every_accepted_row_ends_sent_and_is_mailed_exactly_once_while_bad_rows_
     );
 
     let batch_id = report["batchId"].as_str().unwrap().to_string();
+    let batch = app.batch_in_phase(&batch_id, "DONE").await;
+    assert_eq!(
+        (batch["rows"].as_u64(), batch["rowsRead"].as_u64()),
+        (Some(24), Some(24))
+    );
+    assert_eq!(batch["enqueued"], 20);
+    assert!(batch["finishedAt"].is_string());
     let counts = wait_for(Duration::from_secs(60), "all 20 rows to be SENT", || async {
         let counts = app.batch_counts(&batch_id).await;
         (counts.get("SENT") == Some(&20)).then_some(counts)

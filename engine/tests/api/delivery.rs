@@ -31,8 +31,8 @@ async fn a_reminder_posted_after_a_low_priority_backlog_is_sent_before_the_backl
         ));
     }
     let report: serde_json::Value = app.upload_csv("backlog.csv", csv).await.json().await.unwrap();
-    assert_eq!(report["enqueued"], 100);
     let batch_id = report["batchId"].as_str().unwrap().to_string();
+    assert_eq!(app.batch_in_phase(&batch_id, "ENQUEUED").await["enqueued"], 100);
 
     let response = app
         .post_notification(json!({
@@ -175,6 +175,7 @@ async fn a_redelivered_message_that_is_already_sent_is_deleted_without_a_second_
         },
         attachment: None,
         accepted_at: record.created_at,
+        copy_id: Default::default(),
     };
     let refused = app
         .pipeline

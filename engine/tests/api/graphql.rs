@@ -33,6 +33,7 @@ async fn graphql_pages_through_sends_by_status_and_date_range_and_by_batch() {
     }
     let report: Value = app.upload_csv("seven.csv", csv).await.json().await.unwrap();
     let batch_id = report["batchId"].as_str().unwrap().to_string();
+    app.batch_in_phase(&batch_id, "ENQUEUED").await;
     let after = Utc::now() + ChronoDuration::seconds(5);
 
     // By status and date range, three at a time.
@@ -146,6 +147,7 @@ async fn a_relay_client_pages_through_a_batch_of_250_with_edges_and_cursors() {
     }
     let report: Value = app.upload_csv("relay.csv", csv).await.json().await.unwrap();
     let batch_id = report["batchId"].as_str().unwrap().to_string();
+    app.batch_in_phase(&batch_id, "ENQUEUED").await;
 
     // What Relay's and Apollo's pagination helpers send: first/after, reading
     // edges { cursor node } and pageInfo { hasNextPage endCursor }.
@@ -211,7 +213,13 @@ async fn the_seed_systems_query_runs_with_only_the_connection_wrapper_added() {
     settings.sender.enabled = false;
     let app = spawn_app(settings).await;
     let to = app.address_for("seed");
-    app.upload_csv("seed.csv", format!("email,subject,body\n{to},Hello,B\n"))
+    let report: Value = app
+        .upload_csv("seed.csv", format!("email,subject,body\n{to},Hello,B\n"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.batch_in_phase(report["batchId"].as_str().unwrap(), "ENQUEUED")
         .await;
     // Seed 001's clients send the status as a string and name these fields.
     let response = app
@@ -248,6 +256,7 @@ async fn a_batch_filtered_by_status_fills_its_page_even_when_the_matches_come_la
     }
     let report: Value = app.upload_csv("filtered.csv", csv).await.json().await.unwrap();
     let batch_id = report["batchId"].as_str().unwrap().to_string();
+    app.batch_in_phase(&batch_id, "ENQUEUED").await;
     // The last three in the index's order become SENT; the rest stay QUEUED.
     let all = app
         .pipeline

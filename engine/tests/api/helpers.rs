@@ -166,6 +166,28 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// The batch's progress as GraphQL shows it, once it has reached `phase`
+    /// (ENQUEUED: every row on its queue; DONE: every message final).
+    pub async fn batch_in_phase(&self, batch_id: &str, phase: &str) -> Value {
+        let query = format!(
+            "{{ batch(batchId: \"{batch_id}\") {{ phase reason rows rowsRead accepted enqueued failedToEnqueue resumed receivedAt enqueuedAt finishedAt }} }}"
+        );
+        let order = ["RECEIVED", "PARSING", "ENQUEUED", "DONE"];
+        let wanted = order.iter().position(|p| *p == phase).expect("a phase");
+        wait_for(
+            Duration::from_secs(60),
+            &format!("batch {batch_id} to be {phase}"),
+            || async {
+                let batch = self.graphql(&query).await["data"]["batch"].clone();
+                let now = batch["phase"].as_str().unwrap_or_default();
+                assert_ne!(now, "FAILED", "the batch failed: {batch}");
+                let reached = order.iter().position(|p| *p == now).is_some_and(|at| at >= wanted);
+                reached.then_some(batch)
+            },
+        )
+        .await
+    }
+
     pub async fn record(&self, id: SendId) -> Option<SendRecord> {
         self.pipeline.store().get(id).await.unwrap()
     }

@@ -141,8 +141,11 @@ async fn bodies_are_sized_as_sqs_counts_them_and_characters_it_refuses_are_rejec
     assert_eq!(response.status(), 202);
     let report: Value = response.json().await.unwrap();
     assert_eq!(report["accepted"], 11, "{}", report["rejectedRows"]);
-    assert_eq!(report["enqueued"], 11);
-    assert_eq!(report["failedToEnqueue"], 0);
+    let batch = app
+        .batch_in_phase(report["batchId"].as_str().unwrap(), "ENQUEUED")
+        .await;
+    assert_eq!(batch["enqueued"], 11);
+    assert_eq!(batch["failedToEnqueue"], 0);
     let rejected: Vec<(u64, &str)> = report["rejectedRows"]
         .as_array()
         .unwrap()

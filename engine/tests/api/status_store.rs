@@ -15,6 +15,7 @@ fn pending(app: &crate::helpers::TestApp, name: &str) -> SendRecord {
         body: MessageBody::Inline { text: "b".into() },
         attachment: None,
         accepted_at: Utc::now(),
+        copy_id: Default::default(),
     })
 }
 

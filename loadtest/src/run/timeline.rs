@@ -205,6 +205,7 @@ async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), HarnessErr
             body: MessageBody::Inline { text: "poison".into() },
             attachment: None,
             accepted_at: chrono::Utc::now(),
+            copy_id: Default::default(),
         };
         pipeline.store().put_pending(&[SendRecord::pending(&message)]).await?;
         let send_id = message.send_id.to_string();
