@@ -36,6 +36,17 @@ pub enum BatchPhase {
 }
 
 impl BatchPhase {
+    /// As GraphQL and the stored item spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchPhase::Received => "RECEIVED",
+            BatchPhase::Parsing => "PARSING",
+            BatchPhase::Enqueued => "ENQUEUED",
+            BatchPhase::Done => "DONE",
+            BatchPhase::Failed => "FAILED",
+        }
+    }
+
     /// Done or failed: nothing more will happen to it.
     pub fn is_final(self) -> bool {
         matches!(self, BatchPhase::Done | BatchPhase::Failed)
@@ -229,5 +240,15 @@ mod tests {
         progress.phase = BatchPhase::Enqueued;
         assert_eq!(progress.rows_read(), 10);
         assert!(!progress.phase.is_final() && BatchPhase::Done.is_final());
+        for phase in [
+            BatchPhase::Received,
+            BatchPhase::Parsing,
+            BatchPhase::Enqueued,
+            BatchPhase::Done,
+            BatchPhase::Failed,
+        ] {
+            let stored = serde_json::to_value(phase).unwrap();
+            assert_eq!(stored, phase.as_str(), "one spelling everywhere");
+        }
     }
 }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::{ErrorKind, ServiceError};
 use crate::batches::{BatchPhase, BatchProgress, BatchStoreError};
-use crate::blobs::{BlobError, BlobWriter};
+use crate::blobs::{BlobError, BlobStream, BlobWriter};
 use crate::csv_upload::{
     AcceptedRow, CsvFileError, CsvLimits, CsvUploadParser, DuplicateRow, ParsedUpload, RejectedRow,
 };
@@ -351,6 +351,8 @@ impl BatchProgress {
 
 /// Rows recorded and enqueued between two checkpoints.
 pub const CHUNK_ROWS: usize = 500;
+/// Chunks being written at once.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// How often a batch whose rows are all enqueued looks whether it is DONE.
 const DONE_POLL: Duration = Duration::from_secs(2);
 /// The longest wait between two tries of a chunk the stack refused.
@@ -441,102 +443,121 @@ impl Pipeline {
     }
 
     /// Reads the stored file again and records and enqueues every accepted
-    /// row past the checkpoint, a chunk at a time.
+    /// row past the checkpoint: one side parses chunks off the stream, the
+    /// other writes up to [`CHUNKS_IN_FLIGHT`] of them at once and moves the
+    /// checkpoint past each in file order.
     async fn enqueue_rows(
         &self,
         progress: &mut BatchProgress,
         in_doubt: bool,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
-        let report = match self.batch_report(progress.batch_id).await {
-            Ok(Some(report)) => report,
-            Ok(None) => {
-                return Err(Interrupted::Failed(
-                    "the batch's report is gone from the blob store".into(),
-                ))
-            }
-            Err(error) => return Err(Interrupted::Transient(error.to_string())),
-        };
-        let attachments: HashMap<&str, &Attachment> =
-            report.attachments.iter().map(|a| (a.filename.as_str(), a)).collect();
-        let mut stream = match self.blobs.read(&progress.archive_key).await {
+        let attachments = self.stored_attachments(progress.batch_id).await?;
+        let stream = match self.blobs.read(&progress.archive_key).await {
             Ok(stream) => stream,
             Err(error) if error.not_found() => {
                 return Err(Interrupted::Failed(format!("the stored file is gone: {error}")))
             }
             Err(error) => return Err(Interrupted::Transient(error.to_string())),
         };
-        let mut parser = CsvUploadParser::new(CsvLimits::default());
-        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-        let mut recording = if in_doubt { Recording::MayExist } else { Recording::New };
-        let unreadable =
-            |error: CsvFileError| Interrupted::Failed(format!("the stored file no longer parses: {error}"));
-        while let Some(bytes) = stream.next().await {
-            let bytes = bytes.map_err(|error| Interrupted::Transient(error.to_string()))?;
-            parser.feed(&bytes).map_err(unreadable)?;
-            let rows = parser.take_accepted();
-            chunk.extend(
-                rows.into_iter()
-                    .filter_map(|row| row_message(progress, &attachments, row)),
-            );
-            while chunk.len() >= CHUNK_ROWS {
-                let rest = chunk.split_off(CHUNK_ROWS);
-                self.write_chunk(progress, std::mem::replace(&mut chunk, rest), recording, stop)
-                    .await?;
-                recording = Recording::New;
-            }
-        }
-        let rows = parser.finish().map_err(unreadable)?.accepted;
-        chunk.extend(
-            rows.into_iter()
-                .filter_map(|row| row_message(progress, &attachments, row)),
+        let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let rows = RowsAfter {
+            batch: progress.batch_id,
+            checkpoint_row: progress.checkpoint_row,
+            attachments,
+        };
+        let (read, written) = tokio::join!(
+            read_chunks(stream, rows, chunks, stop),
+            self.write_chunks(progress, received, in_doubt, stop)
         );
-        if !chunk.is_empty() {
-            self.write_chunk(progress, chunk, recording, stop).await?;
-        }
-        Ok(())
+        written?;
+        read
     }
 
-    /// Records and enqueues one chunk (retrying until the stack takes it),
-    /// then saves the checkpoint past its last row.
-    async fn write_chunk(
+    /// The attachments rows may name, from the batch's report.
+    async fn stored_attachments(&self, batch: BatchId) -> Result<HashMap<String, Attachment>, Interrupted> {
+        match self.batch_report(batch).await {
+            Ok(Some(report)) => Ok(report
+                .attachments
+                .into_iter()
+                .map(|a| (a.filename.clone(), a))
+                .collect()),
+            Ok(None) => Err(Interrupted::Failed(
+                "the batch's report is gone from the blob store".into(),
+            )),
+            Err(error) => Err(Interrupted::Transient(error.to_string())),
+        }
+    }
+
+    /// Writes the chunks as they come, several at once, saving the
+    /// checkpoint past each in order; after a crash, the first
+    /// [`CHUNKS_IN_FLIGHT`] chunks past the checkpoint are in doubt.
+    async fn write_chunks(
         &self,
         progress: &mut BatchProgress,
-        chunk: Vec<(u64, NewMessage)>,
-        mut recording: Recording,
+        received: mpsc::Receiver<Chunk>,
+        in_doubt: bool,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
-        if stop.is_cancelled() {
-            return Err(Interrupted::Stopping);
+        let batch = progress.batch_id;
+        let chunks = futures::stream::unfold(received, |mut chunks| async move {
+            chunks.recv().await.map(|chunk| (chunk, chunks))
+        });
+        let written = chunks
+            .enumerate()
+            .map(|(index, chunk)| {
+                let recording = match in_doubt && index < CHUNKS_IN_FLIGHT {
+                    true => Recording::MayExist,
+                    false => Recording::New,
+                };
+                self.write_chunk(batch, chunk, recording)
+            })
+            .buffered(CHUNKS_IN_FLIGHT);
+        let mut written = std::pin::pin!(written);
+        while let Some(chunk) = written.next().await {
+            progress.enqueued += chunk.enqueued;
+            progress.failed_to_enqueue += chunk.failed;
+            progress.checkpoint_row = chunk.last_row;
+            self.metrics.record_ingested(chunk.rows);
+            // No chunk starts until this is saved: at most CHUNKS_IN_FLIGHT
+            // chunks past a saved checkpoint are ever being written.
+            self.save_progress(progress, stop).await;
         }
-        let last_row = chunk.last().map_or(progress.checkpoint_row, |(row, _)| *row);
+        match stop.is_cancelled() {
+            true => Err(Interrupted::Stopping),
+            false => Ok(()),
+        }
+    }
+
+    /// Records and enqueues one chunk, retrying until the stack takes it.
+    async fn write_chunk(&self, batch: BatchId, chunk: Chunk, mut recording: Recording) -> Written {
+        let last_row = chunk.last().map_or(0, |(row, _)| *row);
         let messages: Vec<NewMessage> = chunk.into_iter().map(|(_, message)| message).collect();
         let rows = messages.len();
         let mut delay = Duration::from_millis(200);
         let accepted = loop {
-            match self.accept_chunk(progress.batch_id, messages.clone(), recording).await {
+            match self.accept_chunk(batch, messages.clone(), recording).await {
                 Ok(accepted) => break accepted,
                 Err(error) => {
-                    tracing::warn!(batch_id = %progress.batch_id, %error, "a chunk was refused; trying it again");
+                    tracing::warn!(%batch, %error, "a chunk was refused; trying it again");
                     recording = Recording::MayExist;
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
             }
         };
-        // Rows of a chunk written before may have been on their queues already.
         let failed = accepted.failed.len();
-        progress.enqueued += match recording {
+        // Rows of a chunk written before may have been on their queues already.
+        let enqueued = match recording {
             Recording::New => accepted.enqueued,
             Recording::MayExist => rows - failed,
-        } as u64;
-        progress.failed_to_enqueue += failed as u64;
-        progress.checkpoint_row = last_row;
-        self.metrics.record_ingested(rows);
-        // The next chunk is written unconditionally: the checkpoint must be
-        // saved first, or a crash would leave two chunks in doubt.
-        self.save_progress(progress, stop).await;
-        Ok(())
+        };
+        Written {
+            last_row,
+            rows,
+            enqueued: enqueued as u64,
+            failed: failed as u64,
+        }
     }
 
     /// Saves progress, retrying until it is saved (or the engine stops).
@@ -555,7 +576,7 @@ impl Pipeline {
     /// Waits until none of the batch's messages is PENDING or QUEUED.
     async fn await_done(&self, progress: &mut BatchProgress, stop: &CancellationToken) {
         loop {
-            match self.store.unfinished_in_batch(progress.batch_id).await {
+            match self.store.has_unfinished(Some(progress.batch_id)).await {
                 Ok(false) => {
                     progress.phase = BatchPhase::Done;
                     progress.finished_at = Some(Utc::now());
@@ -600,30 +621,76 @@ impl Pipeline {
     }
 }
 
-/// The message an accepted row becomes, or `None` for a row before the
-/// checkpoint or one naming a file the upload did not hold (rejected then).
-fn row_message(
-    progress: &BatchProgress,
-    attachments: &HashMap<&str, &Attachment>,
-    row: AcceptedRow,
-) -> Option<(u64, NewMessage)> {
-    if row.row <= progress.checkpoint_row {
-        return None;
+/// A chunk of rows: (spreadsheet row, message), in file order.
+type Chunk = Vec<(u64, NewMessage)>;
+
+/// What writing one chunk did.
+struct Written {
+    last_row: u64,
+    rows: usize,
+    enqueued: u64,
+    failed: u64,
+}
+
+/// Which rows of a batch are still to write, and the files they may name.
+struct RowsAfter {
+    batch: BatchId,
+    checkpoint_row: u64,
+    attachments: HashMap<String, Attachment>,
+}
+
+impl RowsAfter {
+    /// The message an accepted row becomes, or `None` for a row up to the
+    /// checkpoint or one naming a file the upload did not hold (rejected then).
+    fn message(&self, row: AcceptedRow) -> Option<(u64, NewMessage)> {
+        if row.row <= self.checkpoint_row {
+            return None;
+        }
+        let attachment = match &row.attachment {
+            None => None,
+            Some(name) => Some(self.attachments.get(name)?.clone()),
+        };
+        let message = NewMessage {
+            send_id: SendId::for_row(self.batch, row.row),
+            kind: row.kind.unwrap_or(MessageKind::Campaign),
+            priority: row.priority,
+            recipient: row.recipient,
+            subject: row.subject,
+            body: row.body,
+            attachment,
+        };
+        Some((row.row, message))
     }
-    let attachment = match &row.attachment {
-        None => None,
-        Some(name) => Some((*attachments.get(name.as_str())?).clone()),
-    };
-    let message = NewMessage {
-        send_id: SendId::for_row(progress.batch_id, row.row),
-        kind: row.kind.unwrap_or(MessageKind::Campaign),
-        priority: row.priority,
-        recipient: row.recipient,
-        subject: row.subject,
-        body: row.body,
-        attachment,
-    };
-    Some((row.row, message))
+}
+
+/// Parses the stored file as it streams in and sends its rows past the
+/// checkpoint in chunks of [`CHUNK_ROWS`]; stops early on `stop`.
+async fn read_chunks(
+    mut stream: BlobStream,
+    rows: RowsAfter,
+    chunks: mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+) -> Result<(), Interrupted> {
+    let unreadable = |error: CsvFileError| Interrupted::Failed(format!("the stored file no longer parses: {error}"));
+    let mut parser = CsvUploadParser::new(CsvLimits::default());
+    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    while let Some(bytes) = stream.next().await {
+        let bytes = bytes.map_err(|error| Interrupted::Transient(error.to_string()))?;
+        parser.feed(&bytes).map_err(unreadable)?;
+        chunk.extend(parser.take_accepted().into_iter().filter_map(|row| rows.message(row)));
+        while chunk.len() >= CHUNK_ROWS {
+            let rest = chunk.split_off(CHUNK_ROWS);
+            if stop.is_cancelled() || chunks.send(std::mem::replace(&mut chunk, rest)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    let last = parser.finish().map_err(unreadable)?.accepted;
+    chunk.extend(last.into_iter().filter_map(|row| rows.message(row)));
+    if !chunk.is_empty() && !stop.is_cancelled() {
+        let _ = chunks.send(chunk).await;
+    }
+    Ok(())
 }
 
 /// Keeps S3 keys to a safe alphabet whatever the uploaded file was called.
@@ -791,7 +858,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_taken_up_again_after_a_crash_mid_chunk_sends_every_row_exactly_once() {
+    async fn a_batch_taken_up_again_after_a_crash_with_chunks_in_flight_sends_every_row_exactly_once() {
         let memory = memory();
         let (report, progress) = upload(&memory.pipeline, &campaign_csv(1234), &[]).await;
         let batch = report.batch_id;
@@ -802,7 +869,12 @@ mod tests {
         // sent already and some enqueued without QUEUED being recorded.
         let mut crashed = memory.pipeline.batch_progress(batch).await.unwrap().unwrap();
         let first_chunk_end = 508; // 500 accepted rows: 2..=508 less 4 duplicates and 3 rejected
-        let sent_before: Vec<SendId> = (620..623).map(|row| SendId::for_row(batch, row)).collect();
+                                   // Three chunks are past the checkpoint, all in flight at the crash:
+                                   // rows sent from the second and the third.
+        let sent_before: Vec<SendId> = (620..623)
+            .chain(1110..1113)
+            .map(|row| SendId::for_row(batch, row))
+            .collect();
         for id in &sent_before {
             memory.store.mark_sent(*id, "before-crash", Utc::now()).await.unwrap();
         }
@@ -831,8 +903,8 @@ mod tests {
         assert!(mails.values().all(|n| *n == 1), "nobody is mailed twice: {mails:?}");
         assert_eq!(
             mails.len() as u64,
-            report.accepted - 3,
-            "all but the three sent before the crash"
+            report.accepted - 6,
+            "all but the six sent before the crash"
         );
         for id in sent_before {
             let record = memory.store.get(id).await.unwrap().unwrap();

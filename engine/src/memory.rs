@@ -295,11 +295,11 @@ impl StatusStore for MemoryStore {
         Ok(pending)
     }
 
-    async fn unfinished_in_batch(&self, batch: BatchId) -> Result<bool, StoreError> {
+    async fn has_unfinished(&self, batch: Option<BatchId>) -> Result<bool, StoreError> {
         let records = self.records.lock().expect("records lock");
         Ok(records
             .values()
-            .any(|r| r.batch_id == Some(batch) && !r.status.is_terminal()))
+            .any(|r| batch.is_none_or(|b| r.batch_id == Some(b)) && !r.status.is_terminal()))
     }
 
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {

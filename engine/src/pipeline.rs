@@ -156,6 +156,16 @@ impl Pipeline {
         self.mailer.as_ref()
     }
 
+    /// Whether nothing accepted is left to do: no batch still being turned
+    /// into messages and no record PENDING or QUEUED. The store's truth,
+    /// whatever this process's counters say (a crash loses counts, not work).
+    pub async fn is_idle(&self) -> Result<bool, IngestError> {
+        if !self.batches.unfinished().await?.is_empty() {
+            return Ok(false);
+        }
+        Ok(!self.store.has_unfinished(None).await?)
+    }
+
     /// Every queue's depth now; a queue that cannot be read is left out.
     pub async fn queue_depths(&self) -> BTreeMap<QueueRef, QueueDepth> {
         let reads = QueueRef::ALL.map(|queue| async move { (queue, self.queues.depth(queue).await) });

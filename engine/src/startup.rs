@@ -50,6 +50,16 @@ impl Application {
         })
     }
 
+    /// An engine over an existing pipeline (its adapters and metrics kept):
+    /// how a test harness starts an engine again after killing it.
+    pub fn restarted(pipeline: Pipeline, provisioned: Provisioned, listener: TcpListener) -> Self {
+        Self {
+            listener,
+            pipeline,
+            provisioned,
+        }
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
     }
@@ -75,7 +85,8 @@ impl Application {
     /// a crash: batches resume from their checkpoints at the next start.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
         let token = CancellationToken::new();
-        let background = spawn_background(&self.pipeline, &token);
+        // A JoinSet, so dropping this future (a crash) aborts them too.
+        let mut background = spawn_background(&self.pipeline, &token);
         let (batch_work, new_batches) = tokio::sync::mpsc::unbounded_channel();
         let batches = run_batches(self.pipeline.clone(), new_batches, token.clone());
         let state = AppState {
@@ -95,9 +106,7 @@ impl Application {
         // dropping it stops them as a crash would.
         let (served, ()) = tokio::join!(serve, batches);
         token.cancel();
-        for handle in background {
-            let _ = handle.await;
-        }
+        while background.join_next().await.is_some() {}
         served.map_err(StartupError::Server)
     }
 }

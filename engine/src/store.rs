@@ -69,9 +69,10 @@ pub trait StatusStore: Send + Sync {
     /// batch taken up again after a crash: some may be queued or sent
     /// already) and returns the ids that are PENDING now: the ones to enqueue.
     async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError>;
-    /// Whether any record of `batch` is still PENDING or QUEUED. Reads the
-    /// status index, so its cost follows the backlog, not the batch's size.
-    async fn unfinished_in_batch(&self, batch: BatchId) -> Result<bool, StoreError>;
+    /// Whether any record (of `batch`, when given) is still PENDING or
+    /// QUEUED. Reads the status index, so its cost follows the backlog, not
+    /// the batch's size.
+    async fn has_unfinished(&self, batch: Option<BatchId>) -> Result<bool, StoreError>;
     /// PENDING → QUEUED for messages now on their queue (a later status wins).
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError>;
     /// Claims the message for one copy until `lease.until`: a later copy is
@@ -367,6 +368,52 @@ impl DynamoStatusStore {
         TransactWriteItem::builder().update(update).build()
     }
 
+    /// One BatchWriteItem of at most 25 records; unprocessed items
+    /// (throttling) are retried with backoff, never dropped.
+    async fn put_batch(&self, chunk: &[SendRecord]) -> Result<(), StoreError> {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|record| {
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(Self::item(record)))
+                            .build()
+                            .expect("item is set"),
+                    )
+                    .build()
+            })
+            .collect();
+        // Unprocessed items (throttling) are retried with backoff, never dropped.
+        let mut delay = Duration::from_millis(50);
+        for attempt in 0.. {
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(service_error)?;
+            requests = output
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                break;
+            }
+            if attempt >= 8 {
+                let text = format!(
+                    "{} status writes still unprocessed after {attempt} retries",
+                    requests.len()
+                );
+                return Err(StoreError::Service(ServiceError::new(ErrorKind::Throttled, text)));
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Ok(())
+    }
+
     /// Writes one PENDING record unless it exists; `Some(id)` when the
     /// record is PENDING afterwards (written now, or never enqueued before).
     async fn put_pending_one_if_absent(&self, record: &SendRecord) -> Result<Option<SendId>, StoreError> {
@@ -450,6 +497,8 @@ impl DynamoStatusStore {
 
 /// DynamoDB takes at most 25 puts per BatchWriteItem and 100 items per transaction.
 const BATCH_WRITE_MAX: usize = 25;
+/// BatchWriteItem calls one `put_pending` makes at once.
+const PARALLEL_WRITES: usize = 4;
 const TRANSACTION_MAX: usize = 100;
 /// Reads one filtered page may take before answering short.
 const MAX_FILTERED_READS: usize = 20;
@@ -459,49 +508,14 @@ const MAX_REASON_CHARS: usize = 1_000;
 #[async_trait]
 impl StatusStore for DynamoStatusStore {
     async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError> {
-        for chunk in records.chunks(BATCH_WRITE_MAX) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|record| {
-                    WriteRequest::builder()
-                        .put_request(
-                            PutRequest::builder()
-                                .set_item(Some(Self::item(record)))
-                                .build()
-                                .expect("item is set"),
-                        )
-                        .build()
-                })
-                .collect();
-            // Unprocessed items (throttling) are retried with backoff, never dropped.
-            let mut delay = Duration::from_millis(50);
-            for attempt in 0.. {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await
-                    .map_err(service_error)?;
-                requests = output
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.table))
-                    .unwrap_or_default();
-                if requests.is_empty() {
-                    break;
-                }
-                if attempt >= 8 {
-                    let text = format!(
-                        "{} status writes still unprocessed after {attempt} retries",
-                        requests.len()
-                    );
-                    return Err(StoreError::Service(ServiceError::new(ErrorKind::Throttled, text)));
-                }
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-        Ok(())
+        // Owned chunks: async-trait's futures cannot borrow from the stream.
+        let chunks: Vec<Vec<SendRecord>> = records.chunks(BATCH_WRITE_MAX).map(<[_]>::to_vec).collect();
+        let writes: Vec<Result<(), StoreError>> = futures::stream::iter(chunks)
+            .map(|chunk| async move { self.put_batch(&chunk).await })
+            .buffer_unordered(PARALLEL_WRITES)
+            .collect()
+            .await;
+        writes.into_iter().collect()
     }
 
     async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError> {
@@ -513,25 +527,27 @@ impl StatusStore for DynamoStatusStore {
         written.into_iter().filter_map(Result::transpose).collect()
     }
 
-    async fn unfinished_in_batch(&self, batch: BatchId) -> Result<bool, StoreError> {
+    async fn has_unfinished(&self, batch: Option<BatchId>) -> Result<bool, StoreError> {
         for status in [SendStatus::Pending, SendStatus::Queued] {
             let mut start = None;
             loop {
-                let output = self
+                let mut query = self
                     .client
                     .query()
                     .table_name(&self.table)
                     .index_name(STATUS_INDEX)
                     .key_condition_expression("#status = :status")
-                    .filter_expression("batchId = :batch")
                     .expression_attribute_names("#status", "status")
                     .expression_attribute_values(":status", s(status.as_str()))
-                    .expression_attribute_values(":batch", s(batch.to_string()))
                     .select(Select::Count)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(service_error)?;
+                    .set_exclusive_start_key(start);
+                query = match batch {
+                    Some(batch) => query
+                        .filter_expression("batchId = :batch")
+                        .expression_attribute_values(":batch", s(batch.to_string())),
+                    None => query.limit(1),
+                };
+                let output = query.send().await.map_err(service_error)?;
                 if output.count > 0 {
                     return Ok(true);
                 }

@@ -2,10 +2,13 @@
 //! accepted must end somewhere, once.
 //!
 //! - lost: accepted, never terminal (still PENDING/QUEUED at the end, or missing);
-//! - duplicated: mailed more than once;
+//! - duplicated: mailed more than once; of those, `resent_after_interrupted_attempt`
+//!   were claimed more than once (a sender died or lost its SENT write mid-attempt,
+//!   so the next attempt could not know the mail had gone: at-least-once), and
+//!   any other duplicate means two copies were sent, which the claim forbids;
 //! - unexpected: mailed, never accepted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use engine::domain::SendStatus;
 
@@ -18,6 +21,8 @@ pub struct FinalRecord {
     pub recipient: String,
     pub status: SendStatus,
     pub error_reason: Option<String>,
+    /// Send attempts claimed.
+    pub attempts: u32,
 }
 
 /// Checks conservation. `mailed` counts each recipient's emails sent during the
@@ -58,12 +63,21 @@ pub fn audit(
     // Accepted but with no record at all counts as lost too.
     result.lost += accepted.saturating_sub(records.len() as u64);
     if let Some(mailed) = mailed {
-        let accepted_recipients: HashSet<String> = records.iter().map(|r| r.recipient.to_ascii_lowercase()).collect();
+        let attempts: HashMap<String, u32> = records
+            .iter()
+            .map(|r| (r.recipient.to_ascii_lowercase(), r.attempts))
+            .collect();
         for (recipient, count) in mailed {
-            if accepted_recipients.contains(&recipient.to_ascii_lowercase()) {
-                result.duplicated += count.saturating_sub(1);
+            if let Some(claimed) = attempts.get(&recipient.to_ascii_lowercase()) {
+                let extra = count.saturating_sub(1);
+                result.duplicated += extra;
+                if *claimed > 1 {
+                    result.resent_after_interrupted_attempt += extra.min(u64::from(*claimed) - 1);
+                }
                 if *count > 1 && result.duplicate_examples.len() < 10 {
-                    result.duplicate_examples.push(format!("{recipient} ×{count}"));
+                    result
+                        .duplicate_examples
+                        .push(format!("{recipient} ×{count} ({claimed} attempts)"));
                 }
             } else {
                 result.unexpected += count;
@@ -83,6 +97,7 @@ mod tests {
             recipient: to.into(),
             status,
             error_reason: (status == SendStatus::Error).then(|| "rejected: MessageRejected".into()),
+            attempts: 1,
         }
     }
 
@@ -110,8 +125,23 @@ mod tests {
         let result = audit(4, &records, Some(&mailed), 0, 0);
         assert_eq!(result.lost, 3, "two stuck and one with no record");
         assert_eq!(result.duplicated, 2);
+        assert_eq!(
+            result.resent_after_interrupted_attempt, 0,
+            "claimed once, mailed thrice"
+        );
         assert_eq!(result.unexpected, 1);
         assert_eq!(result.lost_examples.len(), 2);
+    }
+
+    #[test]
+    fn a_resend_after_an_interrupted_attempt_is_told_apart_from_two_copies_sent() {
+        let mut retried = record("1", "a@x.com", SendStatus::Sent);
+        retried.attempts = 2;
+        let records = vec![retried, record("2", "b@x.com", SendStatus::Sent)];
+        let mailed = HashMap::from([("a@x.com".to_string(), 2), ("b@x.com".to_string(), 2)]);
+        let result = audit(2, &records, Some(&mailed), 0, 0);
+        assert_eq!(result.duplicated, 2);
+        assert_eq!(result.resent_after_interrupted_attempt, 1, "only a@ was claimed twice");
     }
 
     #[test]

@@ -79,6 +79,17 @@ pub fn evaluate(slo: &Slo, measured: &Measured<'_>) -> Vec<SloCheck> {
         },
         pass: audit.duplicated <= slo.max_duplicate_sends,
     });
+    if audit.mail_record_checked {
+        // A resend after an interrupted attempt is the documented price of
+        // at-least-once; a duplicate without one means two copies were sent.
+        let two_copies = audit.duplicated.saturating_sub(audit.resent_after_interrupted_attempt);
+        verdicts.push(SloCheck {
+            name: "sent by two copies".into(),
+            target: "0".into(),
+            measured: two_copies.to_string(),
+            pass: two_copies == 0,
+        });
+    }
     verdicts.push(SloCheck {
         name: "unexpected sends".into(),
         target: "0".into(),

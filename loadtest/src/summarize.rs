@@ -20,10 +20,10 @@ use crate::cpu::ProcessUse;
 use crate::driver::RequestOutcome;
 use crate::latency::{merged, percentiles_of, stack_reference_ms, LatencyByPriority};
 use crate::results::{
-    Audit, CheckResult, CpuUse, HandlingTimes, MachineInfo, Offered, ProcessCpu, RunResults, ScenarioInfo, StackInfo,
-    SCHEMA_VERSION,
+    Audit, BatchSummary, CheckResult, CpuUse, HandlingTimes, MachineInfo, Offered, ProcessCpu, RunResults,
+    ScenarioInfo, StackInfo, SCHEMA_VERSION,
 };
-use crate::slo::{evaluate, Measured};
+use crate::slo::{evaluate, Measured, SloCheck};
 
 /// What the driver made of the plan.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +71,8 @@ pub struct RawRun<'a> {
     pub engine: EngineFigures,
     pub capacity: Option<Capacity>,
     pub checks: Vec<CheckResult>,
+    /// Every accepted campaign's batch, as it stood after the drain.
+    pub batches: Vec<BatchSummary>,
     pub stack: StackInfo,
     pub machine: MachineInfo,
     pub goose_report: Option<String>,
@@ -176,6 +178,7 @@ fn conservation(raw: &RawRun<'_>) -> Audit {
             recipient: r.recipient.clone(),
             status: r.status,
             error_reason: r.error_reason.clone(),
+            attempts: r.attempts,
         })
         .collect();
     let mailed = raw.mailed.as_ref();
@@ -229,6 +232,30 @@ pub fn cpu_use(cpu: &BTreeMap<String, ProcessUse>, window_secs: f64, cores: usiz
     }
 }
 
+/// Every uploaded campaign must end DONE: all its rows read, enqueued and
+/// finished, whatever crashed on the way. No check when nothing was uploaded.
+fn batches_done(batches: &[BatchSummary]) -> Option<SloCheck> {
+    if batches.is_empty() {
+        return None;
+    }
+    let done = batches.iter().filter(|b| b.phase == "DONE").count();
+    let others: Vec<String> = batches
+        .iter()
+        .filter(|b| b.phase != "DONE")
+        .map(|b| format!("{} {}", &b.batch_id[..8.min(b.batch_id.len())], b.phase))
+        .collect();
+    let measured = match others.is_empty() {
+        true => format!("{done} DONE"),
+        false => format!("{done} DONE; {}", others.join(", ")),
+    };
+    Some(SloCheck {
+        name: "campaign batches DONE".into(),
+        target: format!("all {}", batches.len()),
+        measured,
+        pass: done == batches.len(),
+    })
+}
+
 /// The run's results, from what it gathered.
 pub fn summarize(raw: RawRun<'_>) -> RunResults {
     let audit = conservation(&raw);
@@ -239,7 +266,8 @@ pub fn summarize(raw: RawRun<'_>) -> RunResults {
         delivered_per_sec: delivered,
         audit: &audit,
     };
-    let slo = evaluate(raw.slo, &measured);
+    let mut slo = evaluate(raw.slo, &measured);
+    slo.extend(batches_done(&raw.batches));
     let mut faults = raw.collected.windows;
     // A fault still in force when traffic ended was ended then.
     for window in faults.iter_mut().filter(|w| w.end_secs.is_none()) {
@@ -289,6 +317,7 @@ pub fn summarize(raw: RawRun<'_>) -> RunResults {
             .collect(),
         stack_reference_ms: stack_reference_ms(&engine.answer_times),
         check_stack: raw.checks,
+        batches: raw.batches,
         stack: raw.stack,
         machine: raw.machine,
         goose_report: raw.goose_report,
@@ -391,6 +420,7 @@ mod tests {
             engine: EngineFigures::default(),
             capacity: None,
             checks: Vec::new(),
+            batches: Vec::new(),
             stack: StackInfo {
                 target: "Local".into(),
                 versions: BTreeMap::new(),

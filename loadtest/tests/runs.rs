@@ -121,6 +121,43 @@ fn a_run_that_misses_its_slo_exits_with_the_breach_code_and_a_bad_scenario_with_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_engine_mid_campaign_loses_nothing_sends_no_copy_twice_and_the_batch_ends_done() {
+    let out = scratch_dir("crash-resume");
+    let outcome = run(RunOptions {
+        scenario: workspace_file("scenarios/crash-resume.toml"),
+        out_dir: Some(out),
+        ..RunOptions::default()
+    })
+    .await
+    .expect("the harness runs");
+    let r = &outcome.results;
+    let failed: Vec<_> = r.slo.iter().filter(|v| !v.pass).collect();
+    assert!(outcome.passed, "SLOs failed: {failed:?}");
+    assert!(r.faults.iter().any(|f| f.kind == "kill_engine"), "{:?}", r.faults);
+
+    // The batch was being turned into messages when the engine died: it was
+    // taken up again from its checkpoint, and finished.
+    let [batch] = r.batches.as_slice() else {
+        panic!("one campaign batch: {:?}", r.batches)
+    };
+    assert_eq!((batch.phase.as_str(), batch.resumed), ("DONE", 1), "{batch:?}");
+    assert_eq!(batch.rows, 20_000);
+    assert_eq!(
+        batch.enqueued, batch.accepted,
+        "every accepted row enqueued, counted once"
+    );
+
+    assert!(r.audit.mail_record_checked);
+    assert_eq!((r.audit.lost, r.audit.unexpected), (0, 0));
+    assert_eq!(
+        r.audit.duplicated, r.audit.resent_after_interrupted_attempt,
+        "no message was sent by two copies: {:?}",
+        r.audit.duplicate_examples
+    );
+    assert_eq!(r.audit.count(vocabulary::SendStatus::Sent), r.audit.accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_checks_pass_on_aws_dynamodb_local_as_well_as_on_the_default() {
     let stack = localstack::Stack::start(localstack::StackOptions {
         dynamodb: vocabulary::DynamoDbEmulator::DynamoDbLocal,

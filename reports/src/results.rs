@@ -59,6 +59,9 @@ pub struct RunResults {
     #[serde(default)]
     pub stack_reference_ms: Option<f64>,
     pub check_stack: Vec<CheckResult>,
+    /// Each campaign batch as the engine processed it in the background.
+    #[serde(default)]
+    pub batches: Vec<BatchSummary>,
     pub stack: StackInfo,
     pub machine: MachineInfo,
     pub goose_report: Option<String>,
@@ -206,6 +209,11 @@ pub struct Audit {
     pub lost: u64,
     /// Extra sends beyond the first, summed over recipients.
     pub duplicated: u64,
+    /// Of those, resends after an attempt whose outcome was lost (a sender
+    /// killed mid-send, or its SENT write failed): the at-least-once price.
+    /// Any other duplicate is two copies sent, which must never happen.
+    #[serde(default)]
+    pub resent_after_interrupted_attempt: u64,
     pub unexpected: u64,
     /// Messages in the dead-letter queues at the end.
     pub dead_lettered: u64,
@@ -369,6 +377,30 @@ impl UslFit {
             None if self.sigma > 0.0 => self.lambda / self.sigma,
             None => f64::INFINITY,
         }
+    }
+}
+
+/// One uploaded campaign, from its 202 to DONE: how the asynchronous ingest went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchSummary {
+    pub batch_id: String,
+    /// RECEIVED, PARSING, ENQUEUED, DONE or FAILED at the end of the run.
+    pub phase: String,
+    pub rows: u64,
+    pub accepted: u64,
+    pub enqueued: u64,
+    /// Times the engine took it up again after a crash or a stop.
+    pub resumed: u32,
+    /// From the upload's 202 to every row on its queue.
+    pub enqueue_secs: Option<f64>,
+    /// From the upload's 202 to every message SENT or ERROR.
+    pub done_secs: Option<f64>,
+}
+
+impl BatchSummary {
+    /// Rows turned into messages per second, 202 to ENQUEUED.
+    pub fn ingest_rows_per_sec(&self) -> Option<f64> {
+        self.enqueue_secs.filter(|s| *s > 0.0).map(|s| self.rows as f64 / s)
     }
 }
 

@@ -259,6 +259,10 @@ pub enum Fault {
     },
     /// The sender workers crash (abort mid-send) and restart after `duration_secs`.
     KillWorker,
+    /// The whole engine crashes — HTTP API, campaign batch processing and
+    /// senders, aborted mid-call — and starts again after `duration_secs`,
+    /// resuming unfinished batches from their checkpoints.
+    KillEngine,
     /// Every emulator process is stopped (SIGSTOP) for `duration_secs`.
     PauseStack,
     /// `count` undecodable messages are put on the queues at `start_secs`.
@@ -280,6 +284,7 @@ impl Fault {
             Fault::DynamodbThrottle { .. } => "dynamodb_throttle",
             Fault::SesQuota { .. } => "ses_quota",
             Fault::KillWorker => "kill_worker",
+            Fault::KillEngine => "kill_engine",
             Fault::PauseStack => "pause_stack",
             Fault::Poison { .. } => "poison",
             Fault::SmtpReply { .. } => "smtp_reply",
@@ -300,7 +305,7 @@ impl Fault {
                 daily_quota: Some(quota),
             } => format!("{}/s, {quota}/day", max_send_rate.0),
             Fault::SesQuota { max_send_rate, .. } => format!("{}/s", max_send_rate.0),
-            Fault::KillWorker | Fault::PauseStack => String::new(),
+            Fault::KillWorker | Fault::KillEngine | Fault::PauseStack => String::new(),
             Fault::Poison { count } => format!("{count} messages"),
             Fault::SmtpReply { code, probability } => format!("reply {}, p={}", code.0, probability.0),
         }
@@ -519,7 +524,7 @@ impl Scenario {
             if spec.duration_secs.is_some_and(|d| !d.is_finite() || d <= 0.0) {
                 return fail("duration_secs", "must be more than 0".into());
             }
-            let lasting = matches!(spec.fault, Fault::KillWorker | Fault::PauseStack);
+            let lasting = matches!(spec.fault, Fault::KillWorker | Fault::KillEngine | Fault::PauseStack);
             if lasting && spec.duration_secs.is_none() {
                 let kind = spec.fault.name();
                 return fail("duration_secs", format!("a {kind} fault needs `duration_secs`"));
@@ -730,6 +735,13 @@ mod tests {
         let error = parse(&text).unwrap_err();
         assert_eq!(error.field, "faults.duration_secs");
         assert_eq!(error.line, Some(5), "the fault's table, where the key belongs");
+
+        let text = format!("{MINIMAL}[[faults]]\nkind = \"kill_engine\"\nstart_secs = 3\n");
+        let error = parse(&text).unwrap_err();
+        assert!(
+            error.message.contains("a kill_engine fault needs `duration_secs`"),
+            "{error}"
+        );
 
         let text = format!("{MINIMAL}[[faults]]\nkind = \"ses_meltdown\"\n");
         let error = parse(&text).unwrap_err();

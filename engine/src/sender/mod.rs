@@ -434,13 +434,13 @@ async fn reconcile(pipeline: &Pipeline, message: &ReceivedMessage, max_receives:
 }
 
 /// Starts the sender workers (when enabled) and the reconciler; they stop on `shutdown`.
-pub fn spawn_background(pipeline: &Pipeline, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut handles = Vec::new();
+pub fn spawn_background(pipeline: &Pipeline, shutdown: &CancellationToken) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
     if pipeline.settings.sender.enabled {
-        handles.push(tokio::spawn(run_senders(pipeline.clone(), shutdown.clone())));
+        tasks.spawn(run_senders(pipeline.clone(), shutdown.clone()));
     }
-    handles.push(tokio::spawn(run_reconciler(pipeline.clone(), shutdown.clone())));
-    handles
+    tasks.spawn(run_reconciler(pipeline.clone(), shutdown.clone()));
+    tasks
 }
 
 #[cfg(test)]

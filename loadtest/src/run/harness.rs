@@ -6,6 +6,7 @@
 //! final records, so that injected faults can never hide a message from the audit.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use engine::aws::AwsClients;
@@ -13,6 +14,7 @@ use engine::config::{MailerKind, Settings};
 use engine::faults::FaultPlan;
 use engine::mailer::DryRunMailer;
 use engine::pipeline::Pipeline;
+use engine::provision::Provisioned;
 use engine::startup::{on_aws, StartupError};
 use engine::Application;
 use localstack::{Stack, StackOptions, StackTarget};
@@ -38,7 +40,7 @@ pub struct Harness {
     audit_pipeline: Pipeline,
     pub base_url: String,
     pub senders: Arc<Mutex<Senders>>,
-    engine: Option<RunningEngine>,
+    pub engine: Arc<Mutex<Engine>>,
     pub checks: Vec<CheckResult>,
     pub capacity: Option<Capacity>,
     /// What the provider had mailed to each address before the run, where it keeps a record.
@@ -66,6 +68,70 @@ pub fn engine_runtime() -> &'static tokio::runtime::Handle {
 
 /// The engine's task, and the signal that stops it.
 type RunningEngine = (oneshot::Sender<()>, JoinHandle<Result<(), StartupError>>);
+
+/// The engine under test (its API and batch processing), which the fault
+/// timeline may kill and start again on the same address, over the same
+/// pipeline (adapters and metrics), as a restarted process would find the
+/// same AWS resources.
+pub struct Engine {
+    pipeline: Pipeline,
+    provisioned: Provisioned,
+    address: SocketAddr,
+    running: Option<RunningEngine>,
+}
+
+impl Engine {
+    fn launch(app: Application) -> Self {
+        let mut engine = Self {
+            pipeline: app.pipeline().clone(),
+            provisioned: app.provisioned().clone(),
+            address: app.local_addr(),
+            running: None,
+        };
+        engine.run(app);
+        engine
+    }
+
+    fn run(&mut self, app: Application) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = engine_runtime().spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        self.running = Some((stop, task));
+    }
+
+    /// A crash: the engine's future is dropped wherever it is (batches
+    /// mid-chunk, requests mid-write); what it had not saved is lost.
+    pub async fn kill(&mut self) {
+        if let Some((_, task)) = self.running.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Starts the engine again on its old address; it resumes unfinished batches.
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let listener = tokio::net::TcpListener::bind(self.address)
+            .await
+            .map_err(HarnessError::Bind)?;
+        let app = Application::restarted(self.pipeline.clone(), self.provisioned.clone(), listener);
+        self.run(app);
+        Ok(())
+    }
+
+    /// A clean stop: open requests and in-flight chunks finish.
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(());
+            if let Ok(Err(error)) = task.await {
+                tracing::warn!(%error, "the engine stopped with an error");
+            }
+        }
+    }
+}
 
 /// The sender workers, which the fault timeline may crash and restart.
 pub struct Senders {
@@ -176,10 +242,7 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
     let audit_pipeline = on_aws(settings, app.provisioned(), &plain_clients, Arc::new(DryRunMailer));
     let base_url = format!("http://{}", app.local_addr());
     let pipeline = app.pipeline().clone();
-    let (stop_engine, engine_stopped) = oneshot::channel::<()>();
-    let engine_task = engine_runtime().spawn(app.run(async {
-        let _ = engine_stopped.await;
-    }));
+    let engine = Arc::new(Mutex::new(Engine::launch(app)));
 
     let mail_kept = stack.is_emulated() && scenario.engine.mailer.leaves_a_record();
     let mail_before = match mail_kept {
@@ -198,7 +261,7 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
         audit_pipeline,
         base_url,
         senders,
-        engine: Some((stop_engine, engine_task)),
+        engine,
         checks,
         capacity,
         mail_before,
@@ -208,23 +271,20 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
 impl Harness {
     /// After traffic: no fault stays in force, the stack runs (if a fault
     /// paused it) and the senders are up.
-    pub async fn recover(&self, stack_was_paused: bool) {
+    pub async fn recover(&self, stack_was_paused: bool) -> Result<(), HarnessError> {
         self.plan.clear();
         if stack_was_paused {
             self.stack.set_paused(false);
         }
+        self.engine.lock().await.restart().await?;
         self.senders.lock().await.start();
+        Ok(())
     }
 
     /// Stops the senders (in-flight sends finish) and the engine.
     pub async fn stop_engine(&mut self) {
         self.senders.lock().await.stop().await;
-        if let Some((stop, task)) = self.engine.take() {
-            let _ = stop.send(());
-            if let Ok(Err(error)) = task.await {
-                tracing::warn!(%error, "the engine stopped with an error");
-            }
-        }
+        self.engine.lock().await.stop().await;
     }
 
     /// The pipeline to read final records through: no fault plan in the way.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use engine::batches::BatchProgress;
 use engine::domain::{PerPriority, SendId, SendRecord, Stage};
 use engine::pipeline::Pipeline;
 use futures::StreamExt;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::collector::{collect, sample, Collected, Outputs, Sources};
 use crate::cpu::CpuMeter;
 use crate::driver::{drive, Driver, RequestOutcome};
-use crate::results::{MachineInfo, RunResults, ScenarioInfo};
+use crate::results::{BatchSummary, MachineInfo, RunResults, ScenarioInfo};
 use crate::summarize::{summarize, EngineFigures, RawRun, Traffic};
 use harness::Harness;
 
@@ -107,7 +108,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
     );
     let mut harness = harness::set_up(&scenario, &options).await?;
     let running = offer_traffic(&harness, &scenario, &plan, &options, &out_dir).await?;
-    drain(&harness.pipeline, &running, &scenario).await;
+    drain(&harness, &running, &scenario).await;
     let raw = gather(&mut harness, running, &scenario, &plan, &options, started).await?;
     let results = summarize(raw);
     write(results, &out_dir)
@@ -205,7 +206,7 @@ async fn offer_traffic(
         fault.await?;
     }
     let paused = scenario.faults.iter().any(|f| matches!(f.fault, Fault::PauseStack));
-    harness.recover(paused).await;
+    harness.recover(paused).await?;
     driven.map_err(HarnessError::Goose)?;
     Ok(Running {
         driver,
@@ -221,14 +222,17 @@ async fn offer_traffic(
 
 /// Waits until every accepted message (and every poison) is SENT or ERROR,
 /// or the scenario's drain timeout.
-async fn drain(pipeline: &Pipeline, running: &Running, scenario: &Scenario) {
+async fn drain(harness: &Harness, running: &Running, scenario: &Scenario) {
     // A poison fault set to start after the traffic never fired.
     let poison = scenario.poison_count_before(running.traffic_secs);
     let expected = running.driver.accepted_so_far() + poison;
     let deadline = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_secs);
-    loop {
-        let finished = pipeline.metrics().counters().finished();
-        if finished >= expected || Instant::now() >= deadline {
+    for look in 0u64.. {
+        let finished = harness.pipeline.metrics().counters().finished();
+        // The counters miss what a killed engine finished but had not counted
+        // yet: every 2 s the store itself says whether work is left.
+        let idle = look % 8 == 7 && matches!(harness.audit_pipeline().is_idle().await, Ok(true));
+        if finished >= expected || idle || Instant::now() >= deadline {
             tracing::info!(
                 finished,
                 expected,
@@ -258,6 +262,7 @@ async fn gather<'a>(
     harness.stop_engine().await;
     let outcomes = running.driver.outcomes();
     let records = final_records(harness.audit_pipeline(), &outcomes).await?;
+    let batches = batch_summaries(harness.audit_pipeline(), &outcomes).await;
     let traffic = Traffic {
         outcomes,
         started: running.driver.started(),
@@ -286,6 +291,7 @@ async fn gather<'a>(
         engine: engine_figures(harness),
         capacity: harness.capacity.clone(),
         checks: harness.checks.clone(),
+        batches,
         stack: harness.stack_info(),
         machine: MachineInfo::current(),
         goose_report: running
@@ -330,6 +336,38 @@ async fn final_records(
         all.extend(lookup?);
     }
     Ok(all)
+}
+
+/// Where each accepted campaign's batch ended, and how long it took.
+async fn batch_summaries(pipeline: &Pipeline, outcomes: &[RequestOutcome]) -> Vec<BatchSummary> {
+    let batch_ids = outcomes
+        .iter()
+        .filter(|o| o.is_campaign && o.status == Some(202))
+        .filter_map(|o| o.response.as_ref()?["batchId"].as_str()?.parse().ok());
+    let mut summaries = Vec::new();
+    for batch in batch_ids {
+        match pipeline.batch_progress(batch).await {
+            Ok(Some(progress)) => summaries.push(summary_of(&progress)),
+            Ok(None) => tracing::error!(%batch, "an accepted batch has no progress record"),
+            Err(error) => tracing::error!(%batch, %error, "could not read a batch's progress"),
+        }
+    }
+    summaries
+}
+
+fn summary_of(progress: &BatchProgress) -> BatchSummary {
+    let since_received =
+        |at: Option<chrono::DateTime<Utc>>| at.map(|at| (at - progress.received_at).num_milliseconds() as f64 / 1000.0);
+    BatchSummary {
+        batch_id: progress.batch_id.to_string(),
+        phase: progress.phase.as_str().into(),
+        rows: progress.rows,
+        accepted: progress.accepted,
+        enqueued: progress.enqueued,
+        resumed: progress.resumed,
+        enqueue_secs: since_received(progress.enqueued_at),
+        done_secs: since_received(progress.finished_at),
+    }
 }
 
 /// The records one accepted request led to: a campaign's batch, or one notification.

@@ -37,6 +37,7 @@ pub struct HarnessHandles {
     stack: std::sync::Arc<localstack::Stack>,
     pipeline: Pipeline,
     senders: std::sync::Arc<tokio::sync::Mutex<super::harness::Senders>>,
+    engine: std::sync::Arc<tokio::sync::Mutex<super::harness::Engine>>,
 }
 
 impl HarnessHandles {
@@ -46,6 +47,7 @@ impl HarnessHandles {
             stack: harness.stack.clone(),
             pipeline: harness.pipeline.clone(),
             senders: harness.senders.clone(),
+            engine: harness.engine.clone(),
         }
     }
 }
@@ -56,6 +58,7 @@ enum Active {
     Rule(u64),
     Quota,
     WorkersDown,
+    EngineDown,
     StackPaused,
     /// The SMTP server's reply rule; injections it had counted before.
     SmtpReply {
@@ -138,6 +141,12 @@ async fn begin(fault: &Fault, label: &str, context: &Context) -> Active {
             h.senders.lock().await.crash();
             Active::WorkersDown
         }
+        Fault::KillEngine => {
+            tracing::warn!("fault: killing the engine (API, batch processing and senders)");
+            h.senders.lock().await.crash();
+            h.engine.lock().await.kill().await;
+            Active::EngineDown
+        }
         Fault::PauseStack => {
             tracing::warn!("fault: pausing the stack's processes");
             h.stack.set_paused(true);
@@ -176,6 +185,13 @@ async fn finish(active: Active, h: &HarnessHandles) {
         Active::Quota => h.plan.set_ses_quota(None),
         Active::WorkersDown => {
             tracing::warn!("fault over: restarting the sender workers");
+            h.senders.lock().await.start();
+        }
+        Active::EngineDown => {
+            tracing::warn!("fault over: starting the engine again");
+            if let Err(error) = h.engine.lock().await.restart().await {
+                tracing::error!(%error, "the engine could not start again; the run's recovery tries once more");
+            }
             h.senders.lock().await.start();
         }
         Active::StackPaused => h.stack.set_paused(false),
