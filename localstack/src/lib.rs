@@ -17,7 +17,7 @@ pub mod process;
 pub mod sent_mail;
 mod stack;
 
-pub use sent_mail::SentEmail;
+pub use sent_mail::{MailDetail, SentEmail};
 pub use stack::{Endpoints, Service, SmtpEndpoint, SmtpFaultRule, Stack, StackOptions, StackTarget};
 
 use std::path::PathBuf;

@@ -1,8 +1,9 @@
 //! The emulators' record of the email they accepted, for exactly-once checks.
 //!
 //! LocalStack lists SES v1 mail at `GET /_aws/ses`; moto keeps SES v2 mail in
-//! its SES backend, listed by `GET /moto-api/data.json`; the stack's SMTP
-//! server lists what it accepted at `GET <control>/messages`.
+//! its SES backend, which `courier_moto.py` lists a page at a time at
+//! `GET /courier/sent` (moto's own `/moto-api/data.json` dumps every backend
+//! whole); the stack's SMTP server lists what it accepted at `GET <control>/messages`.
 
 use serde_json::Value;
 use vocabulary::MailerKind;
@@ -22,29 +23,63 @@ pub struct SentEmail {
     pub recorded_by: MailerKind,
 }
 
+/// Sent mails read from moto per request.
+const MOTO_PAGE: usize = 10_000;
+
+/// How much of each email [`Stack::each_sent_email`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailDetail {
+    /// Ids, sender, recipients and subject: enough to count, cheap at a million.
+    Recipients,
+    /// Raw MIME messages too.
+    Whole,
+}
+
 impl Stack {
     /// Every email the stack's SES emulators accepted. An error on real AWS.
     pub async fn sent_emails(&self) -> Result<Vec<SentEmail>, StackError> {
+        let mut all = Vec::new();
+        self.each_sent_email(MailDetail::Whole, |email| all.push(email)).await?;
+        Ok(all)
+    }
+
+    /// Visits every email the stack's emulators accepted. moto's record (SES
+    /// v2, the default mailer) is read a page at a time through the route
+    /// `courier_moto.py` adds, so a million sent mails are never in memory at
+    /// once; a caller that keeps only counts stays small.
+    pub async fn each_sent_email(
+        &self,
+        detail: MailDetail,
+        mut visit: impl FnMut(SentEmail),
+    ) -> Result<(), StackError> {
         if !self.is_emulated() {
             return Err(StackError::Config("real AWS keeps no sent-mail record to read".into()));
         }
         let client = reqwest::Client::new();
-        let mut all = Vec::new();
         if let Some(url) = self.endpoint(Service::Ses) {
             let body = fetch_json(&client, &format!("{url}/_aws/ses")).await?;
-            all.extend(parse_localstack(&body));
+            parse_localstack(&body).into_iter().for_each(&mut visit);
         }
         if let Some(url) = self.endpoint(Service::SesV2) {
             if Some(url) != self.endpoint(Service::Ses) {
-                let body = fetch_json(&client, &format!("{url}/moto-api/data.json")).await?;
-                all.extend(parse_moto(&body));
+                let mut after = 0;
+                loop {
+                    let raw = u8::from(detail == MailDetail::Whole);
+                    let page = format!("{url}/courier/sent?after={after}&limit={MOTO_PAGE}&raw={raw}");
+                    let body = fetch_json(&client, &page).await?;
+                    parse_moto(&body).into_iter().for_each(&mut visit);
+                    match body["next"].as_u64() {
+                        Some(next) => after = next,
+                        None => break,
+                    }
+                }
             }
         }
         if let Some(smtp) = self.smtp() {
             let body = fetch_json(&client, &format!("{}/messages", smtp.control_url)).await?;
-            all.extend(parse_smtp(&body));
+            parse_smtp(&body).into_iter().for_each(&mut visit);
         }
-        Ok(all)
+        Ok(())
     }
 }
 

@@ -246,7 +246,7 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
 
     let mail_kept = stack.is_emulated() && scenario.engine.mailer.leaves_a_record();
     let mail_before = match mail_kept {
-        true => Some(mail_counts(&stack.sent_emails().await?)),
+        true => Some(mail_counts(&stack).await?),
         false => None,
     };
     let senders = Arc::new(Mutex::new(Senders {
@@ -302,7 +302,7 @@ impl Harness {
         let Some(before) = &self.mail_before else {
             return Ok(None);
         };
-        let after = mail_counts(&self.stack.sent_emails().await?);
+        let after = mail_counts(&self.stack).await?;
         let during = after
             .into_iter()
             .filter_map(|(to, n)| {
@@ -324,12 +324,16 @@ impl Harness {
 }
 
 /// How many emails each address received, lower-cased.
-fn mail_counts(mail: &[localstack::SentEmail]) -> HashMap<String, u64> {
+/// Emails per recipient in the stack's sent-mail record, read a page at a
+/// time: only the counts are kept.
+async fn mail_counts(stack: &Stack) -> Result<HashMap<String, u64>, HarnessError> {
     let mut counts = HashMap::new();
-    for email in mail {
-        for to in &email.to {
-            *counts.entry(to.to_ascii_lowercase()).or_default() += 1;
-        }
-    }
-    counts
+    stack
+        .each_sent_email(localstack::MailDetail::Recipients, |email| {
+            for to in email.to {
+                *counts.entry(to.to_ascii_lowercase()).or_default() += 1;
+            }
+        })
+        .await?;
+    Ok(counts)
 }
