@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram as Buckets;
 use prometheus_client::registry::Registry;
-use vocabulary::stats::{Counters, Depth, Latency, Snapshot};
+use vocabulary::stats::{Counters, Depth, Ingest, Latency, Snapshot};
 use vocabulary::{PerPriority, QueueRef};
 
 use crate::domain::{Priority, Stage};
@@ -262,10 +262,6 @@ impl Metrics {
         self.batches_in_progress.inc_by(change);
     }
 
-    pub fn ingested_rows(&self) -> u64 {
-        self.ingested_rows.get()
-    }
-
     pub fn record_undecodable(&self) {
         self.undecodable.inc();
     }
@@ -319,6 +315,10 @@ impl Metrics {
     pub fn counters(&self) -> Snapshot {
         Snapshot {
             accepted: self.accepted(),
+            ingest: Ingest {
+                rows: self.ingested_rows.get(),
+                batches_in_progress: self.batches_in_progress.get().max(0) as u64,
+            },
             by_priority: PerPriority::from_fn(|p| self.counts(p)),
             ..Snapshot::default()
         }

@@ -47,6 +47,8 @@ pub struct Point {
     pub sent_per_sec: f64,
     pub errors_per_sec: f64,
     pub retries_per_sec: f64,
+    /// Campaign rows turned into messages per second (background ingest).
+    pub ingest_rows_per_sec: f64,
     /// Visible + in flight, per queue.
     pub depths: BTreeMap<QueueRef, f64>,
 }
@@ -107,7 +109,7 @@ impl App {
                 0.0
             }
         };
-        let (sent, errors, retries) = match &self.previous {
+        let (sent, errors, retries, ingested) = match &self.previous {
             // A counter that went down means the engine restarted: start the rates afresh.
             Some((t0, before)) if snapshot.total(|c| c.sent) >= before.total(|c| c.sent) => {
                 let dt = t - t0;
@@ -115,9 +117,10 @@ impl App {
                     rate(snapshot.total(|c| c.sent), before.total(|c| c.sent), dt),
                     rate(snapshot.total(|c| c.errors), before.total(|c| c.errors), dt),
                     rate(snapshot.total(|c| c.retries), before.total(|c| c.retries), dt),
+                    rate(snapshot.ingest.rows, before.ingest.rows, dt),
                 )
             }
-            _ => (0.0, 0.0, 0.0),
+            _ => (0.0, 0.0, 0.0, 0.0),
         };
         if self.history.len() == HISTORY {
             self.history.pop_front();
@@ -127,6 +130,7 @@ impl App {
             sent_per_sec: sent,
             errors_per_sec: errors,
             retries_per_sec: retries,
+            ingest_rows_per_sec: ingested,
             depths: snapshot.queues.iter().map(|(q, d)| (*q, d.total() as f64)).collect(),
         });
         self.previous = Some((t, snapshot.clone()));
@@ -189,8 +193,10 @@ impl App {
         let main = |p: Priority| depth(QueueRef::Main(p));
         let dead_letters: f64 = Priority::ALL.into_iter().map(|p| depth(QueueRef::DeadLetter(p))).sum();
         format!(
-            "{} {state} accepted {} sent {} ({:.1}/s) errors {} retries {} queues h/m/l {}/{}/{} dlq {}",
+            "{} {state} batches {} (ingest {:.0} rows/s) accepted {} sent {} ({:.1}/s) errors {} retries {} queues h/m/l {}/{}/{} dlq {}",
             self.target,
+            s.ingest.batches_in_progress,
+            point.map(|p| p.ingest_rows_per_sec).unwrap_or(0.0),
             s.accepted,
             s.total(|c| c.sent),
             point.map(|p| p.sent_per_sec).unwrap_or(0.0),

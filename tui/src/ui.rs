@@ -189,7 +189,12 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
 
 fn draw_statuses(frame: &mut Frame, area: Rect, app: &App) {
     let s = app.latest.clone().unwrap_or_default();
+    let ingest = app.history.back().map_or(0.0, |p| p.ingest_rows_per_sec);
     let lines = vec![
+        Line::from(format!(
+            "batches        {:>8.0} {ingest:>6.0} rows/s",
+            s.ingest.batches_in_progress
+        )),
         Line::from(format!("accepted       {:>8.0}", s.accepted)),
         Line::from(format!("in pipeline    {:>8.0}", s.in_pipeline())),
         Line::from(Span::styled(
@@ -305,6 +310,10 @@ mod tests {
         for (i, (sent, low)) in [(0, 300), (50, 260), (120, 190)].into_iter().enumerate() {
             let mut s = Snapshot {
                 accepted: 400,
+                ingest: vocabulary::stats::Ingest {
+                    rows: 500 * i as u64,
+                    batches_in_progress: 1,
+                },
                 ..Snapshot::default()
             };
             s.by_priority[Priority::Low] = Counters {
@@ -348,6 +357,7 @@ mod tests {
         assert!(text.contains("high     0        42       120      180"), "{text}");
         assert!(text.contains("low      120      0        0        0"), "{text}");
         assert!(text.contains("accepted            400"), "{text}");
+        assert!(text.contains("batches               1    500 rows/s"), "{text}");
         assert!(text.contains("in pipeline         278"), "{text}");
         assert!(text.contains("SENT                120"));
         assert!(text.contains("dead-lettered         1"));

@@ -54,9 +54,20 @@ pub struct SloSoFar {
     pub met: bool,
 }
 
+/// Campaign batches being turned into messages in the background.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingest {
+    /// Rows recorded and enqueued since the engine started.
+    pub rows: u64,
+    /// Batches received and not yet DONE or FAILED.
+    pub batches_in_progress: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub accepted: u64,
+    #[serde(default)]
+    pub ingest: Ingest,
     pub by_priority: PerPriority<Counters>,
     pub latency: PerPriority<Latency>,
     pub queues: BTreeMap<QueueRef, Depth>,
