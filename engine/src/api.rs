@@ -315,7 +315,9 @@ async fn upload_campaign(
         return Err(error);
     }
     // Finishing runs to its end (or removes what it stored) even if the client hangs up now.
+    let body_read = std::time::Instant::now();
     let (report, progress) = detached(intake.finish()).await??;
+    let finish_ms = body_read.elapsed().as_secs_f64() * 1000.0;
     if state.batch_work.send(progress).is_err() {
         tracing::warn!(batch_id = %report.batch_id, "the engine is stopping; the batch is processed at its next start");
     }
@@ -326,7 +328,8 @@ async fn upload_campaign(
         accepted = report.accepted,
         duplicates = report.duplicates,
         rejected = report.rejected,
-        "campaign received"
+        finish_ms,
+        "campaign received (finish_ms: from the last byte read to the answer)"
     );
     let more_rows = truncated.then(|| {
         format!(

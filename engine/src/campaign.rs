@@ -11,11 +11,13 @@
 //!
 //! **After** ([`run_batches`], [`Pipeline::process_batch`]): the stored file
 //! is read again as a stream, and its accepted rows become messages in
-//! chunks of [`CHUNK_ROWS`]: recorded PENDING, enqueued, recorded QUEUED, then
-//! the checkpoint saved. Each row's send id is derived from the batch and row,
-//! so the one chunk in doubt after a crash is written again with conditions
-//! and nothing is sent twice. Once every row is enqueued the batch waits
-//! until none of its messages is PENDING or QUEUED: DONE.
+//! chunks of [`CHUNK_ROWS`], [`CHUNKS_IN_FLIGHT`] at once: recorded PENDING,
+//! enqueued, recorded QUEUED, then the checkpoint saved past each in file
+//! order. Each row's send id is derived from the batch and row, so the chunks
+//! in doubt after a crash (those past the checkpoint) are written again with
+//! conditions, and a second queued copy is harmless (the sender's claim
+//! holds for one copy). Once every row is enqueued the batch waits until
+//! none of its messages is PENDING or QUEUED: DONE.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -139,6 +141,8 @@ pub struct Intake {
     parts: Vec<Attachment>,
     /// The attachment being written.
     part: Option<Box<dyn BlobWriter>>,
+    /// The archive and report, once written: removed if the batch is not saved.
+    written: Vec<String>,
 }
 
 impl Intake {
@@ -152,6 +156,7 @@ impl Intake {
             named: HashMap::new(),
             parts: Vec::new(),
             part: None,
+            written: Vec::new(),
         }
     }
 
@@ -171,14 +176,15 @@ impl Intake {
             error,
         })?;
         writer.write(chunk).await?;
-        self.note_accepted();
+        let rows = self.parser.take_accepted();
+        self.note_accepted(rows);
         Ok(())
     }
 
-    /// Counts the rows accepted so far and forgets them (they are read
-    /// again from the stored file), keeping only which files they name.
-    fn note_accepted(&mut self) {
-        for row in self.parser.take_accepted() {
+    /// Counts accepted rows and forgets them (they are read again from the
+    /// stored file), keeping only which files they name.
+    fn note_accepted(&mut self, rows: Vec<AcceptedRow>) {
+        for row in rows {
             self.accepted += 1;
             if let Some(name) = row.attachment {
                 self.named.entry(name).or_default().push(row.row);
@@ -238,10 +244,7 @@ impl Intake {
             duplicates,
             mut rejected,
         } = parsed;
-        self.accepted += accepted.len() as u64;
-        for row in accepted.into_iter().filter_map(|r| Some((r.row, r.attachment?))) {
-            self.named.entry(row.1).or_default().push(row.0);
-        }
+        self.note_accepted(accepted);
         rejected.extend(self.rows_naming_missing_files());
         rejected.sort_by_key(|r| r.row);
         if self.accepted == 0 {
@@ -256,6 +259,7 @@ impl Intake {
         }
         let archive = archive_key(self.batch_id, &file_name);
         let size = writer.finish().await?;
+        self.written.push(archive.clone());
         let unused = self.drop_unused_attachments().await;
         let report = BatchReport {
             batch_id: self.batch_id,
@@ -271,6 +275,7 @@ impl Intake {
             duplicate_rows: duplicates,
             created_at: Utc::now(),
         };
+        self.written.push(report_key(self.batch_id));
         self.pipeline.put_report(&report).await?;
         let progress = BatchProgress::received(&report);
         self.pipeline.batches.save(&progress).await?;
@@ -321,8 +326,9 @@ impl Intake {
         if let Some(part) = self.part.take() {
             part.abort().await;
         }
-        for part in &self.parts {
-            self.pipeline.delete_blob(&part.key).await;
+        let stored = self.parts.iter().map(|part| &part.key).chain(&self.written);
+        for key in stored {
+            self.pipeline.delete_blob(key).await;
         }
     }
 }
@@ -357,6 +363,23 @@ pub const CHUNKS_IN_FLIGHT: usize = 4;
 const DONE_POLL: Duration = Duration::from_secs(2);
 /// The longest wait between two tries of a chunk the stack refused.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Counts a batch in progress for as long as its task lives, however it
+/// ends (a crash drops the task mid-way).
+struct InProgress(std::sync::Arc<crate::metrics::Metrics>);
+
+impl InProgress {
+    fn count(metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        metrics.batch_in_progress(1);
+        Self(metrics)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.batch_in_progress(-1);
+    }
+}
 
 /// Why reading a stored batch stopped short.
 enum Interrupted {
@@ -404,7 +427,7 @@ impl Pipeline {
     /// progress as it goes; returns early, checkpoint saved, on `stop`.
     pub async fn process_batch(self, mut progress: BatchProgress, stop: CancellationToken) {
         let batch_id = progress.batch_id;
-        self.metrics.batch_in_progress(1);
+        let _counted = InProgress::count(self.metrics.clone());
         let mut in_doubt = progress.phase == BatchPhase::Parsing;
         if in_doubt {
             progress.resumed += 1;
@@ -439,7 +462,6 @@ impl Pipeline {
             self.await_done(&mut progress, &stop).await;
         }
         self.save_progress(&progress, &stop).await;
-        self.metrics.batch_in_progress(-1);
     }
 
     /// Reads the stored file again and records and enqueues every accepted

@@ -541,10 +541,14 @@ impl StatusStore for DynamoStatusStore {
                     .expression_attribute_values(":status", s(status.as_str()))
                     .select(Select::Count)
                     .set_exclusive_start_key(start);
+                // Small pages: while the batch has messages left, the first
+                // page nearly always holds one, and a 1 MB page would cost the
+                // store far more than the answer needs.
                 query = match batch {
                     Some(batch) => query
                         .filter_expression("batchId = :batch")
-                        .expression_attribute_values(":batch", s(batch.to_string())),
+                        .expression_attribute_values(":batch", s(batch.to_string()))
+                        .limit(200),
                     None => query.limit(1),
                 };
                 let output = query.send().await.map_err(service_error)?;
