@@ -50,9 +50,10 @@ pub trait BlobStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }
 
-/// An object being written. Dropped without `finish`, it never appears
-/// (an S3 multipart upload left open is removed by `abort`, or by the
-/// bucket's lifecycle rule when the process died).
+/// An object being written. Dropped without `finish`, it never appears.
+/// `abort` removes an S3 multipart upload left open; one left by a process
+/// that died keeps its parts until removed (on AWS, a bucket lifecycle rule
+/// `AbortIncompleteMultipartUpload` does that; provisioning sets none yet).
 #[async_trait]
 pub trait BlobWriter: Send {
     async fn write(&mut self, bytes: Bytes) -> Result<(), BlobError>;
