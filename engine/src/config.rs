@@ -143,6 +143,21 @@ pub struct SenderSettings {
     /// First retry delay after a throttle or transient failure; doubles per receive.
     pub retry_base_secs: u32,
     pub retry_max_secs: u32,
+    /// The account's sending rate (sends/s) to pace to, instead of what SES
+    /// reports (`GetAccount` / `GetSendQuota`).
+    pub max_send_rate: Option<f64>,
+    /// This engine's share of the account's rate, 0–1, when several engines
+    /// send from one account.
+    pub rate_share: f64,
+    /// Low priority's guaranteed share of sends while it has work, 0–1.
+    pub low_min_share: f64,
+    /// Medium and low sends in flight at most while reminders flow; by
+    /// default a quarter of workers × concurrency.
+    pub background_in_flight: Option<usize>,
+    /// How often SES's sending limits are read again.
+    pub quota_refresh_secs: u32,
+    /// How often they are read while a daily quota is used up.
+    pub quota_recheck_secs: u32,
 }
 
 impl Default for SenderSettings {
@@ -158,6 +173,12 @@ impl Default for SenderSettings {
             },
             retry_base_secs: 1,
             retry_max_secs: 60,
+            max_send_rate: None,
+            rate_share: 1.0,
+            low_min_share: 0.1,
+            background_in_flight: None,
+            quota_refresh_secs: 60,
+            quota_recheck_secs: 10,
         }
     }
 }
@@ -275,6 +296,15 @@ impl Settings {
         }
         if self.sender.workers == 0 || self.sender.concurrency == 0 {
             return fail("sender.workers and sender.concurrency must be at least 1");
+        }
+        if !(self.sender.rate_share > 0.0 && self.sender.rate_share <= 1.0) {
+            return fail("sender.rate_share must be above 0 and at most 1");
+        }
+        if !(0.0..1.0).contains(&self.sender.low_min_share) {
+            return fail("sender.low_min_share must be at least 0 and below 1");
+        }
+        if self.sender.max_send_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return fail("sender.max_send_rate must be above 0");
         }
         if Priority::ALL.iter().all(|p| self.sender.weights[*p] == 0) {
             return fail("sender.weights must give at least one queue a weight");

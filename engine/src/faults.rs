@@ -76,11 +76,17 @@ pub enum FaultEffect {
 }
 
 /// SES's sending limits: at most `max_send_rate` sends in any second and
-/// `daily_quota` in any 24 hours.
+/// `daily_quota` in any `day` (24 hours, unless a scenario compresses it).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct SesQuota {
     pub max_send_rate: f64,
     pub daily_quota: Option<u64>,
+    pub day: Duration,
+}
+
+impl SesQuota {
+    /// SES's day.
+    pub const DAY: Duration = Duration::from_secs(86_400);
 }
 
 #[derive(Debug)]
@@ -95,7 +101,7 @@ struct QuotaState {
 impl QuotaState {
     /// `Ok` when the send fits the limits, else which limit it exceeded.
     fn admit(&mut self, now: Instant) -> Result<(), &'static str> {
-        if now.duration_since(self.day_started) >= Duration::from_secs(86_400) {
+        if now.duration_since(self.day_started) >= self.quota.day {
             self.day_started = now;
             self.sent_today = 0;
         }
@@ -139,6 +145,10 @@ pub struct FaultPlan {
     created: Instant,
     faults: RwLock<Vec<ActiveFault>>,
     quota: Mutex<Option<QuotaState>>,
+    /// Whether the plan is the SES account (the local stack, whose SES
+    /// enforces no limits): then it answers the account's limit reads even
+    /// with no quota in force (as "no limit").
+    models_account: std::sync::atomic::AtomicBool,
     dice: Mutex<ChaCha8Rng>,
     next_id: AtomicU64,
     injected: Mutex<Vec<InjectedFault>>,
@@ -157,6 +167,7 @@ impl FaultPlan {
             created: Instant::now(),
             faults: RwLock::new(Vec::new()),
             quota: Mutex::new(None),
+            models_account: std::sync::atomic::AtomicBool::new(false),
             dice: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             next_id: AtomicU64::new(1),
             injected: Mutex::new(Vec::new()),
@@ -186,6 +197,13 @@ impl FaultPlan {
             tracing::info!(fault = %fault.name, "fault off");
         }
         faults.retain(|f| f.id != id);
+    }
+
+    /// Makes the plan the SES account: it answers `GetAccount` and
+    /// `GetSendQuota` with the quota in force, or with no limits. For the
+    /// local stack, whose SES (moto) enforces none.
+    pub fn model_ses_account(&self) {
+        self.models_account.store(true, Ordering::Relaxed);
     }
 
     /// Lifts every fault and the SES quota.
@@ -294,6 +312,18 @@ impl FaultPlan {
             .entry(label.to_string())
             .or_default() += 1;
         let mut delay = Duration::ZERO;
+        if label
+            .parse::<AwsOperation>()
+            .is_ok_and(|op| AwsOperation::ACCOUNT_READS.contains(&op))
+        {
+            let quota = self.quota.lock().expect("quota lock");
+            if quota.is_some() || self.models_account.load(Ordering::Relaxed) {
+                return Decision::Answer {
+                    delay,
+                    response: account_response(service, quota.as_ref()),
+                };
+            }
+        }
         let faults = self.faults.read().expect("faults lock").clone();
         for fault in faults.iter().filter(|f| f.target.matches(label)) {
             if self.roll() >= fault.probability {
@@ -356,6 +386,38 @@ fn error_response(service: Option<AwsService>, effect: FaultEffect, message: &st
         ),
         (Some(Sqs), FaultEffect::Throttle) => aws_json(400, "com.amazonaws.sqs#RequestThrottled", message),
         (_, _) => aws_json(500, "InternalFailure", message),
+    }
+}
+
+/// The account's sending limits as SES itself reports them (-1: no limit).
+fn account_response(service: Option<AwsService>, quota: Option<&QuotaState>) -> ErrorResponse {
+    let (rate, daily, sent) = match quota {
+        Some(state) => (
+            state.quota.max_send_rate,
+            state.quota.daily_quota.map_or(-1.0, |q| q as f64),
+            state.sent_today as f64,
+        ),
+        None => (-1.0, -1.0, 0.0),
+    };
+    match service {
+        Some(AwsService::Ses) => ErrorResponse {
+            status: 200,
+            headers: vec![("content-type", "text/xml".into())],
+            body: format!(
+                "<GetSendQuotaResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\"><GetSendQuotaResult><SentLast24Hours>{sent}</SentLast24Hours><Max24HourSend>{daily}</Max24HourSend><MaxSendRate>{rate}</MaxSendRate></GetSendQuotaResult><ResponseMetadata><RequestId>courier-account</RequestId></ResponseMetadata></GetSendQuotaResponse>"
+            ),
+        },
+        _ => ErrorResponse {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: serde_json::json!({
+                "SendQuota": { "Max24HourSend": daily, "MaxSendRate": rate, "SentLast24Hours": sent },
+                "SendingEnabled": true,
+                "ProductionAccessEnabled": true,
+                "EnforcementStatus": "HEALTHY",
+            })
+            .to_string(),
+        },
     }
 }
 
@@ -507,6 +569,7 @@ mod tests {
             quota: SesQuota {
                 max_send_rate: 14.0,
                 daily_quota: Some(30),
+                day: SesQuota::DAY,
             },
             tokens: 14.0,
             refilled_at: start,

@@ -12,6 +12,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::{MailerKind, SmtpSettings, SmtpTls};
 use crate::domain::EmailAddress;
+use crate::sender::schedule::SendQuota;
 
 /// A fully resolved email, ready for a provider.
 #[derive(Debug, Clone)]
@@ -41,13 +42,27 @@ pub enum MailError {
     /// Anything that may succeed on another try (network, 5xx).
     #[error("transient failure: {0}")]
     Transient(String),
+    /// The account's daily sending quota is used up: nothing more is
+    /// accepted until it resets. Not the message's fault; keep it safe.
+    #[error("daily quota used up: {0}")]
+    QuotaExhausted(String),
 }
 
 #[async_trait]
 pub trait Mailer: Send + Sync {
     /// Sends and returns the provider's message id.
     async fn send(&self, email: &Email) -> Result<String, MailError>;
+
+    /// The account's sending limits; `None` when the provider has none
+    /// (an SMTP relay, a dry run).
+    async fn send_quota(&self) -> Result<Option<SendQuota>, MailError> {
+        Ok(None)
+    }
 }
+
+/// SES's words for a used-up daily quota (v1's `Throttling` message; v2
+/// answers `LimitExceededException` with the same text).
+const DAILY_QUOTA_TEXT: &str = "Daily message quota exceeded";
 
 /// SES error codes meaning "slow down" (v1 and v2 spell them differently).
 const THROTTLE_CODES: [&str; 4] = [
@@ -76,7 +91,14 @@ where
     R: std::fmt::Debug + 'static,
 {
     let text = crate::aws::describe(error);
-    match error.as_service_error().and_then(|e| e.code()) {
+    let service_error = error.as_service_error();
+    if service_error
+        .and_then(|e| e.message())
+        .is_some_and(|m| m.contains(DAILY_QUOTA_TEXT))
+    {
+        return MailError::QuotaExhausted(text);
+    }
+    match service_error.and_then(|e| e.code()) {
         Some(code) if THROTTLE_CODES.contains(&code) => MailError::Throttled(text),
         Some(code) if REJECT_CODES.contains(&code) => MailError::Rejected(text),
         _ => MailError::Transient(text),
@@ -161,6 +183,13 @@ impl Mailer for SesV2Mailer {
             .map_err(|e| classify(&e))?;
         Ok(output.message_id.unwrap_or_default())
     }
+
+    async fn send_quota(&self) -> Result<Option<SendQuota>, MailError> {
+        let account = self.client.get_account().send().await.map_err(|e| classify(&e))?;
+        Ok(account
+            .send_quota()
+            .map(|q| SendQuota::from_figures(q.max_send_rate(), q.max24_hour_send(), q.sent_last24_hours())))
+    }
 }
 
 pub struct SesV1Mailer {
@@ -215,6 +244,15 @@ impl Mailer for SesV1Mailer {
             .await
             .map_err(|e| classify(&e))?;
         Ok(output.message_id)
+    }
+
+    async fn send_quota(&self) -> Result<Option<SendQuota>, MailError> {
+        let q = self.client.get_send_quota().send().await.map_err(|e| classify(&e))?;
+        Ok(Some(SendQuota::from_figures(
+            q.max_send_rate(),
+            q.max24_hour_send(),
+            q.sent_last24_hours(),
+        )))
     }
 }
 

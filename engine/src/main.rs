@@ -90,7 +90,16 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&address)
                 .await
                 .with_context(|| format!("binding {address}"))?;
-            let clients = AwsClients::for_stack(&stack).await;
+            let clients = match stack.is_emulated() {
+                // The emulators' SES enforces no sending limits and moto has no
+                // GetAccount: a plan with no faults answers for the account ("no limit").
+                true => {
+                    let account = engine::faults::FaultPlan::new(0);
+                    account.model_ses_account();
+                    AwsClients::with_faults(&stack, account).await
+                }
+                false => AwsClients::for_stack(&stack).await,
+            };
             let app = Application::build(settings, &clients, listener).await?;
             tracing::info!(
                 url = %format!("http://{}", app.local_addr()),

@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram as Buckets;
 use prometheus_client::registry::Registry;
-use vocabulary::stats::{Counters, Depth, Ingest, Latency, Snapshot};
+use vocabulary::stats::{Budget, Counters, Depth, Ingest, Latency, Snapshot};
 use vocabulary::{PerPriority, QueueRef};
 
 use crate::domain::{Priority, Stage};
@@ -61,6 +61,9 @@ pub struct Metrics {
     undecodable: Counter,
     ingested_rows: Counter,
     batches_in_progress: Gauge,
+    /// The senders' send budget, sends/s (0: no rate limit known).
+    send_budget: Gauge<f64, AtomicU64>,
+    budget: Mutex<Budget>,
     by_priority: PriorityCounters,
     latency_buckets: BucketFamily,
     handling_buckets: BucketFamily,
@@ -88,6 +91,8 @@ impl Default for Metrics {
             undecodable: Counter::default(),
             ingested_rows: Counter::default(),
             batches_in_progress: Gauge::default(),
+            send_budget: Gauge::default(),
+            budget: Mutex::new(Budget::default()),
             by_priority: PriorityCounters::default(),
             latency_buckets: Family::new_with_constructor(buckets),
             handling_buckets: Family::new_with_constructor(buckets),
@@ -185,6 +190,11 @@ impl Metrics {
             self.quantiles.clone(),
         );
         r.register(
+            "courier_send_budget_per_second",
+            "Sends per second the senders may spend now (paced to SES's rate; 0: no limit known).",
+            self.send_budget.clone(),
+        );
+        r.register(
             "courier_queue_messages",
             "Messages in each queue (GetQueueAttributes at scrape time).",
             self.queue_depth.clone(),
@@ -262,6 +272,12 @@ impl Metrics {
         self.batches_in_progress.inc_by(change);
     }
 
+    /// The send budget as the dispatcher holds it now.
+    pub fn record_budget(&self, budget: Budget) {
+        self.send_budget.set(budget.rate_per_sec.unwrap_or(0.0));
+        *self.budget.lock().expect("budget lock") = budget;
+    }
+
     pub fn record_undecodable(&self) {
         self.undecodable.inc();
     }
@@ -320,6 +336,7 @@ impl Metrics {
                 batches_in_progress: self.batches_in_progress.get().max(0) as u64,
             },
             by_priority: PerPriority::from_fn(|p| self.counts(p)),
+            budget: *self.budget.lock().expect("budget lock"),
             ..Snapshot::default()
         }
     }

@@ -160,24 +160,29 @@ pub fn sample_of(reading: &Reading, previous: Option<&Sample>) -> Sample {
         stats.total(|c| c.errors),
         stats.total(|c| c.retries),
     );
-    let rate = |now: u64, before: fn(&Sample) -> u64| match previous {
+    let rate = |now: u64, before: &dyn Fn(&Sample) -> u64| match previous {
         Some(prev) if reading.t_secs > prev.t_secs => {
             now.saturating_sub(before(prev)) as f64 / (reading.t_secs - prev.t_secs)
         }
         _ => 0.0,
     };
+    let by_priority = stats.by_priority.map(|_, c| c.sent);
+    let sent_per_sec_by_priority = by_priority.map(|p, sent| rate(*sent, &|s: &Sample| s.sent_by_priority[p]));
     Sample {
         t_secs: reading.t_secs,
         accepted: reading.accepted,
         sent,
         errors,
         retries,
-        sent_per_sec: rate(sent, |s| s.sent),
-        errors_per_sec: rate(errors, |s| s.errors),
-        retries_per_sec: rate(retries, |s| s.retries),
+        sent_per_sec: rate(sent, &|s| s.sent),
+        errors_per_sec: rate(errors, &|s| s.errors),
+        retries_per_sec: rate(retries, &|s| s.retries),
         queue_depths: stats.queues.clone(),
         latency_ms: stats.latency.iter().map(|(p, l)| (p, *l)).collect(),
         active_faults: reading.active_faults.clone(),
+        sent_by_priority: by_priority,
+        sent_per_sec_by_priority,
+        budget_per_sec: stats.budget.rate_per_sec,
     }
 }
 

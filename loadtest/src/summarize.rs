@@ -69,6 +69,8 @@ pub struct RawRun<'a> {
     /// That window's length.
     pub window_secs: f64,
     pub engine: EngineFigures,
+    /// The `ses_quota` fault's rate, if the scenario sets one.
+    pub quota_rate: Option<f64>,
     pub capacity: Option<Capacity>,
     pub checks: Vec<CheckResult>,
     /// Every accepted campaign's batch, as it stood after the drain.
@@ -115,8 +117,8 @@ fn latencies(raw: &RawRun<'_>) -> Latencies {
     }
     let mut by_phase = BTreeMap::new();
     if first_campaign.is_finite() && first_campaign > 0.0 {
-        by_phase.insert("before first campaign".to_string(), before_campaigns.summary());
-        by_phase.insert("with campaigns".to_string(), with_campaigns.summary());
+        by_phase.insert(crate::slo::BEFORE_CAMPAIGNS.to_string(), before_campaigns.summary());
+        by_phase.insert(crate::slo::WITH_CAMPAIGNS.to_string(), with_campaigns.summary());
     }
     Latencies {
         corrected,
@@ -261,10 +263,25 @@ pub fn summarize(raw: RawRun<'_>) -> RunResults {
     let audit = conservation(&raw);
     let latency = latencies(&raw);
     let delivered = delivered_per_sec(audit.count(SendStatus::Sent), raw.started_at, latency.last_sent);
+    let ses_throttles = ["ses_quota", "ses_throttle"]
+        .iter()
+        .map(|kind| {
+            raw.engine
+                .fault_counts
+                .iter()
+                .filter(|(name, _)| name.starts_with(kind))
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        })
+        .sum();
     let measured = Measured {
         latency: &latency.corrected,
         delivered_per_sec: delivered,
         audit: &audit,
+        by_phase: &latency.by_phase,
+        samples: &raw.collected.samples,
+        quota_rate: raw.quota_rate,
+        ses_throttles,
     };
     let mut slo = evaluate(raw.slo, &measured);
     slo.extend(batches_done(&raw.batches));
@@ -418,6 +435,7 @@ mod tests {
             cpu: BTreeMap::new(),
             window_secs: 12.0,
             engine: EngineFigures::default(),
+            quota_rate: None,
             capacity: None,
             checks: Vec::new(),
             batches: Vec::new(),

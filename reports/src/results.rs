@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 pub use vocabulary::stats::{Depth, Latency as LatencySample};
-use vocabulary::{MailerKind, Priority, QueueRef, SendStatus, Stage, Verdict};
+use vocabulary::{MailerKind, PerPriority, Priority, QueueRef, SendStatus, Stage, Verdict};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -282,6 +282,15 @@ pub struct Sample {
     /// Accepted→SENT so far, per priority, as the engine measures it.
     pub latency_ms: BTreeMap<Priority, LatencySample>,
     pub active_faults: Vec<String>,
+    /// SENT so far, per priority.
+    #[serde(default)]
+    pub sent_by_priority: PerPriority<u64>,
+    /// SENT per second since the previous sample, per priority.
+    #[serde(default)]
+    pub sent_per_sec_by_priority: PerPriority<f64>,
+    /// The senders' send budget at this tick, sends/s (none: no rate limit known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_per_sec: Option<f64>,
 }
 
 /// Claim→SENT handling times: per priority, and all priorities together.

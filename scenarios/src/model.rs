@@ -252,10 +252,14 @@ pub enum Fault {
     SqsReceiveError { probability: Probability },
     /// DynamoDB answers ProvisionedThroughputExceeded to `probability` of calls.
     DynamodbThrottle { probability: Probability },
-    /// SES's own sending limits: `max_send_rate` per second and `daily_quota`.
+    /// SES's own sending limits: `max_send_rate` per second and `daily_quota`
+    /// per day (`day_secs`, 86,400 unless a scenario compresses the day to
+    /// see a quota reset within a run). A quota is the account's, so it stays
+    /// in force through the drain unless `until = "traffic"`.
     SesQuota {
         max_send_rate: PositiveRate,
         daily_quota: Option<u64>,
+        day_secs: Option<PositiveRate>,
     },
     /// The sender workers crash (abort mid-send) and restart after `duration_secs`.
     KillWorker,
@@ -303,6 +307,7 @@ impl Fault {
             Fault::SesQuota {
                 max_send_rate,
                 daily_quota: Some(quota),
+                ..
             } => format!("{}/s, {quota}/day", max_send_rate.0),
             Fault::SesQuota { max_send_rate, .. } => format!("{}/s", max_send_rate.0),
             Fault::KillWorker | Fault::KillEngine | Fault::PauseStack => String::new(),
@@ -317,10 +322,34 @@ impl Fault {
 pub struct FaultSpec {
     #[serde(default)]
     pub start_secs: f64,
-    /// Until the end of the run when left out.
+    /// Until its end (below) when left out.
     pub duration_secs: Option<f64>,
+    /// When it ends at the latest: with the traffic (transient faults, by
+    /// default), or at the end of the drain (`"end"`: a property of the
+    /// account, like an SES quota, which is the default for `ses_quota`).
+    pub until: Option<FaultEnd>,
     #[serde(flatten)]
     pub fault: Fault,
+}
+
+/// The latest a fault ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultEnd {
+    /// When the traffic ends, so the drain measures recovery.
+    Traffic,
+    /// When the drain ends: it stays in force while the backlog empties.
+    End,
+}
+
+impl FaultSpec {
+    /// Whether it stays in force through the drain.
+    pub fn lasts_through_drain(&self) -> bool {
+        match self.until {
+            Some(end) => end == FaultEnd::End,
+            None => matches!(self.fault, Fault::SesQuota { .. }),
+        }
+    }
 }
 
 /// Gives a number newtype its range check at parse time, so an out-of-range
@@ -379,6 +408,17 @@ pub struct Slo {
     pub max_error_pct: Option<f64>,
     pub max_lost: u64,
     pub max_duplicate_sends: u64,
+    /// Per priority: its p99 while campaigns flow (from the first campaign's
+    /// arrival on) at most this many times its p99 before the first campaign.
+    pub p99_with_campaigns_max_ratio: PerPriority<Option<f64>>,
+    /// Low priority's lowest share of all sends (%) over any 5 s in which
+    /// it had work waiting: its guarantee against starvation.
+    pub min_low_share_pct: Option<f64>,
+    /// Sends per second while more than a second of sends waits, as a
+    /// percentage of the `ses_quota` fault's rate: how fully the quota is used.
+    pub min_sends_pct_of_quota: Option<f64>,
+    /// Sends SES answered with a throttle (the quota's and injected ones).
+    pub max_ses_throttles: Option<u64>,
     /// The DLQ must hold exactly the injected poison messages.
     pub dlq_equals_poison: bool,
 }
@@ -393,6 +433,10 @@ impl Default for Slo {
             max_error_pct: None,
             max_lost: 0,
             max_duplicate_sends: 0,
+            p99_with_campaigns_max_ratio: PerPriority::default(),
+            min_low_share_pct: None,
+            min_sends_pct_of_quota: None,
+            max_ses_throttles: None,
             dlq_equals_poison: true,
         }
     }
@@ -510,6 +554,23 @@ impl Scenario {
         if let Some(pct_value) = self.slo.max_error_pct {
             pct("slo.max_error_pct", pct_value)?;
         }
+        if let Some(pct_value) = self.slo.min_low_share_pct {
+            pct("slo.min_low_share_pct", pct_value)?;
+        }
+        if let Some(pct_value) = self.slo.min_sends_pct_of_quota {
+            pct("slo.min_sends_pct_of_quota", pct_value)?;
+            if self.ses_quota_rate().is_none() {
+                return fail("slo.min_sends_pct_of_quota", "needs an ses_quota fault".into());
+            }
+        }
+        for value in self.slo.p99_with_campaigns_max_ratio.iter().filter_map(|(_, r)| *r) {
+            if !(value.is_finite() && value >= 1.0) {
+                return fail(
+                    "slo.p99_with_campaigns_max_ratio",
+                    format!("{value} is not a ratio ≥ 1"),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -525,6 +586,13 @@ impl Scenario {
                 return fail("duration_secs", "must be more than 0".into());
             }
             let lasting = matches!(spec.fault, Fault::KillWorker | Fault::KillEngine | Fault::PauseStack);
+            if lasting && spec.until == Some(FaultEnd::End) {
+                let kind = spec.fault.name();
+                return fail(
+                    "until",
+                    format!("a {kind} fault cannot last through the drain: nothing would drain"),
+                );
+            }
             if lasting && spec.duration_secs.is_none() {
                 let kind = spec.fault.name();
                 return fail("duration_secs", format!("a {kind} fault needs `duration_secs`"));
@@ -573,6 +641,14 @@ impl Scenario {
     }
 
     /// How many poison messages the scenario injects before `secs` into the run.
+    /// The SES account's sending rate, when the scenario sets one (`ses_quota`).
+    pub fn ses_quota_rate(&self) -> Option<f64> {
+        self.faults.iter().find_map(|spec| match spec.fault {
+            Fault::SesQuota { max_send_rate, .. } => Some(max_send_rate.0),
+            _ => None,
+        })
+    }
+
     pub fn poison_count_before(&self, secs: f64) -> u64 {
         self.faults
             .iter()

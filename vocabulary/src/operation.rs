@@ -83,6 +83,8 @@ operations! {
     SesSendEmail => Ses "SES.SendEmail",
     SesSendRawEmail => Ses "SES.SendRawEmail",
     Sesv2SendEmail => Sesv2 "SESv2.SendEmail",
+    SesGetSendQuota => Ses "SES.GetSendQuota",
+    Sesv2GetAccount => Sesv2 "SESv2.GetAccount",
 }
 
 named_enum!(AwsOperation, "AWS operation");
@@ -94,6 +96,9 @@ impl AwsOperation {
         AwsOperation::SesSendEmail,
         AwsOperation::SesSendRawEmail,
     ];
+
+    /// The calls that read the SES account's sending limits.
+    pub const ACCOUNT_READS: [AwsOperation; 2] = [AwsOperation::Sesv2GetAccount, AwsOperation::SesGetSendQuota];
 
     /// The calls that put messages on a queue.
     pub const QUEUE_SENDS: [AwsOperation; 2] = [AwsOperation::SqsSendMessage, AwsOperation::SqsSendMessageBatch];

@@ -63,6 +63,20 @@ pub struct Ingest {
     pub batches_in_progress: u64,
 }
 
+/// The senders' send budget: what the dispatcher may spend on sends now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Sends per second allowed now (cut after throttles, recovering);
+    /// `None`: no rate limit is known.
+    pub rate_per_sec: Option<f64>,
+    /// The most it may reach: the account's rate × this engine's share × headroom.
+    pub ceiling_per_sec: Option<f64>,
+    /// Throttles SES answered to this engine's sends so far.
+    pub throttles: u64,
+    /// Seconds until sending resumes, while a daily quota is used up.
+    pub paused_for_secs: Option<f64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub accepted: u64,
@@ -70,6 +84,8 @@ pub struct Snapshot {
     pub ingest: Ingest,
     pub by_priority: PerPriority<Counters>,
     pub latency: PerPriority<Latency>,
+    #[serde(default)]
+    pub budget: Budget,
     pub queues: BTreeMap<QueueRef, Depth>,
     /// Faults in force (when the source knows them, as loadtest does).
     #[serde(default)]

@@ -38,6 +38,9 @@ pub enum Handled {
     },
     /// A failure that may pass (network, 5xx, connection refused).
     Transient(String),
+    /// Not sent: the send budget had no room for it (a daily quota used up,
+    /// or no permit in time); it may go again after this long.
+    Deferred { reason: String, after: Duration },
 }
 
 /// What to do with the message on its queue.
@@ -54,6 +57,9 @@ pub enum Next {
     /// redrive policy ends it in the DLQ if it keeps failing.
     Leave,
 }
+
+/// SQS's longest message delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 /// The settings the decisions depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +96,9 @@ pub fn decide(handled: &Handled, receive_count: u32, policy: &RetryPolicy) -> Ne
         // Could not even ask the store: SQS redelivers after the visibility timeout.
         Handled::ClaimFailed(_) => Next::Leave,
         Handled::Throttled(_) if policy.on_last_receive(receive_count) => Next::Requeue(policy.backoff(receive_count)),
+        // The message did nothing wrong: a fresh copy waits (its receive count
+        // starts again, so waiting never dead-letters it), within SQS's longest delay.
+        Handled::Deferred { after, .. } => Next::Requeue((*after).min(MAX_DELAY)),
         // Poison and unknown messages back off too, and reach the DLQ after
         // `max_receives`, where the reconciler ends them.
         Handled::Undecodable(_) | Handled::Missing | Handled::ContentFailed(_) => later,
@@ -134,6 +143,23 @@ mod tests {
             (Handled::Throttled("slow down".into()), 2, Next::Requeue(secs(2))),
             (Handled::Throttled("slow down".into()), 3, Next::Requeue(secs(4))),
             (Handled::Transient("refused".into()), 2, Next::RetryAfter(secs(2))),
+            // Deferred by the budget: a fresh copy, whatever the receive count.
+            (
+                Handled::Deferred {
+                    reason: "daily quota".into(),
+                    after: secs(10),
+                },
+                3,
+                Next::Requeue(secs(10)),
+            ),
+            (
+                Handled::Deferred {
+                    reason: "daily quota".into(),
+                    after: secs(86_400),
+                },
+                1,
+                Next::Requeue(MAX_DELAY),
+            ),
             // A transient failure on the last receive is left to the redrive policy.
             (Handled::Transient("refused".into()), 3, Next::RetryAfter(secs(4))),
             (

@@ -1,7 +1,9 @@
 //! Sender workers: take messages off the priority queues and send them.
 //!
-//! Each worker visits the queues in a weighted order (high first, low never
-//! starved), sends a received batch concurrently, and records each outcome
+//! Each worker keeps a batch of each priority in hand; every send waits for a
+//! permit from the engine's one [`dispatch::Dispatcher`], which paces sends to
+//! the SES account's rate and gives them out by priority (high first, low
+//! never starved: [`schedule`]). Each outcome is recorded
 //! with a conditional status write. Throttling returns the message to its
 //! queue with a growing delay; a permanent rejection ends it ERROR; anything
 //! else is retried by SQS until the redrive policy moves it to the DLQ.
@@ -10,25 +12,29 @@
 //! [`decide::decide`], from what happened to it ([`decide::Handled`]);
 //! `process` runs the effects, asks, and applies the answer in one place.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::stream::FuturesUnordered;
 use futures::{stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Stage;
-use crate::domain::{MessageBody, OutboundMessage, Priority, SendId};
+use crate::domain::{MessageBody, OutboundMessage, PerPriority, Priority, SendId};
 use crate::mailer::{Email, EmailAttachment, MailError};
 use crate::pipeline::Pipeline;
 use crate::queue::{QueueRef, ReceivedMessage, MAX_BATCH};
-use crate::routing::weighted_schedule;
 use crate::store::{Claim, Lease};
 
 pub mod decide;
+pub mod dispatch;
+pub mod schedule;
 
 use decide::{decide, Handled, Next, RetryPolicy};
+use dispatch::{run_quota_reader, Dispatcher};
 
 /// What became of one received message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +52,27 @@ pub enum Outcome {
 /// finish and fetched-but-unstarted messages go back to their queues. Dropping
 /// (or aborting) the returned future stops every worker and fetcher at once,
 /// as a crash would: SQS redelivers what they held after its visibility timeout.
+///
+/// The workers share one [`Dispatcher`]: the account's sending rate and the
+/// priorities' shares of it are the engine's, not each worker's.
 pub async fn run_senders(pipeline: Pipeline, shutdown: CancellationToken) {
+    let dispatcher = Dispatcher::new(&pipeline.settings.sender, pipeline.metrics.clone());
+    // The limits are read before the first send, so pacing starts from the first.
+    if tokio::time::timeout(QUOTA_FIRST_READ, dispatcher.refresh(pipeline.mailer.as_ref()))
+        .await
+        .is_err()
+    {
+        tracing::warn!("SES's sending limits did not answer in time; reading them in the background");
+    }
     let mut workers = JoinSet::new();
+    workers.spawn(run_quota_reader(pipeline.clone(), dispatcher.clone(), shutdown.clone()));
     for worker in 0..pipeline.settings.sender.workers {
-        workers.spawn(worker_loop(worker, pipeline.clone(), shutdown.clone()));
+        workers.spawn(worker_loop(
+            worker,
+            pipeline.clone(),
+            dispatcher.clone(),
+            shutdown.clone(),
+        ));
     }
     while let Some(result) = workers.join_next().await {
         if let Err(error) = result {
@@ -60,12 +83,18 @@ pub async fn run_senders(pipeline: Pipeline, shutdown: CancellationToken) {
     }
 }
 
+/// How long the senders wait for SES's limits before they start.
+const QUOTA_FIRST_READ: Duration = Duration::from_secs(5);
+
 /// Keeps a long poll open on one queue and hands each batch to its worker.
 /// The channel holds one batch, so a fetcher only receives when its worker
-/// will take the batch soon (messages do not age in a buffer).
+/// will take the batch soon (messages do not age in a buffer); it receives
+/// nothing while sending is paused, and for medium and low only about what
+/// the budget lets them send soon.
 async fn fetch(
     priority: Priority,
     pipeline: Pipeline,
+    dispatcher: Arc<Dispatcher>,
     inbox: mpsc::Sender<Vec<ReceivedMessage>>,
     shutdown: CancellationToken,
 ) {
@@ -78,13 +107,16 @@ async fn fetch(
             },
             _ = shutdown.cancelled() => return,
         };
+        if let Some(paused) = dispatcher.paused_for() {
+            tokio::select! {
+                _ = tokio::time::sleep(paused.min(Duration::from_secs(1))) => continue,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        let size = dispatcher.fetch_size(priority, MAX_BATCH);
         // Not raced with shutdown: a receive dropped mid-way would hide its messages
         // for a whole visibility timeout. It ends within `long_poll` anyway.
-        match pipeline
-            .queues
-            .receive(QueueRef::Main(priority), MAX_BATCH, long_poll)
-            .await
-        {
+        match pipeline.queues.receive(QueueRef::Main(priority), size, long_poll).await {
             Ok(messages) if !messages.is_empty() => {
                 if shutdown.is_cancelled() {
                     release(&pipeline, &messages).await;
@@ -108,42 +140,60 @@ async fn release(pipeline: &Pipeline, messages: &[ReceivedMessage]) {
     }
 }
 
-async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationToken) {
-    let settings = &pipeline.settings;
-    let schedule = weighted_schedule(|p| settings.sender.weights[p]);
+/// One worker: a batch of each priority may be in hand at once, so a
+/// reminder never waits for this worker to finish a batch of offers; who
+/// sends first is the dispatcher's to say.
+async fn worker_loop(worker: usize, pipeline: Pipeline, dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
     let mut fetchers = JoinSet::new();
     let mut inboxes = Vec::with_capacity(3);
     for priority in Priority::ALL {
         let (tx, rx) = mpsc::channel(1);
-        fetchers.spawn(fetch(priority, pipeline.clone(), tx, shutdown.clone()));
+        fetchers.spawn(fetch(
+            priority,
+            pipeline.clone(),
+            dispatcher.clone(),
+            tx,
+            shutdown.clone(),
+        ));
         inboxes.push(rx);
     }
-    let mut turn = worker; // workers start at different points of the schedule
-    tracing::info!(worker, ?schedule, "sender worker started");
+    tracing::info!(worker, "sender worker started");
+    let mut running = FuturesUnordered::new();
+    let mut busy = PerPriority::<bool>::default();
+    let start = |priority: Priority, batch: Vec<ReceivedMessage>| {
+        let (pipeline, dispatcher, shutdown) = (pipeline.clone(), dispatcher.clone(), shutdown.clone());
+        async move {
+            let context = Context {
+                pipeline: &pipeline,
+                dispatcher: &dispatcher,
+                shutdown: &shutdown,
+                worker,
+            };
+            process_batch(&context, &batch).await;
+            priority
+        }
+    };
     loop {
-        let preferred = schedule[turn % schedule.len()];
-        turn += 1;
-        // The scheduled queue first, then the others in priority order.
-        let order = std::iter::once(preferred).chain(Priority::ALL.into_iter().filter(|p| *p != preferred));
-        let ready = order.into_iter().find_map(|p| inboxes[p.index()].try_recv().ok());
-        let batch = match ready {
-            Some(batch) => batch,
-            None => {
-                let [high, medium, low] = &mut inboxes[..] else {
-                    unreachable!("three inboxes")
-                };
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break,
-                    Some(batch) = high.recv() => batch,
-                    Some(batch) = medium.recv() => batch,
-                    Some(batch) = low.recv() => batch,
-                    else => break,
-                }
-            }
+        let [high, medium, low] = &mut inboxes[..] else {
+            unreachable!("three inboxes")
         };
-        process_batch(&pipeline, &batch, worker).await;
+        let (priority, batch) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(done) = running.next(), if !running.is_empty() => {
+                busy[done] = false;
+                continue;
+            }
+            Some(batch) = high.recv(), if !busy.high => (Priority::High, batch),
+            Some(batch) = medium.recv(), if !busy.medium => (Priority::Medium, batch),
+            Some(batch) = low.recv(), if !busy.low => (Priority::Low, batch),
+            else => break,
+        };
+        busy[priority] = true;
+        running.push(start(priority, batch));
     }
+    // Batches in hand finish their sends; what they had not started goes back.
+    while running.next().await.is_some() {}
     while fetchers.join_next().await.is_some() {}
     for inbox in &mut inboxes {
         inbox.close();
@@ -152,6 +202,14 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, shutdown: CancellationTo
         }
     }
     tracing::info!(worker, "sender worker stopped");
+}
+
+/// What handling a message needs besides the message.
+struct Context<'a> {
+    pipeline: &'a Pipeline,
+    dispatcher: &'a Arc<Dispatcher>,
+    shutdown: &'a CancellationToken,
+    worker: usize,
 }
 
 /// The retry settings the sender's decisions use.
@@ -166,8 +224,18 @@ fn policy(pipeline: &Pipeline) -> RetryPolicy {
 
 /// Handles one received message to its next resting state: the effects,
 /// then the pure [`decide`], then [`apply`] (and the delete, if decided).
+/// Sends within the settings' own budget (an unpaced one unless
+/// `sender.max_send_rate` is set).
 pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome {
-    let (outcome, done) = settle(pipeline, received).await;
+    let dispatcher = Dispatcher::new(&pipeline.settings.sender, pipeline.metrics.clone());
+    let shutdown = CancellationToken::new();
+    let context = Context {
+        pipeline,
+        dispatcher: &dispatcher,
+        shutdown: &shutdown,
+        worker: 0,
+    };
+    let (outcome, done) = settle(&context, received).await;
     if done {
         delete(pipeline, &[received]).await;
     }
@@ -176,12 +244,10 @@ pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome
 
 /// Handles one received batch `concurrency` messages at a time, then deletes
 /// every message that is done with one batched call per queue.
-async fn process_batch(pipeline: &Pipeline, batch: &[ReceivedMessage], worker: usize) {
+async fn process_batch(context: &Context<'_>, batch: &[ReceivedMessage]) {
+    let pipeline = context.pipeline;
     // Collected first: a closure held across the await trips the Send check of `tokio::spawn`.
-    let settling: Vec<_> = batch
-        .iter()
-        .map(|message| settle_logged(pipeline, message, worker))
-        .collect();
+    let settling: Vec<_> = batch.iter().map(|message| settle_logged(context, message)).collect();
     let settled: Vec<(&ReceivedMessage, bool)> = stream::iter(settling)
         .buffer_unordered(pipeline.settings.sender.concurrency)
         .collect()
@@ -192,20 +258,36 @@ async fn process_batch(pipeline: &Pipeline, batch: &[ReceivedMessage], worker: u
     }
 }
 
-async fn settle_logged<'a>(
-    pipeline: &Pipeline,
-    message: &'a ReceivedMessage,
-    worker: usize,
-) -> (&'a ReceivedMessage, bool) {
-    let (outcome, done) = settle(pipeline, message).await;
-    tracing::debug!(worker, send_id = ?message.send_id, ?outcome, "processed");
+async fn settle_logged<'a>(context: &Context<'_>, message: &'a ReceivedMessage) -> (&'a ReceivedMessage, bool) {
+    let (outcome, done) = settle(context, message).await;
+    tracing::debug!(worker = context.worker, send_id = ?message.send_id, ?outcome, "processed");
     (message, done)
 }
 
-/// The effects, the decision and every action but a delete; says whether the
-/// message is done with (to be deleted).
-async fn settle(pipeline: &Pipeline, received: &ReceivedMessage) -> (Outcome, bool) {
-    let handled = handle(pipeline, received).await;
+/// Waits for a send permit, then the effects, the decision and every action
+/// but a delete; says whether the message is done with (to be deleted).
+async fn settle(context: &Context<'_>, received: &ReceivedMessage) -> (Outcome, bool) {
+    let Context {
+        pipeline, dispatcher, ..
+    } = *context;
+    // Never held past half its visibility timeout waiting: past that, a
+    // fresh copy goes back instead (its receive count must not grow by waiting).
+    let patience = pipeline.settings.queues.visibility_timeout() / 2;
+    let patience = patience.to_std().unwrap_or(Duration::from_secs(1));
+    let permit = tokio::select! {
+        permit = dispatcher.acquire(received.queue.priority(), patience) => permit,
+        _ = context.shutdown.cancelled() => {
+            release(pipeline, std::slice::from_ref(received)).await;
+            return (Outcome::Left("the senders are stopping".into()), false);
+        }
+    };
+    let handled = match permit {
+        Some(_permit) => handle(pipeline, dispatcher, received).await,
+        None => Handled::Deferred {
+            reason: "no send budget within half the visibility timeout".into(),
+            after: dispatcher.paused_for().unwrap_or_default(),
+        },
+    };
     let next = decide(&handled, received.receive_count, &policy(pipeline));
     let done = apply(pipeline, received, &handled, next).await;
     (outcome(handled), done)
@@ -213,7 +295,7 @@ async fn settle(pipeline: &Pipeline, received: &ReceivedMessage) -> (Outcome, bo
 
 /// Runs the effects for one message — decode, claim, content, send, record —
 /// as far as they get, and says what happened.
-async fn handle(pipeline: &Pipeline, received: &ReceivedMessage) -> Handled {
+async fn handle(pipeline: &Pipeline, dispatcher: &Dispatcher, received: &ReceivedMessage) -> Handled {
     let priority = received.queue.priority();
     let message = match OutboundMessage::decode(&received.body) {
         Ok(message) => message,
@@ -273,6 +355,7 @@ async fn handle(pipeline: &Pipeline, received: &ReceivedMessage) -> Handled {
             }
         }
         Err(MailError::Throttled(reason)) => {
+            dispatcher.throttled();
             pipeline.metrics.record_retry(priority);
             tracing::debug!(%send_id, %reason, "throttled; retrying later");
             Handled::Throttled(reason)
@@ -288,6 +371,12 @@ async fn handle(pipeline: &Pipeline, received: &ReceivedMessage) -> Handled {
                 reason,
                 recorded: recorded.map_err(|e| e.to_string()),
             }
+        }
+        Err(MailError::QuotaExhausted(reason)) => {
+            let recheck = Duration::from_secs(pipeline.settings.sender.quota_recheck_secs.into());
+            dispatcher.quota_exhausted(recheck);
+            tracing::info!(%send_id, %reason, "daily quota used up; the message waits for it");
+            Handled::Deferred { reason, after: recheck }
         }
         Err(MailError::Transient(reason)) => {
             pipeline.metrics.record_retry(priority);
@@ -312,7 +401,7 @@ async fn apply(pipeline: &Pipeline, received: &ReceivedMessage, handled: &Handle
             false
         }
         Next::Requeue(delay) => {
-            // Only a decoded message is ever requeued (the decision is for throttles).
+            // Only a decoded message is ever requeued (throttles and deferrals).
             let Ok(message) = OutboundMessage::decode(&received.body) else {
                 tracing::error!(%send_id, ?handled, "requeue of an undecodable message refused");
                 return false;
@@ -335,7 +424,7 @@ fn outcome(handled: Handled) -> Outcome {
     match handled {
         Handled::Sent { recorded: Ok(()) } => Outcome::Sent,
         Handled::AlreadyFinal(_) | Handled::SecondCopy => Outcome::SkippedFinal,
-        Handled::Throttled(reason) => Outcome::Retrying(reason),
+        Handled::Throttled(reason) | Handled::Deferred { reason, .. } => Outcome::Retrying(reason),
         Handled::Rejected {
             reason,
             recorded: Ok(()),

@@ -62,6 +62,7 @@ async fn injected_ses_faults_arrive_as_the_services_own_errors_in_both_api_versi
     plan.set_ses_quota(Some(SesQuota {
         max_send_rate: 3.0,
         daily_quota: None,
+        day: SesQuota::DAY,
     }));
     let started = std::time::Instant::now();
     for i in 0..10 {
@@ -86,6 +87,44 @@ async fn injected_ses_faults_arrive_as_the_services_own_errors_in_both_api_versi
     assert!(
         v2.send(&email("fault-none@example.com")).await.is_ok(),
         "no fault in force: the send goes through"
+    );
+
+    // The account's limits, as the senders read them, come from the quota in force.
+    plan.set_ses_quota(Some(SesQuota {
+        max_send_rate: 14.0,
+        daily_quota: Some(2),
+        day: SesQuota::DAY,
+    }));
+    for mailer in [&v1 as &dyn Mailer, &v2] {
+        let quota = mailer
+            .send_quota()
+            .await
+            .expect("the limits read")
+            .expect("SES has limits");
+        assert_eq!(quota.max_send_rate, Some(14.0));
+        assert_eq!(quota.max_24_hour_send, Some(2.0));
+    }
+    // A used-up daily quota is told apart from a rate throttle: the message is kept, not retried.
+    v2.send(&email("day1@example.com")).await.expect("first of two");
+    v1.send(&email("day2@example.com")).await.expect("second of two");
+    assert!(matches!(
+        v2.send(&email("day3@example.com")).await,
+        Err(MailError::QuotaExhausted(_))
+    ));
+    assert!(matches!(
+        v1.send(&email("day3@example.com")).await,
+        Err(MailError::QuotaExhausted(_))
+    ));
+    let used_up = v2.send_quota().await.unwrap().unwrap();
+    assert!(used_up.exhausted(), "{used_up:?}");
+    plan.set_ses_quota(None);
+    // Without a quota, the account reads go to the stack's own SES.
+    assert!(v2.send_quota().await.is_err(), "moto has no SES v2 GetAccount");
+    plan.model_ses_account();
+    assert_eq!(
+        v2.send_quota().await.unwrap().unwrap().max_send_rate,
+        None,
+        "a modelled account without a quota has no limit"
     );
 }
 

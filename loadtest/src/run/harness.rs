@@ -229,6 +229,10 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
     let stack = Arc::new(start_stack(scenario, options).await?);
     let plain_clients = AwsClients::for_stack(&stack).await;
     let plan = FaultPlan::new(scenario.seed);
+    if stack.is_emulated() {
+        // The emulators' SES enforces no limits: the plan is the account.
+        plan.model_ses_account();
+    }
     let clients = AwsClients::with_faults(&stack, plan.clone()).await;
 
     let prefix = run_prefix(&scenario.name);

@@ -150,6 +150,9 @@ struct Running {
     started_at: DateTime<Utc>,
     traffic_secs: f64,
     stop_sampler: CancellationToken,
+    /// Ends the faults that last through the drain.
+    drained: CancellationToken,
+    lasting_faults: Vec<JoinHandle<()>>,
     sampler: JoinHandle<CpuMeter>,
     collector: JoinHandle<Collected>,
     goose_report: PathBuf,
@@ -187,12 +190,14 @@ async fn offer_traffic(
     };
     let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
     let over = CancellationToken::new();
+    let drained = CancellationToken::new();
     let context = timeline::Context {
         start,
         traffic,
         harness: timeline::HarnessHandles::of(harness),
         events,
         over: over.clone(),
+        drained: drained.clone(),
     };
     let faults = timeline::start(&scenario.faults, &context);
     drop(context);
@@ -200,9 +205,9 @@ async fn offer_traffic(
     let goose_report = out_dir.join("goose-report.html");
     let driven = drive(driver.clone(), &harness.base_url, scenario.run.users, &goose_report).await;
     let traffic_secs = start.elapsed().as_secs_f64();
-    // Faults end with the traffic; the senders must be up for the drain.
+    // Transient faults end with the traffic; the senders must be up for the drain.
     over.cancel();
-    for fault in faults {
+    for fault in faults.transient {
         fault.await?;
     }
     let paused = scenario.faults.iter().any(|f| matches!(f.fault, Fault::PauseStack));
@@ -214,6 +219,8 @@ async fn offer_traffic(
         started_at,
         traffic_secs,
         stop_sampler,
+        drained,
+        lasting_faults: faults.lasting,
         sampler,
         collector,
         goose_report,
@@ -254,6 +261,10 @@ async fn gather<'a>(
     options: &RunOptions,
     started: Instant,
 ) -> Result<RawRun<'a>, HarnessError> {
+    running.drained.cancel();
+    for fault in running.lasting_faults {
+        fault.await?;
+    }
     running.stop_sampler.cancel();
     let meter = running.sampler.await?;
     let window_secs = meter.elapsed_secs();
@@ -289,6 +300,7 @@ async fn gather<'a>(
         cpu,
         window_secs,
         engine: engine_figures(harness),
+        quota_rate: scenario.ses_quota_rate(),
         capacity: harness.capacity.clone(),
         checks: harness.checks.clone(),
         batches,

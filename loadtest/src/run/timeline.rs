@@ -1,7 +1,9 @@
 //! The fault timeline: each fault of the scenario waits for its start on the
-//! run's clock, takes effect, and is undone at its end (the end of traffic at
-//! the latest, so the drain measures recovery). Each says when it began and
-//! ended over the run's event channel; the collector keeps the windows.
+//! run's clock, takes effect, and is undone at its end: the end of traffic at
+//! the latest for a transient fault, so the drain measures recovery; the end
+//! of the drain for one that lasts (an SES quota is the account's, not a
+//! passing fault). Each says when it began and ended over the run's event
+//! channel; the collector keeps the windows.
 
 use std::time::{Duration, Instant};
 
@@ -26,8 +28,11 @@ pub struct Context {
     pub traffic: Duration,
     pub harness: HarnessHandles,
     pub events: UnboundedSender<Event>,
-    /// Cancelled when traffic is over: faults not yet begun never will, the rest end.
+    /// Cancelled when traffic is over: faults not yet begun never will, and
+    /// transient ones end.
     pub over: CancellationToken,
+    /// Cancelled when the drain is over: lasting faults end.
+    pub drained: CancellationToken,
 }
 
 /// The parts of the harness a fault touches.
@@ -69,14 +74,28 @@ enum Active {
     Instant,
 }
 
-/// Starts every fault's task; await the handles once `over` is cancelled.
-pub fn start(faults: &[FaultSpec], context: &Context) -> Vec<JoinHandle<()>> {
-    faults
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(index, spec)| tokio::spawn(play(index, spec, context.clone())))
-        .collect()
+/// Every fault's task: the transient ones (await them once `over` is
+/// cancelled) and the lasting ones (once `drained` is).
+pub struct Playing {
+    pub transient: Vec<JoinHandle<()>>,
+    pub lasting: Vec<JoinHandle<()>>,
+}
+
+/// Starts every fault's task.
+pub fn start(faults: &[FaultSpec], context: &Context) -> Playing {
+    let mut playing = Playing {
+        transient: Vec::new(),
+        lasting: Vec::new(),
+    };
+    for (index, spec) in faults.iter().cloned().enumerate() {
+        let lasting = spec.lasts_through_drain();
+        let handle = tokio::spawn(play(index, spec, context.clone()));
+        match lasting {
+            true => playing.lasting.push(handle),
+            false => playing.transient.push(handle),
+        }
+    }
+    playing
 }
 
 async fn play(index: usize, spec: FaultSpec, context: Context) {
@@ -97,15 +116,22 @@ async fn play(index: usize, spec: FaultSpec, context: Context) {
     let label = format!("{kind}#{index}");
     let active = begin(&spec.fault, &label, &context).await;
     if !matches!(active, Active::Instant) {
+        let lasting = spec.lasts_through_drain();
+        let latest = if lasting {
+            f64::INFINITY
+        } else {
+            context.traffic.as_secs_f64()
+        };
         let end_secs = spec
             .duration_secs
             .map_or(f64::INFINITY, |d| spec.start_secs + d)
-            .min(context.traffic.as_secs_f64())
+            .min(latest)
             .max(spec.start_secs);
-        let end = context.start + Duration::from_secs_f64(end_secs);
+        let end = context.start + Duration::from_secs_f64(end_secs.min(1e9));
+        let ended = if lasting { &context.drained } else { &context.over };
         tokio::select! {
             _ = tokio::time::sleep_until(end.into()) => {}
-            _ = context.over.cancelled() => {}
+            _ = ended.cancelled() => {}
         }
         finish(active, &context.harness).await;
     }
@@ -128,10 +154,12 @@ async fn begin(fault: &Fault, label: &str, context: &Context) -> Active {
         Fault::SesQuota {
             max_send_rate,
             daily_quota,
+            day_secs,
         } => {
             let quota = SesQuota {
                 max_send_rate: max_send_rate.0,
                 daily_quota,
+                day: day_secs.map_or(SesQuota::DAY, |d| Duration::from_secs_f64(d.0)),
             };
             h.plan.set_ses_quota(Some(quota));
             Active::Quota

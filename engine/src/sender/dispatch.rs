@@ -1,0 +1,294 @@
+//! The one place the senders' budget is applied: every send waits here for a
+//! permit, and the [`schedule`](super::schedule) rules say who gets the next
+//! one and when. One dispatcher serves all the workers of an engine, so the
+//! account's rate is shared by them, not multiplied.
+//!
+//! It also keeps the budget in step with the account: [`run_quota_reader`]
+//! reads SES's limits at start-up and every `sender.quota_refresh_secs`
+//! (more often while a daily quota is used up), and the senders report each
+//! throttle and each "daily quota exceeded" back through
+//! [`Dispatcher::throttled`] and [`Dispatcher::quota_exhausted`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::schedule::{Allocator, RateBudget, SendQuota, Shares, HEADROOM};
+use crate::config::SenderSettings;
+use crate::domain::{PerPriority, Priority};
+use crate::mailer::Mailer;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+
+/// Re-checked at least this often while waiting: shares and "high is
+/// flowing" change with time alone.
+const RECHECK: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+struct State {
+    budget: RateBudget,
+    allocator: Allocator,
+    waiting: PerPriority<usize>,
+    in_flight: PerPriority<usize>,
+}
+
+/// Grants send permits by priority within the rate and in-flight budgets.
+pub struct Dispatcher {
+    state: Mutex<State>,
+    changed: Notify,
+    origin: Instant,
+    settings: SenderSettings,
+    metrics: Arc<Metrics>,
+}
+
+/// One send in flight; dropping it frees its place.
+#[must_use = "the permit is the send's place in flight"]
+pub struct SendPermit {
+    dispatcher: Arc<Dispatcher>,
+    priority: Priority,
+}
+
+impl Drop for SendPermit {
+    fn drop(&mut self) {
+        self.dispatcher.state().in_flight[self.priority] -= 1;
+        self.dispatcher.changed.notify_waiters();
+    }
+}
+
+/// Takes a waiter's place back if it stops waiting before it is granted.
+struct Waiting<'a> {
+    dispatcher: &'a Dispatcher,
+    priority: Priority,
+    granted: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.granted {
+            self.dispatcher.state().waiting[self.priority] -= 1;
+            self.dispatcher.changed.notify_waiters();
+        }
+    }
+}
+
+impl Dispatcher {
+    pub fn new(settings: &SenderSettings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let max_in_flight = (settings.workers * settings.concurrency).max(1);
+        let shares = Shares {
+            weights: settings.weights,
+            low_min_share: settings.low_min_share,
+            max_in_flight,
+            background_in_flight: settings
+                .background_in_flight
+                .unwrap_or(max_in_flight.div_ceil(4))
+                .max(1),
+        };
+        let ceiling = settings.max_send_rate.map(|rate| rate * settings.rate_share * HEADROOM);
+        let dispatcher = Arc::new(Self {
+            state: Mutex::new(State {
+                budget: RateBudget::new(ceiling, Duration::ZERO),
+                allocator: Allocator::new(shares),
+                waiting: PerPriority::default(),
+                in_flight: PerPriority::default(),
+            }),
+            changed: Notify::new(),
+            origin: Instant::now(),
+            settings: settings.clone(),
+            metrics,
+        });
+        dispatcher.publish();
+        dispatcher
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("dispatcher lock")
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Waits for a send permit for a message of `priority`; `None` if none
+    /// came within `patience` (the caller hands the message back rather than
+    /// hold it past its visibility timeout).
+    pub async fn acquire(self: &Arc<Self>, priority: Priority, patience: Duration) -> Option<SendPermit> {
+        let deadline = Instant::now() + patience;
+        self.state().waiting[priority] += 1;
+        let mut waiting = Waiting {
+            dispatcher: self,
+            priority,
+            granted: false,
+        };
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = match self.try_grant(priority) {
+                Ok(()) => {
+                    waiting.granted = true;
+                    self.changed.notify_waiters();
+                    return Some(SendPermit {
+                        dispatcher: self.clone(),
+                        priority,
+                    });
+                }
+                Err(wait) => wait.min(RECHECK),
+            };
+            if Instant::now() + wait > deadline {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = notified => {}
+            }
+        }
+    }
+
+    /// Grants `priority` a permit now if the rules say so; otherwise how long
+    /// to wait before asking again.
+    fn try_grant(&self, priority: Priority) -> Result<(), Duration> {
+        let now = self.now();
+        let mut state = self.state();
+        let State {
+            budget,
+            allocator,
+            waiting,
+            in_flight,
+        } = &mut *state;
+        if allocator.choose(waiting, in_flight, now) != Some(priority) {
+            return Err(RECHECK);
+        }
+        budget.try_take(now)?;
+        waiting[priority] -= 1;
+        in_flight[priority] += 1;
+        allocator.granted(priority, now);
+        Ok(())
+    }
+
+    /// How many messages of `priority` a fetcher should receive at once: a
+    /// full batch for high; for medium and low, about what the budget lets
+    /// them send in a second (less while reminders flow), so no worker sits
+    /// on background work a reminder would wait behind.
+    pub fn fetch_size(&self, priority: Priority, max: usize) -> usize {
+        if priority == Priority::High {
+            return max;
+        }
+        let now = self.now();
+        let state = self.state();
+        let workers = self.settings.workers.max(1) as f64;
+        let high_active = state.allocator.high_active(&state.waiting, now);
+        let per_worker = match state.budget.rate() {
+            Some(rate) if high_active => rate * state.allocator.shares().low_min_share.max(0.25) / workers,
+            Some(rate) => rate / workers,
+            None if high_active => state.allocator.shares().background_in_flight as f64 / workers,
+            None => max as f64,
+        };
+        (per_worker.ceil() as usize).clamp(1, max)
+    }
+
+    /// Until when sending is paused (a daily quota used up), if it is.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let now = self.now();
+        self.state().budget.paused_until(now).map(|until| until - now)
+    }
+
+    /// SES said "slow down" to a send: the budget is cut, then recovers.
+    pub fn throttled(&self) {
+        let now = self.now();
+        self.state().budget.throttled(now);
+        self.publish();
+    }
+
+    /// SES said the daily quota is used up: no sends until the quota reader
+    /// sees it reset (or for `recheck`, whichever comes first).
+    pub fn quota_exhausted(&self, recheck: Duration) {
+        let until = self.now() + recheck;
+        let mut state = self.state();
+        if state.budget.paused_until(self.now()).is_none() {
+            tracing::warn!(
+                recheck_secs = recheck.as_secs(),
+                "SES daily quota used up: sending paused"
+            );
+        }
+        state.budget.pause_until(until);
+        drop(state);
+        self.publish();
+    }
+
+    /// The account's limits as read from SES (`None`: the provider has none).
+    pub fn set_quota(&self, quota: Option<SendQuota>) {
+        let settings = &self.settings;
+        let account_rate = settings.max_send_rate.or(quota.and_then(|q| q.max_send_rate));
+        let ceiling = account_rate.map(|rate| rate * settings.rate_share * HEADROOM);
+        let now = self.now();
+        let mut state = self.state();
+        state.budget.set_ceiling(ceiling, now);
+        match quota {
+            Some(quota) if quota.exhausted() => state
+                .budget
+                .pause_until(now + Duration::from_secs(settings.quota_recheck_secs.into())),
+            _ if state.budget.paused_until(now).is_some() => {
+                tracing::info!("SES daily quota available again: sending resumes");
+                state.budget.resume();
+            }
+            _ => {}
+        }
+        drop(state);
+        self.changed.notify_waiters();
+        self.publish();
+    }
+
+    /// Puts the budget's figures in the metrics (for /metrics, /stats, reports).
+    fn publish(&self) {
+        let now = self.now();
+        let state = self.state();
+        self.metrics.record_budget(vocabulary::stats::Budget {
+            rate_per_sec: state.budget.rate(),
+            ceiling_per_sec: state.budget.ceiling(),
+            throttles: state.budget.throttles(),
+            paused_for_secs: state.budget.paused_until(now).map(|until| (until - now).as_secs_f64()),
+        });
+    }
+}
+
+/// Keeps the dispatcher's budget in step with the account's limits until
+/// `shutdown`: every `sender.quota_refresh_secs`, and every
+/// `sender.quota_recheck_secs` while a daily quota is used up. A provider
+/// with no limits (SMTP, a dry run) is not asked again.
+pub async fn run_quota_reader(pipeline: Pipeline, dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+    let settings = pipeline.settings.sender.clone();
+    loop {
+        let every = match dispatcher.paused_for() {
+            Some(_) => settings.quota_recheck_secs,
+            None => settings.quota_refresh_secs,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(every.max(1).into())) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if dispatcher.refresh(pipeline.mailer.as_ref()).await == Some(None) {
+            return;
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Reads the account's limits once and applies them; what was read
+    /// (`Some(None)`: the provider has none), or `None` if it could not be read.
+    pub async fn refresh(&self, mailer: &dyn Mailer) -> Option<Option<SendQuota>> {
+        match mailer.send_quota().await {
+            Ok(quota) => {
+                tracing::info!(?quota, "SES sending limits read");
+                self.set_quota(quota);
+                Some(quota)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not read SES's sending limits; the budget stays as it was");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! How the senders spend what the bottleneck allows, as pure functions of
+//! state and time: no I/O, no clock (time is a `Duration` since an origin the
+//! caller picks), so every rule is a unit test and the same code can run on
+//! simulated time. [`super::dispatch`] applies them.
+//!
+//! Two budgets, one allocation rule:
+//! - [`RateBudget`]: sends per second, paced to the SES account's sending rate
+//!   (`MaxSendRate` × this engine's share, a little under it so the account's
+//!   own bucket is never emptied). A throttle that still comes back (another
+//!   sender on the account, a lowered quota) cuts the rate multiplicatively
+//!   and it recovers additively (AIMD, as TCP does); a daily quota that runs
+//!   out pauses sending until it resets.
+//! - An in-flight budget: when the local stack rather than SES is the
+//!   bottleneck, how many sends may run at once, and how few of them may be
+//!   background work (medium, low) while reminders are flowing.
+//! - [`Allocator`]: who gets the next send. High takes what it needs first;
+//!   medium and low share the rest by weight; low is guaranteed a minimum
+//!   share whenever it has work, so it is never starved; what high does not
+//!   use flows down at once (high is only chosen when it is waiting).
+
+use std::time::Duration;
+
+use crate::domain::{PerPriority, Priority};
+
+/// An SES account's sending limits, as `GetAccount` (v2) or `GetSendQuota`
+/// (v1) report them. `None` is "no limit" (AWS reports -1 for an unlimited
+/// daily quota; the local stack's moto enforces none and says so).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct SendQuota {
+    pub max_send_rate: Option<f64>,
+    pub max_24_hour_send: Option<f64>,
+    pub sent_last_24_hours: f64,
+}
+
+impl SendQuota {
+    /// From the provider's three figures; zero or negative limits mean none.
+    pub fn from_figures(max_send_rate: f64, max_24_hour_send: f64, sent_last_24_hours: f64) -> Self {
+        let limit = |value: f64| (value.is_finite() && value > 0.0).then_some(value);
+        Self {
+            max_send_rate: limit(max_send_rate),
+            max_24_hour_send: limit(max_24_hour_send),
+            sent_last_24_hours: sent_last_24_hours.max(0.0),
+        }
+    }
+
+    /// Whether the daily quota is used up.
+    pub fn exhausted(&self) -> bool {
+        self.max_24_hour_send.is_some_and(|max| self.sent_last_24_hours >= max)
+    }
+}
+
+/// The pacer runs this far under the account's rate, so jitter between the
+/// engine and SES never empties SES's own one-second bucket.
+pub const HEADROOM: f64 = 0.97;
+/// Tokens kept at most, in seconds of the current rate (at least one send).
+const BURST_SECS: f64 = 0.2;
+/// A throttle keeps this much of the rate.
+const CUT: f64 = 0.7;
+/// At most one cut per this long: one burst of throttles is one signal.
+const CUT_GAP: Duration = Duration::from_secs(1);
+/// The rate never falls below this share of its ceiling.
+const FLOOR: f64 = 0.1;
+/// After a cut, the rate climbs back to its ceiling in about this long.
+const RECOVERY_SECS: f64 = 20.0;
+
+/// Sends per second the senders may spend, paced, cut on throttles and
+/// recovered gradually, paused while a daily quota is used up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateBudget {
+    /// The most it may spend (quota × share × headroom); `None`: no rate limit.
+    ceiling: Option<f64>,
+    rate: f64,
+    tokens: f64,
+    at: Duration,
+    last_cut: Option<Duration>,
+    paused_until: Option<Duration>,
+    throttles: u64,
+}
+
+impl Default for RateBudget {
+    fn default() -> Self {
+        Self::new(None, Duration::ZERO)
+    }
+}
+
+impl RateBudget {
+    pub fn new(ceiling: Option<f64>, now: Duration) -> Self {
+        let rate = ceiling.unwrap_or(0.0);
+        Self {
+            ceiling,
+            rate,
+            tokens: burst(rate),
+            at: now,
+            last_cut: None,
+            paused_until: None,
+            throttles: 0,
+        }
+    }
+
+    /// The sends per second allowed now (`None`: no rate limit).
+    pub fn rate(&self) -> Option<f64> {
+        self.ceiling.map(|_| self.rate)
+    }
+
+    pub fn ceiling(&self) -> Option<f64> {
+        self.ceiling
+    }
+
+    /// Throttles reported back so far.
+    pub fn throttles(&self) -> u64 {
+        self.throttles
+    }
+
+    /// Until when sending is paused (a daily quota used up).
+    pub fn paused_until(&self, now: Duration) -> Option<Duration> {
+        self.paused_until.filter(|until| *until > now)
+    }
+
+    /// A new ceiling (the quota was read again, or overridden). A lower one
+    /// takes effect at once; a higher one is climbed to gradually, as after a cut.
+    pub fn set_ceiling(&mut self, ceiling: Option<f64>, now: Duration) {
+        self.refill(now);
+        match (self.ceiling, ceiling) {
+            (None, Some(new)) => {
+                self.rate = new;
+                self.tokens = self.tokens.min(burst(new));
+            }
+            (Some(_), Some(new)) => self.rate = self.rate.min(new),
+            (_, None) => {}
+        }
+        self.ceiling = ceiling;
+    }
+
+    /// Takes one send if the budget has it; otherwise says how long until it will.
+    pub fn try_take(&mut self, now: Duration) -> Result<(), Duration> {
+        if let Some(until) = self.paused_until(now) {
+            return Err(until - now);
+        }
+        let Some(_) = self.ceiling else { return Ok(()) };
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        let missing = 1.0 - self.tokens;
+        Err(Duration::from_secs_f64(missing / self.rate.max(f64::MIN_POSITIVE)).max(Duration::from_millis(1)))
+    }
+
+    /// SES said "slow down": cut the rate (once per [`CUT_GAP`]).
+    pub fn throttled(&mut self, now: Duration) {
+        self.throttles += 1;
+        self.refill(now);
+        let Some(ceiling) = self.ceiling else { return };
+        if self.last_cut.is_some_and(|at| now.saturating_sub(at) < CUT_GAP) {
+            return;
+        }
+        self.rate = (self.rate * CUT).max(ceiling * FLOOR);
+        self.tokens = self.tokens.min(burst(self.rate));
+        self.last_cut = Some(now);
+    }
+
+    /// The daily quota is used up: no sends until `until`.
+    pub fn pause_until(&mut self, until: Duration) {
+        self.paused_until = Some(until);
+        self.tokens = 0.0;
+    }
+
+    /// Sending may go on (the quota reset, or was raised).
+    pub fn resume(&mut self) {
+        self.paused_until = None;
+    }
+
+    fn refill(&mut self, now: Duration) {
+        let elapsed = now.saturating_sub(self.at).as_secs_f64();
+        self.at = now.max(self.at);
+        let Some(ceiling) = self.ceiling else { return };
+        let calm = self.last_cut.is_none_or(|at| now.saturating_sub(at) >= CUT_GAP);
+        if calm && self.rate < ceiling {
+            self.rate = (self.rate + ceiling / RECOVERY_SECS * elapsed).min(ceiling);
+        }
+        self.tokens = (self.tokens + self.rate * elapsed).min(burst(self.rate));
+    }
+}
+
+fn burst(rate: f64) -> f64 {
+    (rate * BURST_SECS).max(1.0)
+}
+
+/// How the senders' budget is shared between priorities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shares {
+    /// Medium and low share what high leaves by these weights (high's is unused).
+    pub weights: PerPriority<u32>,
+    /// Low's guaranteed share of all sends while it has work, 0–1.
+    pub low_min_share: f64,
+    /// Sends in flight at most (the stack's concurrency budget).
+    pub max_in_flight: usize,
+    /// Medium and low sends in flight at most while reminders are flowing.
+    pub background_in_flight: usize,
+}
+
+/// How long after its last grant high still counts as flowing.
+pub const HIGH_ACTIVE: Duration = Duration::from_secs(1);
+/// Grants are remembered with this half-life when judging shares.
+const HALF_LIFE_SECS: f64 = 5.0;
+
+/// Chooses who gets the next send; remembers recent grants to keep shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocator {
+    shares: Shares,
+    /// Grants, decayed with [`HALF_LIFE_SECS`].
+    recent: PerPriority<f64>,
+    at: Duration,
+    high_granted_at: Option<Duration>,
+}
+
+impl Allocator {
+    pub fn new(shares: Shares) -> Self {
+        Self {
+            shares,
+            recent: PerPriority::default(),
+            at: Duration::ZERO,
+            high_granted_at: None,
+        }
+    }
+
+    pub fn shares(&self) -> &Shares {
+        &self.shares
+    }
+
+    /// Whether reminders are flowing: one waits, or one was granted lately.
+    pub fn high_active(&self, waiting: &PerPriority<usize>, now: Duration) -> bool {
+        waiting.high > 0
+            || self
+                .high_granted_at
+                .is_some_and(|at| now.saturating_sub(at) < HIGH_ACTIVE)
+    }
+
+    /// How many of priority `p` may be in flight now.
+    pub fn in_flight_limit(&self, priority: Priority, waiting: &PerPriority<usize>, now: Duration) -> usize {
+        match priority {
+            Priority::High => self.shares.max_in_flight,
+            _ if self.high_active(waiting, now) => self.shares.background_in_flight.min(self.shares.max_in_flight),
+            _ => self.shares.max_in_flight,
+        }
+    }
+
+    /// Who gets the next send among those `waiting`, given what is `in_flight`;
+    /// `None` when nobody may go now.
+    pub fn choose(
+        &self,
+        waiting: &PerPriority<usize>,
+        in_flight: &PerPriority<usize>,
+        now: Duration,
+    ) -> Option<Priority> {
+        let total_in_flight: usize = in_flight.iter().map(|(_, n)| n).sum();
+        if total_in_flight >= self.shares.max_in_flight {
+            return None;
+        }
+        let background = in_flight.medium + in_flight.low;
+        let may =
+            |p: Priority| waiting[p] > 0 && (p == Priority::High || background < self.in_flight_limit(p, waiting, now));
+        let recent = self.decayed(now);
+        let total: f64 = recent.iter().map(|(_, n)| n).sum();
+        // Low below its guaranteed share (counting this grant) goes first.
+        if may(Priority::Low) && recent.low + 1.0 <= self.shares.low_min_share * (total + 1.0) {
+            return Some(Priority::Low);
+        }
+        if may(Priority::High) {
+            return Some(Priority::High);
+        }
+        // Medium and low by weight: the one furthest behind its share.
+        [Priority::Medium, Priority::Low]
+            .into_iter()
+            .filter(|p| may(*p))
+            .min_by(|a, b| {
+                let behind = |p: Priority| recent[p] / f64::from(self.shares.weights[p].max(1));
+                behind(*a).total_cmp(&behind(*b))
+            })
+    }
+
+    /// Records a grant to `priority` at `now`.
+    pub fn granted(&mut self, priority: Priority, now: Duration) {
+        self.recent = self.decayed(now);
+        self.at = now.max(self.at);
+        self.recent[priority] += 1.0;
+        if priority == Priority::High {
+            self.high_granted_at = Some(now);
+        }
+    }
+
+    fn decayed(&self, now: Duration) -> PerPriority<f64> {
+        let factor = 0.5_f64.powf(now.saturating_sub(self.at).as_secs_f64() / HALF_LIFE_SECS);
+        self.recent.map(|_, n| n * factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    fn shares() -> Shares {
+        Shares {
+            weights: PerPriority {
+                high: 6,
+                medium: 3,
+                low: 1,
+            },
+            low_min_share: 0.1,
+            max_in_flight: 20,
+            background_in_flight: 4,
+        }
+    }
+
+    fn waiting(high: usize, medium: usize, low: usize) -> PerPriority<usize> {
+        PerPriority { high, medium, low }
+    }
+
+    /// Grants `n` sends, each to whoever the allocator chooses, one every `every`.
+    fn run(allocator: &mut Allocator, wait: PerPriority<usize>, n: usize, every: Duration) -> PerPriority<usize> {
+        let mut counts = PerPriority::<usize>::default();
+        let none = PerPriority::default();
+        for i in 0..n {
+            let now = every * i as u32;
+            let chosen = allocator.choose(&wait, &none, now).expect("someone may go");
+            allocator.granted(chosen, now);
+            counts[chosen] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_budget_paces_to_its_rate_after_a_small_burst() {
+        let mut budget = RateBudget::new(Some(10.0), Duration::ZERO);
+        assert_eq!(budget.try_take(Duration::ZERO), Ok(()), "a burst of 0.2 s = 2 sends");
+        assert_eq!(budget.try_take(Duration::ZERO), Ok(()));
+        let wait = budget.try_take(Duration::ZERO).unwrap_err();
+        assert_eq!(wait, ms(100), "then one every 1/10 s");
+        let mut taken = 0;
+        for step in 1..=1000 {
+            if budget.try_take(ms(step)).is_ok() {
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, 10, "ten in the next second");
+    }
+
+    #[test]
+    fn a_budget_without_a_ceiling_never_makes_anyone_wait() {
+        let mut budget = RateBudget::new(None, Duration::ZERO);
+        for _ in 0..1000 {
+            assert_eq!(budget.try_take(Duration::ZERO), Ok(()));
+        }
+        assert_eq!(budget.rate(), None);
+    }
+
+    #[test]
+    fn a_throttle_cuts_the_rate_once_per_burst_and_it_climbs_back_to_the_ceiling() {
+        let mut budget = RateBudget::new(Some(100.0), Duration::ZERO);
+        budget.throttled(ms(1000));
+        assert_eq!(budget.rate(), Some(70.0));
+        budget.throttled(ms(1500));
+        assert_eq!(budget.rate(), Some(70.0), "the same burst: one cut");
+        budget.throttled(ms(2000));
+        // Calm since 1.5 s: +5/s for 0.5 s, then the cut.
+        assert!(
+            (budget.rate().unwrap() - 72.5 * 0.7).abs() < 1e-9,
+            "a second burst cuts again"
+        );
+        budget.try_take(ms(7000)).unwrap();
+        let climbed = budget.rate().unwrap();
+        assert!((climbed - (50.75 + 25.0)).abs() < 1e-6, "5 s at +5/s: {climbed}");
+        budget.try_take(ms(60_000)).unwrap();
+        assert_eq!(budget.rate(), Some(100.0), "never above its ceiling");
+        assert_eq!(budget.throttles(), 3);
+    }
+
+    #[test]
+    fn a_budget_throttled_every_second_settles_low_but_never_below_its_floor() {
+        let mut budget = RateBudget::new(Some(50.0), Duration::ZERO);
+        for second in 1..100 {
+            budget.throttled(Duration::from_secs(second));
+            assert!(budget.rate().unwrap() >= 5.0, "{:?}", budget.rate());
+        }
+        // x = (x + 2.5) × 0.7: the cut and a second's recovery balance.
+        assert!((budget.rate().unwrap() - 5.833).abs() < 0.01, "{:?}", budget.rate());
+        let mut floored = RateBudget::new(Some(50.0), Duration::ZERO);
+        for step in 1..200 {
+            floored.throttled(Duration::from_millis(1000 * step));
+            floored.set_ceiling(Some(50.0), Duration::from_millis(1000 * step));
+        }
+        assert!(floored.rate().unwrap() >= 5.0);
+    }
+
+    #[test]
+    fn a_lower_ceiling_applies_at_once_and_a_higher_one_is_climbed_to() {
+        let mut budget = RateBudget::new(Some(100.0), Duration::ZERO);
+        budget.set_ceiling(Some(20.0), ms(10));
+        assert_eq!(budget.rate(), Some(20.0));
+        budget.set_ceiling(Some(40.0), ms(20));
+        assert_eq!(budget.rate(), Some(20.0));
+        budget.try_take(ms(10_020)).unwrap();
+        assert_eq!(budget.rate(), Some(40.0), "10 s at +2/s");
+    }
+
+    #[test]
+    fn a_paused_budget_says_how_long_until_it_resumes() {
+        let mut budget = RateBudget::new(None, Duration::ZERO);
+        budget.pause_until(Duration::from_secs(60));
+        assert_eq!(budget.try_take(Duration::from_secs(20)), Err(Duration::from_secs(40)));
+        assert_eq!(
+            budget.paused_until(Duration::from_secs(20)),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            budget.try_take(Duration::from_secs(61)),
+            Ok(()),
+            "the pause ends by itself"
+        );
+        budget.pause_until(Duration::from_secs(120));
+        budget.resume();
+        assert_eq!(budget.try_take(Duration::from_secs(62)), Ok(()));
+    }
+
+    #[test]
+    fn a_quota_reads_zero_and_negative_limits_as_none() {
+        let quota = SendQuota::from_figures(-1.0, -1.0, 5.0);
+        assert_eq!(quota.max_send_rate, None);
+        assert!(!quota.exhausted());
+        let used_up = SendQuota::from_figures(14.0, 200.0, 200.0);
+        assert_eq!(used_up.max_send_rate, Some(14.0));
+        assert!(used_up.exhausted());
+    }
+
+    #[test]
+    fn high_goes_first_but_low_keeps_its_guaranteed_share() {
+        let mut allocator = Allocator::new(shares());
+        let counts = run(&mut allocator, waiting(50, 50, 50), 1000, ms(10));
+        assert_eq!(counts.medium, 0, "medium waits while high needs everything");
+        assert!((95..=105).contains(&counts.low), "low keeps ~10%: {counts:?}");
+        assert_eq!(counts.high, 1000 - counts.low);
+    }
+
+    #[test]
+    fn without_high_medium_and_low_share_by_weight() {
+        let mut allocator = Allocator::new(shares());
+        let counts = run(&mut allocator, waiting(0, 50, 50), 1000, ms(10));
+        assert_eq!(counts.high, 0);
+        assert!((720..=780).contains(&counts.medium), "3:1 → 750: {counts:?}");
+    }
+
+    #[test]
+    fn what_high_leaves_flows_down_at_once() {
+        let mut allocator = Allocator::new(shares());
+        run(&mut allocator, waiting(50, 0, 50), 100, ms(10));
+        let none = PerPriority::default();
+        assert_eq!(
+            allocator.choose(&waiting(0, 0, 3), &none, ms(1000)),
+            Some(Priority::Low)
+        );
+        assert_eq!(allocator.choose(&waiting(0, 0, 0), &none, ms(1000)), None);
+    }
+
+    #[test]
+    fn background_work_in_flight_is_kept_small_while_reminders_flow() {
+        let mut allocator = Allocator::new(shares());
+        let busy = PerPriority {
+            high: 1,
+            medium: 0,
+            low: 4,
+        };
+        assert_eq!(
+            allocator.choose(&waiting(0, 0, 10), &busy, ms(0)),
+            Some(Priority::Low),
+            "high idle: all 20"
+        );
+        allocator.granted(Priority::High, ms(0));
+        assert_eq!(
+            allocator.choose(&waiting(0, 0, 10), &busy, ms(500)),
+            None,
+            "4 low in flight is the cap"
+        );
+        assert_eq!(
+            allocator.choose(&waiting(1, 0, 10), &busy, ms(500)),
+            Some(Priority::High)
+        );
+        assert_eq!(
+            allocator.choose(&waiting(0, 0, 10), &busy, ms(1500)),
+            Some(Priority::Low),
+            "a second after the last reminder, low may use everything again"
+        );
+    }
+
+    #[test]
+    fn nobody_goes_past_the_in_flight_budget() {
+        let allocator = Allocator::new(shares());
+        let full = PerPriority {
+            high: 20,
+            medium: 0,
+            low: 0,
+        };
+        assert_eq!(allocator.choose(&waiting(5, 5, 5), &full, ms(0)), None);
+    }
+}
