@@ -107,6 +107,46 @@ fn throughput_chart(results: &RunResults) -> String {
     .to_svg()
 }
 
+/// Sends per second of each priority, and the senders' send budget (the
+/// rate they paced to), when the run had one.
+fn priority_chart(results: &RunResults) -> String {
+    let samples = &results.timeseries;
+    let mut series: Vec<Series> = Priority::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(i, priority)| Series {
+            name: format!("{priority} sent/s"),
+            color: PALETTE[i % PALETTE.len()],
+            dashed: false,
+            points: samples
+                .iter()
+                .map(|s| (s.t_secs, s.sent_per_sec_by_priority[priority]))
+                .collect(),
+        })
+        .collect();
+    if samples.iter().any(|s| s.budget_per_sec.is_some()) {
+        series.push(Series {
+            name: "send budget/s".into(),
+            color: PALETTE[5],
+            dashed: true,
+            points: samples
+                .iter()
+                .filter_map(|s| Some((s.t_secs, s.budget_per_sec?)))
+                .collect(),
+        });
+    }
+    LineChart {
+        id: "chart-priorities".into(),
+        title: "Sends per second by priority, and the send budget".into(),
+        y_unit: "msg/s".into(),
+        x_max: results.span_secs(),
+        x_label: "seconds since start".into(),
+        series,
+        bands: fault_bands(results),
+    }
+    .to_svg()
+}
+
 fn queue_chart(results: &RunResults) -> String {
     // Each priority's queue, then its dead-letter queue, if the run sampled it;
     // dead-letter queues that stayed empty would only add flat lines.
@@ -556,8 +596,13 @@ fn over_time_sections(results: &RunResults) -> Markup {
         "Messages waiting or being worked on, per queue; dead-letter queues appear when they hold anything.{}",
         faults_caption(results)
     );
+    let priorities = format!(
+        "Sends per second of each priority. The dashed line is the senders' budget: the SES account's rate they pace to, cut after throttles and recovering; it is absent when no rate limit was known.{}",
+        faults_caption(results)
+    );
     html! {
         section #throughput { h2 { "Delivery over time" } (figure(throughput_chart(results), &throughput)) }
+        section #priorities { h2 { "Sends by priority" } (figure(priority_chart(results), &priorities)) }
         section #queues { h2 { "Queue depth over time" } (figure(queue_chart(results), &queues)) }
     }
 }

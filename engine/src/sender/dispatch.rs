@@ -292,3 +292,65 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatcher(rate: f64) -> Arc<Dispatcher> {
+        let settings = SenderSettings {
+            max_send_rate: Some(rate),
+            workers: 1,
+            concurrency: 100,
+            ..SenderSettings::default()
+        };
+        Dispatcher::new(&settings, Arc::new(Metrics::default()))
+    }
+
+    /// Asks for a permit at `priority` and says when it came (ms since `start`).
+    fn ask(d: &Arc<Dispatcher>, priority: Priority, start: Instant) -> tokio::task::JoinHandle<(Priority, u128)> {
+        let d = d.clone();
+        tokio::spawn(async move {
+            let permit = d
+                .acquire(priority, Duration::from_secs(60))
+                .await
+                .expect("a permit in time");
+            drop(permit);
+            (priority, start.elapsed().as_millis())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_the_accounts_rate_a_reminder_overtakes_low_sends_already_waiting() {
+        let d = dispatcher(10.0);
+        let start = Instant::now();
+        let lows: Vec<_> = (0..20).map(|_| ask(&d, Priority::Low, start)).collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let high = ask(&d, Priority::High, start).await.unwrap();
+        let mut low_times = Vec::new();
+        for low in lows {
+            low_times.push(low.await.unwrap().1);
+        }
+        // Paced at 9.7/s: the reminder waits for the next send, not for the 15 lows ahead.
+        assert!(high.1 <= 500 + 110, "the reminder was granted at {} ms", high.1);
+        let last_low = *low_times.iter().max().unwrap();
+        assert!(
+            (1_900..2_100).contains(&last_low),
+            "21 sends at 9.7/s after a burst of 0.2 s: {last_low} ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_used_up_daily_quota_holds_every_send_until_the_quota_is_read_with_room() {
+        let d = dispatcher(10.0);
+        d.quota_exhausted(Duration::from_secs(600));
+        assert!(d.paused_for().is_some());
+        assert!(
+            d.acquire(Priority::High, Duration::from_secs(5)).await.is_none(),
+            "no permit while paused: the caller hands the message back"
+        );
+        d.set_quota(Some(SendQuota::from_figures(10.0, 1000.0, 10.0)));
+        assert_eq!(d.paused_for(), None);
+        assert!(d.acquire(Priority::High, Duration::from_secs(5)).await.is_some());
+    }
+}
