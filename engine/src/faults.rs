@@ -101,10 +101,7 @@ struct QuotaState {
 impl QuotaState {
     /// `Ok` when the send fits the limits, else which limit it exceeded.
     fn admit(&mut self, now: Instant) -> Result<(), &'static str> {
-        if now.duration_since(self.day_started) >= self.quota.day {
-            self.day_started = now;
-            self.sent_today = 0;
-        }
+        self.roll_day(now);
         if self.quota.daily_quota.is_some_and(|q| self.sent_today >= q) {
             return Err("Daily message quota exceeded.");
         }
@@ -118,6 +115,16 @@ impl QuotaState {
         self.tokens -= 1.0;
         self.sent_today += 1;
         Ok(())
+    }
+}
+
+impl QuotaState {
+    /// A new day starts the count again.
+    fn roll_day(&mut self, now: Instant) {
+        if now.duration_since(self.day_started) >= self.quota.day {
+            self.day_started = now;
+            self.sent_today = 0;
+        }
     }
 }
 
@@ -316,7 +323,10 @@ impl FaultPlan {
             .parse::<AwsOperation>()
             .is_ok_and(|op| AwsOperation::ACCOUNT_READS.contains(&op))
         {
-            let quota = self.quota.lock().expect("quota lock");
+            let mut quota = self.quota.lock().expect("quota lock");
+            if let Some(state) = quota.as_mut() {
+                state.roll_day(Instant::now());
+            }
             if quota.is_some() || self.models_account.load(Ordering::Relaxed) {
                 return Decision::Answer {
                     delay,

@@ -207,11 +207,21 @@ fn draw_statuses(frame: &mut Frame, area: Rect, app: &App) {
         )),
         Line::from(format!("retried        {:>8.0}", s.total(|c| c.retries))),
         Line::from(format!("dead-lettered  {:>8.0}", s.total(|c| c.dead_lettered))),
+        Line::from(budget_line(&s.budget)),
     ];
     frame.render_widget(
         Paragraph::new(lines).block(panel(" Messages by status ", app, Panel::Statuses)),
         area,
     );
+}
+
+/// The senders' send budget in a few words.
+fn budget_line(budget: &vocabulary::stats::Budget) -> String {
+    match (budget.paused_for_secs, budget.rate_per_sec, budget.ceiling_per_sec) {
+        (Some(secs), _, _) => format!("send budget    paused {secs:.0} s (daily quota)"),
+        (None, Some(rate), Some(ceiling)) => format!("send budget    {rate:>6.1}/s of {ceiling:.1}"),
+        _ => "send budget    unpaced".to_string(),
+    }
 }
 
 fn draw_faults(frame: &mut Frame, area: Rect, app: &App) {
@@ -337,6 +347,12 @@ mod tests {
             s.queues.insert(QueueRef::Main(Priority::Low), depth(low, 10));
             s.queues.insert(QueueRef::DeadLetter(Priority::Low), depth(1, 0));
             s.active_faults = vec!["ses_throttle#1".into()];
+            s.budget = vocabulary::stats::Budget {
+                rate_per_sec: Some(13.6),
+                ceiling_per_sec: Some(19.4),
+                throttles: 2,
+                paused_for_secs: None,
+            };
             let slo = |name: &str, met| SloSoFar { name: name.into(), met };
             s.slo = vec![slo("lost ≤ 0", true), slo("p99 high ≤ 500 ms", false)];
             app.on_snapshot(i as f64, s);
@@ -361,6 +377,7 @@ mod tests {
         assert!(text.contains("in pipeline         278"), "{text}");
         assert!(text.contains("SENT                120"));
         assert!(text.contains("dead-lettered         1"));
+        assert!(text.contains("send budget      13.6/s of 19.4"), "{text}");
         assert!(text.contains("ses_throttle#1"), "{text}");
         assert!(text.contains("✓ lost ≤ 0") && text.contains("✗ p99 high ≤ 500 ms"));
         assert!(text.contains("q quit  p pause"));
