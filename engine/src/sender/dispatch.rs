@@ -39,6 +39,8 @@ struct State {
 pub struct Dispatcher {
     state: Mutex<State>,
     changed: Notify,
+    /// A throttle with no rate known asks the quota reader to read now.
+    read_now: Notify,
     origin: Instant,
     settings: SenderSettings,
     metrics: Arc<Metrics>,
@@ -95,6 +97,7 @@ impl Dispatcher {
                 in_flight: PerPriority::default(),
             }),
             changed: Notify::new(),
+            read_now: Notify::new(),
             origin: Instant::now(),
             settings: settings.clone(),
             metrics,
@@ -161,7 +164,7 @@ impl Dispatcher {
         if allocator.choose(waiting, in_flight, now) != Some(priority) {
             return Err(RECHECK);
         }
-        budget.try_take(now)?;
+        budget.try_take(now, priority)?;
         waiting[priority] -= 1;
         in_flight[priority] += 1;
         allocator.granted(priority, now);
@@ -196,9 +199,16 @@ impl Dispatcher {
     }
 
     /// SES said "slow down" to a send: the budget is cut, then recovers.
+    /// With no rate known, the account's limits are read again at once (a
+    /// quota put in force since the last read).
     pub fn throttled(&self) {
         let now = self.now();
-        self.state().budget.throttled(now);
+        let mut state = self.state();
+        state.budget.throttled(now);
+        if state.budget.ceiling().is_none() {
+            self.read_now.notify_one();
+        }
+        drop(state);
         self.publish();
     }
 
@@ -255,9 +265,10 @@ impl Dispatcher {
 }
 
 /// Keeps the dispatcher's budget in step with the account's limits until
-/// `shutdown`: every `sender.quota_refresh_secs`, and every
-/// `sender.quota_recheck_secs` while a daily quota is used up. A provider
-/// with no limits (SMTP, a dry run) is not asked again.
+/// `shutdown`: every `sender.quota_refresh_secs`, every
+/// `sender.quota_recheck_secs` while a daily quota is used up, and at once
+/// when SES throttles while no rate is known. A provider with no limits
+/// (SMTP, a dry run) is not asked again.
 pub async fn run_quota_reader(pipeline: Pipeline, dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
     let settings = pipeline.settings.sender.clone();
     loop {
@@ -267,11 +278,14 @@ pub async fn run_quota_reader(pipeline: Pipeline, dispatcher: Arc<Dispatcher>, s
         };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(every.max(1).into())) => {}
+            _ = dispatcher.read_now.notified() => {}
             _ = shutdown.cancelled() => return,
         }
         if dispatcher.refresh(pipeline.mailer.as_ref()).await == Some(None) {
             return;
         }
+        // At most one read a second, however many throttles ask for one.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -131,18 +131,26 @@ impl RateBudget {
         self.ceiling = ceiling;
     }
 
-    /// Takes one send if the budget has it; otherwise says how long until it will.
-    pub fn try_take(&mut self, now: Duration) -> Result<(), Duration> {
+    /// Takes one send if the budget has it; otherwise says how long until it
+    /// will. Background sends (medium, low) leave a reserve of one send in the
+    /// bucket where it holds two or more, so a reminder arriving while they
+    /// use up the rate finds a send ready instead of waiting for the next
+    /// one: the reserve is filled once and then costs nothing in throughput.
+    pub fn try_take(&mut self, now: Duration, priority: Priority) -> Result<(), Duration> {
         if let Some(until) = self.paused_until(now) {
             return Err(until - now);
         }
         let Some(_) = self.ceiling else { return Ok(()) };
         self.refill(now);
-        if self.tokens >= 1.0 {
+        let reserve = match priority {
+            Priority::High => 0.0,
+            _ => (burst(self.rate) - 1.0).clamp(0.0, 1.0),
+        };
+        if self.tokens >= 1.0 + reserve {
             self.tokens -= 1.0;
             return Ok(());
         }
-        let missing = 1.0 - self.tokens;
+        let missing = 1.0 + reserve - self.tokens;
         Err(Duration::from_secs_f64(missing / self.rate.max(f64::MIN_POSITIVE)).max(Duration::from_millis(1)))
     }
 
@@ -336,13 +344,17 @@ mod tests {
     #[test]
     fn a_budget_paces_to_its_rate_after_a_small_burst() {
         let mut budget = RateBudget::new(Some(10.0), Duration::ZERO);
-        assert_eq!(budget.try_take(Duration::ZERO), Ok(()), "a burst of 0.2 s = 2 sends");
-        assert_eq!(budget.try_take(Duration::ZERO), Ok(()));
-        let wait = budget.try_take(Duration::ZERO).unwrap_err();
+        assert_eq!(
+            budget.try_take(Duration::ZERO, Priority::High),
+            Ok(()),
+            "a burst of 0.2 s = 2 sends"
+        );
+        assert_eq!(budget.try_take(Duration::ZERO, Priority::High), Ok(()));
+        let wait = budget.try_take(Duration::ZERO, Priority::High).unwrap_err();
         assert_eq!(wait, ms(100), "then one every 1/10 s");
         let mut taken = 0;
         for step in 1..=1000 {
-            if budget.try_take(ms(step)).is_ok() {
+            if budget.try_take(ms(step), Priority::High).is_ok() {
                 taken += 1;
             }
         }
@@ -350,10 +362,40 @@ mod tests {
     }
 
     #[test]
+    fn background_sends_leave_one_send_ready_for_a_reminder() {
+        let mut budget = RateBudget::new(Some(20.0), Duration::ZERO);
+        // A bucket of 4: low takes 3 and leaves the reserve.
+        let low_taken = (0..10)
+            .filter(|_| budget.try_take(Duration::ZERO, Priority::Low).is_ok())
+            .count();
+        assert_eq!(low_taken, 3);
+        assert_eq!(
+            budget.try_take(Duration::ZERO, Priority::High),
+            Ok(()),
+            "the reminder does not wait"
+        );
+        assert!(budget.try_take(Duration::ZERO, Priority::High).is_err());
+        // Over a second, low still gets the whole rate.
+        let mut low = 0;
+        for step in 1..=1000 {
+            if budget.try_take(ms(step), Priority::Low).is_ok() {
+                low += 1;
+            }
+        }
+        assert!((19..=21).contains(&low), "{low}");
+        let mut slow = RateBudget::new(Some(2.0), Duration::ZERO);
+        assert_eq!(
+            slow.try_take(Duration::ZERO, Priority::Low),
+            Ok(()),
+            "no reserve in a bucket of one"
+        );
+    }
+
+    #[test]
     fn a_budget_without_a_ceiling_never_makes_anyone_wait() {
         let mut budget = RateBudget::new(None, Duration::ZERO);
         for _ in 0..1000 {
-            assert_eq!(budget.try_take(Duration::ZERO), Ok(()));
+            assert_eq!(budget.try_take(Duration::ZERO, Priority::High), Ok(()));
         }
         assert_eq!(budget.rate(), None);
     }
@@ -371,10 +413,10 @@ mod tests {
             (budget.rate().unwrap() - 72.5 * 0.7).abs() < 1e-9,
             "a second burst cuts again"
         );
-        budget.try_take(ms(7000)).unwrap();
+        budget.try_take(ms(7000), Priority::High).unwrap();
         let climbed = budget.rate().unwrap();
         assert!((climbed - (50.75 + 25.0)).abs() < 1e-6, "5 s at +5/s: {climbed}");
-        budget.try_take(ms(60_000)).unwrap();
+        budget.try_take(ms(60_000), Priority::High).unwrap();
         assert_eq!(budget.rate(), Some(100.0), "never above its ceiling");
         assert_eq!(budget.throttles(), 3);
     }
@@ -403,7 +445,7 @@ mod tests {
         assert_eq!(budget.rate(), Some(20.0));
         budget.set_ceiling(Some(40.0), ms(20));
         assert_eq!(budget.rate(), Some(20.0));
-        budget.try_take(ms(10_020)).unwrap();
+        budget.try_take(ms(10_020), Priority::High).unwrap();
         assert_eq!(budget.rate(), Some(40.0), "10 s at +2/s");
     }
 
@@ -411,19 +453,22 @@ mod tests {
     fn a_paused_budget_says_how_long_until_it_resumes() {
         let mut budget = RateBudget::new(None, Duration::ZERO);
         budget.pause_until(Duration::from_secs(60));
-        assert_eq!(budget.try_take(Duration::from_secs(20)), Err(Duration::from_secs(40)));
+        assert_eq!(
+            budget.try_take(Duration::from_secs(20), Priority::High),
+            Err(Duration::from_secs(40))
+        );
         assert_eq!(
             budget.paused_until(Duration::from_secs(20)),
             Some(Duration::from_secs(60))
         );
         assert_eq!(
-            budget.try_take(Duration::from_secs(61)),
+            budget.try_take(Duration::from_secs(61), Priority::High),
             Ok(()),
             "the pause ends by itself"
         );
         budget.pause_until(Duration::from_secs(120));
         budget.resume();
-        assert_eq!(budget.try_take(Duration::from_secs(62)), Ok(()));
+        assert_eq!(budget.try_take(Duration::from_secs(62), Priority::High), Ok(()));
     }
 
     #[test]

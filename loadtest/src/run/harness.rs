@@ -253,6 +253,15 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
         true => Some(mail_counts(&stack).await?),
         false => None,
     };
+    // An SES quota in force from t = 0 is the account's before the run
+    // starts: the senders read it before their first send, as on AWS.
+    let from_the_start = scenario.faults.iter().filter(|f| f.start_secs == 0.0);
+    if let Some(quota) = from_the_start
+        .filter_map(|f| super::timeline::account_quota(&f.fault))
+        .next()
+    {
+        plan.set_ses_quota(Some(quota));
+    }
     let senders = Arc::new(Mutex::new(Senders {
         pipeline: pipeline.clone(),
         running: None,
@@ -273,10 +282,13 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
 }
 
 impl Harness {
-    /// After traffic: no fault stays in force, the stack runs (if a fault
-    /// paused it) and the senders are up.
-    pub async fn recover(&self, stack_was_paused: bool) -> Result<(), HarnessError> {
-        self.plan.clear();
+    /// After traffic: no transient fault stays in force (those that last
+    /// through the drain, like an SES quota, stay while `lasting`), the stack
+    /// runs (if a fault paused it) and the senders are up.
+    pub async fn recover(&self, stack_was_paused: bool, lasting: bool) -> Result<(), HarnessError> {
+        if !lasting {
+            self.plan.clear();
+        }
         if stack_was_paused {
             self.stack.set_paused(false);
         }

@@ -211,7 +211,8 @@ async fn offer_traffic(
         fault.await?;
     }
     let paused = scenario.faults.iter().any(|f| matches!(f.fault, Fault::PauseStack));
-    harness.recover(paused).await?;
+    let lasting = scenario.faults.iter().any(|f| f.lasts_through_drain());
+    harness.recover(paused, lasting).await?;
     driven.map_err(HarnessError::Goose)?;
     Ok(Running {
         driver,

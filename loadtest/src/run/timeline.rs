@@ -151,17 +151,8 @@ async fn begin(fault: &Fault, label: &str, context: &Context) -> Active {
             rule(FaultTarget::SqsReceive, probability.0, FaultEffect::ServerError)
         }
         Fault::DynamodbThrottle { probability } => rule(FaultTarget::DynamoDb, probability.0, FaultEffect::Throttle),
-        Fault::SesQuota {
-            max_send_rate,
-            daily_quota,
-            day_secs,
-        } => {
-            let quota = SesQuota {
-                max_send_rate: max_send_rate.0,
-                daily_quota,
-                day: day_secs.map_or(SesQuota::DAY, |d| Duration::from_secs_f64(d.0)),
-            };
-            h.plan.set_ses_quota(Some(quota));
+        Fault::SesQuota { .. } => {
+            h.plan.set_ses_quota(account_quota(fault));
             Active::Quota
         }
         Fault::KillWorker => {
@@ -203,6 +194,22 @@ async fn begin(fault: &Fault, label: &str, context: &Context) -> Active {
             }
             Active::Instant
         }
+    }
+}
+
+/// The SES account's limits an `ses_quota` fault sets (`None` for any other fault).
+pub fn account_quota(fault: &Fault) -> Option<SesQuota> {
+    match *fault {
+        Fault::SesQuota {
+            max_send_rate,
+            daily_quota,
+            day_secs,
+        } => Some(SesQuota {
+            max_send_rate: max_send_rate.0,
+            daily_quota,
+            day: day_secs.map_or(SesQuota::DAY, |d| Duration::from_secs_f64(d.0)),
+        }),
+        _ => None,
     }
 }
 
