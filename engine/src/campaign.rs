@@ -557,6 +557,7 @@ impl Pipeline {
         let messages: Vec<NewMessage> = chunk.into_iter().map(|(_, message)| message).collect();
         let rows = messages.len();
         let mut delay = Duration::from_millis(200);
+        let _turn = self.high.background_turn().await;
         let accepted = loop {
             match self.accept_chunk(batch, messages.clone(), recording).await {
                 Ok(accepted) => break accepted,

@@ -38,6 +38,73 @@ pub struct Pipeline {
     pub(crate) batches: Arc<dyn BatchStore>,
     pub(crate) mailer: Arc<dyn Mailer>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) high: Arc<HighActivity>,
+}
+
+/// Whether high-priority work is flowing, so background work (a campaign
+/// batch's ingest) yields the stack to it: while reminders arrive, campaign
+/// chunks are written one at a time, across all batches, instead of
+/// [`crate::campaign::CHUNKS_IN_FLIGHT`] per batch. On the local stack the
+/// emulators serialise writes, and a reminder's writes would otherwise queue
+/// behind a burst of batch writes.
+#[derive(Debug)]
+pub struct HighActivity {
+    origin: tokio::time::Instant,
+    /// Milliseconds since `origin` of the last high message, plus one (0: never).
+    last: std::sync::atomic::AtomicU64,
+    /// Background turns held now.
+    turns: std::sync::atomic::AtomicUsize,
+}
+
+/// One background turn (a chunk being written); dropping it ends the turn.
+pub struct BackgroundTurn(Arc<HighActivity>);
+
+impl Drop for BackgroundTurn {
+    fn drop(&mut self) {
+        self.0.turns.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Default for HighActivity {
+    fn default() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            last: Default::default(),
+            turns: Default::default(),
+        }
+    }
+}
+
+impl HighActivity {
+    /// A high-priority message was accepted now.
+    pub fn note(&self) {
+        let now = self.origin.elapsed().as_millis() as u64 + 1;
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a high-priority message was accepted within the last
+    /// [`crate::sender::schedule::HIGH_ACTIVE`].
+    pub fn active(&self) -> bool {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        let window = crate::sender::schedule::HIGH_ACTIVE.as_millis() as u64;
+        last > 0 && (self.origin.elapsed().as_millis() as u64 + 1).saturating_sub(last) < window
+    }
+
+    /// Waits for a turn at background work: at once while no high work
+    /// flows; otherwise when no other background turn is held.
+    pub async fn background_turn(self: &Arc<Self>) -> BackgroundTurn {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let held = self.turns.load(SeqCst);
+            let may = held == 0 || !self.active();
+            if may && self.turns.compare_exchange(held, held + 1, SeqCst, SeqCst).is_ok() {
+                return BackgroundTurn(self.clone());
+            }
+            if !may {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 /// A message the API has validated, before it gets an id and a queue.
@@ -116,6 +183,7 @@ impl Pipeline {
             batches,
             mailer,
             metrics: Arc::new(Metrics::default()),
+            high: Arc::new(HighActivity::default()),
         }
     }
 
@@ -194,6 +262,9 @@ impl Pipeline {
         on_refused: OnRefused,
     ) -> Result<Accepted, IngestError> {
         let outbound = self.prepare(batch_id, messages).await?;
+        if outbound.iter().any(|m| m.priority == Priority::High) {
+            self.high.note();
+        }
         let records: Vec<SendRecord> = outbound.iter().map(SendRecord::pending).collect();
         // Recorded before enqueued, so a sender never meets a message with no record.
         if let Err(error) = self.store.put_pending(&records).await {
@@ -325,9 +396,14 @@ impl Pipeline {
                     .map(move |batch| (priority, batch))
             })
             .collect();
+        // While reminders flow, background enqueues go two at a time.
+        let parallel = match self.high.active() && outbound.iter().all(|m| m.priority != Priority::High) {
+            true => 2,
+            false => PARALLEL_CALLS,
+        };
         stream::iter(jobs)
             .map(|(priority, batch)| async move { (priority, self.enqueue_with_retry(priority, batch).await) })
-            .buffer_unordered(PARALLEL_CALLS)
+            .buffer_unordered(parallel)
             .collect()
             .await
     }
@@ -400,5 +476,43 @@ impl Pipeline {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         unreachable!("the loop returns on its second attempt")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_takes_turns_one_at_a_time_only_while_reminders_flow() {
+        let high = Arc::new(HighActivity::default());
+        let first = high.background_turn().await;
+        let second = high.background_turn().await;
+        drop((first, second));
+        // No reminder yet: as many turns as asked for, at once.
+        high.note();
+        assert!(high.active());
+        let held = high.background_turn().await;
+        let waiting = tokio::spawn({
+            let high = high.clone();
+            async move { high.background_turn().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "a second turn waits while a reminder flows");
+        drop(held);
+        let _turn = tokio::time::timeout(Duration::from_millis(50), waiting)
+            .await
+            .expect("the turn is taken once the first ends")
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !high.active(),
+            "a second after the last reminder, background work may run in parallel"
+        );
+        let _another = tokio::time::timeout(Duration::from_millis(1), high.background_turn())
+            .await
+            .expect("no waiting once reminders stopped");
     }
 }
