@@ -121,6 +121,44 @@ fn a_run_that_misses_its_slo_exits_with_the_breach_code_and_a_bad_scenario_with_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_quota_used_up_mid_campaign_pauses_sending_and_resumes_after_its_reset_with_nothing_lost_or_failed() {
+    let out = scratch_dir("daily-quota");
+    let outcome = run(RunOptions {
+        scenario: workspace_file("scenarios/daily-quota.toml"),
+        out_dir: Some(out),
+        ..RunOptions::default()
+    })
+    .await
+    .expect("the harness runs");
+    let r = &outcome.results;
+    let failed: Vec<_> = r.slo.iter().filter(|v| !v.pass).collect();
+    assert!(outcome.passed, "SLOs failed: {failed:?}");
+    assert!(
+        r.fault_counts.get("ses_quota").is_some_and(|n| *n > 0),
+        "the day's quota was used up: {:?}",
+        r.fault_counts
+    );
+    // No message paid for the quota: none ERROR, none dead-lettered, every one SENT.
+    assert_eq!(r.audit.count(vocabulary::SendStatus::Sent), r.audit.accepted);
+    assert_eq!((r.audit.lost, r.audit.dead_lettered, r.audit.duplicated), (0, 0, 0));
+    // Sending stopped at the day's 250 and went on once the 40 s day reset.
+    let sent_at = |t: f64| {
+        r.timeseries
+            .iter()
+            .filter(|s| s.t_secs <= t)
+            .map(|s| s.sent)
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        sent_at(38.0) <= 250,
+        "at most the day's quota before the reset: {}",
+        sent_at(38.0)
+    );
+    assert!(r.audit.accepted > 250, "more was accepted than one day allows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_engine_mid_campaign_loses_nothing_sends_no_copy_twice_and_the_batch_ends_done() {
     let out = scratch_dir("crash-resume");
     let outcome = run(RunOptions {
