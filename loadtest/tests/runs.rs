@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use loadtest::run::{run, RunOptions};
+use loadtest::run::{run, RunOptions, RunOutcome};
 
 fn workspace_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -13,6 +13,20 @@ fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("courier-loadtest-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Runs a library scenario into a scratch folder and checks that every SLO passed.
+async fn passing_run(name: &str) -> RunOutcome {
+    let outcome = run(RunOptions {
+        scenario: workspace_file(&format!("scenarios/{name}.toml")),
+        out_dir: Some(scratch_dir(name)),
+        ..RunOptions::default()
+    })
+    .await
+    .expect("the harness runs");
+    let failed: Vec<_> = outcome.results.slo.iter().filter(|v| !v.pass).collect();
+    assert!(outcome.passed, "SLOs failed: {failed:?}");
+    outcome
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,17 +136,8 @@ fn a_run_that_misses_its_slo_exits_with_the_breach_code_and_a_bad_scenario_with_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_quota_used_up_mid_campaign_pauses_sending_and_resumes_after_its_reset_with_nothing_lost_or_failed() {
-    let out = scratch_dir("daily-quota");
-    let outcome = run(RunOptions {
-        scenario: workspace_file("scenarios/daily-quota.toml"),
-        out_dir: Some(out),
-        ..RunOptions::default()
-    })
-    .await
-    .expect("the harness runs");
+    let outcome = passing_run("daily-quota").await;
     let r = &outcome.results;
-    let failed: Vec<_> = r.slo.iter().filter(|v| !v.pass).collect();
-    assert!(outcome.passed, "SLOs failed: {failed:?}");
     assert!(
         r.fault_counts.get("ses_quota").is_some_and(|n| *n > 0),
         "the day's quota was used up: {:?}",
@@ -160,17 +165,8 @@ async fn a_daily_quota_used_up_mid_campaign_pauses_sending_and_resumes_after_its
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_engine_mid_campaign_loses_nothing_sends_no_copy_twice_and_the_batch_ends_done() {
-    let out = scratch_dir("crash-resume");
-    let outcome = run(RunOptions {
-        scenario: workspace_file("scenarios/crash-resume.toml"),
-        out_dir: Some(out),
-        ..RunOptions::default()
-    })
-    .await
-    .expect("the harness runs");
+    let outcome = passing_run("crash-resume").await;
     let r = &outcome.results;
-    let failed: Vec<_> = r.slo.iter().filter(|v| !v.pass).collect();
-    assert!(outcome.passed, "SLOs failed: {failed:?}");
     assert!(r.faults.iter().any(|f| f.kind == "kill_engine"), "{:?}", r.faults);
 
     // The batch was being turned into messages when the engine died: it was
