@@ -103,7 +103,7 @@ fn the_report_loads_in_headless_chromium_without_a_console_message() {
         assert!(loaded.dom.contains("id=\"verdict\"") && loaded.dom.contains("id=\"machine\""));
         assert_eq!(
             loaded.dom.matches("<svg").count(),
-            4,
+            5,
             "every chart made it into the DOM"
         );
     }
