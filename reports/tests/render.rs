@@ -65,7 +65,11 @@ fn every_chart_is_well_formed_svg_with_a_title_and_a_viewbox() {
     let results = fixture("ses-throttle.results.json");
     let html = reports::html::render(&results, None);
     let charts = svgs(&html);
-    assert_eq!(charts.len(), 4, "throughput, queues, latency bars, latency over time");
+    assert_eq!(
+        charts.len(),
+        5,
+        "throughput, sends by priority, queues, latency bars, latency over time"
+    );
     for svg in charts {
         let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("invalid SVG ({e}): {svg:.200}"));
         let root = doc.root_element();
@@ -90,8 +94,21 @@ fn the_fault_windows_are_drawn_over_the_time_charts() {
     assert!(!results.faults.is_empty(), "the fixture is a run with faults");
     let html = reports::html::render(&results, None);
     let bands = html.matches("<g class=\"fault\">").count();
-    // Three time charts, each with every window.
-    assert_eq!(bands, 3 * results.faults.len());
+    // Four time charts, each with every window.
+    assert_eq!(bands, 4 * results.faults.len());
+}
+
+#[test]
+fn the_send_budget_is_drawn_beside_each_prioritys_sends_when_the_run_had_one() {
+    let mut results = fixture("ses-throttle.results.json");
+    let html = reports::html::render(&results, None);
+    assert!(html.contains("high sent/s") && html.contains("low sent/s"));
+    assert!(!html.contains("send budget/s"), "no budget recorded, none drawn");
+    for sample in &mut results.timeseries {
+        sample.budget_per_sec = Some(13.6);
+    }
+    let html = reports::html::render(&results, None);
+    assert!(html.contains("send budget/s"));
 }
 
 #[test]
