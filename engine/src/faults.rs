@@ -116,9 +116,7 @@ impl QuotaState {
         self.sent_today += 1;
         Ok(())
     }
-}
 
-impl QuotaState {
     /// A new day starts the count again.
     fn roll_day(&mut self, now: Instant) {
         if now.duration_since(self.day_started) >= self.quota.day {

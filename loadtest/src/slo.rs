@@ -32,14 +32,19 @@ pub const WITH_CAMPAIGNS: &str = "with campaigns";
 /// Low's share of sends is judged over windows this long.
 const SHARE_WINDOW_SECS: f64 = 5.0;
 
+/// Messages on a priority's main queue at a sample: visible, in flight, or
+/// delayed (waiting out a retry's backoff).
+fn queued(sample: &Sample, priority: Priority) -> u64 {
+    sample
+        .queue_depths
+        .get(&QueueRef::Main(priority))
+        .map_or(0, |d| d.total() + d.delayed)
+}
+
 /// Low priority's lowest share of all sends over any [`SHARE_WINDOW_SECS`]
 /// in which its queue had work throughout; `None` if there was no such window.
 pub fn lowest_low_share(samples: &[Sample]) -> Option<f64> {
-    let waiting = |s: &Sample| {
-        s.queue_depths
-            .get(&QueueRef::Main(Priority::Low))
-            .is_some_and(|d| d.total() + d.delayed > 0)
-    };
+    let waiting = |s: &Sample| queued(s, Priority::Low) > 0;
     let mut lowest: Option<f64> = None;
     for (i, first) in samples.iter().enumerate() {
         let Some(j) = (i + 1..samples.len()).find(|&j| samples[j].t_secs - first.t_secs >= SHARE_WINDOW_SECS) else {
@@ -63,13 +68,7 @@ pub fn lowest_low_share(samples: &[Sample]) -> Option<f64> {
 /// Sends per second over the intervals in which more than `one_second`
 /// sends waited on the main queues at both ends; `None` if none did.
 pub fn sends_while_backlogged(samples: &[Sample], one_second: f64) -> Option<f64> {
-    let backlog = |s: &Sample| -> f64 {
-        Priority::ALL
-            .iter()
-            .filter_map(|p| s.queue_depths.get(&QueueRef::Main(*p)))
-            .map(|d| (d.total() + d.delayed) as f64)
-            .sum()
-    };
+    let backlog = |s: &Sample| Priority::ALL.iter().map(|p| queued(s, *p) as f64).sum::<f64>();
     let (mut sent, mut secs) = (0_u64, 0.0);
     for pair in samples.windows(2) {
         if backlog(&pair[0]) > one_second && backlog(&pair[1]) > one_second {

@@ -88,10 +88,9 @@ impl Dispatcher {
                 .unwrap_or(max_in_flight.div_ceil(4))
                 .max(1),
         };
-        let ceiling = settings.max_send_rate.map(|rate| rate * settings.rate_share * HEADROOM);
         let dispatcher = Arc::new(Self {
             state: Mutex::new(State {
-                budget: RateBudget::new(ceiling, Duration::ZERO),
+                budget: RateBudget::new(ceiling(settings, None), Duration::ZERO),
                 allocator: Allocator::new(shares),
                 waiting: PerPriority::default(),
                 in_flight: PerPriority::default(),
@@ -215,15 +214,15 @@ impl Dispatcher {
     /// SES said the daily quota is used up: no sends until the quota reader
     /// sees it reset (or for `recheck`, whichever comes first).
     pub fn quota_exhausted(&self, recheck: Duration) {
-        let until = self.now() + recheck;
+        let now = self.now();
         let mut state = self.state();
-        if state.budget.paused_until(self.now()).is_none() {
+        if state.budget.paused_until(now).is_none() {
             tracing::warn!(
                 recheck_secs = recheck.as_secs(),
                 "SES daily quota used up: sending paused"
             );
         }
-        state.budget.pause_until(until);
+        state.budget.pause_until(now + recheck);
         drop(state);
         self.publish();
     }
@@ -231,11 +230,9 @@ impl Dispatcher {
     /// The account's limits as read from SES (`None`: the provider has none).
     pub fn set_quota(&self, quota: Option<SendQuota>) {
         let settings = &self.settings;
-        let account_rate = settings.max_send_rate.or(quota.and_then(|q| q.max_send_rate));
-        let ceiling = account_rate.map(|rate| rate * settings.rate_share * HEADROOM);
         let now = self.now();
         let mut state = self.state();
-        state.budget.set_ceiling(ceiling, now);
+        state.budget.set_ceiling(ceiling(settings, quota), now);
         match quota {
             Some(quota) if quota.exhausted() => state
                 .budget
@@ -262,6 +259,13 @@ impl Dispatcher {
             paused_for_secs: state.budget.paused_until(now).map(|until| (until - now).as_secs_f64()),
         });
     }
+}
+
+/// The most the senders may spend: the account's rate (the setting's, or
+/// what SES reported) × this engine's share × [`HEADROOM`]; `None`: no limit known.
+fn ceiling(settings: &SenderSettings, quota: Option<SendQuota>) -> Option<f64> {
+    let account_rate = settings.max_send_rate.or(quota.and_then(|q| q.max_send_rate));
+    account_rate.map(|rate| rate * settings.rate_share * HEADROOM)
 }
 
 /// Keeps the dispatcher's budget in step with the account's limits until
