@@ -33,7 +33,13 @@ struct State {
     allocator: Allocator,
     waiting: PerPriority<usize>,
     in_flight: PerPriority<usize>,
+    /// When the budget's figures were last put in the metrics.
+    published_at: Duration,
 }
+
+/// The budget's figures are put in the metrics at least this often while
+/// sends are granted (the rate climbs back after a cut with time alone).
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// Grants send permits by priority within the rate and in-flight budgets.
 pub struct Dispatcher {
@@ -94,6 +100,7 @@ impl Dispatcher {
                 allocator: Allocator::new(shares),
                 waiting: PerPriority::default(),
                 in_flight: PerPriority::default(),
+                published_at: Duration::ZERO,
             }),
             changed: Notify::new(),
             read_now: Notify::new(),
@@ -159,6 +166,7 @@ impl Dispatcher {
             allocator,
             waiting,
             in_flight,
+            ..
         } = &mut *state;
         if allocator.choose(waiting, in_flight, now) != Some(priority) {
             return Err(RECHECK);
@@ -167,6 +175,9 @@ impl Dispatcher {
         waiting[priority] -= 1;
         in_flight[priority] += 1;
         allocator.granted(priority, now);
+        if now.saturating_sub(state.published_at) >= PUBLISH_EVERY {
+            self.publish_locked(&mut state, now);
+        }
         Ok(())
     }
 
@@ -251,7 +262,11 @@ impl Dispatcher {
     /// Puts the budget's figures in the metrics (for /metrics, /stats, reports).
     fn publish(&self) {
         let now = self.now();
-        let state = self.state();
+        self.publish_locked(&mut self.state(), now);
+    }
+
+    fn publish_locked(&self, state: &mut State, now: Duration) {
+        state.published_at = now;
         self.metrics.record_budget(vocabulary::stats::Budget {
             rate_per_sec: state.budget.rate(),
             ceiling_per_sec: state.budget.ceiling(),
@@ -316,13 +331,37 @@ mod tests {
     use super::*;
 
     fn dispatcher(rate: f64) -> Arc<Dispatcher> {
+        dispatcher_with(rate, Arc::new(Metrics::default()))
+    }
+
+    fn dispatcher_with(rate: f64, metrics: Arc<Metrics>) -> Arc<Dispatcher> {
         let settings = SenderSettings {
             max_send_rate: Some(rate),
             workers: 1,
             concurrency: 100,
             ..SenderSettings::default()
         };
-        Dispatcher::new(&settings, Arc::new(Metrics::default()))
+        Dispatcher::new(&settings, metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_published_budget_follows_its_recovery_after_a_throttle_while_sends_go_on() {
+        let metrics = Arc::new(Metrics::default());
+        let d = dispatcher_with(100.0, metrics.clone());
+        let published = || metrics.counters().budget.rate_per_sec.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        d.throttled();
+        let cut = published();
+        assert!((cut - 97.0 * 0.7).abs() < 1e-6, "{cut}");
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(d.acquire(Priority::Low, Duration::from_secs(1)).await);
+        }
+        assert!(
+            published() > cut + 10.0,
+            "5 s later the figure has climbed: {}",
+            published()
+        );
     }
 
     /// Asks for a permit at `priority` and says when it came (ms since `start`).
