@@ -42,7 +42,9 @@ impl AwsClients {
             ($builder:expr) => {
                 if let Some(hooks) = &hooks {
                     $builder.set_http_client(Some(hooks.http_client.clone()));
-                    $builder.push_interceptor(hooks.interceptor.clone());
+                    for interceptor in &hooks.interceptors {
+                        $builder.push_interceptor(interceptor.clone());
+                    }
                 }
             };
         }

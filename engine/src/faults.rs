@@ -11,6 +11,8 @@
 //!
 //! [`SesQuota`] models SES's sending limits (MaxSendRate, a 24-hour quota) the
 //! way SES enforces them, answering with SES's throttling errors.
+//!
+//! The same hooks meter every call that reaches the stack (`crate::metering`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +24,7 @@ use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, Metadata};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
@@ -30,7 +32,9 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use vocabulary::{AwsOperation, AwsService};
+use vocabulary::{AwsOperation, AwsService, UsageByOperation};
+
+use crate::metering::{Meter, Metering};
 
 const OPERATION_HEADER: &str = "x-courier-operation";
 
@@ -161,6 +165,8 @@ pub struct FaultPlan {
     calls: Mutex<BTreeMap<String, u64>>,
     /// How long the stack itself took to answer, per operation (µs), injected delays excluded.
     answered_in: Mutex<BTreeMap<String, hdrhistogram::Histogram<u64>>>,
+    /// What the calls that reached the stack consumed, in billable units.
+    meter: Arc<Meter>,
 }
 
 /// Injections kept for the timeline; counts keep going past it.
@@ -179,6 +185,7 @@ impl FaultPlan {
             counts: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(BTreeMap::new()),
             answered_in: Mutex::new(BTreeMap::new()),
+            meter: Arc::default(),
         })
     }
 
@@ -264,6 +271,12 @@ impl FaultPlan {
     /// How many calls each operation (`Service.Operation`) made through the plan.
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.calls.lock().expect("calls lock").clone()
+    }
+
+    /// What each operation (`Service.Operation`) consumed, in the units AWS
+    /// bills; answers the plan gave in the stack's place are not in it.
+    pub fn usage(&self) -> UsageByOperation {
+        self.meter.usage()
     }
 
     /// How long the stack took to answer each operation (`Service.Operation`),
@@ -468,7 +481,9 @@ impl ErrorResponse {
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
         }
-        response.headers_mut().insert("x-amzn-requestid", "courier-fault");
+        response
+            .headers_mut()
+            .insert("x-amzn-requestid", crate::metering::INJECTED_REQUEST_ID);
         response
     }
 }
@@ -551,17 +566,19 @@ impl HttpConnector for FaultyConnector {
     }
 }
 
-/// What a client config builder needs to route its calls through `plan`.
+/// What a client config builder needs to route its calls through `plan`
+/// and meter them.
 pub struct FaultHooks {
     pub http_client: SharedHttpClient,
-    pub interceptor: aws_smithy_runtime_api::client::interceptors::SharedInterceptor,
+    pub interceptors: [SharedInterceptor; 2],
 }
 
 impl FaultHooks {
     pub fn new(base: SharedHttpClient, plan: Arc<FaultPlan>) -> Self {
+        let metering = Metering::new(plan.meter.clone());
         Self {
             http_client: SharedHttpClient::new(FaultyHttpClient { inner: base, plan }),
-            interceptor: aws_smithy_runtime_api::client::interceptors::SharedInterceptor::new(OperationTagger),
+            interceptors: [SharedInterceptor::new(OperationTagger), SharedInterceptor::new(metering)],
         }
     }
 }

@@ -11,6 +11,8 @@
 //! (`domain::content`); [`csv_upload`] the streaming CSV checks;
 //! [`config`] the layered settings; [`aws`] builds the SDK clients once and
 //! [`provision`] creates the resources; [`startup`] wires it all together.
+//! [`faults`] injects failures inside the SDK's calls and [`metering`] counts
+//! what each call would be billed for.
 //! AWS types stay in the adapters (`queue`, `store`, `blobs`, `mailer`);
 //! `memory` (tests, and the `sim` feature) implements the same traits in
 //! memory with AWS's semantics, so decisions are tested without a stack.
@@ -28,6 +30,7 @@ pub mod graphql;
 pub mod mailer;
 #[cfg(any(test, feature = "sim"))]
 pub mod memory;
+pub mod metering;
 pub mod metrics;
 pub mod pipeline;
 pub mod provision;

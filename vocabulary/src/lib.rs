@@ -13,16 +13,19 @@
 //! - [`Verdict`]: a run's pass or fail;
 //! - [`AwsOperation`]: the AWS calls Courier makes, as `Service.Operation`;
 //! - [`QueueRef`]: one of the six queues;
-//! - [`stats`]: the live reading the engine serves and the TUI draws.
+//! - [`stats`]: the live reading the engine serves and the TUI draws;
+//! - [`Usage`]: what the AWS calls consumed, in the units AWS bills.
 
 #[macro_use]
 mod named;
 mod operation;
 mod priority;
 pub mod stats;
+mod usage;
 mod words;
 
 pub use named::UnknownName;
 pub use operation::{AwsOperation, AwsService};
 pub use priority::{PerPriority, Priority, QueueRef};
+pub use usage::{Usage, UsageByOperation};
 pub use words::{DynamoDbEmulator, MailerKind, MessageKind, SendStatus, Stage, Verdict};
