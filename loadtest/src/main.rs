@@ -41,6 +41,10 @@ struct RunArgs {
     /// --fault 'kind = "ses_latency", latency_ms = 50'. Repeatable; recorded in the results.
     #[arg(long = "fault", value_name = "TOML")]
     faults: Vec<String>,
+    /// Prices the run's AWS usage with this price card instead of the built-in
+    /// pricing/aws-us-east-1.toml.
+    #[arg(long, value_name = "FILE")]
+    pricing: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +125,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<i32> {
         extra_faults: args.faults,
         progress: !show_view,
         live,
+        pricing: args.pricing,
     };
     let outcome = run(options).await;
     if let Some(view) = view {

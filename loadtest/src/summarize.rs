@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use engine::domain::{PerPriority, Priority, SendRecord, SendStatus, Stage};
 use hdrhistogram::Histogram;
 use scenarios::{Plan, Request, Slo};
-use vocabulary::Verdict;
+use reports::cost::{self, PriceCard};
+use vocabulary::{UsageByOperation, Verdict};
 
 use crate::audit::{audit, FinalRecord};
 use crate::capacity::Capacity;
@@ -46,6 +47,8 @@ pub struct EngineFigures {
     pub aws_calls: BTreeMap<String, u64>,
     /// How long the stack took to answer, per operation label, µs.
     pub answer_times: BTreeMap<String, Histogram<u64>>,
+    /// What the calls that reached the stack consumed, per operation label.
+    pub usage: UsageByOperation,
 }
 
 /// Everything a run gathered, before any figure is worked out.
@@ -53,6 +56,8 @@ pub struct RawRun<'a> {
     pub scenario: ScenarioInfo,
     pub slo: &'a Slo,
     pub plan: &'a Plan,
+    /// The prices the run's AWS usage is priced with.
+    pub pricing: &'a PriceCard,
     /// Wall-clock time of the run's t = 0 (the first intended arrival).
     pub started_at: DateTime<Utc>,
     pub traffic_secs: f64,
@@ -262,7 +267,8 @@ fn batches_done(batches: &[BatchSummary]) -> Option<SloCheck> {
 pub fn summarize(raw: RawRun<'_>) -> RunResults {
     let audit = conservation(&raw);
     let latency = latencies(&raw);
-    let delivered = delivered_per_sec(audit.count(SendStatus::Sent), raw.started_at, latency.last_sent);
+    let sent = audit.count(SendStatus::Sent);
+    let delivered = delivered_per_sec(sent, raw.started_at, latency.last_sent);
     let ses_throttles = ["ses_quota", "ses_throttle"]
         .iter()
         .map(|kind| {
@@ -338,6 +344,8 @@ pub fn summarize(raw: RawRun<'_>) -> RunResults {
         stack: raw.stack,
         machine: raw.machine,
         goose_report: raw.goose_report,
+        cost: Some(cost::price(&engine.usage, raw.pricing, sent)),
+        aws_usage: engine.usage.clone(),
         cpu,
     }
 }
@@ -413,6 +421,8 @@ mod tests {
         }
     }
 
+    static CARD: std::sync::LazyLock<PriceCard> = std::sync::LazyLock::new(PriceCard::builtin);
+
     fn raw<'a>(plan: &'a Plan, slo: &'a Slo, records: Vec<(usize, SendRecord)>, traffic: Traffic) -> RawRun<'a> {
         RawRun {
             scenario: ScenarioInfo {
@@ -424,6 +434,7 @@ mod tests {
             },
             slo,
             plan,
+            pricing: &CARD,
             started_at: start(),
             traffic_secs: 10.0,
             total_secs: 20.0,

@@ -20,7 +20,7 @@
 
 use serde::Serialize;
 
-use vocabulary::{AwsOperation, Priority, Stage};
+use vocabulary::{AwsOperation, AwsService, Priority, Stage};
 
 use crate::results::RunResults;
 
@@ -48,6 +48,9 @@ pub struct Tolerances {
     pub throughput_pct: f64,
     /// ERROR share: increase allowed, in percentage points.
     pub error_points: f64,
+    /// Cost per 1,000 messages sent (both sides priced with the built-in
+    /// card, so only usage moves it): relative growth allowed, in percent.
+    pub cost_pct: f64,
 }
 
 impl Default for Tolerances {
@@ -62,6 +65,7 @@ impl Default for Tolerances {
             min_messages_p95: 100,
             throughput_pct: 15.0,
             error_points: 1.0,
+            cost_pct: 15.0,
         }
     }
 }
@@ -235,6 +239,7 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
     let mut specs = correctness_specs(tolerances);
     specs.extend(handling_specs(runs, tolerances));
     specs.extend(latency_specs(baselines, runs, tolerances));
+    specs.extend(cost_specs(runs, tolerances));
     specs.push(Spec {
         figure: "stack answer time (reference)".into(),
         unit: "ms",
@@ -253,6 +258,52 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
     });
     specs
 }
+
+/// What 1,000 sent messages cost on AWS, in all and per service. Each side
+/// is priced with the same (built-in) card, so a change of prices is not read
+/// as a regression: only more calls, units or requests per message are. SES's
+/// fixed price per recipient dominates the total, so each service is judged
+/// on its own too: twice the DynamoDB writes per message moves the total by 2%.
+fn cost_specs(runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
+    let spec = |figure: String, service: Option<&'static str>| {
+        let card = crate::cost::PriceCard::builtin();
+        Spec {
+            figure,
+            unit: "$",
+            better: Better::Lower,
+            rule: Rule::Relative {
+                pct: tolerances.cost_pct,
+                floor: COST_FLOOR_USD,
+            },
+            yardstick: Yardstick::None,
+            pick: Box::new(move |r: &RunResults| {
+                if r.aws_usage.is_empty() || r.sent() == 0 {
+                    return None;
+                }
+                let cost = crate::cost::price(&r.aws_usage, &card, r.sent());
+                let usd = match service {
+                    None => cost.total_usd,
+                    Some(service) => cost.by_service_usd.get(service).copied().unwrap_or(0.0),
+                };
+                Some(usd * 1000.0 / r.sent() as f64)
+            }),
+        }
+    };
+    let used: std::collections::BTreeSet<AwsService> = runs
+        .iter()
+        .flat_map(|r| r.aws_usage.keys())
+        .filter_map(|op| AwsService::of_label(op))
+        .collect();
+    std::iter::once(spec("AWS cost per 1,000 messages".into(), None))
+        .chain(used.into_iter().map(|service| {
+            spec(format!("AWS cost per 1,000 messages: {service}"), Some(service.as_str()))
+        }))
+        .collect()
+}
+
+/// A change in the cost per 1,000 messages smaller than this (USD) is never a
+/// regression: a thousandth of a cent per message.
+const COST_FLOOR_USD: f64 = 0.0002;
 
 /// Counts that may not grow at all, the ERROR share and the throughput.
 fn correctness_specs(tolerances: &Tolerances) -> Vec<Spec> {
@@ -558,6 +609,7 @@ pub fn format_value(value: Option<f64>, unit: &str) -> String {
         Some(v) if unit == "ms" && v >= 100.0 => format!("{v:.0} ms"),
         Some(v) if unit == "ms" => format!("{v:.1} ms"),
         Some(v) if unit == "%" => format!("{v:.2}%"),
+        Some(v) if unit == "$" => crate::summary::usd(v),
         Some(v) if unit.is_empty() => format!("{v:.0}"),
         Some(v) => format!("{v:.1} {unit}"),
     }
@@ -667,6 +719,35 @@ mod tests {
 
     fn outcome(comparison: &Comparison, figure: &str) -> Outcome {
         comparison.rows.iter().find(|r| r.figure == figure).unwrap().outcome
+    }
+
+    /// `run` whose calls used `write_units` DynamoDB units per message sent.
+    fn with_usage(mut run: RunResults, write_units: f64) -> RunResults {
+        let sent = run.sent();
+        let usage = |u: vocabulary::Usage| u;
+        run.aws_usage = [
+            ("DynamoDB.UpdateItem".to_string(), usage(vocabulary::Usage { write_units: write_units * sent as f64, ..Default::default() })),
+            ("SESv2.SendEmail".to_string(), usage(vocabulary::Usage { recipients: sent, ..Default::default() })),
+        ]
+        .into();
+        run
+    }
+
+    #[test]
+    fn more_aws_usage_per_message_is_a_cost_regression_and_old_runs_without_usage_are_not_judged() {
+        const TOTAL: &str = "AWS cost per 1,000 messages";
+        const DYNAMODB: &str = "AWS cost per 1,000 messages: DynamoDB";
+        let base = with_usage(run(100.0, 8.0), 3.0);
+        let same = compare(&[base.clone()], &[with_usage(run(100.0, 8.0), 3.0)], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&same, TOTAL), Outcome::Within);
+        assert_eq!(outcome(&same, DYNAMODB), Outcome::Within);
+        // Twice the writes per message: DynamoDB's part of the bill doubles,
+        // a change the total (mostly SES's price per recipient) hardly shows.
+        let dearer = compare(&[base.clone()], &[with_usage(run(100.0, 8.0), 6.0)], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&dearer, DYNAMODB), Outcome::Regressed, "{}", to_text(&dearer));
+        assert_eq!(outcome(&dearer, TOTAL), Outcome::Within);
+        let older = compare(&[run(100.0, 8.0)], &[base], &Tolerances::default()).unwrap();
+        assert_eq!(outcome(&older, DYNAMODB), Outcome::Info);
     }
 
     #[test]

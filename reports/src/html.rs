@@ -11,7 +11,7 @@ use vocabulary::{Priority, QueueRef, SendStatus, Stage};
 
 use crate::compare::{format_change, format_value, Comparison};
 use crate::results::{Capacity, Percentiles, RunResults, Sample};
-use crate::summary::{duration_ms, fault_label, injected, narrative};
+use crate::summary::{self, duration_ms, fault_label, injected, narrative};
 use crate::svg::{Band, BarChart, LineChart, Series, PALETTE};
 
 const STYLE: &str = r#"
@@ -427,6 +427,31 @@ fn cpu_section(results: &RunResults) -> Markup {
     }
 }
 
+/// What the run would cost on AWS: each billed item, its quantity and price.
+fn cost_section(results: &RunResults) -> Markup {
+    let Some(cost) = &results.cost else {
+        return html! {};
+    };
+    let quantity = |q: f64| if q.fract() == 0.0 { format!("{q:.0}") } else { format!("{q:.3}") };
+    let rows: Vec<Row> = cost
+        .lines
+        .iter()
+        .filter(|line| line.quantity > 0.0)
+        .map(|line| (vec![line.what.clone(), quantity(line.quantity), summary::usd(line.usd)], false))
+        .chain(std::iter::once((vec!["total".into(), String::new(), summary::usd(cost.total_usd)], false)))
+        .collect();
+    let per_1000 = cost.per_1000_messages_usd.map_or("—".into(), summary::usd);
+    let card = format!("{} (prices as of {})", cost.price_card, cost.as_of);
+    html! {
+        section #cost {
+            h2 { "What it would cost on AWS" }
+            (table(&["", ""], &[pair("per 1,000 messages sent", per_1000, false), pair("price card", card, false)]))
+            (table(&["billed item", "quantity", "cost"], &rows))
+            p.muted { "Every call that reached the stack, priced at AWS's list prices: DynamoDB's units as the table reported them, SQS requests per started 64 KiB, SES per recipient accepted. Free tiers, storage and data transfer are left out. Re-price with another card: reports cost results.json --pricing FILE." }
+        }
+    }
+}
+
 fn faults_section(results: &RunResults) -> Markup {
     let rows: Vec<Row> = results
         .faults
@@ -710,6 +735,7 @@ pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
         (over_time_sections(results))
         (latency_section(results))
         (cpu_section(results))
+        (cost_section(results))
         @if let Some(capacity) = &results.capacity { (capacity_section(capacity, Some(results.delivered_per_sec))) }
         (faults_section(results))
         (outcomes_section(results))

@@ -5,12 +5,14 @@
 //! - [`html`]: the self-contained stakeholder report (inline CSS and [`svg`] charts);
 //! - [`markdown`]: the CI job summary;
 //! - [`text`]: the terminal summary `loadtest run` prints;
-//! - [`compare`]: the baseline comparison behind the CI latency gate.
+//! - [`compare`]: the baseline comparison behind the CI latency gate;
+//! - [`cost`]: what the run would cost on AWS, by a dated price card.
 //!
 //! `cargo run -p reports -- render <results.json>` and
 //! `cargo run -p reports -- compare <baseline.json> <current.json>` are thin over this.
 
 pub mod compare;
+pub mod cost;
 pub mod html;
 pub mod markdown;
 pub mod results;

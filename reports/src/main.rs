@@ -1,4 +1,4 @@
-//! `reports render | compare`: thin over the `reports` library.
+//! `reports render | compare | cost`: thin over the `reports` library.
 //! Exit codes: 0 fine, 3 regression (compare), 1 unreadable or incomparable input (2: bad command line).
 
 use std::io::Write as _;
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use reports::compare::{compare, to_text, Tolerances};
+use reports::cost::{price, PriceCard};
 use reports::results::RunResults;
 use reports::{markdown, write_reports, EXIT_ERROR, EXIT_REGRESSION};
 
@@ -54,7 +55,20 @@ enum Command {
         /// Allowed drop in delivered msg/s, percent.
         #[arg(long, default_value_t = Tolerances::default().throughput_pct)]
         throughput_tolerance: f64,
+        /// Allowed growth of the AWS cost per 1,000 messages, percent.
+        #[arg(long, default_value_t = Tolerances::default().cost_pct)]
+        cost_tolerance: f64,
         /// Print the comparison as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a finished run would cost on AWS, priced with a price card.
+    Cost {
+        results: PathBuf,
+        /// The price card (default: the built-in pricing/aws-us-east-1.toml).
+        #[arg(long, value_name = "FILE")]
+        pricing: Option<PathBuf>,
+        /// Print the bill as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -77,6 +91,25 @@ fn load_runs(path: &Path) -> anyhow::Result<Vec<RunResults>> {
 
 fn run() -> anyhow::Result<i32> {
     match Cli::parse().command {
+        Command::Cost { results, pricing, json } => {
+            let run = RunResults::load(&results)?;
+            let card = match &pricing {
+                Some(path) => PriceCard::load(path)?,
+                None => PriceCard::builtin(),
+            };
+            anyhow::ensure!(
+                !run.aws_usage.is_empty(),
+                "{}: the run recorded no AWS usage (results written before metering, or no call reached the stack)",
+                results.display()
+            );
+            let bill = price(&run.aws_usage, &card, run.sent());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&bill)?);
+            } else {
+                print!("{}", reports::cost::to_text(&bill));
+            }
+            Ok(0)
+        }
         Command::Render { results, out, baseline } => {
             let current = RunResults::load(&results)?;
             let comparison = match &baseline {
@@ -106,6 +139,7 @@ fn run() -> anyhow::Result<i32> {
             p95_tolerance,
             latency_floor_ms,
             throughput_tolerance,
+            cost_tolerance,
             json,
         } => {
             let tolerances = Tolerances {
@@ -114,6 +148,7 @@ fn run() -> anyhow::Result<i32> {
                 latency_floor_ms,
                 handling_pct: handling_tolerance,
                 throughput_pct: throughput_tolerance,
+                cost_pct: cost_tolerance,
                 ..Tolerances::default()
             };
             let base = load_runs(&baseline)?;

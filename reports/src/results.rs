@@ -10,7 +10,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 pub use vocabulary::stats::{Depth, Latency as LatencySample};
-use vocabulary::{MailerKind, PerPriority, Priority, QueueRef, SendStatus, Stage, Verdict};
+use vocabulary::{MailerKind, PerPriority, Priority, QueueRef, SendStatus, Stage, UsageByOperation, Verdict};
+
+use crate::cost::Cost;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -68,6 +70,13 @@ pub struct RunResults {
     /// Where the CPU went (runs before this field have none).
     #[serde(default)]
     pub cpu: CpuUse,
+    /// What the calls that reached the stack consumed, per `Service.Operation`,
+    /// in the units AWS bills (runs before this field have none).
+    #[serde(default)]
+    pub aws_usage: UsageByOperation,
+    /// That usage priced with a price card: what the run would cost on AWS.
+    #[serde(default)]
+    pub cost: Option<Cost>,
 }
 
 /// Each process's CPU over the run's traffic and drain.

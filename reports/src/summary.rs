@@ -80,6 +80,40 @@ pub fn cpu_sentence(results: &RunResults) -> Option<String> {
     Some(line)
 }
 
+/// Dollars, with enough digits to tell small amounts apart.
+pub fn usd(amount: f64) -> String {
+    match amount.abs() {
+        a if a >= 100.0 => format!("${amount:.0}"),
+        a if a >= 1.0 => format!("${amount:.2}"),
+        a if a >= 0.01 => format!("${amount:.4}"),
+        _ => format!("${amount:.6}"),
+    }
+}
+
+/// What the run would cost on AWS, and which service most of it goes to.
+pub fn cost_sentence(results: &RunResults) -> Option<String> {
+    let cost = results.cost.as_ref()?;
+    let mut line = format!(
+        "On AWS ({}, prices as of {}) this run's calls would cost {}",
+        cost.price_card,
+        cost.as_of,
+        usd(cost.total_usd)
+    );
+    if let Some(per_1000) = cost.per_1000_messages_usd {
+        line.push_str(&format!(", {} per 1,000 messages sent", usd(per_1000)));
+    }
+    let mut services: Vec<(&String, &f64)> = cost.by_service_usd.iter().collect();
+    services.sort_by(|a, b| b.1.total_cmp(a.1));
+    if let Some((service, amount)) = services.first().filter(|_| cost.total_usd > 0.0) {
+        line.push_str(&format!(
+            "; {service} is {:.0}% of it",
+            100.0 * **amount / cost.total_usd
+        ));
+    }
+    line.push('.');
+    Some(line)
+}
+
 /// The story of the run in a few sentences, verdict first.
 pub fn narrative(results: &RunResults) -> Vec<String> {
     let mut lines = Vec::new();
@@ -151,6 +185,9 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
         lines.push(format!("Median time from request to sent: {}.", latency.join(", ")));
     }
     if let Some(line) = cpu_sentence(results) {
+        lines.push(line);
+    }
+    if let Some(line) = cost_sentence(results) {
         lines.push(line);
     }
     if audit.dead_lettered > 0 || audit.poison_injected > 0 {

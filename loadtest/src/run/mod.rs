@@ -31,12 +31,15 @@ use crate::cpu::CpuMeter;
 use crate::driver::{drive, Driver, RequestOutcome};
 use crate::results::{BatchSummary, MachineInfo, RunResults, ScenarioInfo};
 use crate::summarize::{summarize, EngineFigures, RawRun, Traffic};
+use reports::cost::PriceCard;
 use harness::Harness;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     #[error(transparent)]
     Scenario(#[from] scenarios::ScenarioError),
+    #[error(transparent)]
+    Pricing(#[from] reports::cost::PriceCardError),
     #[error("stack: {0}")]
     Stack(#[from] localstack::StackError),
     #[error("engine: {0}")]
@@ -83,6 +86,9 @@ pub struct RunOptions {
     pub extra_faults: Vec<String>,
     /// Publish every reading for a live view (`loadtest run --tui`).
     pub live: Option<tokio::sync::watch::Sender<vocabulary::stats::Snapshot>>,
+    /// The price card the run's AWS usage is priced with; the built-in
+    /// `pricing/aws-us-east-1.toml` when unset.
+    pub pricing: Option<PathBuf>,
 }
 
 pub struct RunOutcome {
@@ -97,6 +103,10 @@ pub struct RunOutcome {
 pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
     let started = Instant::now();
     let scenario = load(&options)?;
+    let pricing = match &options.pricing {
+        Some(card) => PriceCard::load(card)?,
+        None => PriceCard::builtin(),
+    };
     let plan = scenarios::generate(&scenario);
     let out_dir = out_dir(&options, &scenario)?;
     tracing::info!(
@@ -109,7 +119,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
     let mut harness = harness::set_up(&scenario, &options).await?;
     let running = offer_traffic(&harness, &scenario, &plan, &options, &out_dir).await?;
     drain(&harness, &running, &scenario).await;
-    let raw = gather(&mut harness, running, &scenario, &plan, &options, started).await?;
+    let raw = gather(&mut harness, running, (&scenario, &plan, &pricing), &options, started).await?;
     let results = summarize(raw);
     write(results, &out_dir)
 }
@@ -257,8 +267,7 @@ async fn drain(harness: &Harness, running: &Running, scenario: &Scenario) {
 async fn gather<'a>(
     harness: &mut Harness,
     running: Running,
-    scenario: &'a Scenario,
-    plan: &'a Plan,
+    (scenario, plan, pricing): (&'a Scenario, &'a Plan, &'a PriceCard),
     options: &RunOptions,
     started: Instant,
 ) -> Result<RawRun<'a>, HarnessError> {
@@ -290,6 +299,7 @@ async fn gather<'a>(
         },
         slo: &scenario.slo,
         plan,
+        pricing,
         started_at: running.started_at,
         traffic_secs: running.traffic_secs,
         total_secs: started.elapsed().as_secs_f64(),
@@ -327,6 +337,7 @@ fn engine_figures(harness: &Harness) -> EngineFigures {
         fault_counts: harness.plan.counts(),
         aws_calls: harness.plan.calls(),
         answer_times: harness.plan.answer_times(),
+        usage: harness.plan.usage(),
     }
 }
 
