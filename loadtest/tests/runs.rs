@@ -87,9 +87,27 @@ async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once
         Some(r.audit.accepted),
         "one handling time per message sent"
     );
+    // What it would cost on AWS, from what each call consumed as the stack reported it.
+    let usage = |op: vocabulary::AwsOperation| r.aws_usage.get(op.as_str()).copied().unwrap_or_default();
+    let sends = usage(vocabulary::AwsOperation::Sesv2SendEmail);
+    assert_eq!(sends.recipients, r.sent(), "one recipient billed per email sent");
+    let claims = usage(vocabulary::AwsOperation::DynamoDbUpdateItem);
+    assert!(
+        claims.write_units >= 2.0 * r.sent() as f64 && claims.index_units > 0.0,
+        "a claim and a SENT record per message, each writing the status index too: {claims:?}"
+    );
+    let receives = usage(vocabulary::AwsOperation::SqsReceiveMessage);
+    assert!(receives.requests >= receives.calls && receives.calls > 0, "{receives:?}");
+    let cost = r.cost.as_ref().expect("priced");
+    let per_1000 = cost.per_1000_messages_usd.expect("messages were sent");
+    // SES's $0.10 per 1,000 recipients is the floor; the queue and table calls add to it.
+    assert!(per_1000 > 0.10 && per_1000 < 1.0, "{cost:?}");
+    assert!(cost.by_service_usd["DynamoDB"] > 0.0 && cost.by_service_usd["SQS"] > 0.0, "{cost:?}");
+
     // The reports are written beside the results and tell the same verdict.
     let html = std::fs::read_to_string(&outcome.reports.html).unwrap();
     assert!(html.contains("<span class=\"badge\">PASS</span>"));
+    assert!(html.contains("What it would cost on AWS"), "the report shows the cost");
     let summary = std::fs::read_to_string(&outcome.reports.markdown).unwrap();
     assert!(summary.starts_with("## ✅ smoke — PASS"), "{summary}");
 }
