@@ -294,9 +294,9 @@ fn cost_specs(runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
         .flat_map(|r| r.aws_usage.keys())
         .filter_map(|op| AwsService::of_label(op))
         .collect();
-    std::iter::once(spec("AWS cost per 1,000 messages".into(), None))
+    std::iter::once(spec("cost per 1,000 msgs".into(), None))
         .chain(used.into_iter().map(|service| {
-            spec(format!("AWS cost per 1,000 messages: {service}"), Some(service.as_str()))
+            spec(format!("cost per 1,000 msgs: {service}"), Some(service.as_str()))
         }))
         .collect()
 }
@@ -661,8 +661,8 @@ pub fn to_text(comparison: &Comparison) -> String {
     }
     let t = &comparison.tolerances;
     out.push_str(&format!(
-        "\ntolerances (each both as measured and against its yardstick): handling and stage p50 +{}% (and > {} ms); latency p50 +{}% (n ≥ {}), p95 +{}% (n ≥ {}), and > {} ms; delivered msg/s −{}%. ERROR share +{} points; lost, duplicated, unexpected, failed objectives: none more\n",
-        t.handling_pct, t.handling_floor_ms, t.p50_pct, t.min_messages_p50, t.p95_pct, t.min_messages_p95, t.latency_floor_ms, t.throughput_pct, t.error_points
+        "\ntolerances (each both as measured and against its yardstick): handling and stage p50 +{}% (and > {} ms); latency p50 +{}% (n ≥ {}), p95 +{}% (n ≥ {}), and > {} ms; delivered msg/s −{}%; cost per 1,000 messages, in all and per service, +{}% (and > ${}). ERROR share +{} points; lost, duplicated, unexpected, failed objectives: none more\n",
+        t.handling_pct, t.handling_floor_ms, t.p50_pct, t.min_messages_p50, t.p95_pct, t.min_messages_p95, t.latency_floor_ms, t.throughput_pct, t.cost_pct, COST_FLOOR_USD, t.error_points
     ));
     out.push_str(if comparison.regressed() {
         "verdict: REGRESSION\n"
@@ -735,8 +735,8 @@ mod tests {
 
     #[test]
     fn more_aws_usage_per_message_is_a_cost_regression_and_old_runs_without_usage_are_not_judged() {
-        const TOTAL: &str = "AWS cost per 1,000 messages";
-        const DYNAMODB: &str = "AWS cost per 1,000 messages: DynamoDB";
+        const TOTAL: &str = "cost per 1,000 msgs";
+        const DYNAMODB: &str = "cost per 1,000 msgs: DynamoDB";
         let base = with_usage(run(100.0, 8.0), 3.0);
         let same = compare(&[base.clone()], &[with_usage(run(100.0, 8.0), 3.0)], &Tolerances::default()).unwrap();
         assert_eq!(outcome(&same, TOTAL), Outcome::Within);

@@ -62,6 +62,16 @@ pub fn render(r: &RunResults) -> String {
             p.machine_pct, p.peak_rss_mib
         );
     }
+    if let Some(cost) = &r.cost {
+        let per_1000 = cost.per_1000_messages_usd.map_or("—".into(), crate::summary::usd);
+        let _ = writeln!(
+            out,
+            "cost on AWS {} ({per_1000} per 1,000 messages; {}, prices as of {})",
+            crate::summary::usd(cost.total_usd),
+            cost.price_card,
+            cost.as_of
+        );
+    }
     out
 }
 
