@@ -432,7 +432,11 @@ fn cost_section(results: &RunResults) -> Markup {
     let Some(cost) = &results.cost else {
         return html! {};
     };
-    let quantity = |q: f64| if q.fract() == 0.0 { format!("{q:.0}") } else { format!("{q:.3}") };
+    let quantity = |q: f64| match q {
+        q if q.fract() == 0.0 => format!("{q:.0}"),
+        q if q >= 1.0 => format!("{q:.1}"),
+        q => format!("{q:.6}"),
+    };
     let rows: Vec<Row> = cost
         .lines
         .iter()
@@ -445,6 +449,7 @@ fn cost_section(results: &RunResults) -> Markup {
     html! {
         section #cost {
             h2 { "What it would cost on AWS" }
+            @if let Some(line) = summary::usage_sentence(results) { p { (line) } }
             (table(&["", ""], &[pair("per 1,000 messages sent", per_1000, false), pair("price card", card, false)]))
             (table(&["billed item", "quantity", "cost"], &rows))
             p.muted { "Every call that reached the stack, priced at AWS's list prices: DynamoDB's units as the table reported them, SQS requests per started 64 KiB, SES per recipient accepted. Free tiers, storage and data transfer are left out. Re-price with another card: reports cost results.json --pricing FILE." }

@@ -114,6 +114,34 @@ pub fn cost_sentence(results: &RunResults) -> Option<String> {
     Some(line)
 }
 
+/// What each message took from DynamoDB and SQS: the figures a design
+/// changes (an index on a changing key, a smaller receive batch).
+pub fn usage_sentence(results: &RunResults) -> Option<String> {
+    let sent = results.sent();
+    if sent == 0 || results.aws_usage.is_empty() {
+        return None;
+    }
+    let mut table = vocabulary::Usage::default();
+    let mut queue = vocabulary::Usage::default();
+    for (operation, usage) in &results.aws_usage {
+        match vocabulary::AwsService::of_label(operation) {
+            Some(vocabulary::AwsService::DynamoDb) => table.add(usage),
+            Some(vocabulary::AwsService::Sqs) => queue.add(usage),
+            _ => {}
+        }
+    }
+    let per = |x: f64| x / sent as f64;
+    let units = table.write_units + table.read_units;
+    let index_share = if units > 0.0 { 100.0 * table.index_units / units } else { 0.0 };
+    Some(format!(
+        "Per message sent: {:.1} DynamoDB write units and {:.1} read units ({index_share:.0}% of them on the table's indexes), and {:.1} SQS requests ({} receives in all came back empty).",
+        per(table.write_units),
+        per(table.read_units),
+        per(queue.requests as f64),
+        queue.empty_receives
+    ))
+}
+
 /// The story of the run in a few sentences, verdict first.
 pub fn narrative(results: &RunResults) -> Vec<String> {
     let mut lines = Vec::new();
