@@ -315,7 +315,7 @@ async fn upload_campaign(
         return Err(error);
     }
     // Finishing runs to its end (or removes what it stored) even if the client hangs up now.
-    let body_read = std::time::Instant::now();
+    let body_read = tokio::time::Instant::now();
     let (report, progress) = detached(intake.finish()).await??;
     let finish_ms = body_read.elapsed().as_secs_f64() * 1000.0;
     if state.batch_work.send(progress).is_err() {

@@ -228,7 +228,7 @@ mod tests {
             checkpoint_row: 1,
             enqueued: 0,
             failed_to_enqueue: 0,
-            received_at: Utc::now(),
+            received_at: crate::clock::now(),
             enqueued_at: None,
             finished_at: None,
             resumed: 0,

@@ -273,7 +273,7 @@ impl Intake {
             unused_attachments: unused,
             rejected_rows: rejected,
             duplicate_rows: duplicates,
-            created_at: Utc::now(),
+            created_at: crate::clock::now(),
         };
         self.written.push(report_key(self.batch_id));
         self.pipeline.put_report(&report).await?;
@@ -439,7 +439,7 @@ impl Pipeline {
             match self.enqueue_rows(&mut progress, in_doubt, &stop).await {
                 Ok(()) => {
                     progress.phase = BatchPhase::Enqueued;
-                    progress.enqueued_at = Some(Utc::now());
+                    progress.enqueued_at = Some(crate::clock::now());
                 }
                 Err(Interrupted::Stopping) => break,
                 Err(Interrupted::Transient(reason)) => {
@@ -452,7 +452,7 @@ impl Pipeline {
                     tracing::error!(%batch_id, %reason, "batch failed");
                     progress.phase = BatchPhase::Failed;
                     progress.reason = Some(reason);
-                    progress.finished_at = Some(Utc::now());
+                    progress.finished_at = Some(crate::clock::now());
                 }
             }
         }
@@ -602,7 +602,7 @@ impl Pipeline {
             match self.store.has_unfinished(Some(progress.batch_id)).await {
                 Ok(false) => {
                     progress.phase = BatchPhase::Done;
-                    progress.finished_at = Some(Utc::now());
+                    progress.finished_at = Some(crate::clock::now());
                     tracing::info!(batch_id = %progress.batch_id, "batch done: every message is SENT or ERROR");
                     return;
                 }

@@ -353,7 +353,7 @@ impl QueryRoot {
             }
             (None, Some(status)) => {
                 let from = from.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-                let to = to.unwrap_or_else(|| Utc::now() + chrono::Duration::days(1));
+                let to = to.unwrap_or_else(|| crate::clock::now() + chrono::Duration::days(1));
                 if from > to {
                     return Err(Error::new("`from` is after `to`"));
                 }

@@ -22,6 +22,7 @@ pub mod aws;
 pub mod batches;
 pub mod blobs;
 pub mod campaign;
+pub mod clock;
 pub mod config;
 pub mod csv_upload;
 pub mod domain;

@@ -264,7 +264,7 @@ impl MemoryStore {
         match records.get_mut(&id) {
             Some(record) if !record.status.is_terminal() => {
                 update(record);
-                record.updated_at = Utc::now();
+                record.updated_at = crate::clock::now();
                 Ok(true)
             }
             _ => Ok(false),
@@ -317,7 +317,7 @@ impl StatusStore for MemoryStore {
         let mut leases = self.leases.lock().expect("leases lock");
         let held_by_another = leases
             .get(&id)
-            .is_some_and(|held| held.copy != lease.copy && held.until >= Utc::now());
+            .is_some_and(|held| held.copy != lease.copy && held.until >= crate::clock::now());
         Ok(match records.get_mut(&id) {
             None => Claim::Missing,
             Some(record) if record.status.is_terminal() => Claim::AlreadyFinal(record.status),

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures::{stream, StreamExt};
 
 use crate::batches::BatchStore;
@@ -339,7 +338,7 @@ impl Pipeline {
         batch_id: Option<BatchId>,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<OutboundMessage>, IngestError> {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let inline_limit = self.inline_limit();
         let prepared: Vec<Result<OutboundMessage, IngestError>> = stream::iter(messages)
             .map(|new| async move {

@@ -135,7 +135,7 @@ macro_rules! queued_write {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":queued", s(SendStatus::Queued.as_str()))
             .expression_attribute_values(":pending", s(SendStatus::Pending.as_str()))
-            .expression_attribute_values(":now", s(timestamp(Utc::now())))
+            .expression_attribute_values(":now", s(timestamp(crate::clock::now())))
     };
 }
 
@@ -339,7 +339,7 @@ impl DynamoStatusStore {
             .table_name(&self.table)
             .key("sendId", s(id.to_string()))
             .expression_attribute_values(":new", s(status.as_str()))
-            .expression_attribute_values(":now", s(timestamp(Utc::now())));
+            .expression_attribute_values(":now", s(timestamp(crate::clock::now())));
         for (i, (name, value)) in sets.iter().enumerate() {
             expression.push_str(&format!(", {name} = :v{i}"));
             update = update.expression_attribute_values(format!(":v{i}"), s(value));
@@ -592,7 +592,7 @@ impl StatusStore for DynamoStatusStore {
     }
 
     async fn begin_attempt(&self, id: SendId, lease: Lease) -> Result<Claim, StoreError> {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let result = self
             .client
             .update_item()

@@ -142,7 +142,7 @@ mod tests {
                 filename: "x.pdf".into(),
                 content_type: "application/pdf".into(),
             }),
-            accepted_at: Utc::now(),
+            accepted_at: crate::clock::now(),
             copy_id: Default::default(),
         };
         assert_eq!(OutboundMessage::decode(&message.encode()).unwrap(), message);
@@ -160,7 +160,7 @@ mod tests {
             subject: "s".into(),
             body: MessageBody::Inline { text: "b".into() },
             attachment: None,
-            accepted_at: Utc::now(),
+            accepted_at: crate::clock::now(),
             copy_id: Default::default(),
         };
         let future = message.encode().replacen("\"v\":1", "\"v\":2", 1);

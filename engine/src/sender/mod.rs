@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::stream::FuturesUnordered;
 use futures::{stream, StreamExt};
 use tokio::sync::mpsc;
@@ -306,10 +305,10 @@ async fn handle(pipeline: &Pipeline, dispatcher: &Dispatcher, received: &Receive
         }
     };
     let send_id = message.send_id;
-    let claimed_at = std::time::Instant::now();
+    let claimed_at = tokio::time::Instant::now();
     let lease = Lease {
         copy: message.copy_id,
-        until: Utc::now() + pipeline.settings.queues.visibility_timeout(),
+        until: crate::clock::now() + pipeline.settings.queues.visibility_timeout(),
     };
     match timed(pipeline, Stage::Claim, pipeline.store.begin_attempt(send_id, lease)).await {
         Ok(Claim::Claimed { .. }) => {}
@@ -340,7 +339,7 @@ async fn handle(pipeline: &Pipeline, dispatcher: &Dispatcher, received: &Receive
     };
     match timed(pipeline, Stage::Send, pipeline.mailer.send(&email)).await {
         Ok(provider_message_id) => {
-            let sent_at = Utc::now();
+            let sent_at = crate::clock::now();
             let record = pipeline.store.mark_sent(send_id, &provider_message_id, sent_at);
             let recorded = timed(pipeline, Stage::Record, record).await.map(|_| ());
             match &recorded {
@@ -443,7 +442,7 @@ fn outcome(handled: Handled) -> Outcome {
 
 /// Awaits one step of handling a message and records how long it took.
 async fn timed<T>(pipeline: &Pipeline, stage: Stage, step: impl std::future::Future<Output = T>) -> T {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let output = step.await;
     pipeline.metrics.record_stage(stage, started.elapsed());
     output
@@ -623,7 +622,7 @@ mod tests {
         // again) was claimed a moment ago and is being sent.
         let other = Lease {
             copy: crate::domain::CopyId::new(),
-            until: Utc::now() + chrono::Duration::seconds(30),
+            until: chrono::Utc::now() + chrono::Duration::seconds(30),
         };
         let claimed = h.store.begin_attempt(id, other).await.unwrap();
         assert_eq!(claimed, Claim::Claimed { attempts: 1 });
