@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::{
@@ -32,6 +32,7 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tokio::time::Instant;
 use vocabulary::{AwsOperation, AwsService, UsageByOperation};
 
 use crate::metering::{Meter, Metering};
@@ -93,8 +94,10 @@ impl SesQuota {
     pub const DAY: Duration = Duration::from_secs(86_400);
 }
 
+/// SES's limits as they stand: the bucket's tokens and the day's count.
+/// Time is tokio's, so the simulated target's paused clock drives it too.
 #[derive(Debug)]
-struct QuotaState {
+pub(crate) struct QuotaState {
     quota: SesQuota,
     tokens: f64,
     refilled_at: Instant,
@@ -103,8 +106,24 @@ struct QuotaState {
 }
 
 impl QuotaState {
+    pub(crate) fn new(quota: SesQuota) -> Self {
+        let now = Instant::now();
+        Self {
+            quota,
+            tokens: quota.max_send_rate.max(1.0),
+            refilled_at: now,
+            sent_today: 0,
+            day_started: now,
+        }
+    }
+
+    /// Sends admitted since the day began.
+    pub(crate) fn sent_today(&self) -> u64 {
+        self.sent_today
+    }
+
     /// `Ok` when the send fits the limits, else which limit it exceeded.
-    fn admit(&mut self, now: Instant) -> Result<(), &'static str> {
+    pub(crate) fn admit(&mut self, now: Instant) -> Result<(), &'static str> {
         self.roll_day(now);
         if self.quota.daily_quota.is_some_and(|q| self.sent_today >= q) {
             return Err("Daily message quota exceeded.");
@@ -227,14 +246,7 @@ impl FaultPlan {
 
     /// Puts SES's sending limits in force (`None` lifts them).
     pub fn set_ses_quota(&self, quota: Option<SesQuota>) {
-        let now = Instant::now();
-        *self.quota.lock().expect("quota lock") = quota.map(|quota| QuotaState {
-            quota,
-            tokens: quota.max_send_rate.max(1.0),
-            refilled_at: now,
-            sent_today: 0,
-            day_started: now,
-        });
+        *self.quota.lock().expect("quota lock") = quota.map(QuotaState::new);
     }
 
     /// Names of the faults in force now.

@@ -39,6 +39,8 @@ pub mod queue;
 pub mod routing;
 pub mod sender;
 pub mod server;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod startup;
 pub mod store;
 

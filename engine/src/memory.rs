@@ -24,7 +24,9 @@ use crate::blobs::{BlobError, BlobStore, BlobStream, BlobWriter};
 use crate::domain::{BatchId, OutboundMessage, Priority, SendId, SendRecord, SendStatus};
 use crate::mailer::{Email, MailError, Mailer};
 use crate::queue::{MessageQueue, QueueDepth, QueueError, QueueRef, ReceivedMessage, MAX_BATCH, MAX_BATCH_BYTES};
+use crate::sim::{self, ServiceTimes};
 use crate::store::{Claim, Lease, Page, StatusStore, StoreError};
+use vocabulary::AwsOperation as Op;
 
 /// One message on an in-memory queue.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct MemoryQueues {
     next_receipt: Mutex<u64>,
     visibility_timeout: Duration,
     max_receives: u32,
+    /// How long each call takes (the simulated target); none in unit tests.
+    times: Option<Arc<ServiceTimes>>,
 }
 
 impl MemoryQueues {
@@ -54,8 +58,10 @@ impl MemoryQueues {
             next_receipt: Mutex::new(0),
             visibility_timeout,
             max_receives,
+            times: None,
         }
     }
+
 
     fn push(&self, queue: QueueRef, body: String, send_id: Option<String>, delay: Duration) {
         let entry = Entry {
@@ -148,6 +154,7 @@ impl MessageQueue for MemoryQueues {
         priority: Priority,
         messages: &[OutboundMessage],
     ) -> Result<Vec<(OutboundMessage, String)>, QueueError> {
+        sim::wait(&self.times, Op::SqsSendMessageBatch).await;
         for message in messages {
             let send_id = Some(message.send_id.to_string());
             self.push(QueueRef::Main(priority), message.encode(), send_id, Duration::ZERO);
@@ -161,6 +168,7 @@ impl MessageQueue for MemoryQueues {
         message: &OutboundMessage,
         delay: Duration,
     ) -> Result<(), QueueError> {
+        sim::wait(&self.times, Op::SqsSendMessage).await;
         let delay = delay.min(Duration::from_secs(900));
         self.push(
             QueueRef::Main(priority),
@@ -172,6 +180,7 @@ impl MessageQueue for MemoryQueues {
     }
 
     async fn send_raw(&self, priority: Priority, body: &str, send_id: Option<&str>) -> Result<(), QueueError> {
+        sim::wait(&self.times, Op::SqsSendMessage).await;
         self.push(
             QueueRef::Main(priority),
             body.to_string(),
@@ -182,6 +191,7 @@ impl MessageQueue for MemoryQueues {
     }
 
     async fn receive(&self, queue: QueueRef, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        sim::wait(&self.times, Op::SqsReceiveMessage).await;
         let deadline = Instant::now() + wait.min(Duration::from_secs(20));
         loop {
             let arrived = self.arrived.notified();
@@ -195,6 +205,7 @@ impl MessageQueue for MemoryQueues {
     }
 
     async fn delete(&self, messages: &[&ReceivedMessage]) -> Result<(), QueueError> {
+        sim::wait(&self.times, Op::SqsDeleteMessageBatch).await;
         let mut first_failure = None;
         for message in messages {
             let deleted = self.with_entry(message, |entries, at| {
@@ -208,6 +219,7 @@ impl MessageQueue for MemoryQueues {
     }
 
     async fn set_visibility(&self, message: &ReceivedMessage, timeout: Duration) -> Result<(), QueueError> {
+        sim::wait(&self.times, Op::SqsChangeMessageVisibility).await;
         self.with_entry(message, |entries, at| entries[at].visible_at = Instant::now() + timeout)
     }
 
@@ -234,9 +246,16 @@ pub struct MemoryStore {
     leases: Mutex<HashMap<SendId, Lease>>,
     /// When set, `mark_sent` fails this many more times (a store outage after a send).
     pub fail_mark_sent: Mutex<u32>,
+    /// How long each call takes (the simulated target); none in unit tests.
+    pub times: Option<Arc<ServiceTimes>>,
 }
 
 impl MemoryStore {
+    /// Every record as it stands (the simulated target's audit reads them all at once).
+    pub fn records(&self) -> Vec<SendRecord> {
+        self.records.lock().expect("records lock").values().cloned().collect()
+    }
+
     fn page(&self, mut items: Vec<SendRecord>, limit: usize, cursor: Option<&str>) -> Result<Page, StoreError> {
         items.sort_by_key(|r| (r.created_at, r.send_id));
         let start = match cursor {
@@ -275,6 +294,7 @@ impl MemoryStore {
 #[async_trait]
 impl StatusStore for MemoryStore {
     async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError> {
+        sim::wait(&self.times, Op::DynamoDbBatchWriteItem).await;
         let mut all = self.records.lock().expect("records lock");
         for record in records {
             // Unconditional, as DynamoDB's BatchWriteItem is.
@@ -284,6 +304,7 @@ impl StatusStore for MemoryStore {
     }
 
     async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbTransactWriteItems).await;
         let mut all = self.records.lock().expect("records lock");
         let pending = records
             .iter()
@@ -296,6 +317,7 @@ impl StatusStore for MemoryStore {
     }
 
     async fn has_unfinished(&self, batch: Option<BatchId>) -> Result<bool, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbQuery).await;
         let records = self.records.lock().expect("records lock");
         Ok(records
             .values()
@@ -303,6 +325,7 @@ impl StatusStore for MemoryStore {
     }
 
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
+        sim::wait(&self.times, Op::DynamoDbTransactWriteItems).await;
         let mut records = self.records.lock().expect("records lock");
         for id in ids {
             if let Some(record) = records.get_mut(id).filter(|r| r.status == SendStatus::Pending) {
@@ -313,6 +336,7 @@ impl StatusStore for MemoryStore {
     }
 
     async fn begin_attempt(&self, id: SendId, lease: Lease) -> Result<Claim, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbUpdateItem).await;
         let mut records = self.records.lock().expect("records lock");
         let mut leases = self.leases.lock().expect("leases lock");
         let held_by_another = leases
@@ -338,6 +362,7 @@ impl StatusStore for MemoryStore {
         provider_message_id: &str,
         sent_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbUpdateItem).await;
         {
             let mut failures = self.fail_mark_sent.lock().expect("failure lock");
             if *failures > 0 {
@@ -354,6 +379,7 @@ impl StatusStore for MemoryStore {
     }
 
     async fn mark_error(&self, id: SendId, reason: &str) -> Result<bool, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbUpdateItem).await;
         self.finish(id, |r| {
             r.status = SendStatus::Error;
             r.error_reason = Some(reason.to_string());
@@ -361,6 +387,7 @@ impl StatusStore for MemoryStore {
     }
 
     async fn delete_pending(&self, ids: &[SendId]) -> Result<(), StoreError> {
+        sim::wait(&self.times, Op::DynamoDbBatchWriteItem).await;
         let mut records = self.records.lock().expect("records lock");
         for id in ids {
             if records.get(id).is_some_and(|r| r.status == SendStatus::Pending) {
@@ -371,6 +398,7 @@ impl StatusStore for MemoryStore {
     }
 
     async fn get(&self, id: SendId) -> Result<Option<SendRecord>, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbGetItem).await;
         Ok(self.records.lock().expect("records lock").get(&id).cloned())
     }
 
@@ -382,6 +410,7 @@ impl StatusStore for MemoryStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbQuery).await;
         let items = self.select(|r| r.status == status && r.created_at >= from && r.created_at <= to);
         self.page(items, limit, cursor)
     }
@@ -393,11 +422,13 @@ impl StatusStore for MemoryStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbQuery).await;
         let items = self.select(|r| r.batch_id == Some(batch) && status.is_none_or(|s| r.status == s));
         self.page(items, limit, cursor)
     }
 
     async fn batch_counts(&self, batch: BatchId) -> Result<BTreeMap<String, u64>, StoreError> {
+        sim::wait(&self.times, Op::DynamoDbQuery).await;
         let mut counts = BTreeMap::new();
         for record in self.records.lock().expect("records lock").values() {
             if record.batch_id == Some(batch) {
@@ -412,11 +443,13 @@ impl StatusStore for MemoryStore {
 #[derive(Default)]
 pub struct MemoryBatches {
     batches: Mutex<HashMap<BatchId, BatchProgress>>,
+    pub times: Option<Arc<ServiceTimes>>,
 }
 
 #[async_trait]
 impl BatchStore for MemoryBatches {
     async fn save(&self, progress: &BatchProgress) -> Result<(), BatchStoreError> {
+        sim::wait(&self.times, Op::DynamoDbPutItem).await;
         let mut batches = self.batches.lock().expect("batches lock");
         let final_already = batches.get(&progress.batch_id).is_some_and(|b| b.phase.is_final());
         if !final_already {
@@ -426,10 +459,12 @@ impl BatchStore for MemoryBatches {
     }
 
     async fn get(&self, batch: BatchId) -> Result<Option<BatchProgress>, BatchStoreError> {
+        sim::wait(&self.times, Op::DynamoDbGetItem).await;
         Ok(self.batches.lock().expect("batches lock").get(&batch).cloned())
     }
 
     async fn unfinished(&self) -> Result<Vec<BatchProgress>, BatchStoreError> {
+        sim::wait(&self.times, Op::DynamoDbQuery).await;
         let batches = self.batches.lock().expect("batches lock");
         Ok(batches.values().filter(|b| !b.phase.is_final()).cloned().collect())
     }
@@ -439,6 +474,7 @@ impl BatchStore for MemoryBatches {
 #[derive(Default)]
 pub struct MemoryBlobs {
     objects: Arc<Mutex<HashMap<String, Bytes>>>,
+    pub times: Option<Arc<ServiceTimes>>,
 }
 
 /// An object appears whole when finished, as on S3.
@@ -468,6 +504,7 @@ impl BlobWriter for MemoryWriter {
 #[async_trait]
 impl BlobStore for MemoryBlobs {
     async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), BlobError> {
+        sim::wait(&self.times, Op::S3PutObject).await;
         self.objects
             .lock()
             .expect("objects lock")
@@ -476,6 +513,7 @@ impl BlobStore for MemoryBlobs {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
+        sim::wait(&self.times, Op::S3GetObject).await;
         self.objects
             .lock()
             .expect("objects lock")
@@ -503,6 +541,7 @@ impl BlobStore for MemoryBlobs {
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        sim::wait(&self.times, Op::S3DeleteObject).await;
         self.objects.lock().expect("objects lock").remove(key);
         Ok(())
     }
@@ -539,16 +578,38 @@ pub struct MemoryPipeline {
 impl MemoryPipeline {
     /// Queues whose visibility timeout is `settings.queues.visibility_timeout_secs`.
     pub fn new(settings: crate::config::Settings) -> Self {
+        Self::build(settings, None)
+    }
+
+    /// The simulated target's pipeline: every call takes as long as `times`
+    /// says (on tokio's clock, paused in a simulation). Give it SES's model
+    /// with `Pipeline::with_mailer`.
+    pub fn simulated(settings: crate::config::Settings, times: Arc<ServiceTimes>) -> Self {
+        Self::build(settings, Some(times))
+    }
+
+    fn build(settings: crate::config::Settings, times: Option<Arc<ServiceTimes>>) -> Self {
         let visibility = Duration::from_secs(u64::from(settings.queues.visibility_timeout_secs));
-        let store = Arc::new(MemoryStore::default());
-        let queues = Arc::new(MemoryQueues::new(visibility, settings.queues.max_receive_count));
+        let store = Arc::new(MemoryStore {
+            times: times.clone(),
+            ..MemoryStore::default()
+        });
+        let mut queues = MemoryQueues::new(visibility, settings.queues.max_receive_count);
+        queues.times = times.clone();
+        let queues = Arc::new(queues);
         let mailer = Arc::new(MemoryMailer::default());
         let pipeline = crate::pipeline::Pipeline::new(
             settings,
             queues.clone(),
             store.clone(),
-            Arc::new(MemoryBlobs::default()),
-            Arc::new(MemoryBatches::default()),
+            Arc::new(MemoryBlobs {
+                times: times.clone(),
+                ..MemoryBlobs::default()
+            }),
+            Arc::new(MemoryBatches {
+                times,
+                ..MemoryBatches::default()
+            }),
             mailer.clone(),
         );
         Self {

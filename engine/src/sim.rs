@@ -1,0 +1,257 @@
+//! What the simulated target adds to the in-memory adapters ([`crate::memory`]):
+//! how long each AWS call takes, and SES's sending limits.
+//!
+//! The engine's code runs unchanged on tokio's paused clock; the adapters
+//! wait [`ServiceTimes`] for each call (drawn from a profile of answer times
+//! per operation, with a seeded dice, so a run repeats), and [`SesModel`]
+//! answers sends as SES does: a MaxSendRate token bucket, a 24-hour quota,
+//! `Throttling` and "Daily message quota exceeded", and `GetAccount`'s
+//! figures to the dispatcher's pacing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vocabulary::AwsOperation;
+
+use crate::faults::{QuotaState, SesQuota};
+use crate::mailer::{Email, MailError, Mailer};
+use crate::sender::schedule::SendQuota;
+
+/// One operation's answer times: its percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnswerTimes {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl AnswerTimes {
+    /// The answer time at quantile `q` in [0, 1): linear between the
+    /// percentiles, from half the median at q = 0 up to the maximum.
+    pub fn at(&self, q: f64) -> f64 {
+        let points = [
+            (0.0, self.p50_ms * 0.5),
+            (0.5, self.p50_ms),
+            (0.95, self.p95_ms),
+            (0.99, self.p99_ms),
+            (1.0, self.max_ms),
+        ];
+        let q = q.clamp(0.0, 1.0);
+        for pair in points.windows(2) {
+            let ((q0, v0), (q1, v1)) = (pair[0], pair[1]);
+            if q <= q1 {
+                return v0 + (v1 - v0) * (q - q0) / (q1 - q0);
+            }
+        }
+        self.max_ms
+    }
+}
+
+/// How long each AWS call takes on the simulated target.
+#[derive(Debug)]
+pub struct ServiceTimes {
+    by_operation: HashMap<AwsOperation, AnswerTimes>,
+    /// For an operation the profile does not name.
+    fallback: AnswerTimes,
+    dice: Mutex<ChaCha8Rng>,
+}
+
+impl ServiceTimes {
+    pub fn new(by_operation: BTreeMap<AwsOperation, AnswerTimes>, fallback: AnswerTimes, seed: u64) -> Self {
+        Self {
+            by_operation: by_operation.into_iter().collect(),
+            fallback,
+            dice: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Every call answered at once (unit tests of the model itself).
+    pub fn instant() -> Self {
+        let zero = AnswerTimes {
+            p50_ms: 0.0,
+            p95_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+        };
+        Self::new(BTreeMap::new(), zero, 0)
+    }
+
+    /// One draw of `operation`'s answer time.
+    pub fn draw(&self, operation: AwsOperation) -> Duration {
+        let times = self.by_operation.get(&operation).unwrap_or(&self.fallback);
+        let q: f64 = self.dice.lock().expect("dice lock").random();
+        Duration::from_secs_f64(times.at(q).max(0.0) / 1000.0)
+    }
+
+    /// Waits as long as one `operation` takes.
+    pub async fn wait(&self, operation: AwsOperation) {
+        let took = self.draw(operation);
+        if !took.is_zero() {
+            tokio::time::sleep(took).await;
+        }
+    }
+}
+
+/// Waits for `operation` when the adapter has service times.
+pub(crate) async fn wait(times: &Option<std::sync::Arc<ServiceTimes>>, operation: AwsOperation) {
+    if let Some(times) = times {
+        times.wait(operation).await;
+    }
+}
+
+/// SES as the simulated target's mailer: its limits, its answer times, and
+/// a record of what it accepted (per recipient, as the audit reads it).
+pub struct SesModel {
+    quota: Option<Mutex<QuotaState>>,
+    limits: Option<SesQuota>,
+    times: std::sync::Arc<ServiceTimes>,
+    accepted: Mutex<HashMap<String, u64>>,
+    throttled: Mutex<u64>,
+}
+
+impl SesModel {
+    /// `limits` None: an account with no limit (as the local stack's SES).
+    pub fn new(limits: Option<SesQuota>, times: std::sync::Arc<ServiceTimes>) -> Self {
+        Self {
+            quota: limits.map(|limits| Mutex::new(QuotaState::new(limits))),
+            limits,
+            times,
+            accepted: Mutex::new(HashMap::new()),
+            throttled: Mutex::new(0),
+        }
+    }
+
+    /// Emails accepted per recipient, lower-cased.
+    pub fn accepted(&self) -> HashMap<String, u64> {
+        self.accepted.lock().expect("accepted lock").clone()
+    }
+
+    /// Sends refused for a limit.
+    pub fn throttled(&self) -> u64 {
+        *self.throttled.lock().expect("throttled lock")
+    }
+}
+
+#[async_trait]
+impl Mailer for SesModel {
+    async fn send(&self, email: &Email) -> Result<String, MailError> {
+        self.times.wait(AwsOperation::Sesv2SendEmail).await;
+        if let Some(quota) = &self.quota {
+            let admitted = quota.lock().expect("quota lock").admit(tokio::time::Instant::now());
+            if let Err(message) = admitted {
+                *self.throttled.lock().expect("throttled lock") += 1;
+                return Err(if message.starts_with("Daily") {
+                    MailError::QuotaExhausted(message.into())
+                } else {
+                    MailError::Throttled(message.into())
+                });
+            }
+        }
+        let mut accepted = self.accepted.lock().expect("accepted lock");
+        let count = accepted.entry(email.to.to_string().to_ascii_lowercase()).or_insert(0);
+        *count += 1;
+        Ok(format!("sim-{}-{count}", email.to))
+    }
+
+    async fn send_quota(&self) -> Result<Option<SendQuota>, MailError> {
+        self.times.wait(AwsOperation::Sesv2GetAccount).await;
+        let Some(limits) = self.limits else {
+            return Ok(None);
+        };
+        let sent = self.quota.as_ref().map_or(0, |q| q.lock().expect("quota lock").sent_today());
+        Ok(Some(SendQuota::from_figures(
+            limits.max_send_rate,
+            limits.daily_quota.map_or(-1.0, |q| q as f64),
+            sent as f64,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(p50: f64) -> AnswerTimes {
+        AnswerTimes {
+            p50_ms: p50,
+            p95_ms: p50 * 3.0,
+            p99_ms: p50 * 5.0,
+            max_ms: p50 * 10.0,
+        }
+    }
+
+    #[test]
+    fn answer_times_follow_the_percentiles_they_come_from() {
+        let t = times(10.0);
+        let close = |q: f64, ms: f64| assert!((t.at(q) - ms).abs() < 1e-9, "at {q}: {} ms", t.at(q));
+        close(0.0, 5.0);
+        close(0.5, 10.0);
+        close(0.95, 30.0);
+        close(0.97, 40.0);
+        close(1.0, 100.0);
+        let service = ServiceTimes::new([(AwsOperation::DynamoDbUpdateItem, t)].into(), times(1.0), 7);
+        let mut draws: Vec<f64> = (0..10_000)
+            .map(|_| service.draw(AwsOperation::DynamoDbUpdateItem).as_secs_f64() * 1000.0)
+            .collect();
+        draws.sort_by(f64::total_cmp);
+        let median = draws[5_000];
+        assert!((9.0..11.0).contains(&median), "{median}");
+        let p95 = draws[9_500];
+        assert!((27.0..33.0).contains(&p95), "{p95}");
+        let other = service.draw(AwsOperation::SqsSendMessage).as_secs_f64() * 1000.0;
+        assert!(other <= 10.0, "an unnamed operation takes the fallback's times: {other}");
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_times() {
+        let draw = |seed| {
+            let service = ServiceTimes::new(BTreeMap::new(), times(10.0), seed);
+            (0..5).map(|_| service.draw(AwsOperation::S3GetObject)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+    }
+
+    fn email(to: &str) -> Email {
+        Email {
+            from: "courier@example.com".into(),
+            to: crate::domain::EmailAddress::parse(to).unwrap(),
+            subject: "s".into(),
+            text: "b".into(),
+            attachment: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ses_admits_its_send_rate_then_throttles_and_reports_its_limits() {
+        let limits = SesQuota {
+            max_send_rate: 5.0,
+            daily_quota: Some(8),
+            day: SesQuota::DAY,
+        };
+        let ses = SesModel::new(Some(limits), std::sync::Arc::new(ServiceTimes::instant()));
+        let mut results = Vec::new();
+        for _ in 0..7 {
+            results.push(ses.send(&email("a@example.com")).await);
+        }
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5, "the bucket holds one second's sends");
+        assert!(matches!(results[6], Err(MailError::Throttled(_))));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let b = email("b@example.com");
+        let mut later = Vec::new();
+        for _ in 0..4 {
+            later.push(ses.send(&b).await);
+        }
+        assert_eq!(later.iter().filter(|r| r.is_ok()).count(), 3, "the day's quota of 8 is used up");
+        assert!(later.iter().any(|r| matches!(r, Err(MailError::QuotaExhausted(_)))));
+        assert_eq!(ses.accepted()["a@example.com"], 5);
+        assert_eq!(ses.throttled(), 3);
+        let quota = ses.send_quota().await.unwrap().expect("limits");
+        assert_eq!(quota, SendQuota::from_figures(5.0, 8.0, 8.0));
+    }
+}
