@@ -117,6 +117,10 @@ impl QuotaState {
         }
     }
 
+    pub(crate) fn limits(&self) -> SesQuota {
+        self.quota
+    }
+
     /// Sends admitted since the day began.
     pub(crate) fn sent_today(&self) -> u64 {
         self.sent_today

@@ -107,8 +107,7 @@ pub(crate) async fn wait(times: &Option<std::sync::Arc<ServiceTimes>>, operation
 /// SES as the simulated target's mailer: its limits, its answer times, and
 /// a record of what it accepted (per recipient, as the audit reads it).
 pub struct SesModel {
-    quota: Option<Mutex<QuotaState>>,
-    limits: Option<SesQuota>,
+    quota: Mutex<Option<QuotaState>>,
     times: std::sync::Arc<ServiceTimes>,
     accepted: Mutex<HashMap<String, u64>>,
     throttled: Mutex<u64>,
@@ -118,12 +117,16 @@ impl SesModel {
     /// `limits` None: an account with no limit (as the local stack's SES).
     pub fn new(limits: Option<SesQuota>, times: std::sync::Arc<ServiceTimes>) -> Self {
         Self {
-            quota: limits.map(|limits| Mutex::new(QuotaState::new(limits))),
-            limits,
+            quota: Mutex::new(limits.map(QuotaState::new)),
             times,
             accepted: Mutex::new(HashMap::new()),
             throttled: Mutex::new(0),
         }
+    }
+
+    /// Puts limits in force (a fresh day), or lifts them.
+    pub fn set_limits(&self, limits: Option<SesQuota>) {
+        *self.quota.lock().expect("quota lock") = limits.map(QuotaState::new);
     }
 
     /// Emails accepted per recipient, lower-cased.
@@ -141,8 +144,11 @@ impl SesModel {
 impl Mailer for SesModel {
     async fn send(&self, email: &Email) -> Result<String, MailError> {
         self.times.wait(AwsOperation::Sesv2SendEmail).await;
-        if let Some(quota) = &self.quota {
-            let admitted = quota.lock().expect("quota lock").admit(tokio::time::Instant::now());
+        let admitted = match self.quota.lock().expect("quota lock").as_mut() {
+            Some(quota) => quota.admit(tokio::time::Instant::now()),
+            None => Ok(()),
+        };
+        {
             if let Err(message) = admitted {
                 *self.throttled.lock().expect("throttled lock") += 1;
                 return Err(if message.starts_with("Daily") {
@@ -160,15 +166,15 @@ impl Mailer for SesModel {
 
     async fn send_quota(&self) -> Result<Option<SendQuota>, MailError> {
         self.times.wait(AwsOperation::Sesv2GetAccount).await;
-        let Some(limits) = self.limits else {
-            return Ok(None);
-        };
-        let sent = self.quota.as_ref().map_or(0, |q| q.lock().expect("quota lock").sent_today());
-        Ok(Some(SendQuota::from_figures(
-            limits.max_send_rate,
-            limits.daily_quota.map_or(-1.0, |q| q as f64),
-            sent as f64,
-        )))
+        let quota = self.quota.lock().expect("quota lock");
+        Ok(quota.as_ref().map(|state| {
+            let limits = state.limits();
+            SendQuota::from_figures(
+                limits.max_send_rate,
+                limits.daily_quota.map_or(-1.0, |q| q as f64),
+                state.sent_today() as f64,
+            )
+        }))
     }
 }
 

@@ -85,19 +85,15 @@ impl Application {
     /// a crash: batches resume from their checkpoints at the next start.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
         let token = CancellationToken::new();
-        // A JoinSet, so dropping this future (a crash) aborts them too.
-        let mut background = spawn_background(&self.pipeline, &token);
-        let (batch_work, new_batches) = tokio::sync::mpsc::unbounded_channel();
-        let batches = run_batches(self.pipeline.clone(), new_batches, token.clone());
-        let state = AppState {
-            schema: crate::graphql::schema(self.pipeline.clone()),
-            pipeline: self.pipeline,
-            batch_work,
-        };
+        let Wired {
+            router,
+            mut background,
+            batches,
+        } = wire(self.pipeline.clone(), &token);
         let cancel = token.clone();
         tracing::info!(address = %self.listener.local_addr()?, "engine listening");
-        let header_timeout = std::time::Duration::from_secs(state.pipeline.settings().server.header_read_timeout_secs);
-        let serve = crate::server::serve(self.listener, router(state), header_timeout, async move {
+        let header_timeout = std::time::Duration::from_secs(self.pipeline.settings().server.header_read_timeout_secs);
+        let serve = crate::server::serve(self.listener, router, header_timeout, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight work");
             cancel.cancel();
@@ -108,6 +104,35 @@ impl Application {
         token.cancel();
         while background.join_next().await.is_some() {}
         served.map_err(StartupError::Server)
+    }
+}
+
+/// The engine without its listener: the API's router, and its work.
+pub struct Wired {
+    /// Every route; a server (or the simulated target, in process) calls it.
+    pub router: axum::Router,
+    /// The senders and the reconciler, until the token is cancelled.
+    pub background: tokio::task::JoinSet<()>,
+    /// The campaign batches (resuming those an earlier run left unfinished),
+    /// until the token is cancelled; run it, or spawn it.
+    pub batches: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Wires `pipeline` into a router and its background work, stopping on `token`.
+pub fn wire(pipeline: Pipeline, token: &CancellationToken) -> Wired {
+    // A JoinSet, so dropping it (a crash) aborts the tasks too.
+    let background = spawn_background(&pipeline, token);
+    let (batch_work, new_batches) = tokio::sync::mpsc::unbounded_channel();
+    let batches = Box::pin(run_batches(pipeline.clone(), new_batches, token.clone()));
+    let state = AppState {
+        schema: crate::graphql::schema(pipeline.clone()),
+        pipeline,
+        batch_work,
+    };
+    Wired {
+        router: router(state),
+        background,
+        batches,
     }
 }
 

@@ -3,7 +3,9 @@
 //! the collector alone keeps them, turns readings into the results' samples,
 //! and feeds the live view and the progress line.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use engine::pipeline::Pipeline;
 use scenarios::Slo;
@@ -113,8 +115,8 @@ pub struct Sources {
     pub pipeline: Pipeline,
     pub driver: std::sync::Arc<Driver>,
     pub plan: std::sync::Arc<engine::faults::FaultPlan>,
-    /// The processes' CPU and memory over the same window.
-    pub cpu: CpuMeter,
+    /// The processes' CPU and memory over the same window (none in a simulation).
+    pub cpu: Option<CpuMeter>,
 }
 
 /// Reads the pipeline every `interval` until `stop`; gives back the CPU meter.
@@ -124,7 +126,7 @@ pub async fn sample(
     interval: Duration,
     events: UnboundedSender<Event>,
     stop: CancellationToken,
-) -> CpuMeter {
+) -> Option<CpuMeter> {
     let Sources {
         pipeline,
         driver,
@@ -137,7 +139,9 @@ pub async fn sample(
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return cpu,
         }
-        cpu.sample();
+        if let Some(cpu) = cpu.as_mut() {
+            cpu.sample();
+        }
         let depths = pipeline.queue_depths().await;
         let reading = Reading {
             t_secs: start.elapsed().as_secs_f64(),

@@ -10,7 +10,9 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
@@ -175,6 +177,91 @@ impl Driver {
         let body = response.json::<Value>().await.ok();
         Ok((status, body))
     }
+}
+
+impl Driver {
+    /// Offers every arrival to `app` in process, each at its intended time,
+    /// and returns when all are answered: the simulated target's driver. No
+    /// socket stands between them, so tokio's paused clock may jump ahead
+    /// whenever every task waits on a timer.
+    pub async fn offer_in_process(self: &Arc<Self>, app: axum::Router) {
+        let mut requests = tokio::task::JoinSet::new();
+        for (index, arrival) in self.arrivals.iter().enumerate() {
+            tokio::time::sleep_until(self.start + Duration::from_secs_f64(arrival.at_secs)).await;
+            self.next.fetch_add(1, Ordering::Relaxed);
+            let (driver, app) = (self.clone(), app.clone());
+            requests.spawn(async move { driver.answer_in_process(index, app).await });
+        }
+        while requests.join_next().await.is_some() {}
+    }
+
+    async fn answer_in_process(&self, index: usize, app: axum::Router) {
+        use tower::ServiceExt as _;
+        let arrival = &self.arrivals[index];
+        let mut outcome = RequestOutcome {
+            index,
+            intended_secs: arrival.at_secs,
+            started_secs: self.start.elapsed().as_secs_f64(),
+            is_campaign: matches!(arrival.request, Request::Campaign { .. }),
+            status: None,
+            response: None,
+            error: None,
+        };
+        let response = match app.oneshot(in_process_request(&arrival.request)).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        outcome.status = Some(response.status().as_u16());
+        match axum::body::to_bytes(response.into_body(), usize::MAX).await {
+            Ok(bytes) => outcome.response = serde_json::from_slice(&bytes).ok(),
+            Err(error) => outcome.error = Some(error.to_string()),
+        }
+        self.outcomes.lock().expect("outcomes lock").push(outcome);
+    }
+}
+
+/// One arrival as an HTTP request to the engine's router.
+fn in_process_request(request: &Request) -> axum::http::Request<axum::body::Body> {
+    match request {
+        Request::Notification { body, .. } => axum::http::Request::post("/notifications")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string())),
+        Request::Campaign {
+            file_name,
+            csv,
+            attachments,
+            ..
+        } => {
+            let (content_type, body) = multipart_body(file_name, csv, attachments);
+            axum::http::Request::post("/campaigns/upload")
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(body))
+        }
+    }
+    .expect("a request of valid parts")
+}
+
+/// The campaign form as `multipart/form-data` bytes (what `campaign_form`
+/// makes reqwest send): the CSV as `file`, each attachment as `attachment:<name>`.
+fn multipart_body(file_name: &str, csv: &[u8], attachments: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+    const BOUNDARY: &str = "courier-sim-7f3a9c1e5b";
+    let mut body = Vec::with_capacity(csv.len() + 512);
+    let mut part = |name: &str, file: &str, bytes: &[u8]| {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    };
+    part("file", file_name, csv);
+    for (name, bytes) in attachments {
+        part(&format!("attachment:{name}"), name, bytes);
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
 }
 
 /// The upload form of a campaign: the CSV as `file`, each attachment as `attachment:<name>`.

@@ -25,7 +25,8 @@ struct RunArgs {
     /// Where results.json and goose's report go (default target/loadtest/<name>-<time>/).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Overrides the scenario's target: `local`, `testcontainers` (Docker), `aws` or a stack URL.
+    /// Overrides the scenario's target: `local`, `testcontainers` (Docker), `aws`, a stack URL,
+    /// or `sim` (no stack: models of the services on virtual time).
     #[arg(long, env = "COURIER_STACK")]
     stack: Option<String>,
     /// The local stack's DynamoDB: `dynoxide` (default) or `dynamodb-local` (AWS's own).
@@ -45,6 +46,10 @@ struct RunArgs {
     /// pricing/aws-us-east-1.toml.
     #[arg(long, value_name = "FILE")]
     pricing: Option<PathBuf>,
+    /// With --stack sim: the simulated services' answer times, `aws-typical`
+    /// (the default) or `calibrated:<results.json of a real run>`.
+    #[arg(long, value_name = "PROFILE")]
+    sim_profile: Option<loadtest::run::sim::Profile>,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +131,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<i32> {
         progress: !show_view,
         live,
         pricing: args.pricing,
+        sim_profile: args.sim_profile,
     };
     let outcome = run(options).await;
     if let Some(view) = view {

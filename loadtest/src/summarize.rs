@@ -344,7 +344,9 @@ pub fn summarize(raw: RawRun<'_>) -> RunResults {
         stack: raw.stack,
         machine: raw.machine,
         goose_report: raw.goose_report,
-        cost: Some(cost::price(&engine.usage, raw.pricing, sent)),
+        // No call reached a stack (a simulation): nothing to price.
+        cost: (!engine.usage.is_empty()).then(|| cost::price(&engine.usage, raw.pricing, sent)),
+        simulation: None,
         aws_usage: engine.usage.clone(),
         cpu,
     }

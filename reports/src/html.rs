@@ -24,6 +24,7 @@ h2 { font-size: 1.2rem; margin: 28px 0 8px; padding-bottom: 4px; border-bottom: 
 .verdict { border-radius: 10px; padding: 16px; border: 2px solid; }
 .verdict.pass { border-color: var(--pass); background: #eef8f1; }
 .verdict.fail { border-color: var(--fail); background: #fdeeed; }
+.simulated { margin: 0 0 10px; padding: 8px 12px; border: 3px dashed #7a4b00; background: #fff4d6; color: #5a3800; border-radius: 8px; }
 .badge { display:inline-block; font-weight:700; padding:2px 10px; border-radius:999px; color:#fff; }
 .pass .badge, .badge.pass { background: var(--pass); }
 .fail .badge, .badge.fail { background: var(--fail); }
@@ -267,6 +268,7 @@ fn verdict_section(results: &RunResults) -> Markup {
     let scenario = &results.scenario;
     html! {
         header.verdict.pass[pass].fail[!pass] #verdict {
+            @if let Some(banner) = summary::simulated_banner(results) { p.simulated { strong { (banner) } } }
             h1 { span.badge { (if pass { "PASS" } else { "FAIL" }) } " " (scenario.name) }
             p.muted {
                 (scenario.description) " · " (scenario.file) " · started " (results.started_at)
@@ -732,7 +734,8 @@ pub fn render_capacity(capacity: &Capacity, title: &str) -> String {
 /// The whole report. `comparison`, when given, goes right after the objectives.
 pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
     let verdict = if results.passed() { "PASS" } else { "FAIL" };
-    let title = format!("{} — {verdict} — Courier load run", results.scenario.name);
+    let kind = if results.simulation.is_some() { "SIMULATED run" } else { "load run" };
+    let title = format!("{} — {verdict} — Courier {kind}", results.scenario.name);
     let body = html! {
         (verdict_section(results))
         (slo_section(results))

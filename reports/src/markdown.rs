@@ -22,6 +22,9 @@ pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
         cell(&results.scenario.name),
         if pass { "PASS" } else { "FAIL" }
     );
+    if let Some(banner) = crate::summary::simulated_banner(results) {
+        let _ = writeln!(out, "> **{}**\n", cell(&banner));
+    }
     for line in narrative(results) {
         let _ = writeln!(out, "- {}", cell(&line));
     }

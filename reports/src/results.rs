@@ -77,6 +77,24 @@ pub struct RunResults {
     /// That usage priced with a price card: what the run would cost on AWS.
     #[serde(default)]
     pub cost: Option<Cost>,
+    /// Set when the run was simulated (`--stack sim`): no stack ran, and
+    /// every figure came from models of the services on virtual time.
+    #[serde(default)]
+    pub simulation: Option<Simulation>,
+}
+
+/// How a simulated run was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Simulation {
+    /// The services' answer times: `aws-typical`, or `calibrated` from a real run.
+    pub profile: String,
+    /// The real run a `calibrated` profile came from.
+    pub calibrated_from: Option<String>,
+    /// Virtual seconds simulated, and the wall-clock seconds it took.
+    pub virtual_secs: f64,
+    pub wall_secs: f64,
+    /// Sends the SES model refused for its limits (each attempt counted).
+    pub ses_throttles: u64,
 }
 
 /// Each process's CPU over the run's traffic and drain.

@@ -80,8 +80,23 @@ pub fn cpu_sentence(results: &RunResults) -> Option<String> {
     Some(line)
 }
 
+/// What a simulated run is, said before anything else it shows; `None` for a real run.
+pub fn simulated_banner(results: &RunResults) -> Option<String> {
+    let sim = results.simulation.as_ref()?;
+    let profile = match &sim.calibrated_from {
+        Some(from) => format!("answer times calibrated from {from}"),
+        None => format!("`{}` answer times", sim.profile),
+    };
+    Some(format!(
+        "SIMULATED: no stack ran. The engine's own code ran on virtual time against models of SQS, DynamoDB, S3 and SES ({profile}); {:.0} s simulated in {:.1} s. Engine CPU is not modelled; nothing was mailed.",
+        sim.virtual_secs, sim.wall_secs
+    ))
+}
+
 /// Dollars, with enough digits to tell small amounts apart.
 pub fn usd(amount: f64) -> String {
+    // -0.0 and rounding dust read as nothing.
+    let amount = if amount.abs() < 5e-7 { 0.0 } else { amount };
     match amount.abs() {
         a if a >= 100.0 => format!("${amount:.0}"),
         a if a >= 1.0 => format!("${amount:.2}"),

@@ -11,6 +11,9 @@ pub fn render(r: &RunResults) -> String {
     let mut out = String::new();
     let verdict = r.verdict.as_str().to_uppercase();
     let _ = writeln!(out, "{} — {verdict}", r.scenario.name);
+    if let Some(banner) = crate::summary::simulated_banner(r) {
+        let _ = writeln!(out, "{banner}");
+    }
     let _ = writeln!(out, "{:<28} {:>14} {:>34}", "objective", "target", "measured");
     for check in &r.slo {
         let result = if check.pass { "ok" } else { "FAIL" };

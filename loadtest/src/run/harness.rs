@@ -178,6 +178,19 @@ fn run_prefix(name: &str) -> String {
 
 /// The engine's settings as the scenario describes it.
 pub(crate) fn settings_for(scenario: &Scenario, prefix: String, stack: &Stack) -> Result<Settings, HarnessError> {
+    let mut settings = engine_settings(scenario, prefix);
+    if scenario.engine.mailer == MailerKind::Smtp {
+        // The stack's own SMTP server (only the local target runs one).
+        let smtp = stack.smtp().ok_or(HarnessError::NoSmtpServer)?;
+        settings.mailer.smtp.host = smtp.host.clone();
+        settings.mailer.smtp.port = smtp.port;
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// The engine's settings from the scenario's `[engine]` table.
+pub(crate) fn engine_settings(scenario: &Scenario, prefix: String) -> Settings {
     let mut settings = Settings::default();
     settings.resources.prefix = prefix;
     let engine = &scenario.engine;
@@ -191,14 +204,7 @@ pub(crate) fn settings_for(scenario: &Scenario, prefix: String, stack: &Stack) -
     settings.queues.max_receive_count = engine.max_receives;
     settings.queues.long_poll_secs = engine.long_poll_secs;
     settings.mailer.kind = engine.mailer;
-    if engine.mailer == MailerKind::Smtp {
-        // The stack's own SMTP server (only the local target runs one).
-        let smtp = stack.smtp().ok_or(HarnessError::NoSmtpServer)?;
-        settings.mailer.smtp.host = smtp.host.clone();
-        settings.mailer.smtp.port = smtp.port;
-    }
-    settings.validate()?;
-    Ok(settings)
+    settings
 }
 
 async fn start_stack(scenario: &Scenario, options: &RunOptions) -> Result<Stack, HarnessError> {

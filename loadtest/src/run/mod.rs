@@ -10,11 +10,14 @@
 //!    `results.json` and the reports.
 
 pub mod harness;
+pub mod sim;
 pub mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 use engine::batches::BatchProgress;
@@ -40,6 +43,12 @@ pub enum HarnessError {
     Scenario(#[from] scenarios::ScenarioError),
     #[error(transparent)]
     Pricing(#[from] reports::cost::PriceCardError),
+    #[error("the simulation's profile: {0}")]
+    Profile(#[source] reports::results::ResultsError),
+    #[error("starting the simulation's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("--stack sim does not model the fault `{0}` yet (it models ses_quota); run it on a real stack")]
+    NotSimulated(String),
     #[error("stack: {0}")]
     Stack(#[from] localstack::StackError),
     #[error("engine: {0}")]
@@ -89,6 +98,8 @@ pub struct RunOptions {
     /// The price card the run's AWS usage is priced with; the built-in
     /// `pricing/aws-us-east-1.toml` when unset.
     pub pricing: Option<PathBuf>,
+    /// With `stack = "sim"`: where the simulated services' answer times come from.
+    pub sim_profile: Option<sim::Profile>,
 }
 
 pub struct RunOutcome {
@@ -116,12 +127,38 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         out = %out_dir.display(),
         "starting run"
     );
+    if options.stack.as_deref() == Some(SIM) {
+        let run = sim::SimRun {
+            info: scenario_info(&scenario, &options),
+            scenario,
+            plan,
+            pricing,
+            profile: options.sim_profile.clone().unwrap_or(sim::Profile::AwsTypical),
+            live: options.live.clone(),
+            progress: options.progress,
+        };
+        let results = tokio::task::spawn_blocking(move || sim::run(run)).await??;
+        return write(results, &out_dir);
+    }
     let mut harness = harness::set_up(&scenario, &options).await?;
     let running = offer_traffic(&harness, &scenario, &plan, &options, &out_dir).await?;
     drain(&harness, &running, &scenario).await;
     let raw = gather(&mut harness, running, (&scenario, &plan, &pricing), &options, started).await?;
     let results = summarize(raw);
     write(results, &out_dir)
+}
+
+/// `--stack sim`: the scenario on virtual time, against models of the services.
+pub const SIM: &str = "sim";
+
+fn scenario_info(scenario: &Scenario, options: &RunOptions) -> ScenarioInfo {
+    ScenarioInfo {
+        name: scenario.name.clone(),
+        description: scenario.description.clone(),
+        file: options.scenario.display().to_string(),
+        seed: scenario.seed,
+        extra_faults: options.extra_faults.clone(),
+    }
 }
 
 /// The scenario with the command line's extra faults.
@@ -163,7 +200,7 @@ struct Running {
     /// Ends the faults that last through the drain.
     drained: CancellationToken,
     lasting_faults: Vec<JoinHandle<()>>,
-    sampler: JoinHandle<CpuMeter>,
+    sampler: JoinHandle<Option<CpuMeter>>,
     collector: JoinHandle<Collected>,
     goose_report: PathBuf,
 }
@@ -196,7 +233,7 @@ async fn offer_traffic(
         pipeline: harness.pipeline.clone(),
         driver: driver.clone(),
         plan: harness.plan.clone(),
-        cpu: CpuMeter::start(harness.stack.processes()),
+        cpu: Some(CpuMeter::start(harness.stack.processes())),
     };
     let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
     let over = CancellationToken::new();
@@ -276,7 +313,7 @@ async fn gather<'a>(
         fault.await?;
     }
     running.stop_sampler.cancel();
-    let meter = running.sampler.await?;
+    let meter = running.sampler.await?.expect("a real run measures CPU");
     let window_secs = meter.elapsed_secs();
     let cpu = meter.finish();
     let collected = running.collector.await?;
@@ -290,13 +327,7 @@ async fn gather<'a>(
         late_starts: running.driver.late_starts(),
     };
     Ok(RawRun {
-        scenario: ScenarioInfo {
-            name: scenario.name.clone(),
-            description: scenario.description.clone(),
-            file: options.scenario.display().to_string(),
-            seed: scenario.seed,
-            extra_faults: options.extra_faults.clone(),
-        },
+        scenario: scenario_info(scenario, options),
         slo: &scenario.slo,
         plan,
         pricing,

@@ -5,7 +5,9 @@
 //! passing fault). Each says when it began and ended over the run's event
 //! channel; the collector keeps the windows.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use engine::domain::{EmailAddress, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord};
 use engine::faults::{FaultEffect, FaultTarget, SesQuota};

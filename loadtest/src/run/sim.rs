@@ -1,0 +1,404 @@
+//! `loadtest run --stack sim`: the scenario on virtual time.
+//!
+//! The engine's own code — the API's router, campaign batches, routing,
+//! the senders' dispatcher and pacing, retries, the conditional claims, the
+//! reconciler — runs unchanged on tokio's paused clock, over the in-memory
+//! adapters (`engine::memory`) that wait each AWS call's answer time
+//! (`engine::sim::ServiceTimes`) and an SES model with the account's limits
+//! (`engine::sim::SesModel`). Requests go to the router in process (no
+//! socket, so the clock may jump whenever every task waits on a timer), the
+//! sampler and collector are the real run's, and the same summary, audit,
+//! SLOs and reports follow, marked simulated.
+//!
+//! Chosen over turmoil and nexosim: turmoil simulates hosts and a network
+//! between them (the engine's dependency on the AWS SDK's own HTTP stack
+//! would have to be rewritten to its sockets), nexosim wants the model
+//! written as its own actors; tokio's paused clock runs the engine as it is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::domain::SendRecord;
+use engine::faults::SesQuota;
+use engine::memory::{MemoryPipeline, MemoryStore};
+use engine::pipeline::Pipeline;
+use engine::sim::{AnswerTimes, ServiceTimes, SesModel};
+use engine::startup::{wire, Wired};
+use reports::cost::PriceCard;
+use reports::results::{Percentiles, RunResults, Simulation, StackInfo};
+use scenarios::{Fault, Plan, Scenario};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use vocabulary::{AwsOperation, PerPriority, Stage};
+
+use super::{batch_summaries, HarnessError};
+use crate::collector::{collect, sample, Event, Outputs, Sources};
+use crate::driver::{Driver, RequestOutcome};
+use crate::results::{MachineInfo, ScenarioInfo};
+use crate::summarize::{summarize, EngineFigures, RawRun, Traffic};
+
+/// Where the simulated services' answer times come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Profile {
+    /// Answer times as AWS describes its services (see [`aws_typical`]).
+    AwsTypical,
+    /// Each operation's answer times as a real run measured them
+    /// (`stack_answer_ms` in its results).
+    Calibrated(PathBuf),
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.split_once(':') {
+            None if text == "aws-typical" => Ok(Profile::AwsTypical),
+            Some(("calibrated", path)) if !path.is_empty() => Ok(Profile::Calibrated(PathBuf::from(path))),
+            _ => Err(format!(
+                "`{text}` is no simulation profile: `aws-typical` or `calibrated:<results.json of a real run>`"
+            )),
+        }
+    }
+}
+
+impl Profile {
+    fn name(&self) -> &'static str {
+        match self {
+            Profile::AwsTypical => "aws-typical",
+            Profile::Calibrated(_) => "calibrated",
+        }
+    }
+
+    fn service_times(&self, seed: u64) -> Result<ServiceTimes, HarnessError> {
+        let (by_operation, fallback) = match self {
+            Profile::AwsTypical => aws_typical(),
+            Profile::Calibrated(path) => calibrated(&RunResults::load(path).map_err(HarnessError::Profile)?),
+        };
+        Ok(ServiceTimes::new(by_operation, fallback, seed))
+    }
+}
+
+fn times(p50_ms: f64, p95_ms: f64, p99_ms: f64, max_ms: f64) -> AnswerTimes {
+    AnswerTimes {
+        p50_ms,
+        p95_ms,
+        p99_ms,
+        max_ms,
+    }
+}
+
+/// Answer times as AWS describes its services, inside the region: DynamoDB
+/// "single-digit millisecond" (transactions and batches of 25 about twice
+/// and three times one write), SQS "tens of milliseconds", S3 first bytes in
+/// "100–200 ms" at the tail; SES publishes none, so its figures are this
+/// model's assumption. A starting point: calibrate from a real run for more.
+pub fn aws_typical() -> (BTreeMap<AwsOperation, AnswerTimes>, AnswerTimes) {
+    use AwsOperation as Op;
+    let dynamodb = times(4.0, 8.0, 15.0, 60.0);
+    let sqs = times(10.0, 25.0, 50.0, 200.0);
+    let s3 = times(30.0, 100.0, 200.0, 400.0);
+    let mut by_operation: BTreeMap<AwsOperation, AnswerTimes> = [
+        (Op::DynamoDbTransactWriteItems, times(8.0, 16.0, 30.0, 120.0)),
+        (Op::DynamoDbBatchWriteItem, times(12.0, 25.0, 45.0, 150.0)),
+        (Op::Sesv2SendEmail, times(40.0, 100.0, 200.0, 500.0)),
+        (Op::Sesv2GetAccount, times(40.0, 100.0, 200.0, 500.0)),
+    ]
+    .into();
+    for op in AwsOperation::ALL {
+        let default = match op.service() {
+            vocabulary::AwsService::DynamoDb => dynamodb,
+            vocabulary::AwsService::Sqs => sqs,
+            vocabulary::AwsService::S3 => s3,
+            _ => times(40.0, 100.0, 200.0, 500.0),
+        };
+        by_operation.entry(*op).or_insert(default);
+    }
+    (by_operation, dynamodb)
+}
+
+/// Each operation's answer times as a real run measured them. A receive's
+/// time there includes its long poll's wait, which the simulated queue waits
+/// itself, so receives take a send's time; what the run never called takes
+/// the median of what it did.
+pub fn calibrated(run: &RunResults) -> (BTreeMap<AwsOperation, AnswerTimes>, AnswerTimes) {
+    let of = |p: &Percentiles| times(p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms);
+    let mut by_operation: BTreeMap<AwsOperation, AnswerTimes> = run
+        .stack_answer_ms
+        .iter()
+        .filter(|(_, p)| p.count > 0)
+        .filter_map(|(label, p)| Some((label.parse().ok()?, of(p))))
+        .collect();
+    let send = by_operation
+        .get(&AwsOperation::SqsSendMessageBatch)
+        .or(by_operation.get(&AwsOperation::SqsSendMessage))
+        .copied();
+    match send {
+        Some(send) => by_operation.insert(AwsOperation::SqsReceiveMessage, send),
+        None => by_operation.remove(&AwsOperation::SqsReceiveMessage),
+    };
+    let mut medians: Vec<AnswerTimes> = by_operation.values().copied().collect();
+    medians.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
+    let fallback = medians
+        .get(medians.len() / 2)
+        .copied()
+        .unwrap_or_else(|| aws_typical().1);
+    (by_operation, fallback)
+}
+
+/// What a simulated run needs, owned: it runs on a thread of its own.
+pub struct SimRun {
+    pub scenario: Scenario,
+    pub plan: Plan,
+    pub pricing: PriceCard,
+    pub profile: Profile,
+    pub info: ScenarioInfo,
+    pub live: Option<tokio::sync::watch::Sender<vocabulary::stats::Snapshot>>,
+    pub progress: bool,
+}
+
+/// Runs the scenario simulated, on a paused clock of its own; blocks until done.
+pub fn run(sim: SimRun) -> Result<RunResults, HarnessError> {
+    check_faults(&sim.scenario)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(HarnessError::Runtime)?;
+    runtime.block_on(simulate(sim))
+}
+
+/// The faults the simulation models; any other is refused by name rather
+/// than silently left out.
+fn check_faults(scenario: &Scenario) -> Result<(), HarnessError> {
+    match scenario.faults.iter().find(|f| !matches!(f.fault, Fault::SesQuota { .. })) {
+        Some(unmodelled) => Err(HarnessError::NotSimulated(unmodelled.fault.name().to_string())),
+        None => Ok(()),
+    }
+}
+
+async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
+    let SimRun {
+        scenario,
+        plan,
+        pricing,
+        profile,
+        info,
+        live,
+        progress,
+    } = &sim;
+    let wall = std::time::Instant::now();
+    let mut settings = super::harness::engine_settings(scenario, "sim".into());
+    settings.sender.enabled = true;
+    settings.validate()?;
+    let times = Arc::new(profile.service_times(scenario.seed)?);
+    let memory = MemoryPipeline::simulated(settings, times.clone());
+    let ses = Arc::new(SesModel::new(None, times));
+    let pipeline = memory.pipeline.with_mailer(ses.clone());
+
+    let token = CancellationToken::new();
+    let Wired {
+        router,
+        mut background,
+        batches,
+    } = wire(pipeline.clone(), &token);
+    let batches = tokio::spawn(batches);
+
+    let start = Instant::now();
+    let started_at = engine::clock::now();
+    let traffic = Duration::from_secs_f64(scenario.run.duration_secs);
+    let driver = Driver::new(plan.arrivals.clone(), start, traffic, None);
+    let (events, received) = mpsc::unbounded_channel();
+    let collector = tokio::spawn(collect(
+        received,
+        Outputs {
+            live: live.clone(),
+            progress: *progress,
+            slo: scenario.slo.clone(),
+        },
+    ));
+    let stop_sampler = CancellationToken::new();
+    let sources = Sources {
+        pipeline: pipeline.clone(),
+        driver: driver.clone(),
+        plan: engine::faults::FaultPlan::new(scenario.seed),
+        cpu: None,
+    };
+    let interval = Duration::from_millis(scenario.run.sample_interval_ms.max(100));
+    let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
+    let drained = CancellationToken::new();
+    let quota = tokio::spawn(play_quota(scenario.clone(), start, ses.clone(), events, drained.clone()));
+
+    driver.offer_in_process(router).await;
+    let traffic_secs = start.elapsed().as_secs_f64().max(scenario.run.duration_secs);
+    tokio::time::sleep_until(start + traffic).await;
+    drain(&pipeline, &driver, scenario, start).await;
+    drained.cancel();
+    let _ = quota.await;
+    stop_sampler.cancel();
+    let _ = sampler.await;
+    let collected = collector.await?;
+    token.cancel();
+    let _ = batches.await;
+    while background.join_next().await.is_some() {}
+
+    let outcomes = driver.outcomes();
+    let records = records_by_arrival(&memory.store, &outcomes);
+    let dead_lettered = vocabulary::stats::dead_lettered(&pipeline.queue_depths().await);
+    let batch_list = batch_summaries(&pipeline, &outcomes).await;
+    let virtual_secs = start.elapsed().as_secs_f64();
+    let raw = RawRun {
+        scenario: info.clone(),
+        slo: &scenario.slo,
+        plan,
+        pricing,
+        started_at,
+        traffic_secs,
+        total_secs: virtual_secs,
+        traffic: Traffic {
+            outcomes,
+            started: driver.started(),
+            late_starts: driver.late_starts(),
+        },
+        records,
+        mailed: Some(ses.accepted()),
+        dead_lettered,
+        collected,
+        cpu: BTreeMap::new(),
+        window_secs: virtual_secs,
+        engine: engine_figures(&pipeline),
+        quota_rate: scenario.ses_quota_rate(),
+        capacity: None,
+        checks: Vec::new(),
+        batches: batch_list,
+        stack: StackInfo {
+            target: "sim".into(),
+            versions: [("profile".to_string(), profile_label(profile))].into(),
+            startup_secs: 0.0,
+            mailer: scenario.engine.mailer,
+        },
+        machine: MachineInfo::current(),
+        goose_report: None,
+    };
+    let mut results = summarize(raw);
+    results.simulation = Some(Simulation {
+        profile: profile.name().into(),
+        calibrated_from: match profile {
+            Profile::Calibrated(path) => Some(path.display().to_string()),
+            Profile::AwsTypical => None,
+        },
+        virtual_secs,
+        wall_secs: wall.elapsed().as_secs_f64(),
+        ses_throttles: ses.throttled(),
+    });
+    Ok(results)
+}
+
+fn profile_label(profile: &Profile) -> String {
+    match profile {
+        Profile::AwsTypical => "aws-typical".into(),
+        Profile::Calibrated(path) => format!("calibrated from {}", path.display()),
+    }
+}
+
+/// Plays the scenario's `ses_quota` faults on the SES model: each from its
+/// start, to the end of traffic or (a lasting one) of the drain.
+async fn play_quota(
+    scenario: Scenario,
+    start: Instant,
+    ses: Arc<SesModel>,
+    events: mpsc::UnboundedSender<Event>,
+    drained: CancellationToken,
+) {
+    for (index, spec) in scenario.faults.iter().enumerate() {
+        let Some(limits) = super::timeline::account_quota(&spec.fault) else {
+            continue;
+        };
+        tokio::time::sleep_until(start + Duration::from_secs_f64(spec.start_secs)).await;
+        ses.set_limits(Some(limits));
+        let _ = events.send(Event::FaultStarted {
+            index,
+            kind: spec.fault.name(),
+            detail: quota_detail(&limits),
+            at_secs: start.elapsed().as_secs_f64(),
+        });
+        if spec.lasts_through_drain() {
+            drained.cancelled().await;
+        } else {
+            let end = spec.start_secs + spec.duration_secs.unwrap_or(scenario.run.duration_secs);
+            tokio::time::sleep_until(start + Duration::from_secs_f64(end.min(scenario.run.duration_secs))).await;
+            ses.set_limits(None);
+        }
+        let _ = events.send(Event::FaultEnded {
+            index,
+            at_secs: start.elapsed().as_secs_f64(),
+        });
+    }
+}
+
+fn quota_detail(limits: &SesQuota) -> String {
+    match limits.daily_quota {
+        Some(daily) => format!("{}/s, {daily} a day", limits.max_send_rate),
+        None => format!("{}/s", limits.max_send_rate),
+    }
+}
+
+/// Waits until every accepted message is final, or the scenario's drain timeout (virtual).
+async fn drain(pipeline: &Pipeline, driver: &Driver, scenario: &Scenario, start: Instant) {
+    let expected = driver.accepted_so_far();
+    let deadline = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_secs);
+    loop {
+        let finished = pipeline.metrics().counters().finished();
+        if finished >= expected || Instant::now() >= deadline {
+            tracing::info!(
+                finished,
+                expected,
+                drained_secs = start.elapsed().as_secs_f64(),
+                "simulated drain over"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every record in the simulated table, with the arrival it came from.
+fn records_by_arrival(store: &MemoryStore, outcomes: &[RequestOutcome]) -> Vec<(usize, SendRecord)> {
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    for outcome in outcomes.iter().filter(|o| o.status == Some(202)) {
+        let Some(body) = &outcome.response else { continue };
+        for key in ["batchId", "sendId"] {
+            if let Some(id) = body[key].as_str() {
+                by_key.insert(id.to_string(), outcome.index);
+            }
+        }
+    }
+    store
+        .records()
+        .into_iter()
+        .filter_map(|record| {
+            let key = match record.batch_id {
+                Some(batch) => batch.to_string(),
+                None => record.send_id.to_string(),
+            };
+            Some((*by_key.get(&key)?, record))
+        })
+        .collect()
+}
+
+/// The engine's histograms at the end of the run (no AWS call was made, so
+/// none was metered).
+fn engine_figures(pipeline: &Pipeline) -> EngineFigures {
+    let metrics = pipeline.metrics();
+    EngineFigures {
+        handling: PerPriority::from_fn(|p| Some(metrics.handling_histogram(p))),
+        stages: Stage::ALL
+            .into_iter()
+            .map(|stage| (stage, metrics.stage_histogram(stage)))
+            .filter(|(_, histogram)| !histogram.is_empty())
+            .collect(),
+        ..EngineFigures::default()
+    }
+}
