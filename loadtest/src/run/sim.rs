@@ -235,6 +235,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     let traffic_secs = start.elapsed().as_secs_f64().max(scenario.run.duration_secs);
     tokio::time::sleep_until(start + traffic).await;
     drain(&pipeline, &driver, scenario, start).await;
+    settle_batches(&pipeline, &driver.outcomes()).await;
     drained.cancel();
     let _ = quota.await;
     stop_sampler.cancel();
@@ -268,7 +269,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
         collected,
         cpu: BTreeMap::new(),
         window_secs: virtual_secs,
-        engine: engine_figures(&pipeline),
+        engine: engine_figures(&pipeline, ses.throttled()),
         quota_rate: scenario.ses_quota_rate(),
         capacity: None,
         checks: Vec::new(),
@@ -364,6 +365,20 @@ async fn drain(pipeline: &Pipeline, driver: &Driver, scenario: &Scenario, start:
     }
 }
 
+/// Gives each batch whose messages are all final the time to see it and
+/// say DONE (it looks every couple of seconds), as a real run's engine has
+/// while it is stopped; at most ten virtual seconds.
+async fn settle_batches(pipeline: &Pipeline, outcomes: &[RequestOutcome]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let batches = batch_summaries(pipeline, outcomes).await;
+        if batches.iter().all(|b| b.done_secs.is_some() || b.phase == "FAILED") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Every record in the simulated table, with the arrival it came from.
 fn records_by_arrival(store: &MemoryStore, outcomes: &[RequestOutcome]) -> Vec<(usize, SendRecord)> {
     let mut by_key: HashMap<String, usize> = HashMap::new();
@@ -388,9 +403,10 @@ fn records_by_arrival(store: &MemoryStore, outcomes: &[RequestOutcome]) -> Vec<(
         .collect()
 }
 
-/// The engine's histograms at the end of the run (no AWS call was made, so
-/// none was metered).
-fn engine_figures(pipeline: &Pipeline) -> EngineFigures {
+/// The engine's histograms at the end of the run, and the SES model's
+/// refusals counted as the real run counts the quota's (no AWS call was
+/// made, so none was metered).
+fn engine_figures(pipeline: &Pipeline, ses_throttles: u64) -> EngineFigures {
     let metrics = pipeline.metrics();
     EngineFigures {
         handling: PerPriority::from_fn(|p| Some(metrics.handling_histogram(p))),
@@ -399,6 +415,38 @@ fn engine_figures(pipeline: &Pipeline) -> EngineFigures {
             .map(|stage| (stage, metrics.stage_histogram(stage)))
             .filter(|(_, histogram)| !histogram.is_empty())
             .collect(),
+        fault_counts: [("ses_quota".to_string(), ses_throttles)].into(),
         ..EngineFigures::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calibrated_profile_takes_each_operation_from_the_run_and_a_receive_from_a_send() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/baselines/smoke/run-1.json");
+        let run = RunResults::load(&path).unwrap();
+        let (by_operation, fallback) = calibrated(&run);
+        let measured = &run.stack_answer_ms["DynamoDB.UpdateItem"];
+        let update = by_operation[&AwsOperation::DynamoDbUpdateItem];
+        assert_eq!((update.p50_ms, update.p99_ms), (measured.p50_ms, measured.p99_ms));
+        // A receive's measured time is mostly its long poll's wait.
+        assert!(run.stack_answer_ms["SQS.ReceiveMessage"].p50_ms > 100.0);
+        assert_eq!(
+            by_operation[&AwsOperation::SqsReceiveMessage],
+            by_operation[&AwsOperation::SqsSendMessageBatch]
+        );
+        assert!(fallback.p50_ms > 0.0 && fallback.p50_ms < 100.0, "{fallback:?}");
+    }
+
+    #[test]
+    fn profiles_are_named_on_the_command_line() {
+        assert_eq!("aws-typical".parse(), Ok(Profile::AwsTypical));
+        assert_eq!("calibrated:r.json".parse(), Ok(Profile::Calibrated(PathBuf::from("r.json"))));
+        assert!("typical".parse::<Profile>().is_err());
+        let (by_operation, _) = aws_typical();
+        assert!(AwsOperation::ALL.iter().all(|op| by_operation.contains_key(op)));
     }
 }

@@ -1,0 +1,83 @@
+//! The simulated target (`--stack sim`): no stack is started, so these run
+//! in a second or two each, on virtual time.
+
+use std::path::PathBuf;
+
+use loadtest::run::sim::Profile;
+use loadtest::run::{run, HarnessError, RunOptions};
+
+fn workspace_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("courier-sim-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn simulated(scenario: &str, out: &str) -> RunOptions {
+    RunOptions {
+        scenario: workspace_file(&format!("scenarios/{scenario}.toml")),
+        out_dir: Some(scratch_dir(out)),
+        stack: Some("sim".into()),
+        ..RunOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_simulated_run_repeats_figure_for_figure_and_says_it_is_simulated() {
+    let first = run(simulated("smoke", "smoke-1")).await.expect("the simulation runs");
+    let second = run(simulated("smoke", "smoke-2")).await.expect("the simulation runs");
+    let (a, b) = (&first.results, &second.results);
+    assert!(first.passed, "{:?}", a.slo.iter().filter(|c| !c.pass).collect::<Vec<_>>());
+    assert_eq!(a.audit.accepted, a.offered.expected_messages);
+    assert_eq!((a.audit.lost, a.audit.duplicated, a.audit.unexpected), (0, 0, 0));
+    assert!(a.audit.mail_record_checked, "the SES model's record of what it accepted is audited");
+    // The same scenario and seed: the same figures.
+    assert_eq!(a.latency_ms, b.latency_ms);
+    assert_eq!(a.handling_ms, b.handling_ms);
+    assert_eq!(a.timeseries, b.timeseries);
+    assert_eq!(a.delivered_per_sec, b.delivered_per_sec);
+    // Latency is virtual time, not zero: each call waited its answer time.
+    let high = &a.latency_ms[&vocabulary::Priority::High];
+    assert!(high.p50_ms > 10.0, "{high:?}");
+
+    let sim = a.simulation.as_ref().expect("marked simulated");
+    assert_eq!(sim.profile, "aws-typical");
+    assert!(sim.virtual_secs > sim.wall_secs, "{sim:?}");
+    assert_eq!(a.stack.target, "sim");
+    assert!(a.cost.is_none(), "no call reached AWS, so none is priced");
+    let html = std::fs::read_to_string(&first.reports.html).unwrap();
+    assert!(html.contains("SIMULATED: no stack ran"), "the report cannot be mistaken for a real run");
+    let summary = std::fs::read_to_string(&first.reports.markdown).unwrap();
+    assert!(summary.contains("SIMULATED"));
+}
+
+#[tokio::test]
+async fn an_ses_quota_in_simulation_paces_the_senders_to_it_and_keeps_reminders_first() {
+    let outcome = run(simulated("ses-quota-priority", "ses-quota")).await.expect("the simulation runs");
+    let r = &outcome.results;
+    let failed: Vec<_> = r.slo.iter().filter(|c| !c.pass).collect();
+    assert!(outcome.passed, "{failed:?}");
+    // The model refused nothing: the dispatcher read the quota and paced to it.
+    assert_eq!(r.simulation.as_ref().unwrap().ses_throttles, 0);
+    assert_eq!(r.fault_counts.get("ses_quota"), Some(&0));
+    // The backlog drained at the quota, not faster: 1,407 messages at 20/s.
+    assert!(r.total_secs > 1407.0 / 20.0, "{} s", r.total_secs);
+}
+
+#[tokio::test]
+async fn a_calibrated_profile_comes_from_a_real_run_and_an_unmodelled_fault_is_refused_by_name() {
+    let mut options = simulated("smoke", "calibrated");
+    options.sim_profile = Some(Profile::Calibrated(workspace_file("reports/baselines/smoke/run-1.json")));
+    let outcome = run(options).await.expect("the simulation runs");
+    let sim = outcome.results.simulation.as_ref().unwrap();
+    assert_eq!(sim.profile, "calibrated");
+    assert!(sim.calibrated_from.as_deref().is_some_and(|f| f.ends_with("run-1.json")));
+
+    let error = run(simulated("worker-crash", "worker-crash")).await.err().expect("refused");
+    assert!(matches!(error, HarnessError::NotSimulated(ref kind) if kind == "kill_worker"), "{error}");
+    let error = "calibrated:".parse::<Profile>().unwrap_err();
+    assert!(error.contains("aws-typical"), "{error}");
+}
