@@ -8,7 +8,8 @@
 //! target. Time is tokio's, so a paused clock drives it. The AWS adapters
 //! themselves are tested against the real local stack, not against these.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use crate::mailer::{Email, MailError, Mailer};
 use crate::queue::{MessageQueue, QueueDepth, QueueError, QueueRef, ReceivedMessage, MAX_BATCH, MAX_BATCH_BYTES};
 use crate::sim::{self, ServiceTimes};
 use crate::store::{Claim, Lease, Page, StatusStore, StoreError};
-use vocabulary::AwsOperation as Op;
+use vocabulary::{AwsOperation as Op, UsageByOperation};
 
 /// One message on an in-memory queue.
 #[derive(Debug, Clone)]
@@ -37,13 +38,92 @@ struct Entry {
     visible_at: Instant,
     /// The receipt of its latest receive; an older receipt no longer works.
     receipt: u64,
+    /// Hidden (in flight or delayed) rather than visible.
+    hidden: bool,
+}
+
+/// One queue, indexed so that every call costs the same whatever its length
+/// (the simulated target holds a million messages): visible messages in
+/// order, hidden ones by the instant they show again, receipts by message.
+#[derive(Debug, Default)]
+struct Queue {
+    entries: HashMap<u64, Entry>,
+    /// Messages visible now, oldest first. A message hidden again since it
+    /// was put here, or deleted, is skipped when reached.
+    ready: VecDeque<u64>,
+    /// When each hidden message shows again; a pair whose instant is no
+    /// longer the message's own is stale and skipped.
+    hidden: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The current receipt of each message received and not deleted.
+    receipts: HashMap<u64, u64>,
+    in_flight: u64,
+    delayed: u64,
+}
+
+impl Queue {
+    fn hide(&mut self, id: u64, until: Instant) {
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        if !entry.hidden {
+            entry.hidden = true;
+            match entry.receive_count {
+                0 => self.delayed += 1,
+                _ => self.in_flight += 1,
+            }
+        }
+        entry.visible_at = until;
+        self.hidden.push(Reverse((until, id)));
+    }
+
+    /// Shows every hidden message whose time has come; those past their last
+    /// receive come back out of the queue (a main queue's redrive to its DLQ).
+    fn show_due(&mut self, now: Instant, max_receives: Option<u32>) -> Vec<Entry> {
+        let mut redriven = Vec::new();
+        while let Some(Reverse((at, id))) = self.hidden.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.hidden.pop();
+            let Some(entry) = self.entries.get_mut(&id).filter(|e| e.hidden && e.visible_at == at) else {
+                continue;
+            };
+            entry.hidden = false;
+            match entry.receive_count {
+                0 => self.delayed -= 1,
+                _ => self.in_flight -= 1,
+            }
+            if max_receives.is_some_and(|max| entry.receive_count >= max) {
+                let entry = self.entries.remove(&id).expect("present");
+                self.receipts.remove(&entry.receipt);
+                redriven.push(Entry {
+                    receive_count: 0,
+                    receipt: 0,
+                    ..entry
+                });
+            } else {
+                self.ready.push_back(id);
+            }
+        }
+        redriven
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(entry) = self.entries.remove(&id) {
+            if entry.hidden {
+                match entry.receive_count {
+                    0 => self.delayed -= 1,
+                    _ => self.in_flight -= 1,
+                }
+            }
+        }
+    }
 }
 
 /// Six queues (three priorities and their DLQs) that behave like SQS.
 pub struct MemoryQueues {
-    queues: Mutex<HashMap<QueueRef, VecDeque<Entry>>>,
+    queues: Mutex<HashMap<QueueRef, Queue>>,
     arrived: Notify,
-    next_receipt: Mutex<u64>,
+    /// Message ids and receipts, one sequence for both.
+    next_id: std::sync::atomic::AtomicU64,
     visibility_timeout: Duration,
     max_receives: u32,
     /// How long each call takes (the simulated target); none in unit tests.
@@ -55,91 +135,92 @@ impl MemoryQueues {
         Self {
             queues: Mutex::new(HashMap::new()),
             arrived: Notify::new(),
-            next_receipt: Mutex::new(0),
+            next_id: std::sync::atomic::AtomicU64::new(1),
             visibility_timeout,
             max_receives,
             times: None,
         }
     }
 
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 
     fn push(&self, queue: QueueRef, body: String, send_id: Option<String>, delay: Duration) {
+        let id = self.next_id();
+        let now = Instant::now();
         let entry = Entry {
             body,
             send_id,
             receive_count: 0,
-            visible_at: Instant::now() + delay,
+            visible_at: now,
             receipt: 0,
+            hidden: false,
         };
-        self.queues
-            .lock()
-            .expect("queues lock")
-            .entry(queue)
-            .or_default()
-            .push_back(entry);
+        let mut queues = self.queues.lock().expect("queues lock");
+        let q = queues.entry(queue).or_default();
+        q.entries.insert(id, entry);
+        if delay.is_zero() {
+            q.ready.push_back(id);
+        } else {
+            q.hide(id, now + delay);
+        }
+        drop(queues);
         self.arrived.notify_waiters();
     }
 
     /// Takes up to `max` visible messages, moving those past their last
-    /// receive to the DLQ first (SQS's redrive policy).
-    fn take(&self, queue: QueueRef, max: usize) -> Vec<ReceivedMessage> {
+    /// receive to the DLQ first (SQS's redrive policy); also says when the
+    /// next hidden message shows.
+    fn take(&self, queue: QueueRef, max: usize) -> (Vec<ReceivedMessage>, Option<Instant>) {
         let now = Instant::now();
         let mut queues = self.queues.lock().expect("queues lock");
-        let mut redriven = Vec::new();
+        let redrive = matches!(queue, QueueRef::Main(_)).then_some(self.max_receives);
+        let q = queues.entry(queue).or_default();
+        let redriven = q.show_due(now, redrive);
         let mut out = Vec::new();
-        let entries = queues.entry(queue).or_default();
-        entries.retain(|e| {
-            let dead =
-                matches!(queue, QueueRef::Main(_)) && e.visible_at <= now && e.receive_count >= self.max_receives;
-            if dead {
-                redriven.push(Entry {
-                    receive_count: 0,
-                    ..e.clone()
-                });
-            }
-            !dead
-        });
-        for entry in entries
-            .iter_mut()
-            .filter(|e| e.visible_at <= now)
-            .take(max.clamp(1, MAX_BATCH))
-        {
-            let mut receipt = self.next_receipt.lock().expect("receipt lock");
-            *receipt += 1;
-            entry.receipt = *receipt;
+        while out.len() < max.clamp(1, MAX_BATCH) {
+            let Some(id) = q.ready.pop_front() else { break };
+            let receipt = self.next_id();
+            let Some(entry) = q.entries.get_mut(&id).filter(|e| !e.hidden) else {
+                continue;
+            };
+            let old = std::mem::replace(&mut entry.receipt, receipt);
             entry.receive_count += 1;
-            entry.visible_at = now + self.visibility_timeout;
             out.push(ReceivedMessage {
                 queue,
-                receipt: entry.receipt.to_string(),
+                receipt: receipt.to_string(),
                 body: entry.body.clone(),
                 send_id: entry.send_id.clone(),
                 receive_count: entry.receive_count,
             });
+            q.receipts.remove(&old);
+            q.receipts.insert(receipt, id);
+            q.hide(id, now + self.visibility_timeout);
         }
+        let next = q.hidden.peek().map(|Reverse((at, _))| *at);
         if !redriven.is_empty() {
-            let dlq = QueueRef::DeadLetter(queue.priority());
-            queues.entry(dlq).or_default().extend(redriven);
+            let dlq = queues.entry(QueueRef::DeadLetter(queue.priority())).or_default();
+            for entry in redriven {
+                let id = self.next_id();
+                dlq.entries.insert(id, entry);
+                dlq.ready.push_back(id);
+            }
         }
-        out
+        (out, next)
     }
 
-    /// Finds the entry a receipt belongs to, if the receipt is still current.
-    fn with_entry<T>(
-        &self,
-        message: &ReceivedMessage,
-        f: impl FnOnce(&mut VecDeque<Entry>, usize) -> T,
-    ) -> Result<T, QueueError> {
+    /// Finds the message a receipt belongs to, if the receipt is still current.
+    fn with_entry<T>(&self, message: &ReceivedMessage, f: impl FnOnce(&mut Queue, u64) -> T) -> Result<T, QueueError> {
+        let invalid = || QueueError {
+            queue: message.queue,
+            error: ServiceError::new(ErrorKind::Invalid, "ReceiptHandleIsInvalid"),
+        };
+        let receipt: u64 = message.receipt.parse().map_err(|_| invalid())?;
         let mut queues = self.queues.lock().expect("queues lock");
-        let entries = queues.entry(message.queue).or_default();
-        let position = entries
-            .iter()
-            .position(|e| e.receipt.to_string() == message.receipt)
-            .ok_or_else(|| QueueError {
-                queue: message.queue,
-                error: ServiceError::new(ErrorKind::Invalid, "ReceiptHandleIsInvalid"),
-            })?;
-        Ok(f(entries, position))
+        let q = queues.entry(message.queue).or_default();
+        let id = *q.receipts.get(&receipt).ok_or_else(invalid)?;
+        Ok(f(q, id))
     }
 }
 
@@ -195,12 +276,13 @@ impl MessageQueue for MemoryQueues {
         let deadline = Instant::now() + wait.min(Duration::from_secs(20));
         loop {
             let arrived = self.arrived.notified();
-            let taken = self.take(queue, max);
+            let (taken, next_shown) = self.take(queue, max);
             if !taken.is_empty() || Instant::now() >= deadline {
                 return Ok(taken);
             }
-            // Wake on an arrival, or look again soon for messages becoming visible.
-            let _ = tokio::time::timeout_at(deadline.min(Instant::now() + Duration::from_millis(50)), arrived).await;
+            // Wake on an arrival, or when the next hidden message shows.
+            let wake = next_shown.map_or(deadline, |at| at.min(deadline));
+            let _ = tokio::time::timeout_at(wake, arrived).await;
         }
     }
 
@@ -208,8 +290,10 @@ impl MessageQueue for MemoryQueues {
         sim::wait(&self.times, Op::SqsDeleteMessageBatch).await;
         let mut first_failure = None;
         for message in messages {
-            let deleted = self.with_entry(message, |entries, at| {
-                entries.remove(at);
+            let deleted = self.with_entry(message, |q, id| {
+                let receipt = q.entries.get(&id).map(|e| e.receipt);
+                receipt.map(|r| q.receipts.remove(&r));
+                q.remove(id);
             });
             if let Err(error) = deleted {
                 first_failure.get_or_insert(error);
@@ -220,28 +304,129 @@ impl MessageQueue for MemoryQueues {
 
     async fn set_visibility(&self, message: &ReceivedMessage, timeout: Duration) -> Result<(), QueueError> {
         sim::wait(&self.times, Op::SqsChangeMessageVisibility).await;
-        self.with_entry(message, |entries, at| entries[at].visible_at = Instant::now() + timeout)
+        let until = Instant::now() + timeout;
+        self.with_entry(message, |q, id| q.hide(id, until))?;
+        if timeout.is_zero() {
+            self.arrived.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn depth(&self, queue: QueueRef) -> Result<QueueDepth, QueueError> {
         let now = Instant::now();
-        let queues = self.queues.lock().expect("queues lock");
-        let mut depth = QueueDepth::default();
-        for entry in queues.get(&queue).into_iter().flatten() {
-            match (entry.visible_at <= now, entry.receive_count) {
-                (true, _) => depth.visible += 1,
-                (false, 0) => depth.delayed += 1,
-                (false, _) => depth.in_flight += 1,
-            }
+        let mut queues = self.queues.lock().expect("queues lock");
+        let Some(q) = queues.get_mut(&queue) else {
+            return Ok(QueueDepth::default());
+        };
+        // Show what is due (without redriving: SQS redrives on a receive).
+        let redrive = None;
+        let redriven = q.show_due(now, redrive);
+        debug_assert!(redriven.is_empty());
+        Ok(QueueDepth {
+            visible: q.entries.len() as u64 - q.in_flight - q.delayed,
+            in_flight: q.in_flight,
+            delayed: q.delayed,
+        })
+    }
+}
+
+/// The records, and how many of each batch are in each status (so that
+/// "is this batch finished?" costs the same at a million records).
+#[derive(Default)]
+struct Table {
+    records: HashMap<SendId, SendRecord>,
+    counts: HashMap<(Option<BatchId>, SendStatus), u64>,
+    /// The units each operation would have taken on DynamoDB.
+    usage: UsageByOperation,
+}
+
+/// Write units of one item write on DynamoDB, as AWS bills them for this
+/// table: one for the item (they stay under 1 KB), and for each global
+/// secondary index (both project every attribute) one for an item that
+/// enters, leaves or changes in it, two when its index key changes (a delete
+/// and a put). `status_index` is keyed on (status, createdAt) and holds every
+/// record; `batch_index` on (batchId, createdAt) holds campaign records.
+/// Returns (all units, the indexes' share).
+pub fn write_units(old: Option<&SendRecord>, new: Option<&SendRecord>) -> (f64, f64) {
+    let index = |key: fn(&SendRecord) -> Option<(String, DateTime<Utc>)>| match (old.and_then(key), new.and_then(key)) {
+        (Some(a), Some(b)) if a != b => 2.0,
+        (None, None) => 0.0,
+        _ => 1.0,
+    };
+    let status = index(|r| Some((r.status.to_string(), r.created_at)));
+    let batch = index(|r| r.batch_id.map(|b| (b.to_string(), r.created_at)));
+    (1.0 + status + batch, status + batch)
+}
+
+impl Table {
+    /// Bills one write of `op` (twice the rate in a transaction).
+    fn bill(&mut self, op: Op, old: Option<&SendRecord>, new: Option<&SendRecord>) {
+        let (units, indexes) = write_units(old, new);
+        let rate = if op == Op::DynamoDbTransactWriteItems { 2.0 } else { 1.0 };
+        let usage = self.usage.entry(op.as_str().to_string()).or_default();
+        usage.write_units += units * rate;
+        usage.index_units += indexes * rate;
+    }
+
+    /// Bills a read of `op`: half a unit (an eventually consistent read of up to 4 KB).
+    fn bill_read(&mut self, op: Op) {
+        let usage = self.usage.entry(op.as_str().to_string()).or_default();
+        usage.read_units += 0.5;
+    }
+
+    /// Bills a conditional write its condition refused: one unit.
+    fn bill_refused(&mut self, op: Op) {
+        self.usage.entry(op.as_str().to_string()).or_default().write_units += 1.0;
+    }
+
+    fn count(&mut self, record: &SendRecord, add: bool) {
+        let count = self.counts.entry((record.batch_id, record.status)).or_insert(0);
+        if add {
+            *count += 1;
+        } else {
+            *count -= 1;
         }
-        Ok(depth)
+    }
+
+    fn insert(&mut self, op: Op, record: SendRecord) {
+        self.count(&record, true);
+        let old = self.records.insert(record.send_id, record.clone());
+        self.bill(op, old.as_ref(), Some(&record));
+        if let Some(old) = old {
+            self.count(&old, false);
+        }
+    }
+
+    fn remove(&mut self, op: Op, id: &SendId) {
+        if let Some(old) = self.records.remove(id) {
+            self.count(&old, false);
+            self.bill(op, Some(&old), None);
+        }
+    }
+
+    /// Changes one record, keeping the counts right.
+    fn update<T>(&mut self, op: Op, id: &SendId, change: impl FnOnce(&mut SendRecord) -> T) -> Option<T> {
+        let mut record = self.records.remove(id)?;
+        self.count(&record, false);
+        let old = record.clone();
+        let result = change(&mut record);
+        self.count(&record, true);
+        self.bill(op, Some(&old), Some(&record));
+        self.records.insert(record.send_id, record);
+        Some(result)
+    }
+
+    fn unfinished(&self, batch: Option<BatchId>) -> bool {
+        self.counts
+            .iter()
+            .any(|((b, status), n)| *n > 0 && !status.is_terminal() && batch.is_none_or(|batch| *b == Some(batch)))
     }
 }
 
 /// The status table as a map, with DynamoDB's conditional transitions.
 #[derive(Default)]
 pub struct MemoryStore {
-    records: Mutex<HashMap<SendId, SendRecord>>,
+    records: Mutex<Table>,
     /// The copy holding each claimed message, and until when.
     leases: Mutex<HashMap<SendId, Lease>>,
     /// When set, `mark_sent` fails this many more times (a store outage after a send).
@@ -251,9 +436,14 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// The units each DynamoDB operation would have taken (the simulated target's bill).
+    pub fn usage(&self) -> UsageByOperation {
+        self.records.lock().expect("records lock").usage.clone()
+    }
+
     /// Every record as it stands (the simulated target's audit reads them all at once).
     pub fn records(&self) -> Vec<SendRecord> {
-        self.records.lock().expect("records lock").values().cloned().collect()
+        self.records.lock().expect("records lock").records.values().cloned().collect()
     }
 
     fn page(&self, mut items: Vec<SendRecord>, limit: usize, cursor: Option<&str>) -> Result<Page, StoreError> {
@@ -273,63 +463,79 @@ impl MemoryStore {
 
     /// Copies of the records `keep` says yes to (the index query's stand-in).
     fn select(&self, keep: impl Fn(&SendRecord) -> bool) -> Vec<SendRecord> {
-        let records = self.records.lock().expect("records lock");
-        records.values().filter(|r| keep(r)).cloned().collect()
+        let table = self.records.lock().expect("records lock");
+        table.records.values().filter(|r| keep(r)).cloned().collect()
     }
 
     /// Moves a record that is not final yet to `status`; false if it was final.
     fn finish(&self, id: SendId, update: impl FnOnce(&mut SendRecord)) -> Result<bool, StoreError> {
-        let mut records = self.records.lock().expect("records lock");
-        match records.get_mut(&id) {
-            Some(record) if !record.status.is_terminal() => {
-                update(record);
-                record.updated_at = crate::clock::now();
-                Ok(true)
-            }
-            _ => Ok(false),
+        let mut table = self.records.lock().expect("records lock");
+        if table.records.get(&id).is_none_or(|r| r.status.is_terminal()) {
+            table.bill_refused(Op::DynamoDbUpdateItem);
+            return Ok(false);
         }
+        table.update(Op::DynamoDbUpdateItem, &id, |record| {
+            update(record);
+            record.updated_at = crate::clock::now();
+        });
+        Ok(true)
     }
 }
 
 #[async_trait]
 impl StatusStore for MemoryStore {
     async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError> {
-        sim::wait(&self.times, Op::DynamoDbBatchWriteItem).await;
-        let mut all = self.records.lock().expect("records lock");
+        // As the DynamoDB adapter writes: batches of 25, four at a time.
+        sim::wait_calls(&self.times, Op::DynamoDbBatchWriteItem, records.len().div_ceil(25), 4).await;
+        let mut table = self.records.lock().expect("records lock");
         for record in records {
             // Unconditional, as DynamoDB's BatchWriteItem is.
-            all.insert(record.send_id, record.clone());
+            table.insert(Op::DynamoDbBatchWriteItem, record.clone());
         }
         Ok(())
     }
 
     async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError> {
-        sim::wait(&self.times, Op::DynamoDbTransactWriteItems).await;
-        let mut all = self.records.lock().expect("records lock");
-        let pending = records
-            .iter()
-            .filter(|record| {
-                all.entry(record.send_id).or_insert_with(|| (*record).clone()).status == SendStatus::Pending
-            })
-            .map(|record| record.send_id)
-            .collect();
+        // One conditional put each, eight at a time.
+        sim::wait_calls(&self.times, Op::DynamoDbPutItem, records.len(), 8).await;
+        let mut table = self.records.lock().expect("records lock");
+        let mut pending = Vec::new();
+        for record in records {
+            if table.records.contains_key(&record.send_id) {
+                table.bill_refused(Op::DynamoDbPutItem);
+            } else {
+                table.insert(Op::DynamoDbPutItem, record.clone());
+            }
+            if table.records[&record.send_id].status == SendStatus::Pending {
+                pending.push(record.send_id);
+            }
+        }
         Ok(pending)
     }
 
     async fn has_unfinished(&self, batch: Option<BatchId>) -> Result<bool, StoreError> {
         sim::wait(&self.times, Op::DynamoDbQuery).await;
-        let records = self.records.lock().expect("records lock");
-        Ok(records
-            .values()
-            .any(|r| batch.is_none_or(|b| r.batch_id == Some(b)) && !r.status.is_terminal()))
+        let mut table = self.records.lock().expect("records lock");
+        table.bill_read(Op::DynamoDbQuery);
+        Ok(table.unfinished(batch))
     }
 
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
-        sim::wait(&self.times, Op::DynamoDbTransactWriteItems).await;
-        let mut records = self.records.lock().expect("records lock");
+        // One message: a conditional update; more: transactions of 25, one after another.
+        match ids.len() {
+            1 => sim::wait(&self.times, Op::DynamoDbUpdateItem).await,
+            n => sim::wait_calls(&self.times, Op::DynamoDbTransactWriteItems, n.div_ceil(25), 1).await,
+        }
+        let op = match ids.len() {
+            1 => Op::DynamoDbUpdateItem,
+            _ => Op::DynamoDbTransactWriteItems,
+        };
+        let mut table = self.records.lock().expect("records lock");
         for id in ids {
-            if let Some(record) = records.get_mut(id).filter(|r| r.status == SendStatus::Pending) {
-                record.status = SendStatus::Queued;
+            if table.records.get(id).is_some_and(|r| r.status == SendStatus::Pending) {
+                table.update(op, id, |record| record.status = SendStatus::Queued);
+            } else {
+                table.bill_refused(op);
             }
         }
         Ok(())
@@ -337,23 +543,28 @@ impl StatusStore for MemoryStore {
 
     async fn begin_attempt(&self, id: SendId, lease: Lease) -> Result<Claim, StoreError> {
         sim::wait(&self.times, Op::DynamoDbUpdateItem).await;
-        let mut records = self.records.lock().expect("records lock");
+        let mut table = self.records.lock().expect("records lock");
         let mut leases = self.leases.lock().expect("leases lock");
         let held_by_another = leases
             .get(&id)
             .is_some_and(|held| held.copy != lease.copy && held.until >= crate::clock::now());
-        Ok(match records.get_mut(&id) {
+        let claim = match table.records.get(&id) {
             None => Claim::Missing,
             Some(record) if record.status.is_terminal() => Claim::AlreadyFinal(record.status),
             Some(_) if held_by_another => Claim::HeldByAnotherCopy,
-            Some(record) => {
+            Some(_) => {
                 leases.insert(id, lease);
-                record.attempts += 1;
-                Claim::Claimed {
-                    attempts: record.attempts,
-                }
+                let attempts = table.update(Op::DynamoDbUpdateItem, &id, |record| {
+                    record.attempts += 1;
+                    record.attempts
+                });
+                return Ok(Claim::Claimed {
+                    attempts: attempts.expect("the record is there"),
+                });
             }
-        })
+        };
+        table.bill_refused(Op::DynamoDbUpdateItem);
+        Ok(claim)
     }
 
     async fn mark_sent(
@@ -387,11 +598,13 @@ impl StatusStore for MemoryStore {
     }
 
     async fn delete_pending(&self, ids: &[SendId]) -> Result<(), StoreError> {
-        sim::wait(&self.times, Op::DynamoDbBatchWriteItem).await;
-        let mut records = self.records.lock().expect("records lock");
+        sim::wait_calls(&self.times, Op::DynamoDbDeleteItem, ids.len(), 1).await;
+        let mut table = self.records.lock().expect("records lock");
         for id in ids {
-            if records.get(id).is_some_and(|r| r.status == SendStatus::Pending) {
-                records.remove(id);
+            if table.records.get(id).is_some_and(|r| r.status == SendStatus::Pending) {
+                table.remove(Op::DynamoDbDeleteItem, id);
+            } else {
+                table.bill_refused(Op::DynamoDbDeleteItem);
             }
         }
         Ok(())
@@ -399,7 +612,9 @@ impl StatusStore for MemoryStore {
 
     async fn get(&self, id: SendId) -> Result<Option<SendRecord>, StoreError> {
         sim::wait(&self.times, Op::DynamoDbGetItem).await;
-        Ok(self.records.lock().expect("records lock").get(&id).cloned())
+        let mut table = self.records.lock().expect("records lock");
+        table.bill_read(Op::DynamoDbGetItem);
+        Ok(table.records.get(&id).cloned())
     }
 
     async fn by_status(
@@ -429,12 +644,13 @@ impl StatusStore for MemoryStore {
 
     async fn batch_counts(&self, batch: BatchId) -> Result<BTreeMap<String, u64>, StoreError> {
         sim::wait(&self.times, Op::DynamoDbQuery).await;
-        let mut counts = BTreeMap::new();
-        for record in self.records.lock().expect("records lock").values() {
-            if record.batch_id == Some(batch) {
-                *counts.entry(record.status.to_string()).or_insert(0) += 1;
-            }
-        }
+        let table = self.records.lock().expect("records lock");
+        let counts = table
+            .counts
+            .iter()
+            .filter(|((b, _), n)| *b == Some(batch) && **n > 0)
+            .map(|((_, status), n)| (status.to_string(), *n))
+            .collect();
         Ok(counts)
     }
 }
@@ -625,6 +841,40 @@ impl MemoryPipeline {
 mod tests {
     use super::*;
     use crate::domain::CopyId;
+
+    fn record(batch: Option<BatchId>, status: SendStatus) -> SendRecord {
+        SendRecord {
+            send_id: SendId::new(),
+            batch_id: batch,
+            kind: crate::domain::MessageKind::Offer,
+            priority: Priority::Medium,
+            recipient: "a@example.com".into(),
+            subject: "S".into(),
+            status,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            sent_at: None,
+            attempts: 0,
+            provider_message_id: None,
+            error_reason: None,
+        }
+    }
+
+    #[test]
+    fn a_write_costs_a_unit_for_the_item_and_each_index_it_touches_and_two_where_a_key_moves() {
+        let campaign = record(Some(BatchId::new()), SendStatus::Pending);
+        let notification = record(None, SendStatus::Pending);
+        // PENDING: the table and both indexes (a notification is in no batch).
+        assert_eq!(write_units(None, Some(&campaign)), (3.0, 2.0));
+        assert_eq!(write_units(None, Some(&notification)), (2.0, 1.0));
+        // A status change moves the item within status_index: a delete and a put.
+        let queued = SendRecord { status: SendStatus::Queued, ..campaign.clone() };
+        assert_eq!(write_units(Some(&campaign), Some(&queued)), (4.0, 3.0));
+        // A claim changes attributes only: one write in each index.
+        let claimed = SendRecord { attempts: 1, ..queued.clone() };
+        assert_eq!(write_units(Some(&queued), Some(&claimed)), (3.0, 2.0));
+        assert_eq!(write_units(Some(&notification), None), (2.0, 1.0));
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_received_message_is_hidden_for_its_visibility_timeout_and_a_stale_receipt_fails() {

@@ -59,6 +59,8 @@ pub struct ServiceTimes {
     /// For an operation the profile does not name.
     fallback: AnswerTimes,
     dice: Mutex<ChaCha8Rng>,
+    /// Calls made, per operation: what the simulated run would be billed for.
+    calls: Mutex<BTreeMap<AwsOperation, u64>>,
 }
 
 impl ServiceTimes {
@@ -67,6 +69,7 @@ impl ServiceTimes {
             by_operation: by_operation.into_iter().collect(),
             fallback,
             dice: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            calls: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -88,8 +91,14 @@ impl ServiceTimes {
         Duration::from_secs_f64(times.at(q).max(0.0) / 1000.0)
     }
 
-    /// Waits as long as one `operation` takes.
+    /// Calls made so far, per operation.
+    pub fn calls(&self) -> BTreeMap<AwsOperation, u64> {
+        self.calls.lock().expect("calls lock").clone()
+    }
+
+    /// Waits as long as one `operation` takes, and counts the call.
     pub async fn wait(&self, operation: AwsOperation) {
+        *self.calls.lock().expect("calls lock").entry(operation).or_insert(0) += 1;
         let took = self.draw(operation);
         if !took.is_zero() {
             tokio::time::sleep(took).await;
@@ -101,6 +110,22 @@ impl ServiceTimes {
 pub(crate) async fn wait(times: &Option<std::sync::Arc<ServiceTimes>>, operation: AwsOperation) {
     if let Some(times) = times {
         times.wait(operation).await;
+    }
+}
+
+/// Waits for `calls` calls of `operation` made `parallel` at a time.
+pub(crate) async fn wait_calls(
+    times: &Option<std::sync::Arc<ServiceTimes>>,
+    operation: AwsOperation,
+    calls: usize,
+    parallel: usize,
+) {
+    let Some(times) = times else { return };
+    let mut left = calls;
+    while left > 0 {
+        let now = left.min(parallel.max(1));
+        futures::future::join_all((0..now).map(|_| times.wait(operation))).await;
+        left -= now;
     }
 }
 

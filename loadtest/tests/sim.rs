@@ -47,7 +47,11 @@ async fn a_simulated_run_repeats_figure_for_figure_and_says_it_is_simulated() {
     assert_eq!(sim.profile, "aws-typical");
     assert!(sim.virtual_secs > sim.wall_secs, "{sim:?}");
     assert_eq!(a.stack.target, "sim");
-    assert!(a.cost.is_none(), "no call reached AWS, so none is priced");
+    // Priced from the modelled calls: SES's $0.10 per 1,000 and the rest.
+    let cost = a.cost.as_ref().expect("the modelled calls are priced");
+    let per_1000 = cost.per_1000_messages_usd.unwrap();
+    assert!(per_1000 > 0.10 && per_1000 < 0.2, "{cost:?}");
+    assert_eq!(a.aws_usage["SESv2.SendEmail"].recipients, a.sent());
     let html = std::fs::read_to_string(&first.reports.html).unwrap();
     assert!(html.contains("SIMULATED: no stack ran"), "the report cannot be mistaken for a real run");
     let summary = std::fs::read_to_string(&first.reports.markdown).unwrap();

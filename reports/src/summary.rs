@@ -88,7 +88,7 @@ pub fn simulated_banner(results: &RunResults) -> Option<String> {
         None => format!("`{}` answer times", sim.profile),
     };
     Some(format!(
-        "SIMULATED: no stack ran. The engine's own code ran on virtual time against models of SQS, DynamoDB, S3 and SES ({profile}); {:.0} s simulated in {:.1} s. Engine CPU is not modelled; nothing was mailed.",
+        "SIMULATED: no stack ran. The engine's own code ran on virtual time against models of SQS, DynamoDB, S3 and SES ({profile}); {:.0} s simulated in {:.1} s. Engine CPU is not modelled; nothing was mailed; the cost prices the modelled calls.",
         sim.virtual_secs, sim.wall_secs
     ))
 }

@@ -32,7 +32,7 @@ use scenarios::{Fault, Plan, Scenario};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use vocabulary::{AwsOperation, PerPriority, Stage};
+use vocabulary::{AwsOperation, PerPriority, Stage, UsageByOperation};
 
 use super::{batch_summaries, HarnessError};
 use crate::collector::{collect, sample, Event, Outputs, Sources};
@@ -195,7 +195,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     settings.validate()?;
     let times = Arc::new(profile.service_times(scenario.seed)?);
     let memory = MemoryPipeline::simulated(settings, times.clone());
-    let ses = Arc::new(SesModel::new(None, times));
+    let ses = Arc::new(SesModel::new(None, times.clone()));
     let pipeline = memory.pipeline.with_mailer(ses.clone());
 
     let token = CancellationToken::new();
@@ -269,7 +269,10 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
         collected,
         cpu: BTreeMap::new(),
         window_secs: virtual_secs,
-        engine: engine_figures(&pipeline, ses.throttled()),
+        engine: EngineFigures {
+            usage: simulated_usage(&times, &memory.store, &ses),
+            ..engine_figures(&pipeline, ses.throttled())
+        },
         quota_rate: scenario.ses_quota_rate(),
         capacity: None,
         checks: Vec::new(),
@@ -377,6 +380,24 @@ async fn settle_batches(pipeline: &Pipeline, outcomes: &[RequestOutcome]) {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// What the simulated calls would be billed for: every modelled call (a
+/// request each), the DynamoDB units the table model charged item by item
+/// (`engine::memory::write_units`), and a recipient per email SES accepted.
+fn simulated_usage(times: &ServiceTimes, store: &MemoryStore, ses: &SesModel) -> UsageByOperation {
+    let mut usage = store.usage();
+    for (operation, calls) in times.calls() {
+        let billed = usage.entry(operation.as_str().to_string()).or_default();
+        billed.calls = calls;
+        billed.requests = calls;
+    }
+    let recipients = ses.accepted().values().sum();
+    usage
+        .entry(AwsOperation::Sesv2SendEmail.as_str().to_string())
+        .or_default()
+        .recipients = recipients;
+    usage
 }
 
 /// Every record in the simulated table, with the arrival it came from.
