@@ -594,7 +594,10 @@ impl FaultHooks {
         let metering = Metering::new(plan.meter.clone());
         Self {
             http_client: SharedHttpClient::new(FaultyHttpClient { inner: base, plan }),
-            interceptors: [SharedInterceptor::new(OperationTagger), SharedInterceptor::new(metering)],
+            interceptors: [
+                SharedInterceptor::new(OperationTagger),
+                SharedInterceptor::new(metering),
+            ],
         }
     }
 }

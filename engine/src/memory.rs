@@ -443,7 +443,13 @@ impl MemoryStore {
 
     /// Every record as it stands (the simulated target's audit reads them all at once).
     pub fn records(&self) -> Vec<SendRecord> {
-        self.records.lock().expect("records lock").records.values().cloned().collect()
+        self.records
+            .lock()
+            .expect("records lock")
+            .records
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn page(&self, mut items: Vec<SendRecord>, limit: usize, cursor: Option<&str>) -> Result<Page, StoreError> {
@@ -868,10 +874,16 @@ mod tests {
         assert_eq!(write_units(None, Some(&campaign)), (3.0, 2.0));
         assert_eq!(write_units(None, Some(&notification)), (2.0, 1.0));
         // A status change moves the item within status_index: a delete and a put.
-        let queued = SendRecord { status: SendStatus::Queued, ..campaign.clone() };
+        let queued = SendRecord {
+            status: SendStatus::Queued,
+            ..campaign.clone()
+        };
         assert_eq!(write_units(Some(&campaign), Some(&queued)), (4.0, 3.0));
         // A claim changes attributes only: one write in each index.
-        let claimed = SendRecord { attempts: 1, ..queued.clone() };
+        let claimed = SendRecord {
+            attempts: 1,
+            ..queued.clone()
+        };
         assert_eq!(write_units(Some(&queued), Some(&claimed)), (3.0, 2.0));
         assert_eq!(write_units(Some(&notification), None), (2.0, 1.0));
     }

@@ -150,7 +150,10 @@ dynamodb_calls! {
 /// Recipients of an email about to go to SES (v1 or v2).
 fn recipients(input: &Input) -> Option<u64> {
     fn count(lists: [&Option<Vec<String>>; 3]) -> u64 {
-        lists.iter().map(|list| list.as_ref().map_or(0, |l| l.len() as u64)).sum()
+        lists
+            .iter()
+            .map(|list| list.as_ref().map_or(0, |l| l.len() as u64))
+            .sum()
     }
     if let Some(send) = input.downcast_ref::<aws_sdk_sesv2::operation::send_email::SendEmailInput>() {
         let to = send.destination.as_ref()?;
@@ -239,9 +242,9 @@ impl Intercept for Metering {
         match (service, context.output_or_error()) {
             (Some(AwsService::Sqs), output) => {
                 usage.requests = sqs_requests(billing.bytes_sent, bytes_received);
-                let empty = output.ok().and_then(|o| {
-                    o.downcast_ref::<aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput>()
-                });
+                let empty = output
+                    .ok()
+                    .and_then(|o| o.downcast_ref::<aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput>());
                 if empty.is_some_and(|r| r.messages.as_ref().is_none_or(Vec::is_empty)) {
                     usage.empty_receives = 1;
                 }
@@ -296,7 +299,10 @@ mod tests {
             .capacity_units(3.0)
             .global_secondary_indexes("status_index", index(2.0))
             .build();
-        let plain = ConsumedCapacity::builder().table_name("batches").capacity_units(1.0).build();
+        let plain = ConsumedCapacity::builder()
+            .table_name("batches")
+            .capacity_units(1.0)
+            .build();
         assert_eq!(capacity_units(&[write, plain]), (4.0, 2.0));
         assert_eq!(capacity_units(&[]), (0.0, 0.0));
     }
@@ -321,7 +327,11 @@ mod tests {
         assert_eq!(ask_for_units(&mut input), Some((2, true)));
         let input = input.downcast_ref::<TransactWriteItemsInput>().unwrap();
         assert_eq!(input.return_consumed_capacity, Some(ReturnConsumedCapacity::Indexes));
-        let mut not_dynamodb = Input::erase(aws_sdk_sqs::operation::receive_message::ReceiveMessageInput::builder().build().unwrap());
+        let mut not_dynamodb = Input::erase(
+            aws_sdk_sqs::operation::receive_message::ReceiveMessageInput::builder()
+                .build()
+                .unwrap(),
+        );
         assert_eq!(ask_for_units(&mut not_dynamodb), None);
     }
 
@@ -329,10 +339,15 @@ mod tests {
     fn an_email_counts_every_recipient_it_is_addressed_to() {
         use aws_sdk_sesv2::operation::send_email::SendEmailInput;
         use aws_sdk_sesv2::types::Destination;
-        let to = Destination::builder().to_addresses("a@example.com").bcc_addresses("b@example.com").build();
+        let to = Destination::builder()
+            .to_addresses("a@example.com")
+            .bcc_addresses("b@example.com")
+            .build();
         let input = Input::erase(SendEmailInput::builder().destination(to).build().unwrap());
         assert_eq!(recipients(&input), Some(2));
-        let raw = aws_sdk_ses::operation::send_raw_email::SendRawEmailInput::builder().build().unwrap();
+        let raw = aws_sdk_ses::operation::send_raw_email::SendRawEmailInput::builder()
+            .build()
+            .unwrap();
         assert_eq!(recipients(&Input::erase(raw)), Some(1));
     }
 }

@@ -235,14 +235,19 @@ mod tests {
         let p95 = draws[9_500];
         assert!((27.0..33.0).contains(&p95), "{p95}");
         let other = service.draw(AwsOperation::SqsSendMessage).as_secs_f64() * 1000.0;
-        assert!(other <= 10.0, "an unnamed operation takes the fallback's times: {other}");
+        assert!(
+            other <= 10.0,
+            "an unnamed operation takes the fallback's times: {other}"
+        );
     }
 
     #[test]
     fn the_same_seed_draws_the_same_times() {
         let draw = |seed| {
             let service = ServiceTimes::new(BTreeMap::new(), times(10.0), seed);
-            (0..5).map(|_| service.draw(AwsOperation::S3GetObject)).collect::<Vec<_>>()
+            (0..5)
+                .map(|_| service.draw(AwsOperation::S3GetObject))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
@@ -270,7 +275,11 @@ mod tests {
         for _ in 0..7 {
             results.push(ses.send(&email("a@example.com")).await);
         }
-        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5, "the bucket holds one second's sends");
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            5,
+            "the bucket holds one second's sends"
+        );
         assert!(matches!(results[6], Err(MailError::Throttled(_))));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let b = email("b@example.com");
@@ -278,7 +287,11 @@ mod tests {
         for _ in 0..4 {
             later.push(ses.send(&b).await);
         }
-        assert_eq!(later.iter().filter(|r| r.is_ok()).count(), 3, "the day's quota of 8 is used up");
+        assert_eq!(
+            later.iter().filter(|r| r.is_ok()).count(),
+            3,
+            "the day's quota of 8 is used up"
+        );
         assert!(later.iter().any(|r| matches!(r, Err(MailError::QuotaExhausted(_)))));
         assert_eq!(ses.accepted()["a@example.com"], 5);
         assert_eq!(ses.throttled(), 3);

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use engine::domain::{PerPriority, Priority, SendRecord, SendStatus, Stage};
 use hdrhistogram::Histogram;
-use scenarios::{Plan, Request, Slo};
 use reports::cost::{self, PriceCard};
+use scenarios::{Plan, Request, Slo};
 use vocabulary::{UsageByOperation, Verdict};
 
 use crate::audit::{audit, FinalRecord};

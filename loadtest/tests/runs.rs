@@ -97,12 +97,18 @@ async fn the_smoke_scenario_passes_with_every_accepted_message_sent_exactly_once
         "a claim and a SENT record per message, each writing the status index too: {claims:?}"
     );
     let receives = usage(vocabulary::AwsOperation::SqsReceiveMessage);
-    assert!(receives.requests >= receives.calls && receives.calls > 0, "{receives:?}");
+    assert!(
+        receives.requests >= receives.calls && receives.calls > 0,
+        "{receives:?}"
+    );
     let cost = r.cost.as_ref().expect("priced");
     let per_1000 = cost.per_1000_messages_usd.expect("messages were sent");
     // SES's $0.10 per 1,000 recipients is the floor; the queue and table calls add to it.
     assert!(per_1000 > 0.10 && per_1000 < 1.0, "{cost:?}");
-    assert!(cost.by_service_usd["DynamoDB"] > 0.0 && cost.by_service_usd["SQS"] > 0.0, "{cost:?}");
+    assert!(
+        cost.by_service_usd["DynamoDB"] > 0.0 && cost.by_service_usd["SQS"] > 0.0,
+        "{cost:?}"
+    );
 
     // The reports are written beside the results and tell the same verdict.
     let html = std::fs::read_to_string(&outcome.reports.html).unwrap();

@@ -30,10 +30,17 @@ async fn a_simulated_run_repeats_figure_for_figure_and_says_it_is_simulated() {
     let first = run(simulated("smoke", "smoke-1")).await.expect("the simulation runs");
     let second = run(simulated("smoke", "smoke-2")).await.expect("the simulation runs");
     let (a, b) = (&first.results, &second.results);
-    assert!(first.passed, "{:?}", a.slo.iter().filter(|c| !c.pass).collect::<Vec<_>>());
+    assert!(
+        first.passed,
+        "{:?}",
+        a.slo.iter().filter(|c| !c.pass).collect::<Vec<_>>()
+    );
     assert_eq!(a.audit.accepted, a.offered.expected_messages);
     assert_eq!((a.audit.lost, a.audit.duplicated, a.audit.unexpected), (0, 0, 0));
-    assert!(a.audit.mail_record_checked, "the SES model's record of what it accepted is audited");
+    assert!(
+        a.audit.mail_record_checked,
+        "the SES model's record of what it accepted is audited"
+    );
     // The same scenario and seed: the same figures.
     assert_eq!(a.latency_ms, b.latency_ms);
     assert_eq!(a.handling_ms, b.handling_ms);
@@ -53,14 +60,19 @@ async fn a_simulated_run_repeats_figure_for_figure_and_says_it_is_simulated() {
     assert!(per_1000 > 0.10 && per_1000 < 0.2, "{cost:?}");
     assert_eq!(a.aws_usage["SESv2.SendEmail"].recipients, a.sent());
     let html = std::fs::read_to_string(&first.reports.html).unwrap();
-    assert!(html.contains("SIMULATED: no stack ran"), "the report cannot be mistaken for a real run");
+    assert!(
+        html.contains("SIMULATED: no stack ran"),
+        "the report cannot be mistaken for a real run"
+    );
     let summary = std::fs::read_to_string(&first.reports.markdown).unwrap();
     assert!(summary.contains("SIMULATED"));
 }
 
 #[tokio::test]
 async fn an_ses_quota_in_simulation_paces_the_senders_to_it_and_keeps_reminders_first() {
-    let outcome = run(simulated("ses-quota-priority", "ses-quota")).await.expect("the simulation runs");
+    let outcome = run(simulated("ses-quota-priority", "ses-quota"))
+        .await
+        .expect("the simulation runs");
     let r = &outcome.results;
     let failed: Vec<_> = r.slo.iter().filter(|c| !c.pass).collect();
     assert!(outcome.passed, "{failed:?}");
@@ -74,14 +86,25 @@ async fn an_ses_quota_in_simulation_paces_the_senders_to_it_and_keeps_reminders_
 #[tokio::test]
 async fn a_calibrated_profile_comes_from_a_real_run_and_an_unmodelled_fault_is_refused_by_name() {
     let mut options = simulated("smoke", "calibrated");
-    options.sim_profile = Some(Profile::Calibrated(workspace_file("reports/baselines/smoke/run-1.json")));
+    options.sim_profile = Some(Profile::Calibrated(workspace_file(
+        "reports/baselines/smoke/run-1.json",
+    )));
     let outcome = run(options).await.expect("the simulation runs");
     let sim = outcome.results.simulation.as_ref().unwrap();
     assert_eq!(sim.profile, "calibrated");
-    assert!(sim.calibrated_from.as_deref().is_some_and(|f| f.ends_with("run-1.json")));
+    assert!(sim
+        .calibrated_from
+        .as_deref()
+        .is_some_and(|f| f.ends_with("run-1.json")));
 
-    let error = run(simulated("worker-crash", "worker-crash")).await.err().expect("refused");
-    assert!(matches!(error, HarnessError::NotSimulated(ref kind) if kind == "kill_worker"), "{error}");
+    let error = run(simulated("worker-crash", "worker-crash"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, HarnessError::NotSimulated(ref kind) if kind == "kill_worker"),
+        "{error}"
+    );
     let error = "calibrated:".parse::<Profile>().unwrap_err();
     assert!(error.contains("aws-typical"), "{error}");
 }

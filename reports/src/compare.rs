@@ -295,9 +295,10 @@ fn cost_specs(runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
         .filter_map(|op| AwsService::of_label(op))
         .collect();
     std::iter::once(spec("cost per 1,000 msgs".into(), None))
-        .chain(used.into_iter().map(|service| {
-            spec(format!("cost per 1,000 msgs: {service}"), Some(service.as_str()))
-        }))
+        .chain(
+            used.into_iter()
+                .map(|service| spec(format!("cost per 1,000 msgs: {service}"), Some(service.as_str()))),
+        )
         .collect()
 }
 
@@ -726,8 +727,20 @@ mod tests {
         let sent = run.sent();
         let usage = |u: vocabulary::Usage| u;
         run.aws_usage = [
-            ("DynamoDB.UpdateItem".to_string(), usage(vocabulary::Usage { write_units: write_units * sent as f64, ..Default::default() })),
-            ("SESv2.SendEmail".to_string(), usage(vocabulary::Usage { recipients: sent, ..Default::default() })),
+            (
+                "DynamoDB.UpdateItem".to_string(),
+                usage(vocabulary::Usage {
+                    write_units: write_units * sent as f64,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "SESv2.SendEmail".to_string(),
+                usage(vocabulary::Usage {
+                    recipients: sent,
+                    ..Default::default()
+                }),
+            ),
         ]
         .into();
         run
@@ -738,12 +751,22 @@ mod tests {
         const TOTAL: &str = "cost per 1,000 msgs";
         const DYNAMODB: &str = "cost per 1,000 msgs: DynamoDB";
         let base = with_usage(run(100.0, 8.0), 3.0);
-        let same = compare(&[base.clone()], &[with_usage(run(100.0, 8.0), 3.0)], &Tolerances::default()).unwrap();
+        let same = compare(
+            &[base.clone()],
+            &[with_usage(run(100.0, 8.0), 3.0)],
+            &Tolerances::default(),
+        )
+        .unwrap();
         assert_eq!(outcome(&same, TOTAL), Outcome::Within);
         assert_eq!(outcome(&same, DYNAMODB), Outcome::Within);
         // Twice the writes per message: DynamoDB's part of the bill doubles,
         // a change the total (mostly SES's price per recipient) hardly shows.
-        let dearer = compare(&[base.clone()], &[with_usage(run(100.0, 8.0), 6.0)], &Tolerances::default()).unwrap();
+        let dearer = compare(
+            &[base.clone()],
+            &[with_usage(run(100.0, 8.0), 6.0)],
+            &Tolerances::default(),
+        )
+        .unwrap();
         assert_eq!(outcome(&dearer, DYNAMODB), Outcome::Regressed, "{}", to_text(&dearer));
         assert_eq!(outcome(&dearer, TOTAL), Outcome::Within);
         let older = compare(&[run(100.0, 8.0)], &[base], &Tolerances::default()).unwrap();

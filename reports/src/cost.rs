@@ -86,7 +86,12 @@ pub enum PriceCardError {
         source: toml::de::Error,
     },
     #[error("the price card {path}: {item:?} costs {usd} per {per}; both must be finite, the price ≥ 0 and `per` > 0")]
-    Invalid { path: String, item: Billed, usd: f64, per: f64 },
+    Invalid {
+        path: String,
+        item: Billed,
+        usd: f64,
+        per: f64,
+    },
 }
 
 impl PriceCard {
@@ -204,7 +209,13 @@ pub fn to_text(cost: &Cost) -> String {
     use std::fmt::Write as _;
     let mut text = format!("Priced with {} (prices as of {})\n", cost.price_card, cost.as_of);
     for line in cost.lines.iter().filter(|l| l.quantity > 0.0) {
-        let _ = writeln!(text, "  {:>14.3}  {:>12}  {}", line.quantity, crate::summary::usd(line.usd), line.what);
+        let _ = writeln!(
+            text,
+            "  {:>14.3}  {:>12}  {}",
+            line.quantity,
+            crate::summary::usd(line.usd),
+            line.what
+        );
     }
     let _ = writeln!(text, "  {:>14}  {:>12}  total", "", crate::summary::usd(cost.total_usd));
     if let Some(per_1000) = cost.per_1000_messages_usd {
@@ -248,13 +259,62 @@ mod tests {
     fn a_million_of_each_unit_costs_what_the_card_says() {
         let card = PriceCard::builtin();
         let million = usage(&[
-            ("SQS.SendMessage", Usage { calls: 1_000_000, requests: 1_000_000, ..Usage::default() }),
-            ("DynamoDB.UpdateItem", Usage { calls: 1, write_units: 1e6, ..Usage::default() }),
-            ("DynamoDB.Query", Usage { calls: 1, read_units: 1e6, ..Usage::default() }),
-            ("SESv2.SendEmail", Usage { calls: 1_000_000, recipients: 1_000_000, ..Usage::default() }),
-            ("S3.PutObject", Usage { calls: 1000, requests: 1000, ..Usage::default() }),
-            ("S3.GetObject", Usage { calls: 1000, requests: 1000, ..Usage::default() }),
-            ("S3.DeleteObject", Usage { calls: 1000, requests: 1000, ..Usage::default() }),
+            (
+                "SQS.SendMessage",
+                Usage {
+                    calls: 1_000_000,
+                    requests: 1_000_000,
+                    ..Usage::default()
+                },
+            ),
+            (
+                "DynamoDB.UpdateItem",
+                Usage {
+                    calls: 1,
+                    write_units: 1e6,
+                    ..Usage::default()
+                },
+            ),
+            (
+                "DynamoDB.Query",
+                Usage {
+                    calls: 1,
+                    read_units: 1e6,
+                    ..Usage::default()
+                },
+            ),
+            (
+                "SESv2.SendEmail",
+                Usage {
+                    calls: 1_000_000,
+                    recipients: 1_000_000,
+                    ..Usage::default()
+                },
+            ),
+            (
+                "S3.PutObject",
+                Usage {
+                    calls: 1000,
+                    requests: 1000,
+                    ..Usage::default()
+                },
+            ),
+            (
+                "S3.GetObject",
+                Usage {
+                    calls: 1000,
+                    requests: 1000,
+                    ..Usage::default()
+                },
+            ),
+            (
+                "S3.DeleteObject",
+                Usage {
+                    calls: 1000,
+                    requests: 1000,
+                    ..Usage::default()
+                },
+            ),
         ]);
         let cost = price(&million, &card, 1_000_000);
         let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
@@ -266,14 +326,26 @@ mod tests {
         assert!(close(cost.per_1000_messages_usd.unwrap(), cost.total_usd / 1000.0));
         let by_lines: f64 = cost.lines.iter().map(|l| l.usd).sum();
         let by_operations: f64 = cost.by_operation_usd.values().sum();
-        assert!(close(by_lines, by_operations), "lines and operations add up to the same total");
+        assert!(
+            close(by_lines, by_operations),
+            "lines and operations add up to the same total"
+        );
     }
 
     #[test]
     fn an_email_s_bytes_are_billed_only_for_sends_ses_accepted() {
         let card = PriceCard::builtin();
-        let sent = Usage { calls: 1, recipients: 1, bytes_sent: 2_000_000_000, ..Usage::default() };
-        let refused = Usage { calls: 1, bytes_sent: 2_000_000_000, ..Usage::default() };
+        let sent = Usage {
+            calls: 1,
+            recipients: 1,
+            bytes_sent: 2_000_000_000,
+            ..Usage::default()
+        };
+        let refused = Usage {
+            calls: 1,
+            bytes_sent: 2_000_000_000,
+            ..Usage::default()
+        };
         let cost = price(&usage(&[("SESv2.SendEmail", sent)]), &card, 1);
         assert!((cost.total_usd - (0.0001 + 0.24)).abs() < 1e-9, "{cost:?}");
         assert_eq!(price(&usage(&[("SESv2.SendEmail", refused)]), &card, 0).total_usd, 0.0);
@@ -285,8 +357,13 @@ mod tests {
         let typo = "name = \"x\"\n[[price]]\nitem = \"sqs_request\"\nwhat = \"\"\nusd = 1\nper = 1\nas_of = \"\"\nsource = \"\"\n";
         let error = PriceCard::parse(typo, "card.toml").unwrap_err();
         assert!(matches!(error, PriceCardError::Parse { .. }), "{error}");
-        let negative = typo.replace("sqs_request", "sqs_requests").replace("usd = 1", "usd = -1");
+        let negative = typo
+            .replace("sqs_request", "sqs_requests")
+            .replace("usd = 1", "usd = -1");
         let error = PriceCard::parse(&negative, "card.toml").unwrap_err();
-        assert!(error.to_string().contains("card.toml") && error.to_string().contains("SqsRequests"), "{error}");
+        assert!(
+            error.to_string().contains("card.toml") && error.to_string().contains("SqsRequests"),
+            "{error}"
+        );
     }
 }

@@ -443,8 +443,16 @@ fn cost_section(results: &RunResults) -> Markup {
         .lines
         .iter()
         .filter(|line| line.quantity > 0.0)
-        .map(|line| (vec![line.what.clone(), quantity(line.quantity), summary::usd(line.usd)], false))
-        .chain(std::iter::once((vec!["total".into(), String::new(), summary::usd(cost.total_usd)], false)))
+        .map(|line| {
+            (
+                vec![line.what.clone(), quantity(line.quantity), summary::usd(line.usd)],
+                false,
+            )
+        })
+        .chain(std::iter::once((
+            vec!["total".into(), String::new(), summary::usd(cost.total_usd)],
+            false,
+        )))
         .collect();
     let per_1000 = cost.per_1000_messages_usd.map_or("—".into(), summary::usd);
     let card = format!("{} (prices as of {})", cost.price_card, cost.as_of);
@@ -734,7 +742,11 @@ pub fn render_capacity(capacity: &Capacity, title: &str) -> String {
 /// The whole report. `comparison`, when given, goes right after the objectives.
 pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
     let verdict = if results.passed() { "PASS" } else { "FAIL" };
-    let kind = if results.simulation.is_some() { "SIMULATED run" } else { "load run" };
+    let kind = if results.simulation.is_some() {
+        "SIMULATED run"
+    } else {
+        "load run"
+    };
     let title = format!("{} — {verdict} — Courier {kind}", results.scenario.name);
     let body = html! {
         (verdict_section(results))

@@ -147,7 +147,11 @@ pub fn usage_sentence(results: &RunResults) -> Option<String> {
     }
     let per = |x: f64| x / sent as f64;
     let units = table.write_units + table.read_units;
-    let index_share = if units > 0.0 { 100.0 * table.index_units / units } else { 0.0 };
+    let index_share = if units > 0.0 {
+        100.0 * table.index_units / units
+    } else {
+        0.0
+    };
     Some(format!(
         "Per message sent: {:.1} DynamoDB write units and {:.1} read units ({index_share:.0}% of them on the table's indexes), and {:.1} SQS requests ({} receives in all came back empty).",
         per(table.write_units),

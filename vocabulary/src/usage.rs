@@ -58,8 +58,20 @@ mod tests {
 
     #[test]
     fn usage_adds_field_by_field_and_reads_back_from_json() {
-        let mut total = Usage { calls: 1, requests: 2, write_units: 1.5, ..Usage::default() };
-        total.add(&Usage { calls: 2, requests: 2, write_units: 2.0, index_units: 1.0, recipients: 3, ..Usage::default() });
+        let mut total = Usage {
+            calls: 1,
+            requests: 2,
+            write_units: 1.5,
+            ..Usage::default()
+        };
+        total.add(&Usage {
+            calls: 2,
+            requests: 2,
+            write_units: 2.0,
+            index_units: 1.0,
+            recipients: 3,
+            ..Usage::default()
+        });
         assert_eq!(total.calls, 3);
         assert_eq!(total.requests, 4);
         assert_eq!(total.write_units, 3.5);

@@ -173,7 +173,11 @@ pub fn run(sim: SimRun) -> Result<RunResults, HarnessError> {
 /// The faults the simulation models; any other is refused by name rather
 /// than silently left out.
 fn check_faults(scenario: &Scenario) -> Result<(), HarnessError> {
-    match scenario.faults.iter().find(|f| !matches!(f.fault, Fault::SesQuota { .. })) {
+    match scenario
+        .faults
+        .iter()
+        .find(|f| !matches!(f.fault, Fault::SesQuota { .. }))
+    {
         Some(unmodelled) => Err(HarnessError::NotSimulated(unmodelled.fault.name().to_string())),
         None => Ok(()),
     }
@@ -229,7 +233,13 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     let interval = Duration::from_millis(scenario.run.sample_interval_ms.max(100));
     let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
     let drained = CancellationToken::new();
-    let quota = tokio::spawn(play_quota(scenario.clone(), start, ses.clone(), events, drained.clone()));
+    let quota = tokio::spawn(play_quota(
+        scenario.clone(),
+        start,
+        ses.clone(),
+        events,
+        drained.clone(),
+    ));
 
     driver.offer_in_process(router).await;
     let traffic_secs = start.elapsed().as_secs_f64().max(scenario.run.duration_secs);
@@ -465,7 +475,10 @@ mod tests {
     #[test]
     fn profiles_are_named_on_the_command_line() {
         assert_eq!("aws-typical".parse(), Ok(Profile::AwsTypical));
-        assert_eq!("calibrated:r.json".parse(), Ok(Profile::Calibrated(PathBuf::from("r.json"))));
+        assert_eq!(
+            "calibrated:r.json".parse(),
+            Ok(Profile::Calibrated(PathBuf::from("r.json")))
+        );
         assert!("typical".parse::<Profile>().is_err());
         let (by_operation, _) = aws_typical();
         assert!(AwsOperation::ALL.iter().all(|op| by_operation.contains_key(op)));
