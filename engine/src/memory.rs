@@ -927,22 +927,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_final_status_is_never_overwritten_and_a_second_copy_cannot_claim_a_held_message() {
         let store = MemoryStore::default();
-        let id = SendId::new();
-        let record = SendRecord {
-            send_id: id,
-            batch_id: None,
-            kind: crate::domain::MessageKind::Offer,
-            priority: Priority::Medium,
-            recipient: "a@example.com".into(),
-            subject: "S".into(),
-            status: SendStatus::Pending,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            sent_at: None,
-            attempts: 0,
-            provider_message_id: None,
-            error_reason: None,
-        };
+        let record = record(None, SendStatus::Pending);
+        let id = record.send_id;
         store.put_pending(&[record]).await.unwrap();
         let lease = Lease {
             copy: CopyId::new(),

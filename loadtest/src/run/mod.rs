@@ -359,9 +359,9 @@ async fn gather<'a>(
     })
 }
 
-/// The engine's histograms and the fault plan's counts, at the end of the run.
-fn engine_figures(harness: &Harness) -> EngineFigures {
-    let metrics = harness.pipeline.metrics();
+/// The engine's handling and stage histograms at the end of the run.
+fn engine_histograms(pipeline: &Pipeline) -> EngineFigures {
+    let metrics = pipeline.metrics();
     EngineFigures {
         handling: PerPriority::from_fn(|p| Some(metrics.handling_histogram(p))),
         stages: Stage::ALL
@@ -369,10 +369,18 @@ fn engine_figures(harness: &Harness) -> EngineFigures {
             .map(|stage| (stage, metrics.stage_histogram(stage)))
             .filter(|(_, histogram)| !histogram.is_empty())
             .collect(),
+        ..EngineFigures::default()
+    }
+}
+
+/// The engine's histograms and the fault plan's counts, at the end of the run.
+fn engine_figures(harness: &Harness) -> EngineFigures {
+    EngineFigures {
         fault_counts: harness.plan.counts(),
         aws_calls: harness.plan.calls(),
         answer_times: harness.plan.answer_times(),
         usage: harness.plan.usage(),
+        ..engine_histograms(&harness.pipeline)
     }
 }
 

@@ -32,7 +32,7 @@ use scenarios::{Fault, Plan, Scenario};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use vocabulary::{AwsOperation, PerPriority, Stage, UsageByOperation};
+use vocabulary::{AwsOperation, UsageByOperation};
 
 use super::{batch_summaries, HarnessError};
 use crate::collector::{collect, sample, Event, Outputs, Sources};
@@ -438,16 +438,9 @@ fn records_by_arrival(store: &MemoryStore, outcomes: &[RequestOutcome]) -> Vec<(
 /// refusals counted as the real run counts the quota's (no AWS call was
 /// made, so none was metered).
 fn engine_figures(pipeline: &Pipeline, ses_throttles: u64) -> EngineFigures {
-    let metrics = pipeline.metrics();
     EngineFigures {
-        handling: PerPriority::from_fn(|p| Some(metrics.handling_histogram(p))),
-        stages: Stage::ALL
-            .into_iter()
-            .map(|stage| (stage, metrics.stage_histogram(stage)))
-            .filter(|(_, histogram)| !histogram.is_empty())
-            .collect(),
         fault_counts: [("ses_quota".to_string(), ses_throttles)].into(),
-        ..EngineFigures::default()
+        ..super::engine_histograms(pipeline)
     }
 }
 
