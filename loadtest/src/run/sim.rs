@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use vocabulary::{AwsOperation, UsageByOperation};
 
 use super::{batch_summaries, HarnessError};
-use crate::collector::{collect, sample, Event, Outputs, Sources};
+use crate::collector::{collect, sample, Collected, Event, Outputs, Sources};
 use crate::driver::{Driver, RequestOutcome};
 use crate::results::{MachineInfo, ScenarioInfo};
 use crate::summarize::{summarize, EngineFigures, RawRun, Traffic};
@@ -184,24 +184,15 @@ fn check_faults(scenario: &Scenario) -> Result<(), HarnessError> {
 }
 
 async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
-    let SimRun {
-        scenario,
-        plan,
-        pricing,
-        profile,
-        info,
-        live,
-        progress,
-    } = &sim;
     let wall = std::time::Instant::now();
+    let scenario = &sim.scenario;
     let mut settings = super::harness::engine_settings(scenario, "sim".into());
     settings.sender.enabled = true;
     settings.validate()?;
-    let times = Arc::new(profile.service_times(scenario.seed)?);
+    let times = Arc::new(sim.profile.service_times(scenario.seed)?);
     let memory = MemoryPipeline::simulated(settings, times.clone());
     let ses = Arc::new(SesModel::new(None, times.clone()));
-    let pipeline = memory.pipeline.with_mailer(ses.clone());
-
+    let pipeline = memory.pipeline.clone().with_mailer(ses.clone());
     let token = CancellationToken::new();
     let Wired {
         router,
@@ -213,101 +204,152 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     let start = Instant::now();
     let started_at = engine::clock::now();
     let traffic = Duration::from_secs_f64(scenario.run.duration_secs);
-    let driver = Driver::new(plan.arrivals.clone(), start, traffic, None);
-    let (events, received) = mpsc::unbounded_channel();
-    let collector = tokio::spawn(collect(
-        received,
-        Outputs {
-            live: live.clone(),
-            progress: *progress,
-            slo: scenario.slo.clone(),
-        },
-    ));
-    let stop_sampler = CancellationToken::new();
-    let sources = Sources {
-        pipeline: pipeline.clone(),
-        driver: driver.clone(),
-        plan: engine::faults::FaultPlan::new(scenario.seed),
-        cpu: None,
-    };
-    let interval = Duration::from_millis(scenario.run.sample_interval_ms.max(100));
-    let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
-    let drained = CancellationToken::new();
-    let quota = tokio::spawn(play_quota(
-        scenario.clone(),
-        start,
-        ses.clone(),
-        events,
-        drained.clone(),
-    ));
-
+    let driver = Driver::new(sim.plan.arrivals.clone(), start, traffic, None);
+    let watching = Watching::start(&sim, &pipeline, &driver, &ses, start);
     driver.offer_in_process(router).await;
     let traffic_secs = start.elapsed().as_secs_f64().max(scenario.run.duration_secs);
     tokio::time::sleep_until(start + traffic).await;
     drain(&pipeline, &driver, scenario, start).await;
     settle_batches(&pipeline, &driver.outcomes()).await;
-    drained.cancel();
-    let _ = quota.await;
-    stop_sampler.cancel();
-    let _ = sampler.await;
-    let collected = collector.await?;
+    let collected = watching.stop().await?;
     token.cancel();
     let _ = batches.await;
     while background.join_next().await.is_some() {}
 
     let outcomes = driver.outcomes();
-    let records = records_by_arrival(&memory.store, &outcomes);
-    let dead_lettered = vocabulary::stats::dead_lettered(&pipeline.queue_depths().await);
-    let batch_list = batch_summaries(&pipeline, &outcomes).await;
-    let virtual_secs = start.elapsed().as_secs_f64();
-    let raw = RawRun {
-        scenario: info.clone(),
-        slo: &scenario.slo,
-        plan,
-        pricing,
-        started_at,
-        traffic_secs,
-        total_secs: virtual_secs,
+    let ended = Ended {
+        records: records_by_arrival(&memory.store, &outcomes),
+        dead_lettered: vocabulary::stats::dead_lettered(&pipeline.queue_depths().await),
+        batches: batch_summaries(&pipeline, &outcomes).await,
         traffic: Traffic {
             outcomes,
             started: driver.started(),
             late_starts: driver.late_starts(),
         },
-        records,
-        mailed: Some(ses.accepted()),
-        dead_lettered,
-        collected,
-        cpu: BTreeMap::new(),
-        window_secs: virtual_secs,
         engine: EngineFigures {
             usage: simulated_usage(&times, &memory.store, &ses),
             ..engine_figures(&pipeline, ses.throttled())
         },
-        quota_rate: scenario.ses_quota_rate(),
-        capacity: None,
-        checks: Vec::new(),
-        batches: batch_list,
-        stack: StackInfo {
-            target: "sim".into(),
-            versions: [("profile".to_string(), profile_label(profile))].into(),
-            startup_secs: 0.0,
-            mailer: scenario.engine.mailer,
-        },
-        machine: MachineInfo::current(),
-        goose_report: None,
+        mailed: ses.accepted(),
+        collected,
+        started_at,
+        traffic_secs,
+        virtual_secs: start.elapsed().as_secs_f64(),
     };
-    let mut results = summarize(raw);
+    let mut results = summarize(ended.into_raw(&sim));
     results.simulation = Some(Simulation {
-        profile: profile.name().into(),
-        calibrated_from: match profile {
+        profile: sim.profile.name().into(),
+        calibrated_from: match &sim.profile {
             Profile::Calibrated(path) => Some(path.display().to_string()),
             Profile::AwsTypical => None,
         },
-        virtual_secs,
+        virtual_secs: results.total_secs,
         wall_secs: wall.elapsed().as_secs_f64(),
         ses_throttles: ses.throttled(),
     });
     Ok(results)
+}
+
+/// The sampler, the collector and the quota's timeline, while a simulation runs.
+struct Watching {
+    collector: tokio::task::JoinHandle<Collected>,
+    sampler: tokio::task::JoinHandle<Option<crate::cpu::CpuMeter>>,
+    stop_sampler: CancellationToken,
+    quota: tokio::task::JoinHandle<()>,
+    drained: CancellationToken,
+}
+
+impl Watching {
+    fn start(sim: &SimRun, pipeline: &Pipeline, driver: &Arc<Driver>, ses: &Arc<SesModel>, start: Instant) -> Self {
+        let (events, received) = mpsc::unbounded_channel();
+        let outputs = Outputs {
+            live: sim.live.clone(),
+            progress: sim.progress,
+            slo: sim.scenario.slo.clone(),
+        };
+        let collector = tokio::spawn(collect(received, outputs));
+        let stop_sampler = CancellationToken::new();
+        let sources = Sources {
+            pipeline: pipeline.clone(),
+            driver: driver.clone(),
+            plan: engine::faults::FaultPlan::new(sim.scenario.seed),
+            cpu: None,
+        };
+        let interval = Duration::from_millis(sim.scenario.run.sample_interval_ms.max(100));
+        let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
+        let drained = CancellationToken::new();
+        let quota = tokio::spawn(play_quota(
+            sim.scenario.clone(),
+            start,
+            ses.clone(),
+            events,
+            drained.clone(),
+        ));
+        Self {
+            collector,
+            sampler,
+            stop_sampler,
+            quota,
+            drained,
+        }
+    }
+
+    /// Ends lasting quotas, then the sampler; gives what the collector kept.
+    async fn stop(self) -> Result<Collected, HarnessError> {
+        self.drained.cancel();
+        let _ = self.quota.await;
+        self.stop_sampler.cancel();
+        let _ = self.sampler.await;
+        Ok(self.collector.await?)
+    }
+}
+
+/// What a simulation gathered once it ended.
+struct Ended {
+    records: Vec<(usize, SendRecord)>,
+    dead_lettered: u64,
+    batches: Vec<crate::results::BatchSummary>,
+    traffic: Traffic,
+    engine: EngineFigures,
+    mailed: HashMap<String, u64>,
+    collected: Collected,
+    started_at: chrono::DateTime<chrono::Utc>,
+    traffic_secs: f64,
+    virtual_secs: f64,
+}
+
+impl Ended {
+    fn into_raw(self, sim: &SimRun) -> RawRun<'_> {
+        RawRun {
+            scenario: sim.info.clone(),
+            slo: &sim.scenario.slo,
+            plan: &sim.plan,
+            pricing: &sim.pricing,
+            started_at: self.started_at,
+            traffic_secs: self.traffic_secs,
+            total_secs: self.virtual_secs,
+            traffic: self.traffic,
+            records: self.records,
+            mailed: Some(self.mailed),
+            dead_lettered: self.dead_lettered,
+            collected: self.collected,
+            cpu: BTreeMap::new(),
+            window_secs: self.virtual_secs,
+            engine: self.engine,
+            quota_rate: sim.scenario.ses_quota_rate(),
+            capacity: None,
+            checks: Vec::new(),
+            batches: self.batches,
+            stack: StackInfo {
+                target: "sim".into(),
+                versions: [("profile".to_string(), profile_label(&sim.profile))].into(),
+                startup_secs: 0.0,
+                mailer: sim.scenario.engine.mailer,
+            },
+            machine: MachineInfo::current(),
+            goose_report: None,
+        }
+    }
 }
 
 fn profile_label(profile: &Profile) -> String {
