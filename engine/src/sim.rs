@@ -129,10 +129,29 @@ pub(crate) async fn wait_calls(
     }
 }
 
+/// A fault a scenario puts on SES's sends (`ses_throttle`, `ses_reject`, `ses_latency`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SesFault {
+    Throttle { probability: f64 },
+    Reject { probability: f64 },
+    Latency { ms: u64 },
+}
+
+impl SesFault {
+    /// A latency fault touches every send; the others only those they hit.
+    fn counts_every_send(self) -> bool {
+        matches!(self, SesFault::Latency { .. })
+    }
+}
+
 /// SES as the simulated target's mailer: its limits, its answer times, and
 /// a record of what it accepted (per recipient, as the audit reads it).
 pub struct SesModel {
     quota: Mutex<Option<QuotaState>>,
+    /// Faults in force, by the name their injections are counted under.
+    faults: Mutex<Vec<(String, SesFault)>>,
+    injected: Mutex<BTreeMap<String, u64>>,
+    dice: Mutex<ChaCha8Rng>,
     times: std::sync::Arc<ServiceTimes>,
     accepted: Mutex<HashMap<String, u64>>,
     throttled: Mutex<u64>,
@@ -140,9 +159,12 @@ pub struct SesModel {
 
 impl SesModel {
     /// `limits` None: an account with no limit (as the local stack's SES).
-    pub fn new(limits: Option<SesQuota>, times: std::sync::Arc<ServiceTimes>) -> Self {
+    pub fn new(limits: Option<SesQuota>, times: std::sync::Arc<ServiceTimes>, seed: u64) -> Self {
         Self {
             quota: Mutex::new(limits.map(QuotaState::new)),
+            faults: Mutex::new(Vec::new()),
+            injected: Mutex::new(BTreeMap::new()),
+            dice: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5E5)),
             times,
             accepted: Mutex::new(HashMap::new()),
             throttled: Mutex::new(0),
@@ -152,6 +174,53 @@ impl SesModel {
     /// Puts limits in force (a fresh day), or lifts them.
     pub fn set_limits(&self, limits: Option<SesQuota>) {
         *self.quota.lock().expect("quota lock") = limits.map(QuotaState::new);
+    }
+
+    /// Puts a fault in force, its injections counted under `name`.
+    pub fn add_fault(&self, name: &str, fault: SesFault) {
+        self.faults.lock().expect("faults lock").push((name.to_string(), fault));
+    }
+
+    pub fn remove_fault(&self, name: &str) {
+        self.faults.lock().expect("faults lock").retain(|(n, _)| n != name);
+    }
+
+    /// Injections per fault name, the quota's refusals as `ses_quota`.
+    pub fn injected(&self) -> BTreeMap<String, u64> {
+        let mut counts = self.injected.lock().expect("injected lock").clone();
+        if self.throttled() > 0 {
+            counts.insert("ses_quota".into(), self.throttled());
+        }
+        counts
+    }
+
+    /// What the faults in force do to one send: extra time, and maybe an answer in SES's place.
+    fn injected_answer(&self) -> (Duration, Option<MailError>) {
+        let faults = self.faults.lock().expect("faults lock").clone();
+        let mut delay = Duration::ZERO;
+        for (name, fault) in faults {
+            let hit = |p: f64| self.dice.lock().expect("dice lock").random::<f64>() < p;
+            let answer = match fault {
+                SesFault::Latency { ms } => {
+                    delay += Duration::from_millis(ms);
+                    None
+                }
+                SesFault::Throttle { probability } if hit(probability) => {
+                    Some(MailError::Throttled("Throttling: injected by Courier".into()))
+                }
+                SesFault::Reject { probability } if hit(probability) => {
+                    Some(MailError::Rejected("MessageRejected: injected by Courier".into()))
+                }
+                _ => None,
+            };
+            if fault.counts_every_send() || answer.is_some() {
+                *self.injected.lock().expect("injected lock").entry(name).or_insert(0) += 1;
+            }
+            if answer.is_some() {
+                return (delay, answer);
+            }
+        }
+        (delay, None)
     }
 
     /// Emails accepted per recipient, lower-cased.
@@ -169,6 +238,13 @@ impl SesModel {
 impl Mailer for SesModel {
     async fn send(&self, email: &Email) -> Result<String, MailError> {
         self.times.wait(AwsOperation::Sesv2SendEmail).await;
+        let (delay, answer) = self.injected_answer();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(error) = answer {
+            return Err(error);
+        }
         let admitted = match self.quota.lock().expect("quota lock").as_mut() {
             Some(quota) => quota.admit(tokio::time::Instant::now()),
             None => Ok(()),
@@ -264,13 +340,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_injected_fault_hits_about_its_share_of_sends_and_is_counted_by_name() {
+        let ses = SesModel::new(None, std::sync::Arc::new(ServiceTimes::instant()), 3);
+        ses.add_fault("ses_throttle#0", SesFault::Throttle { probability: 0.3 });
+        ses.add_fault("ses_latency#1", SesFault::Latency { ms: 50 });
+        let started = tokio::time::Instant::now();
+        let mut throttled = 0;
+        for _ in 0..1000 {
+            if matches!(ses.send(&email("a@example.com")).await, Err(MailError::Throttled(_))) {
+                throttled += 1;
+            }
+        }
+        assert!((250..350).contains(&throttled), "{throttled}");
+        assert_eq!(ses.injected()["ses_throttle#0"], throttled);
+        // Each send that got past the throttle also waited the added latency.
+        assert_eq!(ses.injected()["ses_latency#1"], 1000 - throttled);
+        assert!(started.elapsed() >= Duration::from_millis(50) * (1000 - throttled) as u32);
+        ses.remove_fault("ses_throttle#0");
+        ses.remove_fault("ses_latency#1");
+        assert!(ses.send(&email("a@example.com")).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn ses_admits_its_send_rate_then_throttles_and_reports_its_limits() {
         let limits = SesQuota {
             max_send_rate: 5.0,
             daily_quota: Some(8),
             day: SesQuota::DAY,
         };
-        let ses = SesModel::new(Some(limits), std::sync::Arc::new(ServiceTimes::instant()));
+        let ses = SesModel::new(Some(limits), std::sync::Arc::new(ServiceTimes::instant()), 1);
         let mut results = Vec::new();
         for _ in 0..7 {
             results.push(ses.send(&email("a@example.com")).await);

@@ -50,7 +50,7 @@ pub enum HarnessError {
     Profile(#[source] reports::results::ResultsError),
     #[error("starting the simulation's runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error("--stack sim does not model the fault `{0}` yet (it models ses_quota); run it on a real stack")]
+    #[error("--stack sim does not model the fault `{0}` yet (it models ses_quota, ses_throttle, ses_reject, ses_latency and poison); run it on a real stack")]
     NotSimulated(String),
     #[error("stack: {0}")]
     Stack(#[from] localstack::StackError),

@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::domain::SendRecord;
-use engine::faults::SesQuota;
 use engine::memory::{MemoryPipeline, MemoryStore};
 use engine::pipeline::Pipeline;
-use engine::sim::{AnswerTimes, ServiceTimes, SesModel};
+use engine::sim::{AnswerTimes, ServiceTimes, SesFault, SesModel};
 use engine::startup::{wire, Wired};
 use reports::cost::PriceCard;
 use reports::results::{Percentiles, RunResults, Simulation, StackInfo};
@@ -173,11 +172,17 @@ pub fn run(sim: SimRun) -> Result<RunResults, HarnessError> {
 /// The faults the simulation models; any other is refused by name rather
 /// than silently left out.
 fn check_faults(scenario: &Scenario) -> Result<(), HarnessError> {
-    match scenario
-        .faults
-        .iter()
-        .find(|f| !matches!(f.fault, Fault::SesQuota { .. }))
-    {
+    let modelled = |fault: &Fault| {
+        matches!(
+            fault,
+            Fault::SesQuota { .. }
+                | Fault::SesThrottle { .. }
+                | Fault::SesReject { .. }
+                | Fault::SesLatency { .. }
+                | Fault::Poison { .. }
+        )
+    };
+    match scenario.faults.iter().find(|f| !modelled(&f.fault)) {
         Some(unmodelled) => Err(HarnessError::NotSimulated(unmodelled.fault.name().to_string())),
         None => Ok(()),
     }
@@ -191,7 +196,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     settings.validate()?;
     let times = Arc::new(sim.profile.service_times(scenario.seed)?);
     let memory = MemoryPipeline::simulated(settings, times.clone());
-    let ses = Arc::new(SesModel::new(None, times.clone()));
+    let ses = Arc::new(SesModel::new(None, times.clone(), scenario.seed));
     let pipeline = memory.pipeline.clone().with_mailer(ses.clone());
     let token = CancellationToken::new();
     let Wired {
@@ -228,7 +233,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
         },
         engine: EngineFigures {
             usage: simulated_usage(&times, &memory.store, &ses),
-            ..engine_figures(&pipeline, ses.throttled())
+            ..engine_figures(&pipeline, ses.injected())
         },
         mailed: ses.accepted(),
         collected,
@@ -278,10 +283,9 @@ impl Watching {
         let interval = Duration::from_millis(sim.scenario.run.sample_interval_ms.max(100));
         let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
         let drained = CancellationToken::new();
-        let quota = tokio::spawn(play_quota(
-            sim.scenario.clone(),
+        let quota = tokio::spawn(play_faults(
+            (sim.scenario.clone(), pipeline.clone(), ses.clone()),
             start,
-            ses.clone(),
             events,
             drained.clone(),
         ));
@@ -359,45 +363,84 @@ fn profile_label(profile: &Profile) -> String {
     }
 }
 
-/// Plays the scenario's `ses_quota` faults on the SES model: each from its
-/// start, to the end of traffic or (a lasting one) of the drain.
-async fn play_quota(
-    scenario: Scenario,
+/// Plays the scenario's faults on the simulated services, on the run's clock
+/// as the real timeline does (`timeline::end_secs`): SES's quota and faults
+/// on the SES model, poison onto the queues.
+async fn play_faults(
+    sim: (Scenario, Pipeline, Arc<SesModel>),
     start: Instant,
-    ses: Arc<SesModel>,
     events: mpsc::UnboundedSender<Event>,
     drained: CancellationToken,
 ) {
-    for (index, spec) in scenario.faults.iter().enumerate() {
-        let Some(limits) = super::timeline::account_quota(&spec.fault) else {
-            continue;
-        };
-        tokio::time::sleep_until(start + Duration::from_secs_f64(spec.start_secs)).await;
-        ses.set_limits(Some(limits));
-        let _ = events.send(Event::FaultStarted {
-            index,
-            kind: spec.fault.name(),
-            detail: quota_detail(&limits),
-            at_secs: start.elapsed().as_secs_f64(),
+    let (scenario, pipeline, ses) = sim;
+    let traffic = Duration::from_secs_f64(scenario.run.duration_secs);
+    let mut playing = tokio::task::JoinSet::new();
+    for (index, spec) in scenario.faults.iter().cloned().enumerate() {
+        let (pipeline, ses, events, drained) = (pipeline.clone(), ses.clone(), events.clone(), drained.clone());
+        playing.spawn(async move {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(spec.start_secs)).await;
+            let at_secs = || start.elapsed().as_secs_f64();
+            let name = format!("{}#{index}", spec.fault.name());
+            let detail = spec.fault.detail();
+            let _ = events.send(Event::FaultStarted {
+                index,
+                kind: spec.fault.name(),
+                detail,
+                at_secs: at_secs(),
+            });
+            match spec.fault {
+                Fault::Poison { count } => match super::timeline::inject_poison(&pipeline, count.get()).await {
+                    Ok(()) => drop(events.send(Event::Poisoned(count.get()))),
+                    Err(error) => tracing::error!(%error, "poison injection failed"),
+                },
+                _ => {
+                    begin(&spec.fault, &name, &ses);
+                    let end = start + Duration::from_secs_f64(super::timeline::end_secs(&spec, traffic).min(1e9));
+                    if spec.lasts_through_drain() {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(end) => {}
+                            _ = drained.cancelled() => {}
+                        }
+                    } else {
+                        tokio::time::sleep_until(end).await;
+                    }
+                    end_fault(&spec.fault, &name, &ses);
+                }
+            }
+            let _ = events.send(Event::FaultEnded {
+                index,
+                at_secs: at_secs(),
+            });
         });
-        if spec.lasts_through_drain() {
-            drained.cancelled().await;
-        } else {
-            let end = spec.start_secs + spec.duration_secs.unwrap_or(scenario.run.duration_secs);
-            tokio::time::sleep_until(start + Duration::from_secs_f64(end.min(scenario.run.duration_secs))).await;
-            ses.set_limits(None);
-        }
-        let _ = events.send(Event::FaultEnded {
-            index,
-            at_secs: start.elapsed().as_secs_f64(),
-        });
+    }
+    while playing.join_next().await.is_some() {}
+}
+
+/// Puts a modelled fault in force on the SES model.
+fn begin(fault: &Fault, name: &str, ses: &SesModel) {
+    match *fault {
+        Fault::SesQuota { .. } => ses.set_limits(super::timeline::account_quota(fault)),
+        Fault::SesThrottle { probability } => ses.add_fault(
+            name,
+            SesFault::Throttle {
+                probability: probability.0,
+            },
+        ),
+        Fault::SesReject { probability } => ses.add_fault(
+            name,
+            SesFault::Reject {
+                probability: probability.0,
+            },
+        ),
+        Fault::SesLatency { latency_ms } => ses.add_fault(name, SesFault::Latency { ms: latency_ms }),
+        _ => {}
     }
 }
 
-fn quota_detail(limits: &SesQuota) -> String {
-    match limits.daily_quota {
-        Some(daily) => format!("{}/s, {daily} a day", limits.max_send_rate),
-        None => format!("{}/s", limits.max_send_rate),
+fn end_fault(fault: &Fault, name: &str, ses: &SesModel) {
+    match fault {
+        Fault::SesQuota { .. } => ses.set_limits(None),
+        _ => ses.remove_fault(name),
     }
 }
 
@@ -479,9 +522,9 @@ fn records_by_arrival(store: &MemoryStore, outcomes: &[RequestOutcome]) -> Vec<(
 /// The engine's histograms at the end of the run, and the SES model's
 /// refusals counted as the real run counts the quota's (no AWS call was
 /// made, so none was metered).
-fn engine_figures(pipeline: &Pipeline, ses_throttles: u64) -> EngineFigures {
+fn engine_figures(pipeline: &Pipeline, ses_injected: BTreeMap<String, u64>) -> EngineFigures {
     EngineFigures {
-        fault_counts: [("ses_quota".to_string(), ses_throttles)].into(),
+        fault_counts: ses_injected,
         ..super::engine_histograms(pipeline)
     }
 }

@@ -119,17 +119,7 @@ async fn play(index: usize, spec: FaultSpec, context: Context) {
     let active = begin(&spec.fault, &label, &context).await;
     if !matches!(active, Active::Instant) {
         let lasting = spec.lasts_through_drain();
-        let latest = if lasting {
-            f64::INFINITY
-        } else {
-            context.traffic.as_secs_f64()
-        };
-        let end_secs = spec
-            .duration_secs
-            .map_or(f64::INFINITY, |d| spec.start_secs + d)
-            .min(latest)
-            .max(spec.start_secs);
-        let end = context.start + Duration::from_secs_f64(end_secs.min(1e9));
+        let end = context.start + Duration::from_secs_f64(end_secs(&spec, context.traffic).min(1e9));
         let ended = if lasting { &context.drained } else { &context.over };
         tokio::select! {
             _ = tokio::time::sleep_until(end.into()) => {}
@@ -138,6 +128,21 @@ async fn play(index: usize, spec: FaultSpec, context: Context) {
         finish(active, &context.harness).await;
     }
     let _ = context.events.send(Event::FaultEnded { index, at_secs: now() });
+}
+
+/// When a fault in force ends on the run's clock, unless the drain ends
+/// first: after its duration, and at the end of traffic at the latest unless
+/// it lasts through the drain (then infinity when it has no duration).
+pub(crate) fn end_secs(spec: &FaultSpec, traffic: Duration) -> f64 {
+    let latest = if spec.lasts_through_drain() {
+        f64::INFINITY
+    } else {
+        traffic.as_secs_f64()
+    };
+    spec.duration_secs
+        .map_or(f64::INFINITY, |d| spec.start_secs + d)
+        .min(latest)
+        .max(spec.start_secs)
 }
 
 /// Puts a fault in force.
@@ -245,7 +250,7 @@ async fn finish(active: Active, h: &HarnessHandles) {
 
 /// Puts `count` messages no sender can decode on the queues, each with a
 /// real PENDING record: every one must end in a dead-letter queue.
-async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), HarnessError> {
+pub(crate) async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), HarnessError> {
     for i in 0..count {
         let priority = Priority::ALL[(i % 3) as usize];
         let message = OutboundMessage {
@@ -257,7 +262,7 @@ async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), HarnessErr
             subject: "poison".into(),
             body: MessageBody::Inline { text: "poison".into() },
             attachment: None,
-            accepted_at: chrono::Utc::now(),
+            accepted_at: engine::clock::now(),
             copy_id: Default::default(),
         };
         pipeline.store().put_pending(&[SendRecord::pending(&message)]).await?;
