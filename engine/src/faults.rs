@@ -504,6 +504,12 @@ impl ErrorResponse {
     }
 }
 
+/// The label of the call `cfg` belongs to, `Service.Operation`, from the SDK's own metadata.
+pub(crate) fn operation_label(cfg: &ConfigBag) -> Option<String> {
+    let metadata = cfg.load::<Metadata>()?;
+    Some(format!("{}.{}", metadata.service(), metadata.name()))
+}
+
 /// Tags each request with `Service.Operation` for the connector to read.
 #[derive(Debug)]
 struct OperationTagger;
@@ -519,8 +525,7 @@ impl Intercept for OperationTagger {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(metadata) = cfg.load::<Metadata>() {
-            let tag = format!("{}.{}", metadata.service(), metadata.name());
+        if let Some(tag) = operation_label(cfg) {
             context.request_mut().headers_mut().insert(OPERATION_HEADER, tag);
         }
         Ok(())

@@ -27,7 +27,6 @@ use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeTransmitInterceptorContextRef, Input, Output,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use vocabulary::{AwsService, Usage, UsageByOperation};
@@ -170,13 +169,6 @@ fn recipients(input: &Input) -> Option<u64> {
     None
 }
 
-fn operation(cfg: &ConfigBag) -> Option<(String, Option<AwsService>)> {
-    let metadata = cfg.load::<Metadata>()?;
-    let label = format!("{}.{}", metadata.service(), metadata.name());
-    let service = AwsService::of_label(&label);
-    Some((label, service))
-}
-
 impl Intercept for Metering {
     fn name(&self) -> &'static str {
         "CourierMetering"
@@ -220,9 +212,10 @@ impl Intercept for Metering {
         if response.headers().get("x-amzn-requestid") == Some(INJECTED_REQUEST_ID) {
             return Ok(());
         }
-        let Some((label, service)) = operation(cfg) else {
+        let Some(label) = crate::faults::operation_label(cfg) else {
             return Ok(());
         };
+        let service = AwsService::of_label(&label);
         let billing = cfg.load::<Billing>().copied().unwrap_or_default();
         let body = response.body().bytes();
         let bytes_received = body.map(|b| b.len() as u64).unwrap_or_else(|| {

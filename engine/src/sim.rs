@@ -154,8 +154,10 @@ pub struct SesModel {
     dice: Mutex<ChaCha8Rng>,
     times: std::sync::Arc<ServiceTimes>,
     accepted: Mutex<HashMap<String, u64>>,
-    throttled: Mutex<u64>,
 }
+
+/// The name the quota's refusals are counted under, as on a real run.
+const QUOTA: &str = "ses_quota";
 
 impl SesModel {
     /// `limits` None: an account with no limit (as the local stack's SES).
@@ -167,7 +169,6 @@ impl SesModel {
             dice: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5E5)),
             times,
             accepted: Mutex::new(HashMap::new()),
-            throttled: Mutex::new(0),
         }
     }
 
@@ -187,11 +188,16 @@ impl SesModel {
 
     /// Injections per fault name, the quota's refusals as `ses_quota`.
     pub fn injected(&self) -> BTreeMap<String, u64> {
-        let mut counts = self.injected.lock().expect("injected lock").clone();
-        if self.throttled() > 0 {
-            counts.insert("ses_quota".into(), self.throttled());
-        }
-        counts
+        self.injected.lock().expect("injected lock").clone()
+    }
+
+    fn count(&self, name: &str) {
+        *self
+            .injected
+            .lock()
+            .expect("injected lock")
+            .entry(name.to_string())
+            .or_insert(0) += 1;
     }
 
     /// What the faults in force do to one send: extra time, and maybe an answer in SES's place.
@@ -214,7 +220,7 @@ impl SesModel {
                 _ => None,
             };
             if fault.counts_every_send() || answer.is_some() {
-                *self.injected.lock().expect("injected lock").entry(name).or_insert(0) += 1;
+                self.count(&name);
             }
             if answer.is_some() {
                 return (delay, answer);
@@ -230,7 +236,12 @@ impl SesModel {
 
     /// Sends refused for a limit.
     pub fn throttled(&self) -> u64 {
-        *self.throttled.lock().expect("throttled lock")
+        self.injected
+            .lock()
+            .expect("injected lock")
+            .get(QUOTA)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -249,15 +260,13 @@ impl Mailer for SesModel {
             Some(quota) => quota.admit(tokio::time::Instant::now()),
             None => Ok(()),
         };
-        {
-            if let Err(message) = admitted {
-                *self.throttled.lock().expect("throttled lock") += 1;
-                return Err(if message.starts_with("Daily") {
-                    MailError::QuotaExhausted(message.into())
-                } else {
-                    MailError::Throttled(message.into())
-                });
-            }
+        if let Err(message) = admitted {
+            self.count(QUOTA);
+            return Err(if message.starts_with("Daily") {
+                MailError::QuotaExhausted(message.into())
+            } else {
+                MailError::Throttled(message.into())
+            });
         }
         let mut accepted = self.accepted.lock().expect("accepted lock");
         let count = accepted.entry(email.to.to_string().to_ascii_lowercase()).or_insert(0);
