@@ -79,6 +79,20 @@ impl Driver {
         &self.arrivals[index]
     }
 
+    /// The outcome of arrival `index` as its request starts, now.
+    fn starting(&self, index: usize) -> RequestOutcome {
+        let arrival = &self.arrivals[index];
+        RequestOutcome {
+            index,
+            intended_secs: arrival.at_secs,
+            started_secs: self.start.elapsed().as_secs_f64(),
+            is_campaign: matches!(arrival.request, Request::Campaign { .. }),
+            status: None,
+            response: None,
+            error: None,
+        }
+    }
+
     /// Messages the API has said it accepted so far.
     pub fn accepted_so_far(&self) -> u64 {
         self.outcomes
@@ -108,16 +122,7 @@ impl Driver {
         } else if now - intended > self.lateness_tolerance {
             self.late.fetch_add(1, Ordering::Relaxed);
         }
-        let started_secs = self.start.elapsed().as_secs_f64();
-        let mut outcome = RequestOutcome {
-            index,
-            intended_secs: arrival.at_secs,
-            started_secs,
-            is_campaign: matches!(arrival.request, Request::Campaign { .. }),
-            status: None,
-            response: None,
-            error: None,
-        };
+        let mut outcome = self.starting(index);
         let result = self.send(user, &arrival.request).await;
         match result {
             Ok((status, body)) => {
@@ -197,17 +202,8 @@ impl Driver {
 
     async fn answer_in_process(&self, index: usize, app: axum::Router) {
         use tower::ServiceExt as _;
-        let arrival = &self.arrivals[index];
-        let mut outcome = RequestOutcome {
-            index,
-            intended_secs: arrival.at_secs,
-            started_secs: self.start.elapsed().as_secs_f64(),
-            is_campaign: matches!(arrival.request, Request::Campaign { .. }),
-            status: None,
-            response: None,
-            error: None,
-        };
-        let response = match app.oneshot(in_process_request(&arrival.request)).await {
+        let mut outcome = self.starting(index);
+        let response = match app.oneshot(in_process_request(&self.arrivals[index].request)).await {
             Ok(response) => response,
             Err(never) => match never {},
         };

@@ -265,8 +265,9 @@ fn specs(baselines: &[RunResults], runs: &[&RunResults], tolerances: &Tolerances
 /// fixed price per recipient dominates the total, so each service is judged
 /// on its own too: twice the DynamoDB writes per message moves the total by 2%.
 fn cost_specs(runs: &[&RunResults], tolerances: &Tolerances) -> Vec<Spec> {
+    let card = std::rc::Rc::new(crate::cost::PriceCard::builtin());
     let spec = |figure: String, service: Option<&'static str>| {
-        let card = crate::cost::PriceCard::builtin();
+        let card = card.clone();
         Spec {
             figure,
             unit: "$",

@@ -281,20 +281,41 @@ async fn offer_traffic(
 /// Waits until every accepted message (and every poison) is SENT or ERROR,
 /// or the scenario's drain timeout.
 async fn drain(harness: &Harness, running: &Running, scenario: &Scenario) {
+    let traffic = (running.start, running.traffic_secs);
+    drain_until_final(
+        &harness.pipeline,
+        harness.audit_pipeline(),
+        &running.driver,
+        scenario,
+        traffic,
+    )
+    .await;
+}
+
+/// The drain of a real or simulated run: `engine`'s counters say how many
+/// messages finished, `store` (read past any fault) whether work is left.
+/// `traffic` is the run's t = 0 and how long its traffic lasted.
+async fn drain_until_final(
+    engine: &Pipeline,
+    store: &Pipeline,
+    driver: &Driver,
+    scenario: &Scenario,
+    (start, traffic_secs): (Instant, f64),
+) {
     // A poison fault set to start after the traffic never fired.
-    let poison = scenario.poison_count_before(running.traffic_secs);
-    let expected = running.driver.accepted_so_far() + poison;
+    let poison = scenario.poison_count_before(traffic_secs);
+    let expected = driver.accepted_so_far() + poison;
     let deadline = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_secs);
     for look in 0u64.. {
-        let finished = harness.pipeline.metrics().counters().finished();
+        let finished = engine.metrics().counters().finished();
         // The counters miss what a killed engine finished but had not counted
         // yet: every 2 s the store itself says whether work is left.
-        let idle = look % 8 == 7 && matches!(harness.audit_pipeline().is_idle().await, Ok(true));
+        let idle = look % 8 == 7 && matches!(store.is_idle().await, Ok(true));
         if finished >= expected || idle || Instant::now() >= deadline {
             tracing::info!(
                 finished,
                 expected,
-                drained_secs = running.start.elapsed().as_secs_f64(),
+                drained_secs = start.elapsed().as_secs_f64(),
                 "drain over"
             );
             return;

@@ -214,7 +214,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     driver.offer_in_process(router).await;
     let traffic_secs = start.elapsed().as_secs_f64().max(scenario.run.duration_secs);
     tokio::time::sleep_until(start + traffic).await;
-    drain(&pipeline, &driver, scenario, start).await;
+    super::drain_until_final(&pipeline, &pipeline, &driver, scenario, (start, traffic_secs)).await;
     settle_batches(&pipeline, &driver.outcomes()).await;
     let collected = watching.stop().await?;
     token.cancel();
@@ -441,25 +441,6 @@ fn end_fault(fault: &Fault, name: &str, ses: &SesModel) {
     match fault {
         Fault::SesQuota { .. } => ses.set_limits(None),
         _ => ses.remove_fault(name),
-    }
-}
-
-/// Waits until every accepted message is final, or the scenario's drain timeout (virtual).
-async fn drain(pipeline: &Pipeline, driver: &Driver, scenario: &Scenario, start: Instant) {
-    let expected = driver.accepted_so_far();
-    let deadline = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_secs);
-    loop {
-        let finished = pipeline.metrics().counters().finished();
-        if finished >= expected || Instant::now() >= deadline {
-            tracing::info!(
-                finished,
-                expected,
-                drained_secs = start.elapsed().as_secs_f64(),
-                "simulated drain over"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
