@@ -11,6 +11,9 @@
 //! [`cpu`] says where the CPU went; [`check_stack`] describes the stack the
 //! numbers came from, and [`capacity`] measures how much the pipeline carries
 //! on it (senders' concurrency stepped up until throughput stops growing).
+//! [`run::sim`] runs a scenario on virtual time against models of the
+//! services (`--stack sim`), and [`sweep`] runs it so over a range of one
+//! setting to answer "how many workers, how much quota".
 
 pub mod audit;
 pub mod capacity;
@@ -23,6 +26,7 @@ pub mod results;
 pub mod run;
 pub mod slo;
 pub mod summarize;
+pub mod sweep;
 
 /// Exit code of a run whose SLOs were not met.
 pub const EXIT_SLO_BREACH: i32 = 3;

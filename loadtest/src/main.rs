@@ -61,6 +61,34 @@ enum Command {
     /// The pipeline's capacity: senders' concurrency stepped up until delivered
     /// throughput stops growing; the curve, the ceiling, the knee and a USL fit.
     Capacity(CapacityArgs),
+    /// One setting varied over a range, each value a simulated run (`--stack
+    /// sim`): end to end, reminders' p99, cost and the verdict, on one chart.
+    Sweep(SweepArgs),
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    scenario: PathBuf,
+    /// The setting to vary: `workers`, `concurrency` or `ses_rate`.
+    #[arg(long)]
+    vary: loadtest::sweep::Setting,
+    /// Its values, e.g. `1,2,4,8`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    values: Vec<f64>,
+    /// The simulated services' answer times: `aws-typical` (the default) or
+    /// `calibrated:<results.json of a real run>`.
+    #[arg(long, value_name = "PROFILE", default_value = "aws-typical")]
+    sim_profile: loadtest::run::sim::Profile,
+    /// Prices each run with this price card instead of the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pricing: Option<PathBuf>,
+    /// Where sweep.json, sweep.html and each value's run go
+    /// (default target/loadtest/sweep-<time>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Runs at once (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
 }
 
 #[derive(clap::Args)]
@@ -106,6 +134,7 @@ async fn main_inner() -> anyhow::Result<i32> {
         Command::Run(args) => run_scenario(args).await,
         Command::CheckStack(args) => check(&args).await,
         Command::Capacity(args) => measure_capacity(args).await,
+        Command::Sweep(args) => sweep(args).await,
     }
 }
 
@@ -208,6 +237,26 @@ async fn measure_capacity(args: CapacityArgs) -> anyhow::Result<i32> {
     std::fs::write(&page, reports::html::render_capacity(&capacity, &title))?;
     println!("capacity: {}", path.display());
     println!("report:   {}", page.display());
+    Ok(0)
+}
+
+/// `loadtest sweep`: the table as each value's run ends, then where it all went.
+async fn sweep(args: SweepArgs) -> anyhow::Result<i32> {
+    let out = args.out.unwrap_or_else(|| loadtest::run::default_out_dir("sweep"));
+    std::fs::create_dir_all(&out)?;
+    let options = loadtest::sweep::SweepOptions {
+        scenario: args.scenario,
+        setting: args.vary,
+        values: args.values,
+        profile: args.sim_profile,
+        pricing: args.pricing,
+        out_dir: out,
+        jobs: args.jobs,
+    };
+    let (sweep, path) = loadtest::sweep::sweep(options).await?;
+    println!("\n{}", reports::text::sweep(&sweep));
+    println!("sweep:  {}", path.display());
+    println!("report: {}", path.with_file_name("sweep.html").display());
     Ok(0)
 }
 

@@ -433,6 +433,7 @@ mod tests {
                 file: "t.toml".into(),
                 seed: 1,
                 extra_faults: Vec::new(),
+                overrides: Vec::new(),
             },
             slo,
             plan,

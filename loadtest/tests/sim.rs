@@ -139,3 +139,42 @@ async fn a_calibrated_profile_comes_from_a_real_run_and_an_unmodelled_fault_is_r
     let error = "calibrated:".parse::<Profile>().unwrap_err();
     assert!(error.contains("aws-typical"), "{error}");
 }
+
+#[tokio::test]
+async fn a_sweep_runs_each_value_simulated_and_finds_where_the_objectives_start_to_hold() {
+    use loadtest::sweep::{sweep, Setting, SweepOptions};
+    let out = scratch_dir("sweep");
+    std::fs::create_dir_all(&out).unwrap();
+    let options = SweepOptions {
+        scenario: workspace_file("scenarios/smoke.toml"),
+        setting: Setting::SesRate,
+        values: vec![50.0, 5.0, 50.0],
+        profile: Profile::AwsTypical,
+        pricing: None,
+        out_dir: out.clone(),
+        jobs: 0,
+    };
+    let (swept, path) = sweep(options).await.expect("the sweep runs");
+    let values: Vec<f64> = swept.points.iter().map(|p| p.value).collect();
+    assert_eq!(values, vec![5.0, 50.0], "sorted, each value once");
+    let (slow, fast) = (&swept.points[0], &swept.points[1]);
+    // At 5 sends/s the smoke run's ~200 messages take far longer than at 50,
+    // and low priority's p99 objective (20 s) no longer holds.
+    assert!(slow.end_to_end_secs > 2.0 * fast.end_to_end_secs, "{slow:?} {fast:?}");
+    assert!(
+        !slow.passed && slow.failed.iter().any(|f| f.contains("low")),
+        "{slow:?}"
+    );
+    assert!(fast.passed, "{fast:?}");
+    assert_eq!(swept.least_passing().map(|p| p.value), Some(50.0));
+    assert_eq!((fast.lost, fast.duplicated), (0, 0));
+    // Each value's run has its own results, marked with what was changed.
+    let point: reports::results::RunResults = reports::results::RunResults::load(&out.join(&slow.results)).unwrap();
+    assert_eq!(point.scenario.overrides, vec!["ses_quota.max_send_rate = 5"]);
+    assert!(point.simulation.is_some());
+    let page = std::fs::read_to_string(path.with_file_name("sweep.html")).unwrap();
+    assert!(
+        page.contains("SIMULATED") && page.contains("<svg"),
+        "the sweep's page has its chart"
+    );
+}

@@ -12,7 +12,7 @@ use vocabulary::{Priority, QueueRef, SendStatus, Stage};
 use crate::compare::{format_change, format_value, Comparison};
 use crate::results::{Capacity, Percentiles, RunResults, Sample};
 use crate::summary::{self, duration_ms, fault_label, injected, narrative};
-use crate::svg::{Band, BarChart, LineChart, Series, PALETTE};
+use crate::svg::{Band, BarChart, LineChart, Panel, PanelChart, Series, PALETTE};
 
 const STYLE: &str = r#"
 :root { --ink:#1b1f24; --muted:#5a6270; --line:#d8dde3; --pass:#0a7d3b; --fail:#b3261e; --bg:#fff; }
@@ -278,6 +278,9 @@ fn verdict_section(results: &RunResults) -> Markup {
             ul.figures { @for (value, label) in &headline { li { b { (value) } span { (label) } } } }
             @if !scenario.extra_faults.is_empty() {
                 p { strong { "Faults added on the command line:" } " " (scenario.extra_faults.join("; ")) }
+            }
+            @if !scenario.overrides.is_empty() {
+                p { strong { "Settings changed from the file's:" } " " (scenario.overrides.join("; ")) }
             }
         }
     }
@@ -737,6 +740,90 @@ fn capacity_section(capacity: &Capacity, delivered: Option<f64>) -> Markup {
 /// A capacity measurement's own page (`loadtest capacity`).
 pub fn render_capacity(capacity: &Capacity, title: &str) -> String {
     page(title, capacity_section(capacity, None), None)
+}
+
+/// The sweep's one chart: end to end, reminders' p99 and cost against the
+/// setting, sharing its axis.
+fn sweep_chart(sweep: &crate::results::Sweep) -> String {
+    let measure = |title: &str, unit: &str, color, value: fn(&crate::results::SweepPoint) -> Option<f64>| Panel {
+        title: title.into(),
+        unit: unit.into(),
+        color,
+        values: sweep.points.iter().map(value).collect(),
+    };
+    PanelChart {
+        id: "sweep".into(),
+        title: format!("{} against {}", sweep.scenario.name, sweep.setting),
+        x_label: format!("{} ({})", sweep.setting, sweep.unit),
+        xs: sweep.points.iter().map(|p| p.value).collect(),
+        held: sweep.points.iter().map(|p| p.passed).collect(),
+        panels: vec![
+            measure("End to end", "s", PALETTE[0], |p| Some(p.end_to_end_secs)),
+            measure("Reminders' p99, accepted to SENT", "s", PALETTE[5], |p| {
+                p.high_p99_ms.map(|ms| ms / 1000.0)
+            }),
+            measure("Cost per 1,000 messages", "USD", PALETTE[2], |p| p.cost_per_1000_usd),
+        ],
+    }
+    .to_svg()
+}
+
+/// A sweep's own page (`loadtest sweep`): what it found, the chart, each run.
+pub fn render_sweep(sweep: &crate::results::Sweep) -> String {
+    use crate::summary::usd;
+    let rows: Vec<Row> = sweep
+        .points
+        .iter()
+        .map(|p| {
+            let ms = |v: Option<f64>| v.map_or("—".to_string(), duration_ms);
+            let cells = vec![
+                crate::svg::format_number(p.value),
+                if p.passed {
+                    "PASS".into()
+                } else {
+                    format!("FAIL: {}", p.failed.join(", "))
+                },
+                duration_ms(p.end_to_end_secs * 1000.0),
+                format!("{:.1}", p.delivered_per_sec),
+                ms(p.high_p99_ms),
+                ms(p.low_p99_ms),
+                p.cost_per_1000_usd.map_or("—".to_string(), usd),
+                p.ses_throttles.to_string(),
+            ];
+            (cells, !p.passed)
+        })
+        .collect();
+    let title = format!(
+        "{} against {} — Courier SIMULATED sweep",
+        sweep.scenario.name, sweep.setting
+    );
+    let body = html! {
+        header.verdict #verdict {
+            p.simulated { strong { "SIMULATED: no stack ran. Each value is a run of the engine's own code on virtual time against models of SQS, DynamoDB, S3 and SES; engine CPU is not modelled." } }
+            h1 { (title) }
+            p.muted { (sweep.scenario.description) " · " (sweep.scenario.file) " · started " (sweep.started_at) " · seed " (sweep.scenario.seed) }
+            ul.narrative { @for line in crate::summary::sweep_sentences(sweep) { li { (line) } } }
+        }
+        section #sweep {
+            h2 { "What each value came to" }
+            (figure(sweep_chart(sweep), "Each point is one simulated run; hollow points are runs where an objective of the scenario did not hold. End to end runs from the first arrival until every message was final."))
+            (table(&[sweep.setting.as_str(), "verdict", "end to end", "msg/s", "reminders p99", "low p99", "per 1,000 msgs", "SES refusals"], &rows))
+            p { "Each run's own report: "
+                @for p in &sweep.points {
+                    a href=(p.results.replace("results.json", "report.html")) { (crate::svg::format_number(p.value)) } " "
+                }
+            }
+        }
+    };
+    page(
+        &title,
+        body,
+        Some(format!(
+            "Courier {} · sweep of {}",
+            env!("CARGO_PKG_VERSION"),
+            sweep.scenario.file
+        )),
+    )
 }
 
 /// The whole report. `comparison`, when given, goes right after the objectives.

@@ -35,6 +35,13 @@ pub fn render(results: &RunResults, comparison: Option<&Comparison>) -> String {
             results.scenario.extra_faults.join("`; `")
         );
     }
+    if !results.scenario.overrides.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Settings changed from the file's: `{}`",
+            results.scenario.overrides.join("`; `")
+        );
+    }
     out.push_str("\n| Objective | Target | Measured | |\n|---|---:|---:|---|\n");
     for v in &results.slo {
         let _ = writeln!(

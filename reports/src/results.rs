@@ -97,6 +97,55 @@ pub struct Simulation {
     pub ses_throttles: u64,
 }
 
+/// `loadtest sweep`: one setting varied over a range, each value a simulated
+/// run of the same scenario, and what each run came to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sweep {
+    pub scenario: ScenarioInfo,
+    /// The setting varied, as a scenario file spells it (`engine.workers`).
+    pub setting: String,
+    /// What its values count, for axes (`sender workers`).
+    pub unit: String,
+    /// The simulated services' answer times (`aws-typical`, `calibrated`).
+    pub profile: String,
+    pub started_at: String,
+    /// Wall-clock seconds the whole sweep took.
+    pub wall_secs: f64,
+    /// One per value, in ascending order of value.
+    pub points: Vec<SweepPoint>,
+}
+
+/// One value of a sweep and what its simulated run came to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    pub value: f64,
+    pub passed: bool,
+    /// The objectives that did not hold, by name.
+    pub failed: Vec<String>,
+    /// Virtual seconds from the first arrival until every message was final.
+    pub end_to_end_secs: f64,
+    pub delivered_per_sec: f64,
+    /// Reminders' (high priority's) accepted→SENT p99; none without reminders.
+    pub high_p99_ms: Option<f64>,
+    /// Low priority's accepted→SENT p99; none without low-priority messages.
+    pub low_p99_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub cost_per_1000_usd: Option<f64>,
+    pub lost: u64,
+    pub duplicated: u64,
+    /// Sends refused for SES's sending rate or quota.
+    pub ses_throttles: u64,
+    /// The point's own results.json, relative to the sweep's file.
+    pub results: String,
+}
+
+impl Sweep {
+    /// The least value at which every objective held, if any did.
+    pub fn least_passing(&self) -> Option<&SweepPoint> {
+        self.points.iter().find(|p| p.passed)
+    }
+}
+
 /// Each process's CPU over the run's traffic and drain.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CpuUse {
@@ -214,6 +263,10 @@ pub struct ScenarioInfo {
     /// Faults added on the command line (`loadtest run --fault`), beyond the file's.
     #[serde(default)]
     pub extra_faults: Vec<String>,
+    /// Settings changed from the file's, as `engine.workers = 4`
+    /// (each point of `loadtest sweep`).
+    #[serde(default)]
+    pub overrides: Vec<String>,
 }
 
 /// One objective, what was measured, and whether it held.

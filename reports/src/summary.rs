@@ -306,3 +306,58 @@ pub fn capacity_sentence(capacity: &crate::results::Capacity, delivered: Option<
     }
     text
 }
+
+/// What a sweep found, for every renderer: where the objectives start to
+/// hold, and what more of the setting buys beyond that.
+pub fn sweep_sentences(sweep: &crate::results::Sweep) -> Vec<String> {
+    use crate::svg::format_number as n;
+    let (Some(first), Some(last)) = (sweep.points.first(), sweep.points.last()) else {
+        return vec!["The sweep ran no values.".into()];
+    };
+    let setting = &sweep.setting;
+    let mut lines = vec![format!(
+        "{setting} from {} to {}: {} simulated runs of {} ({} answer times), in {:.0} s of wall time.",
+        n(first.value),
+        n(last.value),
+        sweep.points.len(),
+        sweep.scenario.name,
+        sweep.profile,
+        sweep.wall_secs
+    )];
+    let point_figures = |p: &crate::results::SweepPoint| {
+        let mut parts = vec![format!("end to end {}", duration_ms(p.end_to_end_secs * 1000.0))];
+        if let Some(p99) = p.high_p99_ms {
+            parts.push(format!("reminders' p99 {}", duration_ms(p99)));
+        }
+        if let Some(per_1000) = p.cost_per_1000_usd {
+            parts.push(format!("{} per 1,000 messages", usd(per_1000)));
+        }
+        parts.join(", ")
+    };
+    match sweep.least_passing() {
+        None => lines.push(format!(
+            "No value tried met every objective; at {setting} = {} these failed: {}.",
+            n(last.value),
+            last.failed.join(", ")
+        )),
+        Some(least) => {
+            let passing: Vec<&crate::results::SweepPoint> = sweep.points.iter().filter(|p| p.passed).collect();
+            let from_on = sweep.points.iter().skip_while(|p| !p.passed).all(|p| p.passed);
+            let held = if from_on {
+                format!("from {setting} = {} on", n(least.value))
+            } else {
+                let values: Vec<String> = passing.iter().map(|p| n(p.value)).collect();
+                format!("only at {setting} = {}", values.join(", "))
+            };
+            lines.push(format!(
+                "Every objective holds {held} (at {}: {}).",
+                n(least.value),
+                point_figures(least)
+            ));
+            if least.value != last.value {
+                lines.push(format!("At {}: {}.", n(last.value), point_figures(last)));
+            }
+        }
+    }
+    lines
+}

@@ -383,6 +383,162 @@ impl BarChart {
     }
 }
 
+/// One measure of a [`PanelChart`]: a value per x, or none where it was not measured.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub title: String,
+    pub unit: String,
+    pub color: &'static str,
+    pub values: Vec<Option<f64>>,
+}
+
+/// Several measures against one x, stacked in one figure that shares the x
+/// axis (small multiples): each measure keeps its own unit and scale. Points
+/// are filled where `held[i]` and hollow where not (a sweep's objectives).
+#[derive(Debug, Clone)]
+pub struct PanelChart {
+    pub id: String,
+    pub title: String,
+    pub x_label: String,
+    /// One tick and one point per x.
+    pub xs: Vec<f64>,
+    pub held: Vec<bool>,
+    pub panels: Vec<Panel>,
+}
+
+const PANEL_HEIGHT: f64 = 130.0;
+const PANEL_GAP: f64 = 26.0;
+
+impl PanelChart {
+    pub fn to_svg(&self) -> String {
+        let height = TOP + self.panels.len() as f64 * (PANEL_HEIGHT + PANEL_GAP) + BOTTOM - PANEL_GAP;
+        // From the least x to the greatest: a sweep's values need not start at 0.
+        let x_min = self.xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let x_max = self.xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let span = (x_max - x_min).max(1e-9);
+        let x = |v: f64| {
+            let share = if x_max > x_min { (v - x_min) / span } else { 0.5 };
+            LEFT + 20.0 + share.clamp(0.0, 1.0) * (WIDTH - LEFT - RIGHT - 40.0)
+        };
+        let mut out = String::with_capacity(8 * 1024);
+        let description = format!(
+            "{} against {} ({}); hollow points: an objective did not hold",
+            self.panels
+                .iter()
+                .map(|p| p.title.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.x_label,
+            self.xs.iter().map(|v| format_number(*v)).collect::<Vec<_>>().join(", ")
+        );
+        let _ = write!(
+            out,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="{}" viewBox="0 0 {WIDTH} {height:.0}" role="img" aria-labelledby="{0}-title {0}-desc" font-family="system-ui, sans-serif" font-size="12"><title id="{0}-title">{}</title><desc id="{0}-desc">{}</desc>"#,
+            self.id,
+            escape(&self.title),
+            escape(&description)
+        );
+        for (index, panel) in self.panels.iter().enumerate() {
+            let top = TOP + index as f64 * (PANEL_HEIGHT + PANEL_GAP);
+            self.panel(&mut out, panel, top, &x);
+        }
+        let axis_y = height - BOTTOM;
+        for v in &self.xs {
+            let _ = write!(
+                out,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#444">{}</text>"##,
+                x(*v),
+                axis_y + 16.0,
+                format_number(*v)
+            );
+        }
+        let _ = write!(
+            out,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#444">{}</text></svg>"##,
+            (LEFT + WIDTH - RIGHT) / 2.0,
+            height - 4.0,
+            escape(&self.x_label)
+        );
+        out
+    }
+
+    fn panel(&self, out: &mut String, panel: &Panel, top: f64, x: &dyn Fn(f64) -> f64) {
+        let data_max = panel
+            .values
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0, f64::max);
+        let (y_max, step) = nice_max(data_max);
+        let y = |v: f64| top + PANEL_HEIGHT - (v / y_max).clamp(0.0, 1.0) * PANEL_HEIGHT;
+        let _ = write!(
+            out,
+            r##"<text x="{LEFT}" y="{:.1}" font-weight="600" fill="#222">{} ({})</text>"##,
+            top - 6.0,
+            escape(&panel.title),
+            escape(&panel.unit)
+        );
+        let mut value = 0.0;
+        while value <= y_max + step * 0.01 {
+            let _ = write!(
+                out,
+                r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#d0d4da"/><text x="{2:.1}" y="{3:.1}" text-anchor="end" fill="#444">{4}</text>"##,
+                y(value),
+                WIDTH - RIGHT,
+                LEFT - 6.0,
+                y(value) + 4.0,
+                tick_label(value, step)
+            );
+            value += step;
+        }
+        let points: Vec<(f64, f64, bool)> = self
+            .xs
+            .iter()
+            .zip(&panel.values)
+            .zip(&self.held)
+            .filter_map(|((xv, v), held)| Some((*xv, (*v)?, *held)))
+            .filter(|(_, v, _)| v.is_finite())
+            .collect();
+        let line: Vec<String> = points
+            .iter()
+            .map(|(xv, v, _)| format!("{:.1},{:.1}", x(*xv), y(*v)))
+            .collect();
+        let _ = write!(
+            out,
+            r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>"#,
+            panel.color,
+            line.join(" ")
+        );
+        for (xv, v, held) in points {
+            let fill = if held { panel.color } else { "#fff" };
+            let _ = write!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="4.5" fill="{fill}" stroke="{}" stroke-width="2"><title>{}: {} {}</title></circle>"#,
+                x(xv),
+                y(v),
+                panel.color,
+                format_number(xv),
+                format_number(v),
+                escape(&panel.unit)
+            );
+        }
+    }
+}
+
+/// A value for a label: whole numbers as they are, others to three figures.
+pub fn format_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +571,37 @@ mod tests {
         let svg = chart.to_svg();
         assert!(!svg.contains("<script>"));
         assert!(svg.contains("&lt;script&gt;") && svg.contains("a&quot;b"));
+    }
+
+    #[test]
+    fn a_panel_chart_shares_one_x_axis_and_marks_where_objectives_failed() {
+        let chart = PanelChart {
+            id: "sweep".into(),
+            title: "workers".into(),
+            x_label: "sender workers".into(),
+            xs: vec![1.0, 2.0, 4.0],
+            held: vec![false, true, true],
+            panels: vec![
+                Panel {
+                    title: "end to end".into(),
+                    unit: "s".into(),
+                    color: PALETTE[0],
+                    values: vec![Some(300.0), Some(150.0), Some(80.0)],
+                },
+                Panel {
+                    title: "reminders p99".into(),
+                    unit: "ms".into(),
+                    color: PALETTE[1],
+                    values: vec![Some(900.0), None, Some(120.0)],
+                },
+            ],
+        };
+        let svg = chart.to_svg();
+        // One tick per x, once: the panels share the axis.
+        assert_eq!(svg.matches(">4</text>").count(), 1, "{svg}");
+        // Five points (one value missing); one per panel hollow at x = 1.
+        assert_eq!(svg.matches("<circle").count(), 5);
+        assert_eq!(svg.matches(r##"fill="#fff""##).count(), 2);
     }
 
     #[test]

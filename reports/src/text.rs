@@ -108,6 +108,36 @@ pub fn capacity(c: &Capacity) -> String {
     out
 }
 
+/// A sweep as a table, one line per value, then what it found.
+pub fn sweep(sweep: &crate::results::Sweep) -> String {
+    use crate::summary::{duration_ms, usd};
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>10} {:>6} {:>12} {:>10} {:>14} {:>14} {:>12} {:>9}",
+        sweep.setting, "", "end to end", "msg/s", "reminders p99", "low p99", "per 1,000", "throttled"
+    );
+    for p in &sweep.points {
+        let ms = |v: Option<f64>| v.map_or("—".to_string(), duration_ms);
+        let _ = writeln!(
+            out,
+            "{:>10} {:>6} {:>12} {:>10.1} {:>14} {:>14} {:>12} {:>9}",
+            crate::svg::format_number(p.value),
+            if p.passed { "PASS" } else { "FAIL" },
+            duration_ms(p.end_to_end_secs * 1000.0),
+            p.delivered_per_sec,
+            ms(p.high_p99_ms),
+            ms(p.low_p99_ms),
+            p.cost_per_1000_usd.map_or("—".to_string(), usd),
+            p.ses_throttles
+        );
+    }
+    for line in crate::summary::sweep_sentences(sweep) {
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

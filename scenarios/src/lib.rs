@@ -10,5 +10,5 @@ pub mod generate;
 pub mod model;
 
 pub use generate::{generate, Arrival, Plan, Request};
-pub use model::{ArrivalShape, Fault, FaultEnd, FaultSpec, Scenario, ScenarioError, Slo, TargetSpec};
+pub use model::{ArrivalShape, Fault, FaultEnd, FaultSpec, PositiveRate, Scenario, ScenarioError, Slo, TargetSpec};
 pub use vocabulary::PerPriority;

@@ -52,6 +52,8 @@ pub enum HarnessError {
     Runtime(#[source] std::io::Error),
     #[error("--stack sim does not model the fault `{0}` yet (it models ses_quota, ses_throttle, ses_reject, ses_latency and poison); run it on a real stack")]
     NotSimulated(String),
+    #[error("loadtest sweep: {0}")]
+    Sweep(String),
     #[error("stack: {0}")]
     Stack(#[from] localstack::StackError),
     #[error("engine: {0}")]
@@ -161,6 +163,7 @@ fn scenario_info(scenario: &Scenario, options: &RunOptions) -> ScenarioInfo {
         file: options.scenario.display().to_string(),
         seed: scenario.seed,
         extra_faults: options.extra_faults.clone(),
+        overrides: Vec::new(),
     }
 }
 
@@ -483,7 +486,7 @@ async fn records_of(pipeline: &Pipeline, outcome: &RequestOutcome) -> Result<Vec
 }
 
 /// Writes `results.json`, `report.html` and `summary.md` into `out_dir`.
-fn write(results: RunResults, out_dir: &Path) -> Result<RunOutcome, HarnessError> {
+pub(crate) fn write(results: RunResults, out_dir: &Path) -> Result<RunOutcome, HarnessError> {
     let results_path = out_dir.join("results.json");
     write_results(&results, &results_path)?;
     let reports = reports::write_reports(&results, None, out_dir).map_err(|source| HarnessError::Write {

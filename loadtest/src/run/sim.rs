@@ -64,7 +64,7 @@ impl std::str::FromStr for Profile {
 }
 
 impl Profile {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Profile::AwsTypical => "aws-typical",
             Profile::Calibrated(_) => "calibrated",
