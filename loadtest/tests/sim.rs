@@ -178,3 +178,15 @@ async fn a_sweep_runs_each_value_simulated_and_finds_where_the_objectives_start_
         "the sweep's page has its chart"
     );
 }
+
+#[tokio::test]
+async fn a_fault_set_to_start_after_the_traffic_never_fires_as_on_a_real_stack() {
+    let mut options = simulated("smoke", "late-fault");
+    // smoke's traffic lasts 10 s; the timeline is the real run's, so a
+    // transient fault due at 30 s is dropped when the traffic ends.
+    options.extra_faults = vec![r#"start_secs = 30, kind = "ses_reject", probability = 1.0"#.into()];
+    let r = run(options).await.expect("the simulation runs").results;
+    assert!(r.faults.is_empty(), "{:?}", r.faults);
+    assert_eq!(r.fault_counts.get("ses_reject#0"), None, "{:?}", r.fault_counts);
+    assert_eq!((r.audit.lost, r.errors()), (0, 0));
+}

@@ -189,6 +189,9 @@ fn check_faults(scenario: &Scenario) -> Result<(), HarnessError> {
 }
 
 async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
+    // Timestamps of this run measure its virtual time only, whatever other
+    // runs (a sweep's, a test's) do on their own clocks beside it.
+    engine::clock::anchor_this_thread();
     let wall = std::time::Instant::now();
     let scenario = &sim.scenario;
     let mut settings = super::harness::engine_settings(scenario, "sim".into());
@@ -210,10 +213,11 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     let started_at = engine::clock::now();
     let traffic = Duration::from_secs_f64(scenario.run.duration_secs);
     let driver = Driver::new(sim.plan.arrivals.clone(), start, traffic, None);
-    let watching = Watching::start(&sim, &pipeline, &driver, &ses, start);
+    let mut watching = Watching::start(&sim, &pipeline, &driver, &ses, start);
     driver.offer_in_process(router).await;
     let traffic_secs = start.elapsed().as_secs_f64().max(scenario.run.duration_secs);
     tokio::time::sleep_until(start + traffic).await;
+    watching.traffic_over().await?;
     super::drain_until_final(&pipeline, &pipeline, &driver, scenario, (start, traffic_secs)).await;
     settle_batches(&pipeline, &driver.outcomes()).await;
     let collected = watching.stop().await?;
@@ -255,12 +259,13 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     Ok(results)
 }
 
-/// The sampler, the collector and the quota's timeline, while a simulation runs.
+/// The sampler, the collector and the fault timeline, while a simulation runs.
 struct Watching {
     collector: tokio::task::JoinHandle<Collected>,
     sampler: tokio::task::JoinHandle<Option<crate::cpu::CpuMeter>>,
     stop_sampler: CancellationToken,
-    quota: tokio::task::JoinHandle<()>,
+    faults: super::timeline::Playing,
+    over: CancellationToken,
     drained: CancellationToken,
 }
 
@@ -282,26 +287,44 @@ impl Watching {
         };
         let interval = Duration::from_millis(sim.scenario.run.sample_interval_ms.max(100));
         let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
-        let drained = CancellationToken::new();
-        let quota = tokio::spawn(play_faults(
-            (sim.scenario.clone(), pipeline.clone(), ses.clone()),
+        let (over, drained) = (CancellationToken::new(), CancellationToken::new());
+        let context = super::timeline::Context {
             start,
+            traffic: Duration::from_secs_f64(sim.scenario.run.duration_secs),
+            harness: Simulated {
+                pipeline: pipeline.clone(),
+                ses: ses.clone(),
+            },
             events,
-            drained.clone(),
-        ));
+            over: over.clone(),
+            drained: drained.clone(),
+        };
+        let faults = super::timeline::start(&sim.scenario.faults, &context);
         Self {
             collector,
             sampler,
             stop_sampler,
-            quota,
+            faults,
+            over,
             drained,
         }
     }
 
-    /// Ends lasting quotas, then the sampler; gives what the collector kept.
+    /// Traffic is over: transient faults end, and those not begun never will.
+    async fn traffic_over(&mut self) -> Result<(), HarnessError> {
+        self.over.cancel();
+        for fault in self.faults.transient.drain(..) {
+            fault.await?;
+        }
+        Ok(())
+    }
+
+    /// Ends lasting faults, then the sampler; gives what the collector kept.
     async fn stop(self) -> Result<Collected, HarnessError> {
         self.drained.cancel();
-        let _ = self.quota.await;
+        for fault in self.faults.lasting {
+            fault.await?;
+        }
         self.stop_sampler.cancel();
         let _ = self.sampler.await;
         Ok(self.collector.await?)
@@ -363,84 +386,58 @@ fn profile_label(profile: &Profile) -> String {
     }
 }
 
-/// Plays the scenario's faults on the simulated services, on the run's clock
-/// as the real timeline does (`timeline::end_secs`): SES's quota and faults
-/// on the SES model, poison onto the queues.
-async fn play_faults(
-    sim: (Scenario, Pipeline, Arc<SesModel>),
-    start: Instant,
-    events: mpsc::UnboundedSender<Event>,
-    drained: CancellationToken,
-) {
-    let (scenario, pipeline, ses) = sim;
-    let traffic = Duration::from_secs_f64(scenario.run.duration_secs);
-    let mut playing = tokio::task::JoinSet::new();
-    for (index, spec) in scenario.faults.iter().cloned().enumerate() {
-        let (pipeline, ses, events, drained) = (pipeline.clone(), ses.clone(), events.clone(), drained.clone());
-        playing.spawn(async move {
-            tokio::time::sleep_until(start + Duration::from_secs_f64(spec.start_secs)).await;
-            let at_secs = || start.elapsed().as_secs_f64();
-            let name = format!("{}#{index}", spec.fault.name());
-            let detail = spec.fault.detail();
-            let _ = events.send(Event::FaultStarted {
-                index,
-                kind: spec.fault.name(),
-                detail,
-                at_secs: at_secs(),
-            });
-            match spec.fault {
-                Fault::Poison { count } => match super::timeline::inject_poison(&pipeline, count.get()).await {
-                    Ok(()) => drop(events.send(Event::Poisoned(count.get()))),
-                    Err(error) => tracing::error!(%error, "poison injection failed"),
-                },
-                _ => {
-                    begin(&spec.fault, &name, &ses);
-                    let end = start + Duration::from_secs_f64(super::timeline::end_secs(&spec, traffic).min(1e9));
-                    if spec.lasts_through_drain() {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(end) => {}
-                            _ = drained.cancelled() => {}
-                        }
-                    } else {
-                        tokio::time::sleep_until(end).await;
-                    }
-                    end_fault(&spec.fault, &name, &ses);
-                }
+/// Where a fault takes effect in a simulation: SES's limits and faults on
+/// the SES model, poison onto the simulated queues. The timing is the real
+/// run's ([`timeline`](super::timeline)); `check_faults` refused the rest.
+#[derive(Clone)]
+struct Simulated {
+    pipeline: Pipeline,
+    ses: Arc<SesModel>,
+}
+
+/// A fault in force on the models: SES's limits, or a fault rule by name.
+enum InForce {
+    Quota,
+    SesFault(String),
+}
+
+impl super::timeline::Effects for Simulated {
+    type Undo = InForce;
+
+    async fn begin(&self, fault: &Fault, name: &str, events: &mpsc::UnboundedSender<Event>) -> Option<InForce> {
+        let ses_fault = match *fault {
+            Fault::SesQuota { .. } => {
+                self.ses.set_limits(super::timeline::account_quota(fault));
+                return Some(InForce::Quota);
             }
-            let _ = events.send(Event::FaultEnded {
-                index,
-                at_secs: at_secs(),
-            });
-        });
-    }
-    while playing.join_next().await.is_some() {}
-}
-
-/// Puts a modelled fault in force on the SES model.
-fn begin(fault: &Fault, name: &str, ses: &SesModel) {
-    match *fault {
-        Fault::SesQuota { .. } => ses.set_limits(super::timeline::account_quota(fault)),
-        Fault::SesThrottle { probability } => ses.add_fault(
-            name,
-            SesFault::Throttle {
+            Fault::Poison { count } => {
+                super::timeline::poison(&self.pipeline, count.get(), events).await;
+                return None;
+            }
+            Fault::SesThrottle { probability } => SesFault::Throttle {
                 probability: probability.0,
             },
-        ),
-        Fault::SesReject { probability } => ses.add_fault(
-            name,
-            SesFault::Reject {
+            Fault::SesReject { probability } => SesFault::Reject {
                 probability: probability.0,
             },
-        ),
-        Fault::SesLatency { latency_ms } => ses.add_fault(name, SesFault::Latency { ms: latency_ms }),
-        _ => {}
+            Fault::SesLatency { latency_ms } => SesFault::Latency { ms: latency_ms },
+            _ => {
+                tracing::error!(
+                    fault = fault.name(),
+                    "a fault the simulation does not model was not refused"
+                );
+                return None;
+            }
+        };
+        self.ses.add_fault(name, ses_fault);
+        Some(InForce::SesFault(name.to_string()))
     }
-}
 
-fn end_fault(fault: &Fault, name: &str, ses: &SesModel) {
-    match fault {
-        Fault::SesQuota { .. } => ses.set_limits(None),
-        _ => ses.remove_fault(name),
+    async fn finish(&self, undo: InForce) {
+        match undo {
+            InForce::Quota => self.ses.set_limits(None),
+            InForce::SesFault(name) => self.ses.remove_fault(&name),
+        }
     }
 }
 

@@ -4,7 +4,12 @@
 //! of the drain for one that lasts (an SES quota is the account's, not a
 //! passing fault). Each says when it began and ended over the run's event
 //! channel; the collector keeps the windows.
+//!
+//! The timing is one for real and simulated runs; where a fault takes effect
+//! is [`Effects`]: the real harness's fault plan, processes and stack
+//! ([`HarnessHandles`]), or the simulated services (`run::sim`).
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,14 +26,31 @@ use super::harness::Harness;
 use super::HarnessError;
 use crate::collector::Event;
 
+/// Where faults take effect.
+pub trait Effects: Clone + Send + Sync + 'static {
+    /// What undoing a fault in force needs.
+    type Undo: Send;
+
+    /// Puts a fault in force; `None` when it was done at once (poison).
+    fn begin(
+        &self,
+        fault: &Fault,
+        label: &str,
+        events: &UnboundedSender<Event>,
+    ) -> impl Future<Output = Option<Self::Undo>> + Send;
+
+    /// Undoes a fault.
+    fn finish(&self, undo: Self::Undo) -> impl Future<Output = ()> + Send;
+}
+
 /// What every fault of a run acts on.
 #[derive(Clone)]
-pub struct Context {
+pub struct Context<E> {
     /// The run's t = 0.
     pub start: Instant,
     /// When traffic ends, on the run's clock.
     pub traffic: Duration,
-    pub harness: HarnessHandles,
+    pub harness: E,
     pub events: UnboundedSender<Event>,
     /// Cancelled when traffic is over: faults not yet begun never will, and
     /// transient ones end.
@@ -59,8 +81,8 @@ impl HarnessHandles {
     }
 }
 
-/// A fault in force, and what undoing it needs.
-enum Active {
+/// A fault in force on the real harness, and what undoing it needs.
+pub enum Active {
     /// A rule of the fault plan, by id.
     Rule(u64),
     Quota,
@@ -72,8 +94,6 @@ enum Active {
         label: String,
         counted_before: u64,
     },
-    /// Done at once (poison).
-    Instant,
 }
 
 /// Every fault's task: the transient ones (await them once `over` is
@@ -84,7 +104,7 @@ pub struct Playing {
 }
 
 /// Starts every fault's task.
-pub fn start(faults: &[FaultSpec], context: &Context) -> Playing {
+pub fn start<E: Effects>(faults: &[FaultSpec], context: &Context<E>) -> Playing {
     let mut playing = Playing {
         transient: Vec::new(),
         lasting: Vec::new(),
@@ -100,7 +120,7 @@ pub fn start(faults: &[FaultSpec], context: &Context) -> Playing {
     playing
 }
 
-async fn play(index: usize, spec: FaultSpec, context: Context) {
+async fn play<E: Effects>(index: usize, spec: FaultSpec, context: Context<E>) {
     let at = context.start + Duration::from_secs_f64(spec.start_secs);
     tokio::select! {
         _ = tokio::time::sleep_until(at.into()) => {}
@@ -116,8 +136,7 @@ async fn play(index: usize, spec: FaultSpec, context: Context) {
         at_secs: now(),
     });
     let label = format!("{kind}#{index}");
-    let active = begin(&spec.fault, &label, &context).await;
-    if !matches!(active, Active::Instant) {
+    if let Some(undo) = context.harness.begin(&spec.fault, &label, &context.events).await {
         let lasting = spec.lasts_through_drain();
         let end = context.start + Duration::from_secs_f64(end_secs(&spec, context.traffic).min(1e9));
         let ended = if lasting { &context.drained } else { &context.over };
@@ -125,7 +144,7 @@ async fn play(index: usize, spec: FaultSpec, context: Context) {
             _ = tokio::time::sleep_until(end.into()) => {}
             _ = ended.cancelled() => {}
         }
-        finish(active, &context.harness).await;
+        context.harness.finish(undo).await;
     }
     let _ = context.events.send(Event::FaultEnded { index, at_secs: now() });
 }
@@ -145,10 +164,22 @@ pub(crate) fn end_secs(spec: &FaultSpec, traffic: Duration) -> f64 {
         .max(spec.start_secs)
 }
 
+impl Effects for HarnessHandles {
+    type Undo = Active;
+
+    async fn begin(&self, fault: &Fault, label: &str, events: &UnboundedSender<Event>) -> Option<Active> {
+        begin(fault, label, self, events).await
+    }
+
+    async fn finish(&self, undo: Active) {
+        finish(undo, self).await
+    }
+}
+
 /// Puts a fault in force.
-async fn begin(fault: &Fault, label: &str, context: &Context) -> Active {
-    let h = &context.harness;
-    let rule = |target, probability: f64, effect| Active::Rule(h.plan.activate(label, target, probability, effect));
+async fn begin(fault: &Fault, label: &str, h: &HarnessHandles, events: &UnboundedSender<Event>) -> Option<Active> {
+    let rule =
+        |target, probability: f64, effect| Some(Active::Rule(h.plan.activate(label, target, probability, effect)));
     match *fault {
         Fault::SesThrottle { probability } => rule(FaultTarget::SesSend, probability.0, FaultEffect::Throttle),
         Fault::SesReject { probability } => rule(FaultTarget::SesSend, probability.0, FaultEffect::Reject),
@@ -160,23 +191,23 @@ async fn begin(fault: &Fault, label: &str, context: &Context) -> Active {
         Fault::DynamodbThrottle { probability } => rule(FaultTarget::DynamoDb, probability.0, FaultEffect::Throttle),
         Fault::SesQuota { .. } => {
             h.plan.set_ses_quota(account_quota(fault));
-            Active::Quota
+            Some(Active::Quota)
         }
         Fault::KillWorker => {
             tracing::warn!("fault: crashing the sender workers");
             h.senders.lock().await.crash();
-            Active::WorkersDown
+            Some(Active::WorkersDown)
         }
         Fault::KillEngine => {
             tracing::warn!("fault: killing the engine (API, batch processing and senders)");
             h.senders.lock().await.crash();
             h.engine.lock().await.kill().await;
-            Active::EngineDown
+            Some(Active::EngineDown)
         }
         Fault::PauseStack => {
             tracing::warn!("fault: pausing the stack's processes");
             h.stack.set_paused(true);
-            Active::StackPaused
+            Some(Active::StackPaused)
         }
         Fault::SmtpReply { code, probability } => {
             let counted_before = h.stack.smtp_injections().await.unwrap_or(0);
@@ -190,16 +221,11 @@ async fn begin(fault: &Fault, label: &str, context: &Context) -> Active {
                 tracing::error!(%error, "smtp_reply fault could not be set");
             }
             let label = label.to_string();
-            Active::SmtpReply { label, counted_before }
+            Some(Active::SmtpReply { label, counted_before })
         }
         Fault::Poison { count } => {
-            match inject_poison(&h.pipeline, count.get()).await {
-                Ok(()) => {
-                    let _ = context.events.send(Event::Poisoned(count.get()));
-                }
-                Err(error) => tracing::error!(%error, "poison injection failed"),
-            }
-            Active::Instant
+            poison(&h.pipeline, count.get(), events).await;
+            None
         }
     }
 }
@@ -244,13 +270,20 @@ async fn finish(active: Active, h: &HarnessHandles) {
             let injected = h.stack.smtp_injections().await.unwrap_or(0);
             h.plan.add_count(&label, injected.saturating_sub(counted_before));
         }
-        Active::Instant => {}
+    }
+}
+
+/// Puts `count` poison messages on the queues and says so to the collector.
+pub(crate) async fn poison(pipeline: &Pipeline, count: u64, events: &UnboundedSender<Event>) {
+    match inject_poison(pipeline, count).await {
+        Ok(()) => drop(events.send(Event::Poisoned(count))),
+        Err(error) => tracing::error!(%error, "poison injection failed"),
     }
 }
 
 /// Puts `count` messages no sender can decode on the queues, each with a
 /// real PENDING record: every one must end in a dead-letter queue.
-pub(crate) async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), HarnessError> {
+async fn inject_poison(pipeline: &Pipeline, count: u64) -> Result<(), HarnessError> {
     for i in 0..count {
         let priority = Priority::ALL[(i % 3) as usize];
         let message = OutboundMessage {
