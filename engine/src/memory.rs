@@ -128,6 +128,19 @@ pub struct MemoryQueues {
     max_receives: u32,
     /// How long each call takes (the simulated target); none in unit tests.
     times: Option<Arc<ServiceTimes>>,
+    /// At-least-once delivery, when a simulation asks for it.
+    duplicates: Mutex<Duplicates>,
+}
+
+/// SQS's at-least-once delivery: a received message's copy on another server
+/// may miss its receive and delete, and be delivered again. With
+/// `probability` per receive, a second copy shows at a time drawn within the
+/// visibility timeout: while the first is still in hand, or after it is done.
+struct Duplicates {
+    /// The name copies are counted under, and the share of receives copied.
+    rule: Option<(String, f64)>,
+    dice: rand_chacha::ChaCha8Rng,
+    made: BTreeMap<String, u64>,
 }
 
 impl MemoryQueues {
@@ -139,7 +152,38 @@ impl MemoryQueues {
             visibility_timeout,
             max_receives,
             times: None,
+            duplicates: Mutex::new(Duplicates {
+                rule: None,
+                dice: rand::SeedableRng::seed_from_u64(0xD0B1E),
+                made: BTreeMap::new(),
+            }),
         }
+    }
+
+    /// Delivers `probability` of received messages twice (the second copy
+    /// within the visibility timeout), counted under `name`; `None` stops.
+    /// The dice are seeded with `seed`, so a simulation repeats.
+    pub fn set_duplicates(&self, rule: Option<(&str, f64)>, seed: u64) {
+        let mut duplicates = self.duplicates.lock().expect("duplicates lock");
+        duplicates.rule = rule.map(|(name, p)| (name.to_string(), p));
+        duplicates.dice = rand::SeedableRng::seed_from_u64(seed ^ 0xD0B1E);
+    }
+
+    /// Copies delivered again, by the name of the rule that made them.
+    pub fn duplicated(&self) -> BTreeMap<String, u64> {
+        self.duplicates.lock().expect("duplicates lock").made.clone()
+    }
+
+    /// When this receive's message shows a second copy, if it does.
+    fn duplicate_after(&self) -> Option<Duration> {
+        let mut duplicates = self.duplicates.lock().expect("duplicates lock");
+        let (name, probability) = duplicates.rule.clone()?;
+        if rand::RngExt::random::<f64>(&mut duplicates.dice) >= probability {
+            return None;
+        }
+        *duplicates.made.entry(name).or_insert(0) += 1;
+        let share: f64 = rand::RngExt::random(&mut duplicates.dice);
+        Some(self.visibility_timeout.mul_f64(share))
     }
 
     fn next_id(&self) -> u64 {
@@ -197,6 +241,21 @@ impl MemoryQueues {
             q.receipts.remove(&old);
             q.receipts.insert(receipt, id);
             q.hide(id, now + self.visibility_timeout);
+            let copy_after = matches!(queue, QueueRef::Main(_))
+                .then(|| self.duplicate_after())
+                .flatten();
+            if let Some(after) = copy_after {
+                // Not received yet: hidden as a delayed message is.
+                let copy = Entry {
+                    receive_count: 0,
+                    receipt: 0,
+                    hidden: false,
+                    ..q.entries[&id].clone()
+                };
+                let copy_id = self.next_id();
+                q.entries.insert(copy_id, copy);
+                q.hide(copy_id, now + after);
+            }
         }
         let next = q.hidden.peek().map(|Reverse((at, _))| *at);
         if !redriven.is_empty() {
@@ -905,6 +964,25 @@ mod tests {
         assert!(queues.delete(&[&first[0]]).await.is_err(), "the first receipt is stale");
         queues.delete(&[&again[0]]).await.unwrap();
         assert_eq!(queues.depth(queue).await.unwrap(), QueueDepth::default());
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn at_least_once_delivery_shows_a_deleted_message_again_within_the_visibility_timeout() {
+        let queues = MemoryQueues::new(Duration::from_secs(30), 5);
+        queues.set_duplicates(Some(("sqs_duplicate#0", 1.0)), 7);
+        queues.send_raw(Priority::Low, "m", Some("id")).await.unwrap();
+        let queue = QueueRef::Main(Priority::Low);
+        let first = queues.receive(queue, 10, Duration::ZERO).await.unwrap();
+        queues.set_duplicates(None, 7);
+        queues.delete(&[&first[0]]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let again = queues.receive(queue, 10, Duration::ZERO).await.unwrap();
+        assert_eq!(again.len(), 1, "the copy that missed the delete");
+        assert_eq!((again[0].body.as_str(), again[0].send_id.as_deref()), ("m", Some("id")));
+        assert_eq!(again[0].receive_count, 1, "a copy counts its own receives");
+        queues.delete(&[&again[0]]).await.unwrap();
+        assert_eq!(queues.depth(queue).await.unwrap(), QueueDepth::default());
+        assert_eq!(queues.duplicated()["sqs_duplicate#0"], 1);
     }
 
     #[tokio::test(flavor = "current_thread")]

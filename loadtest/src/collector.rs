@@ -47,6 +47,8 @@ pub struct Reading {
     /// Requests started, of all planned.
     pub requests: (usize, usize),
     pub stats: Snapshot,
+    /// The faults in force (`kind#index`), as the timeline's events say:
+    /// the collector fills them in, so real and simulated runs show the same.
     pub active_faults: Vec<String>,
 }
 
@@ -74,7 +76,13 @@ pub async fn collect(mut events: UnboundedReceiver<Event>, outputs: Outputs) -> 
     let mut last_print: Option<Instant> = None;
     while let Some(event) = events.recv().await {
         match event {
-            Event::Reading(reading) => {
+            Event::Reading(mut reading) => {
+                let mut in_force: Vec<(&usize, &usize)> = open.iter().collect();
+                in_force.sort();
+                reading.active_faults = in_force
+                    .into_iter()
+                    .map(|(index, at)| format!("{}#{index}", collected.windows[*at].kind))
+                    .collect();
                 let sample = sample_of(&reading, collected.samples.last());
                 if let Some(live) = &outputs.live {
                     let _ = live.send(live_view(&reading, &outputs.slo));
@@ -114,7 +122,6 @@ pub async fn collect(mut events: UnboundedReceiver<Event>, outputs: Outputs) -> 
 pub struct Sources {
     pub pipeline: Pipeline,
     pub driver: std::sync::Arc<Driver>,
-    pub plan: std::sync::Arc<engine::faults::FaultPlan>,
     /// The processes' CPU and memory over the same window (none in a simulation).
     pub cpu: Option<CpuMeter>,
 }
@@ -130,7 +137,6 @@ pub async fn sample(
     let Sources {
         pipeline,
         driver,
-        plan,
         mut cpu,
     } = sources;
     let mut ticker = tokio::time::interval(interval);
@@ -148,7 +154,7 @@ pub async fn sample(
             accepted: driver.accepted_so_far(),
             requests: (driver.started(), driver.total()),
             stats: pipeline.metrics().snapshot(depths),
-            active_faults: plan.active(),
+            active_faults: Vec::new(),
         };
         if events.send(Event::Reading(Box::new(reading))).is_err() {
             return cpu;

@@ -49,6 +49,8 @@ pub struct EngineFigures {
     pub answer_times: BTreeMap<String, Histogram<u64>>,
     /// What the calls that reached the stack consumed, per operation label.
     pub usage: UsageByOperation,
+    /// Deliveries of already-final messages the senders skipped.
+    pub redeliveries_skipped: u64,
 }
 
 /// Everything a run gathered, before any figure is worked out.
@@ -189,13 +191,16 @@ fn conservation(raw: &RawRun<'_>) -> Audit {
         })
         .collect();
     let mailed = raw.mailed.as_ref();
-    audit(
-        accepted(&raw.traffic),
-        &finals,
-        mailed,
-        raw.dead_lettered,
-        raw.collected.poisoned,
-    )
+    Audit {
+        redeliveries_skipped: raw.engine.redeliveries_skipped,
+        ..audit(
+            accepted(&raw.traffic),
+            &finals,
+            mailed,
+            raw.dead_lettered,
+            raw.collected.poisoned,
+        )
+    }
 }
 
 fn handling(engine: &EngineFigures) -> HandlingTimes {

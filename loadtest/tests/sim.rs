@@ -190,3 +190,44 @@ async fn a_fault_set_to_start_after_the_traffic_never_fires_as_on_a_real_stack()
     assert_eq!(r.fault_counts.get("ses_reject#0"), None, "{:?}", r.fault_counts);
     assert_eq!((r.audit.lost, r.errors()), (0, 0));
 }
+
+#[tokio::test]
+async fn messages_sqs_delivers_twice_are_mailed_once() {
+    let mut options = simulated("smoke", "duplicates");
+    options.extra_faults = vec![r#"kind = "sqs_duplicate", probability = 0.3"#.into()];
+    let r = run(options).await.expect("the simulation runs").results;
+    let copies = r.fault_counts.get("sqs_duplicate#0").copied().unwrap_or(0);
+    // About 30% of ~200 messages' receives made a second copy, shown within
+    // the 10 s visibility timeout: most while the run went on, where the
+    // senders' conditional claim found them final and deleted them unsent.
+    assert!(copies > 30, "{:?}", r.fault_counts);
+    assert!(
+        r.audit.redeliveries_skipped > copies / 2,
+        "{copies} copies; {:?}",
+        r.audit
+    );
+    assert_eq!(r.audit.accepted, r.offered.expected_messages);
+    assert_eq!(
+        (r.audit.lost, r.audit.duplicated, r.audit.unexpected, r.errors()),
+        (0, 0, 0, 0),
+        "{:?}",
+        r.audit
+    );
+    assert_eq!(r.sent(), r.audit.accepted);
+}
+
+#[tokio::test]
+async fn a_fault_only_a_model_can_play_is_refused_on_a_real_stack_before_it_starts() {
+    let options = RunOptions {
+        scenario: workspace_file("scenarios/smoke.toml"),
+        out_dir: Some(scratch_dir("duplicates-real")),
+        stack: Some("local".into()),
+        extra_faults: vec![r#"kind = "sqs_duplicate", probability = 0.1"#.into()],
+        ..RunOptions::default()
+    };
+    let error = run(options).await.err().expect("refused").to_string();
+    assert!(
+        error.contains("sqs_duplicate") && error.contains("--stack sim"),
+        "{error}"
+    );
+}

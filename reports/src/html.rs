@@ -553,6 +553,7 @@ fn audit_section(results: &RunResults) -> Markup {
         pair("lost", a.lost, a.lost > 0),
         pair("duplicate sends", duplicates, a.duplicated > 0),
         pair("unexpected sends", a.unexpected, a.unexpected > 0),
+        pair("redeliveries of final messages, skipped", a.redeliveries_skipped, false),
         pair("dead-lettered", a.dead_lettered, false),
         pair("poison injected", a.poison_injected, false),
     ];

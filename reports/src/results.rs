@@ -294,6 +294,11 @@ pub struct Audit {
     /// Any other duplicate is two copies sent, which must never happen.
     #[serde(default)]
     pub resent_after_interrupted_attempt: u64,
+    /// Deliveries of a message already final that the senders' conditional
+    /// claim skipped (deleted unsent): SQS's at-least-once copies, or a
+    /// message back after a crash. Each one a duplicate send prevented.
+    #[serde(default)]
+    pub redeliveries_skipped: u64,
     pub unexpected: u64,
     /// Messages in the dead-letter queues at the end.
     pub dead_lettered: u64,

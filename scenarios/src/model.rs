@@ -250,6 +250,10 @@ pub enum Fault {
     SqsSendError { probability: Probability },
     /// SQS refuses `probability` of receive calls with a server error.
     SqsReceiveError { probability: Probability },
+    /// SQS delivers `probability` of received messages a second time, after
+    /// the visibility timeout, as its at-least-once delivery may. Only the
+    /// simulated target (`--stack sim`) can make a queue do this.
+    SqsDuplicate { probability: Probability },
     /// DynamoDB answers ProvisionedThroughputExceeded to `probability` of calls.
     DynamodbThrottle { probability: Probability },
     /// SES's own sending limits: `max_send_rate` per second and `daily_quota`
@@ -285,6 +289,7 @@ impl Fault {
             Fault::SesReject { .. } => "ses_reject",
             Fault::SqsSendError { .. } => "sqs_send_error",
             Fault::SqsReceiveError { .. } => "sqs_receive_error",
+            Fault::SqsDuplicate { .. } => "sqs_duplicate",
             Fault::DynamodbThrottle { .. } => "dynamodb_throttle",
             Fault::SesQuota { .. } => "ses_quota",
             Fault::KillWorker => "kill_worker",
@@ -295,6 +300,11 @@ impl Fault {
         }
     }
 
+    /// Whether only a model of the services can do it (`--stack sim`).
+    pub fn simulated_only(&self) -> bool {
+        matches!(self, Fault::SqsDuplicate { .. })
+    }
+
     /// Its settings in a few words, for timelines (`p=0.3`, `+50 ms`).
     pub fn detail(&self) -> String {
         match self {
@@ -302,6 +312,7 @@ impl Fault {
             | Fault::SesReject { probability }
             | Fault::SqsSendError { probability }
             | Fault::SqsReceiveError { probability }
+            | Fault::SqsDuplicate { probability }
             | Fault::DynamodbThrottle { probability } => format!("p={}", probability.0),
             Fault::SesLatency { latency_ms } => format!("+{latency_ms} ms"),
             Fault::SesQuota {

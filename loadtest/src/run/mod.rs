@@ -50,8 +50,10 @@ pub enum HarnessError {
     Profile(#[source] reports::results::ResultsError),
     #[error("starting the simulation's runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error("--stack sim does not model the fault `{0}` yet (it models ses_quota, ses_throttle, ses_reject, ses_latency and poison); run it on a real stack")]
+    #[error("--stack sim does not model the fault `{0}` yet (it models ses_quota, ses_throttle, ses_reject, ses_latency, sqs_duplicate and poison); run it on a real stack")]
     NotSimulated(String),
+    #[error("the fault `{0}` only the simulated target can play: run it with --stack sim")]
+    SimulatedOnly(String),
     #[error("loadtest sweep: {0}")]
     Sweep(String),
     #[error("stack: {0}")]
@@ -144,6 +146,9 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, HarnessError> {
         };
         let results = tokio::task::spawn_blocking(move || sim::run(run)).await??;
         return write(results, &out_dir);
+    }
+    if let Some(spec) = scenario.faults.iter().find(|f| f.fault.simulated_only()) {
+        return Err(HarnessError::SimulatedOnly(spec.fault.name().into()));
     }
     let mut harness = harness::set_up(&scenario, &options).await?;
     let running = offer_traffic(&harness, &scenario, &plan, &options, &out_dir).await?;
@@ -238,7 +243,6 @@ async fn offer_traffic(
     let sources = Sources {
         pipeline: harness.pipeline.clone(),
         driver: driver.clone(),
-        plan: harness.plan.clone(),
         cpu: Some(CpuMeter::start(harness.stack.processes())),
     };
     let sampler = tokio::spawn(sample(sources, start, interval, events.clone(), stop_sampler.clone()));
@@ -388,6 +392,7 @@ fn engine_histograms(pipeline: &Pipeline) -> EngineFigures {
     let metrics = pipeline.metrics();
     EngineFigures {
         handling: PerPriority::from_fn(|p| Some(metrics.handling_histogram(p))),
+        redeliveries_skipped: metrics.redeliveries_skipped(),
         stages: Stage::ALL
             .into_iter()
             .map(|stage| (stage, metrics.stage_histogram(stage)))

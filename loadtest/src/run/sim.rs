@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::domain::SendRecord;
-use engine::memory::{MemoryPipeline, MemoryStore};
+use engine::memory::{MemoryPipeline, MemoryQueues, MemoryStore};
 use engine::pipeline::Pipeline;
 use engine::sim::{AnswerTimes, ServiceTimes, SesFault, SesModel};
 use engine::startup::{wire, Wired};
@@ -179,6 +179,7 @@ fn check_faults(scenario: &Scenario) -> Result<(), HarnessError> {
                 | Fault::SesThrottle { .. }
                 | Fault::SesReject { .. }
                 | Fault::SesLatency { .. }
+                | Fault::SqsDuplicate { .. }
                 | Fault::Poison { .. }
         )
     };
@@ -213,7 +214,13 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     let started_at = engine::clock::now();
     let traffic = Duration::from_secs_f64(scenario.run.duration_secs);
     let driver = Driver::new(sim.plan.arrivals.clone(), start, traffic, None);
-    let mut watching = Watching::start(&sim, &pipeline, &driver, &ses, start);
+    let models = Simulated {
+        pipeline: pipeline.clone(),
+        queues: memory.queues.clone(),
+        ses: ses.clone(),
+        seed: scenario.seed,
+    };
+    let mut watching = Watching::start(&sim, models, &driver, start);
     driver.offer_in_process(router).await;
     let traffic_secs = start.elapsed().as_secs_f64().max(scenario.run.duration_secs);
     tokio::time::sleep_until(start + traffic).await;
@@ -237,7 +244,10 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
         },
         engine: EngineFigures {
             usage: simulated_usage(&times, &memory.store, &ses),
-            ..engine_figures(&pipeline, ses.injected())
+            ..engine_figures(
+                &pipeline,
+                ses.injected().into_iter().chain(memory.queues.duplicated()).collect(),
+            )
         },
         mailed: ses.accepted(),
         collected,
@@ -270,7 +280,7 @@ struct Watching {
 }
 
 impl Watching {
-    fn start(sim: &SimRun, pipeline: &Pipeline, driver: &Arc<Driver>, ses: &Arc<SesModel>, start: Instant) -> Self {
+    fn start(sim: &SimRun, models: Simulated, driver: &Arc<Driver>, start: Instant) -> Self {
         let (events, received) = mpsc::unbounded_channel();
         let outputs = Outputs {
             live: sim.live.clone(),
@@ -280,9 +290,8 @@ impl Watching {
         let collector = tokio::spawn(collect(received, outputs));
         let stop_sampler = CancellationToken::new();
         let sources = Sources {
-            pipeline: pipeline.clone(),
+            pipeline: models.pipeline.clone(),
             driver: driver.clone(),
-            plan: engine::faults::FaultPlan::new(sim.scenario.seed),
             cpu: None,
         };
         let interval = Duration::from_millis(sim.scenario.run.sample_interval_ms.max(100));
@@ -291,10 +300,7 @@ impl Watching {
         let context = super::timeline::Context {
             start,
             traffic: Duration::from_secs_f64(sim.scenario.run.duration_secs),
-            harness: Simulated {
-                pipeline: pipeline.clone(),
-                ses: ses.clone(),
-            },
+            harness: models,
             events,
             over: over.clone(),
             drained: drained.clone(),
@@ -387,18 +393,23 @@ fn profile_label(profile: &Profile) -> String {
 }
 
 /// Where a fault takes effect in a simulation: SES's limits and faults on
-/// the SES model, poison onto the simulated queues. The timing is the real
-/// run's ([`timeline`](super::timeline)); `check_faults` refused the rest.
+/// the SES model, duplicate deliveries and poison on the simulated queues.
+/// The timing is the real run's ([`timeline`](super::timeline));
+/// `check_faults` refused the rest.
 #[derive(Clone)]
 struct Simulated {
     pipeline: Pipeline,
+    queues: Arc<MemoryQueues>,
     ses: Arc<SesModel>,
+    seed: u64,
 }
 
-/// A fault in force on the models: SES's limits, or a fault rule by name.
+/// A fault in force on the models: SES's limits, a fault rule by name, or
+/// duplicate deliveries.
 enum InForce {
     Quota,
     SesFault(String),
+    Duplicates,
 }
 
 impl super::timeline::Effects for Simulated {
@@ -413,6 +424,10 @@ impl super::timeline::Effects for Simulated {
             Fault::Poison { count } => {
                 super::timeline::poison(&self.pipeline, count.get(), events).await;
                 return None;
+            }
+            Fault::SqsDuplicate { probability } => {
+                self.queues.set_duplicates(Some((name, probability.0)), self.seed);
+                return Some(InForce::Duplicates);
             }
             Fault::SesThrottle { probability } => SesFault::Throttle {
                 probability: probability.0,
@@ -437,6 +452,7 @@ impl super::timeline::Effects for Simulated {
         match undo {
             InForce::Quota => self.ses.set_limits(None),
             InForce::SesFault(name) => self.ses.remove_fault(&name),
+            InForce::Duplicates => self.queues.set_duplicates(None, self.seed),
         }
     }
 }
@@ -497,12 +513,12 @@ fn records_by_arrival(store: &MemoryStore, outcomes: &[RequestOutcome]) -> Vec<(
         .collect()
 }
 
-/// The engine's histograms at the end of the run, and the SES model's
-/// refusals counted as the real run counts the quota's (no AWS call was
-/// made, so none was metered).
-fn engine_figures(pipeline: &Pipeline, ses_injected: BTreeMap<String, u64>) -> EngineFigures {
+/// The engine's histograms at the end of the run, and what the models
+/// injected (the SES model's refusals counted as the real run counts the
+/// quota's; the queues' second deliveries), by fault.
+fn engine_figures(pipeline: &Pipeline, injected: BTreeMap<String, u64>) -> EngineFigures {
     EngineFigures {
-        fault_counts: ses_injected,
+        fault_counts: injected,
         ..super::engine_histograms(pipeline)
     }
 }

@@ -189,6 +189,10 @@ async fn begin(fault: &Fault, label: &str, h: &HarnessHandles, events: &Unbounde
             rule(FaultTarget::SqsReceive, probability.0, FaultEffect::ServerError)
         }
         Fault::DynamodbThrottle { probability } => rule(FaultTarget::DynamoDb, probability.0, FaultEffect::Throttle),
+        Fault::SqsDuplicate { .. } => {
+            tracing::error!("sqs_duplicate reached a real stack: `run` refuses it before the stack starts");
+            None
+        }
         Fault::SesQuota { .. } => {
             h.plan.set_ses_quota(account_quota(fault));
             Some(Active::Quota)
