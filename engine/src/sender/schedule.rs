@@ -209,8 +209,11 @@ pub struct Shares {
 
 /// How long after its last grant high still counts as flowing.
 pub const HIGH_ACTIVE: Duration = Duration::from_secs(1);
-/// Grants are remembered with this half-life when judging shares.
+/// Grants are remembered with this half-life when sharing by weight.
 const HALF_LIFE_SECS: f64 = 5.0;
+/// Sends low may be owed at most: what it catches up at once after it had
+/// nothing waiting.
+const LOW_OWED_MAX: f64 = 2.0;
 
 /// Chooses who gets the next send; remembers recent grants to keep shares.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +221,11 @@ pub struct Allocator {
     shares: Shares,
     /// Grants, decayed with [`HALF_LIFE_SECS`].
     recent: PerPriority<f64>,
+    /// Sends low is owed of its guaranteed share: each grant adds the share,
+    /// each of low's takes one. Never below zero: what low got beyond its
+    /// share (high was idle) is not banked against a later flood, so the
+    /// share holds in every few seconds, not only on average.
+    low_owed: f64,
     at: Duration,
     high_granted_at: Option<Duration>,
 }
@@ -227,6 +235,7 @@ impl Allocator {
         Self {
             shares,
             recent: PerPriority::default(),
+            low_owed: 0.0,
             at: Duration::ZERO,
             high_granted_at: None,
         }
@@ -268,16 +277,15 @@ impl Allocator {
         let background = in_flight.medium + in_flight.low;
         let may =
             |p: Priority| waiting[p] > 0 && (p == Priority::High || background < self.in_flight_limit(p, waiting, now));
-        let recent = self.decayed(now);
-        let total: f64 = recent.iter().map(|(_, n)| n).sum();
-        // Low below its guaranteed share (counting this grant) goes first.
-        if may(Priority::Low) && recent.low + 1.0 <= self.shares.low_min_share * (total + 1.0) {
+        // Low owed a send of its guaranteed share goes first.
+        if may(Priority::Low) && self.low_owed >= 1.0 {
             return Some(Priority::Low);
         }
         if may(Priority::High) {
             return Some(Priority::High);
         }
         // Medium and low by weight: the one furthest behind its share.
+        let recent = self.decayed(now);
         [Priority::Medium, Priority::Low]
             .into_iter()
             .filter(|p| may(*p))
@@ -292,6 +300,8 @@ impl Allocator {
         self.recent = self.decayed(now);
         self.at = now.max(self.at);
         self.recent[priority] += 1.0;
+        let taken = if priority == Priority::Low { 1.0 } else { 0.0 };
+        self.low_owed = (self.low_owed + self.shares.low_min_share - taken).clamp(0.0, LOW_OWED_MAX);
         if priority == Priority::High {
             self.high_granted_at = Some(now);
         }
@@ -488,6 +498,26 @@ mod tests {
         assert_eq!(counts.medium, 0, "medium waits while high needs everything");
         assert!((95..=105).contains(&counts.low), "low keeps ~10%: {counts:?}");
         assert_eq!(counts.high, 1000 - counts.low);
+    }
+
+    #[test]
+    fn low_keeps_its_share_from_the_first_seconds_of_a_flood_whatever_it_had_before() {
+        // Ten seconds at 60 sends/s with only low waiting: it takes them all.
+        let mut allocator = Allocator::new(shares());
+        let every = Duration::from_micros(16_667);
+        let before = run(&mut allocator, waiting(0, 0, 50), 600, every);
+        assert_eq!(before.low, 600);
+        // Then reminders need every send: low's surplus is not held against
+        // it, so in the flood's first second it already has its 10 %.
+        let mut counts = PerPriority::<usize>::default();
+        let none = PerPriority::default();
+        for i in 600..660 {
+            let now = every * i;
+            let chosen = allocator.choose(&waiting(50, 0, 50), &none, now).unwrap();
+            allocator.granted(chosen, now);
+            counts[chosen] += 1;
+        }
+        assert!((5..=7).contains(&counts.low), "6 of 60: {counts:?}");
     }
 
     #[test]
