@@ -417,7 +417,46 @@ pub fn write_units(old: Option<&SendRecord>, new: Option<&SendRecord>) -> (f64, 
     (1.0 + status + batch, status + batch)
 }
 
+/// The index partitions one item write lands on, as `partition key` labels
+/// with their write units (`rate` 2 in a transaction): the same rule as
+/// [`write_units`], key by key. The table's own key spreads and is left out.
+pub fn partition_writes(old: Option<&SendRecord>, new: Option<&SendRecord>, rate: f64) -> Vec<(String, f64)> {
+    let mut writes = Vec::new();
+    let mut index = |name: &str, key: fn(&SendRecord) -> Option<String>| match (old.and_then(key), new.and_then(key)) {
+        (Some(a), Some(b)) if a != b => {
+            writes.push((format!("{name} {a}"), rate));
+            writes.push((format!("{name} {b}"), rate));
+        }
+        (Some(key), _) | (None, Some(key)) => writes.push((format!("{name} {key}"), rate)),
+        (None, None) => {}
+    };
+    index(crate::provision::STATUS_INDEX, |r| Some(r.status.to_string()));
+    index(crate::provision::BATCH_INDEX, |r| r.batch_id.map(|b| b.to_string()));
+    writes
+}
+
 impl Table {
+    /// The index partitions writing each of `records` would land on.
+    fn puts(&self, records: &[SendRecord]) -> Vec<(String, f64)> {
+        let old = |r: &SendRecord| self.records.get(&r.send_id);
+        records
+            .iter()
+            .flat_map(|r| partition_writes(old(r), Some(r), 1.0))
+            .collect()
+    }
+
+    /// The index partitions changing each of `ids` by `change` would land on.
+    fn changes(&self, ids: &[SendId], change: impl Fn(&mut SendRecord), rate: f64) -> Vec<(String, f64)> {
+        ids.iter()
+            .filter_map(|id| self.records.get(id))
+            .flat_map(|old| {
+                let mut new = old.clone();
+                change(&mut new);
+                partition_writes(Some(old), Some(&new), rate)
+            })
+            .collect()
+    }
+
     /// Bills one write of `op` (twice the rate in a transaction).
     fn bill(&mut self, op: Op, old: Option<&SendRecord>, new: Option<&SendRecord>) {
         let (units, indexes) = write_units(old, new);
@@ -492,9 +531,22 @@ pub struct MemoryStore {
     pub fail_mark_sent: Mutex<u32>,
     /// How long each call takes (the simulated target); none in unit tests.
     pub times: Option<Arc<ServiceTimes>>,
+    /// DynamoDB's per-partition write limit (the simulated target).
+    pub partitions: Option<Arc<sim::Partitions>>,
 }
 
 impl MemoryStore {
+    /// Waits while the partitions `plan` reads off the table are short of
+    /// write units (the simulated target; nothing elsewhere).
+    async fn pace(&self, plan: impl FnOnce(&Table) -> Vec<(String, f64)>) {
+        let Some(partitions) = &self.partitions else { return };
+        let writes = plan(&self.records.lock().expect("records lock"));
+        let wait = partitions.take(&writes);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// The units each DynamoDB operation would have taken (the simulated target's bill).
     pub fn usage(&self) -> UsageByOperation {
         self.records.lock().expect("records lock").usage.clone()
@@ -552,6 +604,7 @@ impl StatusStore for MemoryStore {
     async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError> {
         // As the DynamoDB adapter writes: batches of 25, four at a time.
         sim::wait_calls(&self.times, Op::DynamoDbBatchWriteItem, records.len().div_ceil(25), 4).await;
+        self.pace(|table| table.puts(records)).await;
         let mut table = self.records.lock().expect("records lock");
         for record in records {
             // Unconditional, as DynamoDB's BatchWriteItem is.
@@ -563,6 +616,15 @@ impl StatusStore for MemoryStore {
     async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError> {
         // One conditional put each, eight at a time.
         sim::wait_calls(&self.times, Op::DynamoDbPutItem, records.len(), 8).await;
+        self.pace(|table| {
+            let absent: Vec<SendRecord> = records
+                .iter()
+                .filter(|r| !table.records.contains_key(&r.send_id))
+                .cloned()
+                .collect();
+            table.puts(&absent)
+        })
+        .await;
         let mut table = self.records.lock().expect("records lock");
         let mut pending = Vec::new();
         for record in records {
@@ -595,6 +657,9 @@ impl StatusStore for MemoryStore {
             1 => Op::DynamoDbUpdateItem,
             _ => Op::DynamoDbTransactWriteItems,
         };
+        let rate = if op == Op::DynamoDbTransactWriteItems { 2.0 } else { 1.0 };
+        self.pace(|table| table.changes(ids, |r| r.status = SendStatus::Queued, rate))
+            .await;
         let mut table = self.records.lock().expect("records lock");
         for id in ids {
             if table.records.get(id).is_some_and(|r| r.status == SendStatus::Pending) {
@@ -608,6 +673,7 @@ impl StatusStore for MemoryStore {
 
     async fn begin_attempt(&self, id: SendId, lease: Lease) -> Result<Claim, StoreError> {
         sim::wait(&self.times, Op::DynamoDbUpdateItem).await;
+        self.pace(|table| table.changes(&[id], |r| r.attempts += 1, 1.0)).await;
         let mut table = self.records.lock().expect("records lock");
         let mut leases = self.leases.lock().expect("leases lock");
         let held_by_another = leases
@@ -639,6 +705,8 @@ impl StatusStore for MemoryStore {
         sent_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         sim::wait(&self.times, Op::DynamoDbUpdateItem).await;
+        self.pace(|table| table.changes(&[id], |r| r.status = SendStatus::Sent, 1.0))
+            .await;
         {
             let mut failures = self.fail_mark_sent.lock().expect("failure lock");
             if *failures > 0 {
@@ -656,6 +724,8 @@ impl StatusStore for MemoryStore {
 
     async fn mark_error(&self, id: SendId, reason: &str) -> Result<bool, StoreError> {
         sim::wait(&self.times, Op::DynamoDbUpdateItem).await;
+        self.pace(|table| table.changes(&[id], |r| r.status = SendStatus::Error, 1.0))
+            .await;
         self.finish(id, |r| {
             r.status = SendStatus::Error;
             r.error_reason = Some(reason.to_string());
@@ -664,6 +734,11 @@ impl StatusStore for MemoryStore {
 
     async fn delete_pending(&self, ids: &[SendId]) -> Result<(), StoreError> {
         sim::wait_calls(&self.times, Op::DynamoDbDeleteItem, ids.len(), 1).await;
+        self.pace(|table| {
+            let pending = ids.iter().filter_map(|id| table.records.get(id));
+            pending.flat_map(|old| partition_writes(Some(old), None, 1.0)).collect()
+        })
+        .await;
         let mut table = self.records.lock().expect("records lock");
         for id in ids {
             if table.records.get(id).is_some_and(|r| r.status == SendStatus::Pending) {
@@ -872,6 +947,12 @@ impl MemoryPipeline {
     fn build(settings: crate::config::Settings, times: Option<Arc<ServiceTimes>>) -> Self {
         let visibility = Duration::from_secs(u64::from(settings.queues.visibility_timeout_secs));
         let store = Arc::new(MemoryStore {
+            partitions: times.is_some().then(|| {
+                Arc::new(sim::Partitions::new(
+                    sim::Partitions::WRITE_UNITS_PER_SEC,
+                    sim::Partitions::BURST_SECS,
+                ))
+            }),
             times: times.clone(),
             ..MemoryStore::default()
         });

@@ -144,6 +144,86 @@ impl SesFault {
     }
 }
 
+/// DynamoDB's write throughput per partition: AWS documents 1,000 write
+/// units a second for each partition, on the table and on each global
+/// secondary index, and a write whose index partition is over its limit is
+/// throttled on the base table too (GSI back-pressure). The table's key
+/// (`sendId`) spreads over partitions; its indexes' keys do not:
+/// `status_index` is keyed on a status of four values and `batch_index` on a
+/// campaign's id, and with a sort key that grows with time (`createdAt`)
+/// split-for-heat cannot spread one key value's writes.
+///
+/// Each key value is a token bucket of `limit` units a second holding
+/// `burst_secs` of them, full at the start: AWS keeps up to 300 s of a
+/// partition's unused capacity for bursts ("best effort"), so this is the
+/// best case; what it still throttles, no burst could carry. A write that
+/// finds its bucket short waits until it has the units, as the SDK's and
+/// the engine's retries together would play it out (first come, first
+/// served: AWS refuses and the retries compete instead), and counts as
+/// throttled once against each key that was short.
+#[derive(Debug)]
+pub struct Partitions {
+    limit: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, tokio::time::Instant)>>,
+    throttled: Mutex<Throttled>,
+}
+
+/// Writes throttled per partition key, and the first one.
+#[derive(Debug, Default, Clone)]
+pub struct Throttled {
+    pub by_key: BTreeMap<String, u64>,
+    pub first: Option<(tokio::time::Instant, String)>,
+}
+
+impl Partitions {
+    /// AWS's per-partition write limit, in write units a second.
+    pub const WRITE_UNITS_PER_SEC: f64 = 1000.0;
+    /// The unused capacity AWS keeps for bursts, in seconds of the limit.
+    pub const BURST_SECS: f64 = 300.0;
+
+    pub fn new(limit: f64, burst_secs: f64) -> Self {
+        Self {
+            limit,
+            burst: limit * burst_secs.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+            throttled: Mutex::new(Throttled::default()),
+        }
+    }
+
+    /// Takes `units` on each partition key of one write; says how long the
+    /// write must wait for them (zero when every key had them).
+    pub fn take(&self, writes: &[(String, f64)]) -> Duration {
+        let now = tokio::time::Instant::now();
+        let mut buckets = self.buckets.lock().expect("buckets lock");
+        let mut wait = Duration::ZERO;
+        let mut short = Vec::new();
+        for (key, units) in writes {
+            let (tokens, at) = buckets.entry(key.clone()).or_insert((self.burst, now));
+            let refilled = *tokens + self.limit * now.saturating_duration_since(*at).as_secs_f64();
+            *tokens = refilled.min(self.burst) - units;
+            *at = now;
+            if *tokens < 0.0 {
+                wait = wait.max(Duration::from_secs_f64(-*tokens / self.limit));
+                short.push(key.clone());
+            }
+        }
+        drop(buckets);
+        if !short.is_empty() {
+            let mut throttled = self.throttled.lock().expect("throttled lock");
+            for key in short {
+                throttled.first.get_or_insert((now, key.clone()));
+                *throttled.by_key.entry(key).or_insert(0) += 1;
+            }
+        }
+        wait
+    }
+
+    pub fn throttled(&self) -> Throttled {
+        self.throttled.lock().expect("throttled lock").clone()
+    }
+}
+
 /// SES as the simulated target's mailer: its limits, its answer times, and
 /// a record of what it accepted (per recipient, as the audit reads it).
 pub struct SesModel {
@@ -291,6 +371,49 @@ impl Mailer for SesModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_key_takes_a_thousand_write_units_a_second_and_the_rest_wait() {
+        // No burst beyond one second's worth.
+        let partitions = Partitions::new(Partitions::WRITE_UNITS_PER_SEC, 1.0);
+        let hot = || vec![("status_index/PENDING".to_string(), 2.0), ("table".to_string(), 1.0)];
+        // A second's worth at once: no wait.
+        for _ in 0..500 {
+            assert_eq!(partitions.take(&hot()), Duration::ZERO);
+        }
+        // Beyond it, each 2-unit write waits 2 ms more than the last.
+        assert_eq!(partitions.take(&hot()), Duration::from_millis(2));
+        assert_eq!(partitions.take(&hot()), Duration::from_millis(4));
+        // Another key has its own bucket.
+        assert_eq!(
+            partitions.take(&[("status_index/SENT".to_string(), 1.0)]),
+            Duration::ZERO
+        );
+        let throttled = partitions.throttled();
+        assert_eq!(throttled.by_key["status_index/PENDING"], 2);
+        assert_eq!(
+            throttled.first.map(|(_, key)| key),
+            Some("status_index/PENDING".to_string())
+        );
+        // After a quiet second the bucket is full again, and no fuller.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for _ in 0..500 {
+            assert_eq!(partitions.take(&hot()), Duration::ZERO);
+        }
+        assert!(partitions.take(&hot()) > Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_spends_the_kept_capacity_then_the_key_takes_its_limit() {
+        let partitions = Partitions::new(1000.0, 300.0);
+        let write = [("status_index/PENDING".to_string(), 1000.0)];
+        // 300 s of capacity at once, then one second more per second.
+        for _ in 0..300 {
+            assert_eq!(partitions.take(&write), Duration::ZERO);
+        }
+        assert_eq!(partitions.take(&write), Duration::from_secs(1));
+        assert!(partitions.throttled().by_key.contains_key("status_index/PENDING"));
+    }
 
     fn times(p50: f64) -> AnswerTimes {
         AnswerTimes {

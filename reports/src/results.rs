@@ -95,6 +95,13 @@ pub struct Simulation {
     pub wall_secs: f64,
     /// Sends the SES model refused for its limits (each attempt counted).
     pub ses_throttles: u64,
+    /// Writes DynamoDB throttled, by index partition (`status_index PENDING`):
+    /// each partition key value takes 1,000 write units a second.
+    #[serde(default)]
+    pub partition_throttles: BTreeMap<String, u64>,
+    /// The first write throttled: its partition, and when (virtual seconds).
+    #[serde(default)]
+    pub first_throttled: Option<(String, f64)>,
 }
 
 /// `loadtest sweep`: one setting varied over a range, each value a simulated

@@ -237,6 +237,9 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
     if let Some(line) = cost_sentence(results) {
         lines.push(line);
     }
+    if let Some(line) = partition_sentence(results) {
+        lines.push(line);
+    }
     if audit.dead_lettered > 0 || audit.poison_injected > 0 {
         lines.push(format!(
             "{} messages were dead-lettered; {} undecodable messages were injected.",
@@ -256,6 +259,27 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
         )
     });
     lines
+}
+
+/// In a simulated run, the DynamoDB index partitions that throttled writes:
+/// the hottest first, and when the first write was throttled.
+pub fn partition_sentence(results: &RunResults) -> Option<String> {
+    let sim = results.simulation.as_ref()?;
+    let (first, at_secs) = sim.first_throttled.as_ref()?;
+    let total: u64 = sim.partition_throttles.values().sum();
+    let mut hottest: Vec<(&String, &u64)> = sim.partition_throttles.iter().collect();
+    hottest.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let named: Vec<String> = hottest
+        .iter()
+        .take(3)
+        .map(|(key, n)| format!("{key} {}", crate::svg::format_count(**n as f64)))
+        .collect();
+    Some(format!(
+        "DynamoDB throttled {} writes on hot index partitions (each key value takes 1,000 write units a second; the writes waited): {}. The first was on {first} at {}.",
+        crate::svg::format_count(total as f64),
+        named.join(", "),
+        duration_ms(at_secs * 1000.0)
+    ))
 }
 
 /// What a capacity measurement found, in words: the ceiling and where it is

@@ -255,6 +255,12 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
         traffic_secs,
         virtual_secs: start.elapsed().as_secs_f64(),
     };
+    let throttled = memory
+        .store
+        .partitions
+        .as_ref()
+        .map(|p| p.throttled())
+        .unwrap_or_default();
     let mut results = summarize(ended.into_raw(&sim));
     results.simulation = Some(Simulation {
         profile: sim.profile.name().into(),
@@ -265,6 +271,10 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
         virtual_secs: results.total_secs,
         wall_secs: wall.elapsed().as_secs_f64(),
         ses_throttles: ses.throttled(),
+        partition_throttles: throttled.by_key,
+        first_throttled: throttled
+            .first
+            .map(|(at, key)| (key, at.saturating_duration_since(start).as_secs_f64())),
     });
     Ok(results)
 }
