@@ -1028,6 +1028,26 @@ mod tests {
         assert_eq!(write_units(Some(&notification), None), (2.0, 1.0));
     }
 
+    #[test]
+    fn a_status_move_lands_on_the_old_and_the_new_status_partition_and_the_campaigns() {
+        let batch = BatchId::new();
+        let pending = record(Some(batch), SendStatus::Pending);
+        let queued = SendRecord {
+            status: SendStatus::Queued,
+            ..pending.clone()
+        };
+        let writes = partition_writes(Some(&pending), Some(&queued), 2.0);
+        let expected = vec![
+            ("status_index PENDING".to_string(), 2.0),
+            ("status_index QUEUED".to_string(), 2.0),
+            (format!("batch_index {batch}"), 2.0),
+        ];
+        assert_eq!(writes, expected);
+        // The same units as AWS bills, key by key (here in a transaction).
+        let billed: f64 = writes.iter().map(|(_, u)| u).sum();
+        assert_eq!(billed, 2.0 * write_units(Some(&pending), Some(&queued)).1);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_received_message_is_hidden_for_its_visibility_timeout_and_a_stale_receipt_fails() {
         let queues = MemoryQueues::new(Duration::from_millis(200), 5);
