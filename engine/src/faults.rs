@@ -117,11 +117,14 @@ impl QuotaState {
         }
     }
 
+    /// The limits in force (the SES model's `GetAccount` answer).
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn limits(&self) -> SesQuota {
         self.quota
     }
 
     /// Sends admitted since the day began.
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn sent_today(&self) -> u64 {
         self.sent_today
     }
