@@ -27,13 +27,21 @@ async fn a_capacity_ladder_climbs_with_concurrency_and_records_the_curve_and_the
         .await
         .expect("the ladder runs");
     let rates: Vec<f64> = capacity.steps.iter().map(|s| s.delivered_per_sec).collect();
+    let in_flight: Vec<f64> = capacity
+        .steps
+        .iter()
+        .map(|s| s.delivered_per_sec * s.handling_mean_ms / 1000.0)
+        .collect();
     assert_eq!(capacity.steps.len(), 3, "{rates:?}");
     assert!(capacity.steps.iter().all(|s| s.sent > 0), "every step sent: {rates:?}");
-    // Twenty in flight carry more than one at a time: the feeder kept the
-    // senders busy. (1.5–2× on a quiet machine with the debug build, whose
-    // harness is itself the bottleneck; 1.49× once with a compiler running
-    // beside it, so the bar is set below the noise.)
-    assert!(rates[2] > 1.25 * rates[0], "{rates:?}");
+    // The ladder really raised the concurrency: by Little's law the messages
+    // in handling (delivered/s × mean handling time) grow with each step.
+    // Throughput itself is not compared here: with the debug build the
+    // harness's own CPU is the bottleneck, so twenty in flight carried
+    // 1.15–1.5× what one did, depending on what else shared the two cores.
+    assert!(in_flight[0] < 1.5, "one at a time: {in_flight:?}");
+    assert!(in_flight[2] > 2.5 * in_flight[0], "{in_flight:?}");
+    assert!(in_flight[1] > in_flight[0], "{in_flight:?}");
     assert_eq!(
         capacity.best_step_msgs_per_sec,
         rates.iter().copied().fold(0.0, f64::max)
