@@ -553,6 +553,16 @@ impl MemoryStore {
     }
 
     /// Every record as it stands (the simulated target's audit reads them all at once).
+    /// Visits every record in the table, without copying them.
+    pub fn each_record(&self, mut visit: impl FnMut(&SendRecord)) {
+        self.records
+            .lock()
+            .expect("records lock")
+            .records
+            .values()
+            .for_each(&mut visit);
+    }
+
     pub fn records(&self) -> Vec<SendRecord> {
         self.records
             .lock()

@@ -1,11 +1,12 @@
 //! From what a run gathered to its results: a pure function, so every figure
 //! in a results file can be checked by a unit test that needs no stack.
 //!
-//! The run gathers [`RawRun`] (records, readings, fault windows, the engine's
+//! The run gathers [`RawRun`] (the final records, folded into [`Finals`] as
+//! they are read, readings, fault windows, the engine's
 //! histograms, the driver's outcomes); [`summarize`] does the audit, the
 //! latency maths, the SLO verdicts and the offered-load accounting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use engine::domain::{PerPriority, Priority, SendRecord, SendStatus, Stage};
@@ -14,7 +15,7 @@ use reports::cost::{self, PriceCard};
 use scenarios::{Plan, Request, Slo};
 use vocabulary::{UsageByOperation, Verdict};
 
-use crate::audit::{audit, FinalRecord};
+use crate::audit::{FinalRecord, MailCounts, Tally};
 use crate::capacity::Capacity;
 use crate::collector::Collected;
 use crate::cpu::ProcessUse;
@@ -65,10 +66,10 @@ pub struct RawRun<'a> {
     pub traffic_secs: f64,
     pub total_secs: f64,
     pub traffic: Traffic,
-    /// Every accepted message's final record, with the arrival it came from.
-    pub records: Vec<(usize, SendRecord)>,
+    /// Every accepted message's final record, taken in as the run read them.
+    pub finals: Finals<'a>,
     /// Per recipient, what the provider mailed during the run (where it keeps a record).
-    pub mailed: Option<HashMap<String, u64>>,
+    pub mailed: Option<MailCounts>,
     pub dead_lettered: u64,
     pub collected: Collected,
     /// Each process's CPU and peak memory from the start of traffic to the end of the drain.
@@ -96,42 +97,89 @@ struct Latencies {
     last_sent: Option<DateTime<Utc>>,
 }
 
-fn latencies(raw: &RawRun<'_>) -> Latencies {
-    let first_campaign = raw
-        .plan
-        .arrivals
-        .iter()
-        .filter(|a| matches!(a.request, Request::Campaign { .. }))
-        .map(|a| a.at_secs)
-        .fold(f64::INFINITY, f64::min);
-    let mut corrected = LatencyByPriority::default();
-    let mut uncorrected = LatencyByPriority::default();
-    let (mut before_campaigns, mut with_campaigns) = (LatencyByPriority::default(), LatencyByPriority::default());
-    let mut last_sent: Option<DateTime<Utc>> = None;
-    for (index, record) in &raw.records {
-        let Some(sent_at) = record.sent_at else { continue };
-        last_sent = Some(last_sent.map_or(sent_at, |l| l.max(sent_at)));
-        let intended_secs = raw.plan.arrivals[*index].at_secs;
-        let intended = raw.started_at + chrono::Duration::microseconds((intended_secs * 1e6) as i64);
+/// What the audit and the latency figures need from every accepted
+/// message's final record, taken one record at a time as the run reads them
+/// from the store: a million-row run's records are never held together.
+pub struct Finals<'a> {
+    plan: &'a Plan,
+    started_at: DateTime<Utc>,
+    /// When the first campaign was meant to arrive: reminders before it and
+    /// with it are told apart.
+    first_campaign: f64,
+    tally: Tally,
+    corrected: LatencyByPriority,
+    uncorrected: LatencyByPriority,
+    before_campaigns: LatencyByPriority,
+    with_campaigns: LatencyByPriority,
+    last_sent: Option<DateTime<Utc>>,
+}
+
+impl<'a> Finals<'a> {
+    pub fn new(plan: &'a Plan, started_at: DateTime<Utc>) -> Self {
+        let first_campaign = plan
+            .arrivals
+            .iter()
+            .filter(|a| matches!(a.request, Request::Campaign { .. }))
+            .map(|a| a.at_secs)
+            .fold(f64::INFINITY, f64::min);
+        Self {
+            plan,
+            started_at,
+            first_campaign,
+            tally: Tally::default(),
+            corrected: LatencyByPriority::default(),
+            uncorrected: LatencyByPriority::default(),
+            before_campaigns: LatencyByPriority::default(),
+            with_campaigns: LatencyByPriority::default(),
+            last_sent: None,
+        }
+    }
+
+    /// The final record of a message the plan's arrival `index` led to.
+    pub fn add(&mut self, index: usize, record: &SendRecord) {
+        self.tally.add(FinalRecord {
+            send_id: record.send_id,
+            recipient: &record.recipient,
+            status: record.status,
+            error_reason: record.error_reason.as_deref(),
+            attempts: record.attempts,
+        });
+        let Some(sent_at) = record.sent_at else { return };
+        self.last_sent = Some(self.last_sent.map_or(sent_at, |l| l.max(sent_at)));
+        let intended_secs = self.plan.arrivals[index].at_secs;
+        let intended = self.started_at + chrono::Duration::microseconds((intended_secs * 1e6) as i64);
         let micros = |from: DateTime<Utc>| (sent_at - from).num_microseconds().unwrap_or(0).max(1) as u64;
-        corrected.record(record.priority, micros(intended));
-        uncorrected.record(record.priority, micros(record.created_at));
-        let phase = match intended_secs < first_campaign {
-            true => &mut before_campaigns,
-            false => &mut with_campaigns,
+        self.corrected.record(record.priority, micros(intended));
+        self.uncorrected.record(record.priority, micros(record.created_at));
+        let phase = match intended_secs < self.first_campaign {
+            true => &mut self.before_campaigns,
+            false => &mut self.with_campaigns,
         };
         phase.record(record.priority, micros(intended));
     }
-    let mut by_phase = BTreeMap::new();
-    if first_campaign.is_finite() && first_campaign > 0.0 {
-        by_phase.insert(crate::slo::BEFORE_CAMPAIGNS.to_string(), before_campaigns.summary());
-        by_phase.insert(crate::slo::WITH_CAMPAIGNS.to_string(), with_campaigns.summary());
+
+    /// Every record of `records`, each with the arrival it came from.
+    pub fn extend<'r>(&mut self, records: impl IntoIterator<Item = &'r (usize, SendRecord)>) {
+        for (index, record) in records {
+            self.add(*index, record);
+        }
     }
-    Latencies {
-        corrected,
-        uncorrected,
-        by_phase,
-        last_sent,
+
+    fn latencies(&self) -> Latencies {
+        let mut by_phase = BTreeMap::new();
+        if self.first_campaign.is_finite() && self.first_campaign > 0.0 {
+            by_phase.insert(
+                crate::slo::BEFORE_CAMPAIGNS.to_string(),
+                self.before_campaigns.summary(),
+            );
+            by_phase.insert(crate::slo::WITH_CAMPAIGNS.to_string(), self.with_campaigns.summary());
+        }
+        Latencies {
+            corrected: self.corrected.clone(),
+            uncorrected: self.uncorrected.clone(),
+            by_phase,
+            last_sent: self.last_sent,
+        }
     }
 }
 
@@ -178,25 +226,12 @@ fn accepted(traffic: &Traffic) -> u64 {
     traffic.outcomes.iter().map(crate::driver::accepted_by).sum()
 }
 
-fn conservation(raw: &RawRun<'_>) -> Audit {
-    let finals: Vec<FinalRecord> = raw
-        .records
-        .iter()
-        .map(|(_, r)| FinalRecord {
-            send_id: r.send_id.to_string(),
-            recipient: r.recipient.clone(),
-            status: r.status,
-            error_reason: r.error_reason.clone(),
-            attempts: r.attempts,
-        })
-        .collect();
-    let mailed = raw.mailed.as_ref();
+fn conservation(raw: &RawRun<'_>, tally: Tally) -> Audit {
     Audit {
         redeliveries_skipped: raw.engine.redeliveries_skipped,
-        ..audit(
+        ..tally.finish(
             accepted(&raw.traffic),
-            &finals,
-            mailed,
+            raw.mailed.as_ref(),
             raw.dead_lettered,
             raw.collected.poisoned,
         )
@@ -269,9 +304,10 @@ fn batches_done(batches: &[BatchSummary]) -> Option<SloCheck> {
 }
 
 /// The run's results, from what it gathered.
-pub fn summarize(raw: RawRun<'_>) -> RunResults {
-    let audit = conservation(&raw);
-    let latency = latencies(&raw);
+pub fn summarize(mut raw: RawRun<'_>) -> RunResults {
+    let latency = raw.finals.latencies();
+    let tally = std::mem::take(&mut raw.finals.tally);
+    let audit = conservation(&raw, tally);
     let sent = audit.count(SendStatus::Sent);
     let delivered = delivered_per_sec(sent, raw.started_at, latency.last_sent);
     let ses_throttles = ["ses_quota", "ses_throttle"]
@@ -431,6 +467,8 @@ mod tests {
     static CARD: std::sync::LazyLock<PriceCard> = std::sync::LazyLock::new(PriceCard::builtin);
 
     fn raw<'a>(plan: &'a Plan, slo: &'a Slo, records: Vec<(usize, SendRecord)>, traffic: Traffic) -> RawRun<'a> {
+        let mut finals = Finals::new(plan, start());
+        finals.extend(&records);
         RawRun {
             scenario: ScenarioInfo {
                 name: "t".into(),
@@ -447,7 +485,7 @@ mod tests {
             traffic_secs: 10.0,
             total_secs: 20.0,
             traffic,
-            records,
+            finals,
             mailed: None,
             dead_lettered: 0,
             collected: Collected::default(),

@@ -5,7 +5,6 @@
 //! can crash and restart them. A second pipeline over plain clients reads the
 //! final records, so that injected faults can never hide a message from the audit.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -24,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{HarnessError, RunOptions};
+use crate::audit::MailCounts;
 use crate::capacity::{self, Capacity, Ladder};
 use crate::check_stack::check_stack;
 use crate::cpu::ENGINE_THREAD;
@@ -44,7 +44,7 @@ pub struct Harness {
     pub checks: Vec<CheckResult>,
     pub capacity: Option<Capacity>,
     /// What the provider had mailed to each address before the run, where it keeps a record.
-    mail_before: Option<HashMap<String, u64>>,
+    mail_before: Option<MailCounts>,
 }
 
 /// The runtime the engine under test runs on: its own threads, named
@@ -320,19 +320,11 @@ impl Harness {
     }
 
     /// Per recipient, what the provider mailed during the run, where it keeps a record.
-    pub async fn mailed_during_run(&self) -> Result<Option<HashMap<String, u64>>, HarnessError> {
+    pub async fn mailed_during_run(&self) -> Result<Option<MailCounts>, HarnessError> {
         let Some(before) = &self.mail_before else {
             return Ok(None);
         };
-        let after = mail_counts(&self.stack).await?;
-        let during = after
-            .into_iter()
-            .filter_map(|(to, n)| {
-                let new = n.saturating_sub(before.get(&to).copied().unwrap_or(0));
-                (new > 0).then_some((to, new))
-            })
-            .collect();
-        Ok(Some(during))
+        Ok(Some(mail_counts(&self.stack).await?.since(before)))
     }
 
     pub fn stack_info(&self) -> StackInfo {
@@ -345,15 +337,14 @@ impl Harness {
     }
 }
 
-/// How many emails each address received, lower-cased.
 /// Emails per recipient in the stack's sent-mail record, read a page at a
 /// time: only the counts are kept.
-async fn mail_counts(stack: &Stack) -> Result<HashMap<String, u64>, HarnessError> {
-    let mut counts = HashMap::new();
+async fn mail_counts(stack: &Stack) -> Result<MailCounts, HarnessError> {
+    let mut counts = MailCounts::default();
     stack
         .each_sent_email(localstack::MailDetail::Recipients, |email| {
             for to in email.to {
-                *counts.entry(to.to_ascii_lowercase()).or_default() += 1;
+                counts.add(&to, 1);
             }
         })
         .await?;

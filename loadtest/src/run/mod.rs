@@ -24,9 +24,9 @@ use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 use engine::batches::BatchProgress;
-use engine::domain::{PerPriority, SendId, SendRecord, Stage};
+use engine::domain::{BatchId, PerPriority, SendId, SendRecord, Stage};
 use engine::pipeline::Pipeline;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use scenarios::{Fault, Plan, Scenario};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -36,7 +36,7 @@ use crate::collector::{collect, sample, Collected, Outputs, Sources};
 use crate::cpu::CpuMeter;
 use crate::driver::{drive, Driver, RequestOutcome};
 use crate::results::{BatchSummary, MachineInfo, RunResults, ScenarioInfo};
-use crate::summarize::{summarize, EngineFigures, RawRun, Traffic};
+use crate::summarize::{summarize, EngineFigures, Finals, RawRun, Traffic};
 use harness::Harness;
 use reports::cost::PriceCard;
 
@@ -351,7 +351,8 @@ async fn gather<'a>(
     let collected = running.collector.await?;
     harness.stop_engine().await;
     let outcomes = running.driver.outcomes();
-    let records = final_records(harness.audit_pipeline(), &outcomes).await?;
+    let mut finals = Finals::new(plan, running.started_at);
+    final_records(harness.audit_pipeline(), &outcomes, &mut finals).await?;
     let batches = batch_summaries(harness.audit_pipeline(), &outcomes).await;
     let traffic = Traffic {
         outcomes,
@@ -367,7 +368,7 @@ async fn gather<'a>(
         traffic_secs: running.traffic_secs,
         total_secs: started.elapsed().as_secs_f64(),
         traffic,
-        records,
+        finals,
         mailed: harness.mailed_during_run().await?,
         dead_lettered: harness.dead_lettered().await,
         collected,
@@ -413,25 +414,22 @@ fn engine_figures(harness: &Harness) -> EngineFigures {
     }
 }
 
-/// Every accepted message's final record, with the arrival it came from.
+/// Every accepted message's final record, read a page at a time (sixteen
+/// requests' pages at once) and taken into `finals` as it comes.
 async fn final_records(
     pipeline: &Pipeline,
     outcomes: &[RequestOutcome],
-) -> Result<Vec<(usize, SendRecord)>, HarnessError> {
+    finals: &mut Finals<'_>,
+) -> Result<(), HarnessError> {
     let accepted = outcomes.iter().filter(|o| o.status == Some(202));
-    let lookups: Vec<Result<Vec<(usize, SendRecord)>, HarnessError>> = futures::stream::iter(accepted)
-        .map(|outcome| async move {
-            let records = records_of(pipeline, outcome).await?;
-            Ok(records.into_iter().map(|r| (outcome.index, r)).collect())
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let mut all = Vec::new();
-    for lookup in lookups {
-        all.extend(lookup?);
+    let mut pages = futures::stream::iter(accepted)
+        .map(|outcome| Box::pin(record_pages(pipeline, outcome).map_ok(move |page| (outcome.index, page))))
+        .flatten_unordered(16);
+    while let Some(page) = pages.next().await {
+        let (index, records) = page?;
+        records.iter().for_each(|record| finals.add(index, record));
     }
-    Ok(all)
+    Ok(())
 }
 
 /// Where each accepted campaign's batch ended, and how long it took.
@@ -466,28 +464,39 @@ fn summary_of(progress: &BatchProgress) -> BatchSummary {
     }
 }
 
-/// The records one accepted request led to: a campaign's batch, or one notification.
-async fn records_of(pipeline: &Pipeline, outcome: &RequestOutcome) -> Result<Vec<SendRecord>, HarnessError> {
-    let body = outcome.response.clone().unwrap_or_default();
-    if !outcome.is_campaign {
-        let Some(id) = body["sendId"].as_str().and_then(|s| s.parse::<SendId>().ok()) else {
-            return Ok(Vec::new());
-        };
-        return Ok(pipeline.store().get(id).await?.into_iter().collect());
+/// The records one accepted request led to, a page at a time: a campaign's
+/// batch, or one notification.
+fn record_pages<'p>(
+    pipeline: &'p Pipeline,
+    outcome: &RequestOutcome,
+) -> impl futures::Stream<Item = Result<Vec<SendRecord>, HarnessError>> + 'p {
+    enum Next {
+        Notification(SendId),
+        Batch(BatchId, Option<String>),
+        Done,
     }
-    let Some(batch) = body["batchId"].as_str().and_then(|b| b.parse().ok()) else {
-        return Ok(Vec::new());
+    let body = outcome.response.as_ref();
+    let id = |key: &str| body.and_then(|b| b[key].as_str()).map(str::to_string);
+    let first = match outcome.is_campaign {
+        false => id("sendId")
+            .and_then(|s| s.parse().ok())
+            .map_or(Next::Done, Next::Notification),
+        true => id("batchId")
+            .and_then(|b| b.parse().ok())
+            .map_or(Next::Done, |batch| Next::Batch(batch, None)),
     };
-    let mut records = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = pipeline.store().by_batch(batch, None, 100, cursor.as_deref()).await?;
-        records.extend(page.items);
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            return Ok(records);
-        }
-    }
+    futures::stream::try_unfold(first, move |next| async move {
+        let store = pipeline.store();
+        Ok(match next {
+            Next::Done => None,
+            Next::Notification(id) => Some((store.get(id).await?.into_iter().collect(), Next::Done)),
+            Next::Batch(batch, cursor) => {
+                let page = store.by_batch(batch, None, 100, cursor.as_deref()).await?;
+                let next = page.next_cursor.map_or(Next::Done, |c| Next::Batch(batch, Some(c)));
+                Some((page.items, next))
+            }
+        })
+    })
 }
 
 /// Writes `results.json`, `report.html` and `summary.md` into `out_dir`.

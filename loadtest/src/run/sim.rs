@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::domain::SendRecord;
 use engine::memory::{MemoryPipeline, MemoryQueues, MemoryStore};
 use engine::pipeline::Pipeline;
 use engine::sim::{AnswerTimes, ServiceTimes, SesFault, SesModel};
@@ -34,10 +33,11 @@ use tokio_util::sync::CancellationToken;
 use vocabulary::{AwsOperation, UsageByOperation};
 
 use super::{batch_summaries, HarnessError};
+use crate::audit::MailCounts;
 use crate::collector::{collect, sample, Collected, Event, Outputs, Sources};
 use crate::driver::{Driver, RequestOutcome};
 use crate::results::{MachineInfo, ScenarioInfo};
-use crate::summarize::{summarize, EngineFigures, RawRun, Traffic};
+use crate::summarize::{summarize, EngineFigures, Finals, RawRun, Traffic};
 
 /// Where the simulated services' answer times come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,7 +234,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
 
     let outcomes = driver.outcomes();
     let ended = Ended {
-        records: records_by_arrival(&memory.store, &outcomes),
+        finals: finals_of(&memory.store, &outcomes, Finals::new(&sim.plan, started_at)),
         dead_lettered: vocabulary::stats::dead_lettered(&pipeline.queue_depths().await),
         batches: batch_summaries(&pipeline, &outcomes).await,
         traffic: Traffic {
@@ -249,7 +249,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
                 ses.injected().into_iter().chain(memory.queues.duplicated()).collect(),
             )
         },
-        mailed: ses.accepted(),
+        mailed: ses.accepted().into_iter().collect(),
         collected,
         started_at,
         traffic_secs,
@@ -348,21 +348,21 @@ impl Watching {
 }
 
 /// What a simulation gathered once it ended.
-struct Ended {
-    records: Vec<(usize, SendRecord)>,
+struct Ended<'a> {
+    finals: Finals<'a>,
     dead_lettered: u64,
     batches: Vec<crate::results::BatchSummary>,
     traffic: Traffic,
     engine: EngineFigures,
-    mailed: HashMap<String, u64>,
+    mailed: MailCounts,
     collected: Collected,
     started_at: chrono::DateTime<chrono::Utc>,
     traffic_secs: f64,
     virtual_secs: f64,
 }
 
-impl Ended {
-    fn into_raw(self, sim: &SimRun) -> RawRun<'_> {
+impl<'a> Ended<'a> {
+    fn into_raw(self, sim: &'a SimRun) -> RawRun<'a> {
         RawRun {
             scenario: sim.info.clone(),
             slo: &sim.scenario.slo,
@@ -372,7 +372,7 @@ impl Ended {
             traffic_secs: self.traffic_secs,
             total_secs: self.virtual_secs,
             traffic: self.traffic,
-            records: self.records,
+            finals: self.finals,
             mailed: Some(self.mailed),
             dead_lettered: self.dead_lettered,
             collected: self.collected,
@@ -499,8 +499,8 @@ fn simulated_usage(times: &ServiceTimes, store: &MemoryStore, ses: &SesModel) ->
     usage
 }
 
-/// Every record in the simulated table, with the arrival it came from.
-fn records_by_arrival(store: &MemoryStore, outcomes: &[RequestOutcome]) -> Vec<(usize, SendRecord)> {
+/// Every record in the simulated table, taken into `finals` with the arrival it came from.
+fn finals_of<'a>(store: &MemoryStore, outcomes: &[RequestOutcome], mut finals: Finals<'a>) -> Finals<'a> {
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for outcome in outcomes.iter().filter(|o| o.status == Some(202)) {
         let Some(body) = &outcome.response else { continue };
@@ -510,17 +510,16 @@ fn records_by_arrival(store: &MemoryStore, outcomes: &[RequestOutcome]) -> Vec<(
             }
         }
     }
-    store
-        .records()
-        .into_iter()
-        .filter_map(|record| {
-            let key = match record.batch_id {
-                Some(batch) => batch.to_string(),
-                None => record.send_id.to_string(),
-            };
-            Some((*by_key.get(&key)?, record))
-        })
-        .collect()
+    store.each_record(|record| {
+        let key = match record.batch_id {
+            Some(batch) => batch.to_string(),
+            None => record.send_id.to_string(),
+        };
+        if let Some(index) = by_key.get(&key) {
+            finals.add(*index, record);
+        }
+    });
+    finals
 }
 
 /// The engine's histograms at the end of the run, and what the models
