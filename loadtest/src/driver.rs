@@ -189,30 +189,70 @@ impl Driver {
     /// and returns when all are answered: the simulated target's driver. No
     /// socket stands between them, so tokio's paused clock may jump ahead
     /// whenever every task waits on a timer.
-    pub async fn offer_in_process(self: &Arc<Self>, app: axum::Router) {
+    pub async fn offer_in_process(self: &Arc<Self>, engine: InProcessEngine) {
         let mut requests = tokio::task::JoinSet::new();
         for (index, arrival) in self.arrivals.iter().enumerate() {
             tokio::time::sleep_until(self.start + Duration::from_secs_f64(arrival.at_secs)).await;
             self.next.fetch_add(1, Ordering::Relaxed);
-            let (driver, app) = (self.clone(), app.clone());
-            requests.spawn(async move { driver.answer_in_process(index, app).await });
+            let (driver, engine) = (self.clone(), engine.clone());
+            requests.spawn(async move { driver.answer_in_process(index, engine).await });
         }
         while requests.join_next().await.is_some() {}
     }
 
-    async fn answer_in_process(&self, index: usize, app: axum::Router) {
+    async fn answer_in_process(&self, index: usize, engine: InProcessEngine) {
         use tower::ServiceExt as _;
         let mut outcome = self.starting(index);
-        let response = match app.oneshot(in_process_request(&self.arrivals[index].request)).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+        let request = in_process_request(&self.arrivals[index].request);
+        let answered = match engine.current() {
+            None => Err("connection refused: the engine is down"),
+            Some((app, killed)) => tokio::select! {
+                answered = app.oneshot(request) => match answered {
+                    Ok(response) => Ok(response),
+                    Err(never) => match never {},
+                },
+                _ = killed.cancelled() => Err("connection reset: the engine was killed mid-request"),
+            },
         };
-        outcome.status = Some(response.status().as_u16());
-        match axum::body::to_bytes(response.into_body(), usize::MAX).await {
-            Ok(bytes) => outcome.response = serde_json::from_slice(&bytes).ok(),
-            Err(error) => outcome.error = Some(error.to_string()),
+        match answered {
+            Ok(response) => {
+                outcome.status = Some(response.status().as_u16());
+                match axum::body::to_bytes(response.into_body(), usize::MAX).await {
+                    Ok(bytes) => outcome.response = serde_json::from_slice(&bytes).ok(),
+                    Err(error) => outcome.error = Some(error.to_string()),
+                }
+            }
+            Err(refused) => outcome.error = Some(refused.into()),
         }
         self.outcomes.lock().expect("outcomes lock").push(outcome);
+    }
+}
+
+/// The engine as a simulated run reaches it, in process: its router while it
+/// is up; while it is down a request fails as a refused connection would, and
+/// a request being served when it is killed is dropped mid-way, as a crashed
+/// server drops it.
+#[derive(Clone, Default)]
+pub struct InProcessEngine {
+    current: Arc<Mutex<Option<(axum::Router, tokio_util::sync::CancellationToken)>>>,
+}
+
+impl InProcessEngine {
+    /// The engine answers with `router` until it is killed.
+    pub fn up(&self, router: axum::Router) {
+        let killed = tokio_util::sync::CancellationToken::new();
+        *self.current.lock().expect("engine lock") = Some((router, killed));
+    }
+
+    /// The engine is killed: requests in progress are dropped, new ones refused.
+    pub fn kill(&self) {
+        if let Some((_, killed)) = self.current.lock().expect("engine lock").take() {
+            killed.cancel();
+        }
+    }
+
+    fn current(&self) -> Option<(axum::Router, tokio_util::sync::CancellationToken)> {
+        self.current.lock().expect("engine lock").clone()
     }
 }
 

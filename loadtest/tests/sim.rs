@@ -128,12 +128,9 @@ async fn a_calibrated_profile_comes_from_a_real_run_and_an_unmodelled_fault_is_r
         .as_deref()
         .is_some_and(|f| f.ends_with("run-1.json")));
 
-    let error = run(simulated("worker-crash", "worker-crash"))
-        .await
-        .err()
-        .expect("refused");
+    let error = run(simulated("smtp", "smtp")).await.err().expect("refused");
     assert!(
-        matches!(error, HarnessError::NotSimulated(ref kind) if kind == "kill_worker"),
+        matches!(error, HarnessError::NotSimulated(ref kind) if kind == "smtp_reply"),
         "{error}"
     );
     let error = "calibrated:".parse::<Profile>().unwrap_err();
@@ -230,4 +227,54 @@ async fn a_fault_only_a_model_can_play_is_refused_on_a_real_stack_before_it_star
         error.contains("sqs_duplicate") && error.contains("--stack sim"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_killed_engine_refuses_requests_while_down_and_resumes_its_batch_in_simulation() {
+    let outcome = run(simulated("crash-resume", "crash-resume"))
+        .await
+        .expect("the simulation runs");
+    let results = &outcome.results;
+    assert!(
+        outcome.passed,
+        "{:?}",
+        results.slo.iter().filter(|c| !c.pass).collect::<Vec<_>>()
+    );
+    let audit = &results.audit;
+    assert_eq!((audit.lost, audit.duplicated, audit.unexpected), (0, 0, 0));
+    // The engine is down from 3 s to 8 s: the reminders offered meanwhile
+    // are refused, as a crashed server refuses them (14 on a real stack too).
+    let scenario = scenarios::Scenario::load(&workspace_file("scenarios/crash-resume.toml")).unwrap();
+    let plan = scenarios::generate::generate(&scenario);
+    let while_down = plan.arrivals.iter().filter(|a| (3.0..8.0).contains(&a.at_secs)).count();
+    assert_eq!(
+        results.offered.failed_requests, while_down as u64,
+        "{:?}",
+        results.offered
+    );
+    let batch = &results.batches[0];
+    assert_eq!(batch.phase, "DONE");
+    assert!(
+        batch.resumed >= 1,
+        "the restarted engine took the batch up again: {batch:?}"
+    );
+    assert_eq!(audit.count(vocabulary::SendStatus::Sent), audit.accepted);
+}
+
+#[tokio::test]
+async fn crashed_sender_workers_restart_and_lose_nothing_in_simulation() {
+    let outcome = run(simulated("worker-crash", "worker-crash"))
+        .await
+        .expect("the simulation runs");
+    let results = &outcome.results;
+    assert!(outcome.passed);
+    let audit = &results.audit;
+    assert_eq!(audit.accepted, results.offered.expected_messages);
+    assert_eq!((audit.lost, audit.unexpected), (0, 0));
+    let crash = results
+        .faults
+        .iter()
+        .find(|f| f.kind == "kill_worker")
+        .expect("the crash played");
+    assert_eq!((crash.start_secs, crash.end_secs), (10.0, Some(15.0)));
 }

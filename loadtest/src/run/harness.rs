@@ -136,15 +136,26 @@ impl Engine {
 /// The sender workers, which the fault timeline may crash and restart.
 pub struct Senders {
     pipeline: Pipeline,
+    /// Where they run: the engine's runtime, or a simulation's.
+    runtime: tokio::runtime::Handle,
     running: Option<(JoinHandle<()>, CancellationToken)>,
 }
 
 impl Senders {
+    /// Senders for `pipeline` on `runtime`, not yet started.
+    pub fn new(pipeline: Pipeline, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            pipeline,
+            runtime,
+            running: None,
+        }
+    }
+
     pub fn start(&mut self) {
         if self.running.is_none() {
             let token = CancellationToken::new();
             let senders = engine::sender::run_senders(self.pipeline.clone(), token.clone());
-            let handle = engine_runtime().spawn(senders);
+            let handle = self.runtime.spawn(senders);
             self.running = Some((handle, token));
         }
     }
@@ -268,10 +279,7 @@ pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness
     {
         plan.set_ses_quota(Some(quota));
     }
-    let senders = Arc::new(Mutex::new(Senders {
-        pipeline: pipeline.clone(),
-        running: None,
-    }));
+    let senders = Arc::new(Mutex::new(Senders::new(pipeline.clone(), engine_runtime().clone())));
     senders.lock().await.start();
     Ok(Harness {
         stack,

@@ -27,15 +27,18 @@ use engine::startup::{wire, Wired};
 use reports::cost::PriceCard;
 use reports::results::{Percentiles, RunResults, Simulation, StackInfo};
 use scenarios::{Fault, Plan, Scenario};
-use tokio::sync::mpsc;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vocabulary::{AwsOperation, UsageByOperation};
 
+use super::harness::Senders;
 use super::{batch_summaries, HarnessError};
 use crate::audit::MailCounts;
 use crate::collector::{collect, sample, Collected, Event, Outputs, Sources};
-use crate::driver::{Driver, RequestOutcome};
+use crate::driver::{Driver, InProcessEngine, RequestOutcome};
 use crate::results::{MachineInfo, ScenarioInfo};
 use crate::summarize::{summarize, EngineFigures, Finals, RawRun, Traffic};
 
@@ -181,6 +184,8 @@ fn check_faults(scenario: &Scenario) -> Result<(), HarnessError> {
                 | Fault::SesLatency { .. }
                 | Fault::SqsDuplicate { .. }
                 | Fault::Poison { .. }
+                | Fault::KillWorker
+                | Fault::KillEngine
         )
     };
     match scenario.faults.iter().find(|f| !modelled(&f.fault)) {
@@ -195,20 +200,18 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     engine::clock::anchor_this_thread();
     let wall = std::time::Instant::now();
     let scenario = &sim.scenario;
-    let mut settings = super::harness::engine_settings(scenario, "sim".into());
-    settings.sender.enabled = true;
+    // The senders run apart from the rest of the engine, as in a real run,
+    // so a fault can crash them alone.
+    let settings = super::harness::engine_settings(scenario, "sim".into());
     settings.validate()?;
     let times = Arc::new(sim.profile.service_times(scenario.seed)?);
     let memory = MemoryPipeline::simulated(settings, times.clone());
     let ses = Arc::new(SesModel::new(None, times.clone(), scenario.seed));
     let pipeline = memory.pipeline.clone().with_mailer(ses.clone());
-    let token = CancellationToken::new();
-    let Wired {
-        router,
-        mut background,
-        batches,
-    } = wire(pipeline.clone(), &token);
-    let batches = tokio::spawn(batches);
+    let engine = Arc::new(Mutex::new(SimEngine::new(pipeline.clone())));
+    engine.lock().await.start();
+    let senders = Arc::new(Mutex::new(Senders::new(pipeline.clone(), Handle::current())));
+    senders.lock().await.start();
 
     let start = Instant::now();
     let started_at = engine::clock::now();
@@ -219,18 +222,20 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
         queues: memory.queues.clone(),
         ses: ses.clone(),
         seed: scenario.seed,
+        engine: engine.clone(),
+        senders: senders.clone(),
     };
     let mut watching = Watching::start(&sim, models, &driver, start);
-    driver.offer_in_process(router).await;
+    let door = engine.lock().await.door.clone();
+    driver.offer_in_process(door).await;
     let traffic_secs = start.elapsed().as_secs_f64().max(scenario.run.duration_secs);
     tokio::time::sleep_until(start + traffic).await;
     watching.traffic_over().await?;
     super::drain_until_final(&pipeline, &pipeline, &driver, scenario, (start, traffic_secs)).await;
     settle_batches(&pipeline, &driver.outcomes()).await;
     let collected = watching.stop().await?;
-    token.cancel();
-    let _ = batches.await;
-    while background.join_next().await.is_some() {}
+    engine.lock().await.stop().await;
+    senders.lock().await.stop().await;
 
     let outcomes = driver.outcomes();
     let ended = Ended {
@@ -403,23 +408,94 @@ fn profile_label(profile: &Profile) -> String {
 }
 
 /// Where a fault takes effect in a simulation: SES's limits and faults on
-/// the SES model, duplicate deliveries and poison on the simulated queues.
-/// The timing is the real run's ([`timeline`](super::timeline));
-/// `check_faults` refused the rest.
+/// the SES model, duplicate deliveries and poison on the simulated queues,
+/// crashes on the engine's own tasks. The timing is the real run's
+/// ([`timeline`](super::timeline)); `check_faults` refused the rest.
 #[derive(Clone)]
 struct Simulated {
     pipeline: Pipeline,
     queues: Arc<MemoryQueues>,
     ses: Arc<SesModel>,
     seed: u64,
+    engine: Arc<Mutex<SimEngine>>,
+    senders: Arc<Mutex<Senders>>,
 }
 
-/// A fault in force on the models: SES's limits, a fault rule by name, or
-/// duplicate deliveries.
+/// A fault in force on the models: SES's limits, a fault rule by name,
+/// duplicate deliveries, or a crash.
 enum InForce {
     Quota,
     SesFault(String),
     Duplicates,
+    WorkersDown,
+    EngineDown,
+}
+
+/// The simulated engine apart from its senders: the API, the campaign
+/// batches and the reconciler, on the simulation's clock. `kill_engine`
+/// drops it wherever it is and starts it again, which resumes the batches it
+/// left unfinished, as a real engine's restart does.
+struct SimEngine {
+    pipeline: Pipeline,
+    /// How the driver reaches the API.
+    door: InProcessEngine,
+    running: Option<Incarnation>,
+}
+
+/// One start of the simulated engine.
+struct Incarnation {
+    token: CancellationToken,
+    background: tokio::task::JoinSet<()>,
+    batches: JoinHandle<()>,
+}
+
+impl SimEngine {
+    fn new(pipeline: Pipeline) -> Self {
+        Self {
+            pipeline,
+            door: InProcessEngine::default(),
+            running: None,
+        }
+    }
+
+    fn start(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let token = CancellationToken::new();
+        let Wired {
+            router,
+            background,
+            batches,
+        } = wire(self.pipeline.clone(), &token);
+        self.door.up(router);
+        self.running = Some(Incarnation {
+            token,
+            background,
+            batches: tokio::spawn(batches),
+        });
+    }
+
+    /// A crash: requests being served, batches mid-chunk and the reconciler
+    /// are dropped wherever they are; what they had not written is lost.
+    async fn kill(&mut self) {
+        self.door.kill();
+        if let Some(mut incarnation) = self.running.take() {
+            incarnation.batches.abort();
+            let _ = incarnation.batches.await;
+            incarnation.background.shutdown().await;
+        }
+    }
+
+    /// A clean stop: batches and the reconciler finish what they are doing.
+    async fn stop(&mut self) {
+        self.door.kill();
+        if let Some(mut incarnation) = self.running.take() {
+            incarnation.token.cancel();
+            let _ = incarnation.batches.await;
+            while incarnation.background.join_next().await.is_some() {}
+        }
+    }
 }
 
 impl super::timeline::Effects for Simulated {
@@ -446,6 +522,17 @@ impl super::timeline::Effects for Simulated {
                 probability: probability.0,
             },
             Fault::SesLatency { latency_ms } => SesFault::Latency { ms: latency_ms },
+            Fault::KillWorker => {
+                tracing::warn!("fault: crashing the sender workers");
+                self.senders.lock().await.crash();
+                return Some(InForce::WorkersDown);
+            }
+            Fault::KillEngine => {
+                tracing::warn!("fault: killing the engine (API, batch processing and senders)");
+                self.senders.lock().await.crash();
+                self.engine.lock().await.kill().await;
+                return Some(InForce::EngineDown);
+            }
             _ => {
                 tracing::error!(
                     fault = fault.name(),
@@ -463,6 +550,11 @@ impl super::timeline::Effects for Simulated {
             InForce::Quota => self.ses.set_limits(None),
             InForce::SesFault(name) => self.ses.remove_fault(&name),
             InForce::Duplicates => self.queues.set_duplicates(None, self.seed),
+            InForce::WorkersDown => self.senders.lock().await.start(),
+            InForce::EngineDown => {
+                self.engine.lock().await.start();
+                self.senders.lock().await.start();
+            }
         }
     }
 }
