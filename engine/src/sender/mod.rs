@@ -1,6 +1,6 @@
 //! Sender workers: take messages off the priority queues and send them.
 //!
-//! Each worker keeps a batch of each priority in hand; every send waits for a
+//! Each worker keeps up to two batches of each priority in hand; every send waits for a
 //! permit from the engine's one [`dispatch::Dispatcher`], which paces sends to
 //! the SES account's rate and gives them out by priority (high first, low
 //! never starved: [`schedule`]). Each outcome is recorded
@@ -65,11 +65,13 @@ pub async fn run_senders(pipeline: Pipeline, shutdown: CancellationToken) {
     }
     let mut workers = JoinSet::new();
     workers.spawn(run_quota_reader(pipeline.clone(), dispatcher.clone(), shutdown.clone()));
+    let in_hand = Arc::new(InHand::default());
     for worker in 0..pipeline.settings.sender.workers {
         workers.spawn(worker_loop(
             worker,
             pipeline.clone(),
             dispatcher.clone(),
+            in_hand.clone(),
             shutdown.clone(),
         ));
     }
@@ -139,10 +141,56 @@ async fn release(pipeline: &Pipeline, messages: &[ReceivedMessage]) {
     }
 }
 
-/// One worker: a batch of each priority may be in hand at once, so a
+/// Batches of one priority a worker may have in hand at once: the next
+/// starts while the last one's slowest messages finish, so the worker's
+/// sends in flight do not dwindle to one straggler before it fetches again
+/// (a batch is done when its slowest message is; where answer times are
+/// independent, as on AWS, that is near the batch's p90).
+const BATCHES_IN_HAND: usize = 2;
+
+/// The messages this engine's senders are handling, by send id. SQS may
+/// deliver one message twice at once (at-least-once), and both deliveries
+/// would pass the store's claim, which tells copies apart, not deliveries of
+/// one copy. The second delivery is left to its visibility timeout instead;
+/// by then the first has finished (the claim then finds the message final)
+/// or died (and the message is sent). Deliveries to two engine instances at
+/// once are not covered: only the claim stands between them.
+#[derive(Debug, Default)]
+pub(crate) struct InHand(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl InHand {
+    /// Holds `send_id` until the guard is dropped; `None` if it is held already.
+    fn hold(&self, send_id: &str) -> Option<Held<'_>> {
+        let fresh = self.0.lock().expect("in-hand lock").insert(send_id.to_string());
+        fresh.then(|| Held {
+            in_hand: self,
+            send_id: send_id.to_string(),
+        })
+    }
+}
+
+/// A send id in hand; dropping it lets the next delivery of it through.
+struct Held<'a> {
+    in_hand: &'a InHand,
+    send_id: String,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.in_hand.0.lock().expect("in-hand lock").remove(&self.send_id);
+    }
+}
+
+/// One worker: batches of each priority may be in hand at once, so a
 /// reminder never waits for this worker to finish a batch of offers; who
-/// sends first is the dispatcher's to say.
-async fn worker_loop(worker: usize, pipeline: Pipeline, dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+/// sends first, and how many send at once, is the dispatcher's to say.
+async fn worker_loop(
+    worker: usize,
+    pipeline: Pipeline,
+    dispatcher: Arc<Dispatcher>,
+    in_hand: Arc<InHand>,
+    shutdown: CancellationToken,
+) {
     let mut fetchers = JoinSet::new();
     let mut inboxes = Vec::with_capacity(3);
     for priority in Priority::ALL {
@@ -158,13 +206,15 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, dispatcher: Arc<Dispatch
     }
     tracing::info!(worker, "sender worker started");
     let mut running = FuturesUnordered::new();
-    let mut busy = PerPriority::<bool>::default();
+    let mut in_hand_batches = PerPriority::<usize>::default();
     let start = |priority: Priority, batch: Vec<ReceivedMessage>| {
         let (pipeline, dispatcher, shutdown) = (pipeline.clone(), dispatcher.clone(), shutdown.clone());
+        let in_hand = in_hand.clone();
         async move {
             let context = Context {
                 pipeline: &pipeline,
                 dispatcher: &dispatcher,
+                in_hand: &in_hand,
                 shutdown: &shutdown,
                 worker,
             };
@@ -180,15 +230,15 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, dispatcher: Arc<Dispatch
             biased;
             _ = shutdown.cancelled() => break,
             Some(done) = running.next(), if !running.is_empty() => {
-                busy[done] = false;
+                in_hand_batches[done] -= 1;
                 continue;
             }
-            Some(batch) = high.recv(), if !busy.high => (Priority::High, batch),
-            Some(batch) = medium.recv(), if !busy.medium => (Priority::Medium, batch),
-            Some(batch) = low.recv(), if !busy.low => (Priority::Low, batch),
+            Some(batch) = high.recv(), if in_hand_batches.high < BATCHES_IN_HAND => (Priority::High, batch),
+            Some(batch) = medium.recv(), if in_hand_batches.medium < BATCHES_IN_HAND => (Priority::Medium, batch),
+            Some(batch) = low.recv(), if in_hand_batches.low < BATCHES_IN_HAND => (Priority::Low, batch),
             else => break,
         };
-        busy[priority] = true;
+        in_hand_batches[priority] += 1;
         running.push(start(priority, batch));
     }
     // Batches in hand finish their sends; what they had not started goes back.
@@ -207,6 +257,7 @@ async fn worker_loop(worker: usize, pipeline: Pipeline, dispatcher: Arc<Dispatch
 struct Context<'a> {
     pipeline: &'a Pipeline,
     dispatcher: &'a Arc<Dispatcher>,
+    in_hand: &'a InHand,
     shutdown: &'a CancellationToken,
     worker: usize,
 }
@@ -228,9 +279,11 @@ fn policy(pipeline: &Pipeline) -> RetryPolicy {
 pub async fn process(pipeline: &Pipeline, received: &ReceivedMessage) -> Outcome {
     let dispatcher = Dispatcher::new(&pipeline.settings.sender, pipeline.metrics.clone());
     let shutdown = CancellationToken::new();
+    let in_hand = InHand::default();
     let context = Context {
         pipeline,
         dispatcher: &dispatcher,
+        in_hand: &in_hand,
         shutdown: &shutdown,
         worker: 0,
     };
@@ -269,6 +322,16 @@ async fn settle(context: &Context<'_>, received: &ReceivedMessage) -> (Outcome, 
     let Context {
         pipeline, dispatcher, ..
     } = *context;
+    let _held = match received.send_id.as_deref().map(|id| context.in_hand.hold(id)) {
+        Some(None) => {
+            tracing::info!(send_id = ?received.send_id, "another delivery of this message is in hand; this one waits out its visibility timeout");
+            return (
+                Outcome::Left("another delivery of this message is in hand".into()),
+                false,
+            );
+        }
+        held => held.flatten(),
+    };
     // Never held past half its visibility timeout waiting: past that, a
     // fresh copy goes back instead (its receive count must not grow by waiting).
     let patience = pipeline.settings.queues.visibility_timeout() / 2;
@@ -602,6 +665,67 @@ mod tests {
             let depth = self.pipeline.queues.depth(queue).await.unwrap();
             depth.visible + depth.in_flight + depth.delayed
         }
+    }
+
+    /// Sends in 10 ms, but to "slow…" addresses in 5 s.
+    struct OneStraggler;
+
+    #[async_trait::async_trait]
+    impl crate::mailer::Mailer for OneStraggler {
+        async fn send(&self, email: &crate::mailer::Email) -> Result<String, crate::mailer::MailError> {
+            let slow = email.to.to_string().starts_with("slow");
+            tokio::time::sleep(Duration::from_millis(if slow { 5_000 } else { 10 })).await;
+            Ok(format!("id-{}", email.to))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_takes_its_next_batch_while_a_straggler_of_the_last_is_still_sending() {
+        let mut settings = Settings::default();
+        settings.sender.workers = 1;
+        settings.sender.concurrency = 10;
+        let memory = MemoryPipeline::new(settings);
+        let pipeline = memory.pipeline.clone().with_mailer(Arc::new(OneStraggler));
+        let reminders = (0..20).map(|n| NewMessage {
+            send_id: SendId::new(),
+            kind: MessageKind::Reminder,
+            priority: None,
+            recipient: EmailAddress::parse(&format!("{}{n}@example.com", if n == 0 { "slow" } else { "quick" }))
+                .unwrap(),
+            subject: "Tomorrow".into(),
+            body: "See you at 9.".into(),
+            attachment: None,
+        });
+        pipeline
+            .accept(None, reminders.collect(), OnRefused::Withdraw)
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let senders = tokio::spawn(run_senders(pipeline.clone(), shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The first batch of ten holds the straggler for 5 s; the second
+        // batch went out meanwhile (it waited for it before: 9 sent at 1 s).
+        let records = memory.store.records();
+        let sent = records.iter().filter(|r| r.status == SendStatus::Sent).count();
+        assert_eq!(sent, 19);
+        shutdown.cancel();
+        senders.await.unwrap();
+    }
+
+    #[test]
+    fn a_second_delivery_of_a_message_in_hand_is_held_back_until_the_first_is_done() {
+        let in_hand = InHand::default();
+        let first = in_hand.hold("send-1").expect("nothing in hand yet");
+        assert!(
+            in_hand.hold("send-1").is_none(),
+            "the same message, delivered twice at once"
+        );
+        assert!(in_hand.hold("send-2").is_some(), "another message goes through");
+        drop(first);
+        assert!(
+            in_hand.hold("send-1").is_some(),
+            "a later delivery, once the first is done"
+        );
     }
 
     #[tokio::test]
