@@ -552,8 +552,8 @@ impl MemoryStore {
         self.records.lock().expect("records lock").usage.clone()
     }
 
-    /// Every record as it stands (the simulated target's audit reads them all at once).
-    /// Visits every record in the table, without copying them.
+    /// Visits every record in the table, without copying them (the
+    /// simulated target's audit reads them so).
     pub fn each_record(&self, mut visit: impl FnMut(&SendRecord)) {
         self.records
             .lock()
@@ -563,6 +563,7 @@ impl MemoryStore {
             .for_each(&mut visit);
     }
 
+    /// Every record as it stands, copied.
     pub fn records(&self) -> Vec<SendRecord> {
         self.records
             .lock()

@@ -158,13 +158,6 @@ impl<'a> Finals<'a> {
         phase.record(record.priority, micros(intended));
     }
 
-    /// Every record of `records`, each with the arrival it came from.
-    pub fn extend<'r>(&mut self, records: impl IntoIterator<Item = &'r (usize, SendRecord)>) {
-        for (index, record) in records {
-            self.add(*index, record);
-        }
-    }
-
     fn latencies(&self) -> Latencies {
         let mut by_phase = BTreeMap::new();
         if self.first_campaign.is_finite() && self.first_campaign > 0.0 {
@@ -468,7 +461,7 @@ mod tests {
 
     fn raw<'a>(plan: &'a Plan, slo: &'a Slo, records: Vec<(usize, SendRecord)>, traffic: Traffic) -> RawRun<'a> {
         let mut finals = Finals::new(plan, start());
-        finals.extend(&records);
+        records.iter().for_each(|(index, record)| finals.add(*index, record));
         RawRun {
             scenario: ScenarioInfo {
                 name: "t".into(),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use loadtest::run::sim::Profile;
-use loadtest::run::{run, HarnessError, RunOptions};
+use loadtest::run::{run, HarnessError, RunOptions, RunOutcome};
 
 fn workspace_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -25,16 +25,18 @@ fn simulated(scenario: &str, out: &str) -> RunOptions {
     }
 }
 
+/// The run met every objective; the message lists those it missed.
+fn assert_passed(outcome: &RunOutcome) {
+    let missed: Vec<_> = outcome.results.slo.iter().filter(|c| !c.pass).collect();
+    assert!(outcome.passed, "{missed:?}");
+}
+
 #[tokio::test]
 async fn a_simulated_run_repeats_figure_for_figure_and_says_it_is_simulated() {
     let first = run(simulated("smoke", "smoke-1")).await.expect("the simulation runs");
     let second = run(simulated("smoke", "smoke-2")).await.expect("the simulation runs");
     let (a, b) = (&first.results, &second.results);
-    assert!(
-        first.passed,
-        "{:?}",
-        a.slo.iter().filter(|c| !c.pass).collect::<Vec<_>>()
-    );
+    assert_passed(&first);
     assert_eq!(a.audit.accepted, a.offered.expected_messages);
     assert_eq!((a.audit.lost, a.audit.duplicated, a.audit.unexpected), (0, 0, 0));
     assert!(
@@ -74,8 +76,7 @@ async fn an_ses_quota_in_simulation_paces_the_senders_to_it_and_keeps_reminders_
         .await
         .expect("the simulation runs");
     let r = &outcome.results;
-    let failed: Vec<_> = r.slo.iter().filter(|c| !c.pass).collect();
-    assert!(outcome.passed, "{failed:?}");
+    assert_passed(&outcome);
     // The model refused nothing: the dispatcher read the quota and paced to it.
     assert_eq!(r.simulation.as_ref().unwrap().ses_throttles, 0);
     assert_eq!(r.fault_counts.get("ses_quota"), None, "{:?}", r.fault_counts);
@@ -89,11 +90,7 @@ async fn ses_faults_and_poison_play_on_the_models_in_their_windows_with_nothing_
         .await
         .expect("the simulation runs");
     let r = &throttled.results;
-    assert!(
-        throttled.passed,
-        "{:?}",
-        r.slo.iter().filter(|c| !c.pass).collect::<Vec<_>>()
-    );
+    assert_passed(&throttled);
     let window = r.faults.iter().find(|w| w.kind == "ses_throttle").expect("its window");
     assert_eq!((window.start_secs, window.end_secs), (10.0, Some(25.0)));
     let injected: u64 = r
@@ -235,11 +232,7 @@ async fn a_killed_engine_refuses_requests_while_down_and_resumes_its_batch_in_si
         .await
         .expect("the simulation runs");
     let results = &outcome.results;
-    assert!(
-        outcome.passed,
-        "{:?}",
-        results.slo.iter().filter(|c| !c.pass).collect::<Vec<_>>()
-    );
+    assert_passed(&outcome);
     let audit = &results.audit;
     assert_eq!((audit.lost, audit.unexpected), (0, 0));
     // A send cut off by the crash may go again (at-least-once: its attempt's
@@ -270,7 +263,7 @@ async fn crashed_sender_workers_restart_and_lose_nothing_in_simulation() {
         .await
         .expect("the simulation runs");
     let results = &outcome.results;
-    assert!(outcome.passed);
+    assert_passed(&outcome);
     let audit = &results.audit;
     assert_eq!(audit.accepted, results.offered.expected_messages);
     assert_eq!((audit.lost, audit.unexpected), (0, 0));
