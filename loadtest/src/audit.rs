@@ -26,11 +26,10 @@ pub use reports::results::Audit;
 /// How many examples of each kind of failure an audit keeps for a human.
 const EXAMPLES: usize = 10;
 
-/// A recipient's key: a hash of the lower-cased address, the same in every
-/// run (SipHash with fixed keys).
+/// A recipient's key: a hash of the lower-cased address, the same for every
+/// hasher this build makes (`DefaultHasher::new` has fixed keys).
 fn recipient_key(recipient: &str) -> u64 {
-    #[allow(deprecated)] // SipHasher: the std hasher whose keys are fixed.
-    let mut hasher = std::hash::SipHasher::new();
+    let mut hasher = std::hash::DefaultHasher::new();
     recipient.to_ascii_lowercase().hash(&mut hasher);
     hasher.finish()
 }
