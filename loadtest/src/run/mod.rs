@@ -285,8 +285,8 @@ async fn offer_traffic(
     })
 }
 
-/// Waits until every accepted message (and every poison) is SENT or ERROR,
-/// or the scenario's drain timeout.
+/// Waits until every accepted message (and every poison) is SENT or ERROR and
+/// every batch has said so (DONE or FAILED), or the scenario's drain timeout.
 async fn drain(harness: &Harness, running: &Running, scenario: &Scenario) {
     let traffic = (running.start, running.traffic_secs);
     drain_until_final(
@@ -314,14 +314,19 @@ async fn drain_until_final(
     let expected = driver.accepted_so_far() + poison;
     let deadline = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_secs);
     for look in 0u64.. {
-        let finished = engine.metrics().counters().finished();
+        let counters = engine.metrics().counters();
+        let finished = counters.finished();
+        // A batch is DONE only once its own poll has seen every message final,
+        // which may be a poll after the last message was sent.
+        let batches_open = counters.ingest.batches_in_progress;
         // The counters miss what a killed engine finished but had not counted
         // yet: every 2 s the store itself says whether work is left.
         let idle = look % 8 == 7 && matches!(store.is_idle().await, Ok(true));
-        if finished >= expected || idle || Instant::now() >= deadline {
+        if (finished >= expected && batches_open == 0) || idle || Instant::now() >= deadline {
             tracing::info!(
                 finished,
                 expected,
+                batches_open,
                 drained_secs = start.elapsed().as_secs_f64(),
                 "drain over"
             );
