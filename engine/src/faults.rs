@@ -33,8 +33,9 @@ use aws_smithy_types::config_bag::ConfigBag;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
-use vocabulary::{AwsOperation, AwsService, UsageByOperation};
+use vocabulary::{AwsOperation, AwsService, LoadBucket, UsageByOperation};
 
+use crate::load::{AnswerTimesByLoad, ByLoad, OpenCalls};
 use crate::metering::{Meter, Metering};
 
 const OPERATION_HEADER: &str = "x-courier-operation";
@@ -191,6 +192,9 @@ pub struct FaultPlan {
     calls: Mutex<BTreeMap<String, u64>>,
     /// How long the stack itself took to answer, per operation (µs), injected delays excluded.
     answered_in: Mutex<BTreeMap<String, hdrhistogram::Histogram<u64>>>,
+    /// Calls open on the stack now, and each answer time under the load it met.
+    open: OpenCalls,
+    answered_by_load: AnswerTimesByLoad,
     /// What the calls that reached the stack consumed, in billable units.
     meter: Arc<Meter>,
 }
@@ -211,6 +215,8 @@ impl FaultPlan {
             counts: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(BTreeMap::new()),
             answered_in: Mutex::new(BTreeMap::new()),
+            open: OpenCalls::default(),
+            answered_by_load: AnswerTimesByLoad::default(),
             meter: Arc::default(),
         })
     }
@@ -290,7 +296,14 @@ impl FaultPlan {
         self.answered_in.lock().expect("answer times lock").clone()
     }
 
-    fn record_answer_time(&self, operation: &str, elapsed: Duration) {
+    /// The answer times of [`FaultPlan::answer_times`], apart by the load
+    /// each call met: the `calibrated` simulation profile draws from these.
+    pub fn answer_times_by_load(&self) -> ByLoad {
+        self.answered_by_load.snapshot()
+    }
+
+    fn record_answer_time(&self, operation: &str, load: LoadBucket, elapsed: Duration) {
+        self.answered_by_load.record(operation, load, elapsed);
         let mut times = self.answered_in.lock().expect("answer times lock");
         let histogram = times
             .entry(operation.to_string())
@@ -559,9 +572,11 @@ impl HttpConnector for FaultyConnector {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
+                    let (load, open) = plan.open.open(label.parse().ok());
                     let started = Instant::now();
                     let response = inner.call(request).await;
-                    plan.record_answer_time(&label, started.elapsed());
+                    drop(open);
+                    plan.record_answer_time(&label, load, started.elapsed());
                     response
                 })
             }

@@ -11,8 +11,8 @@
 //! (`domain::content`); [`csv_upload`] the streaming CSV checks;
 //! [`config`] the layered settings; [`aws`] builds the SDK clients once and
 //! [`provision`] creates the resources; [`startup`] wires it all together.
-//! [`faults`] injects failures inside the SDK's calls and [`metering`] counts
-//! what each call would be billed for.
+//! [`faults`] injects failures inside the SDK's calls, [`metering`] counts
+//! what each call would be billed for and [`load`] the load each call met.
 //! AWS types stay in the adapters (`queue`, `store`, `blobs`, `mailer`);
 //! `memory` (tests, and the `sim` feature) implements the same traits in
 //! memory with AWS's semantics, so decisions are tested without a stack.
@@ -28,6 +28,7 @@ pub mod csv_upload;
 pub mod domain;
 pub mod faults;
 pub mod graphql;
+pub mod load;
 pub mod mailer;
 #[cfg(any(test, feature = "sim"))]
 pub mod memory;

@@ -3,7 +3,8 @@
 //!
 //! The engine's code runs unchanged on tokio's paused clock; the adapters
 //! wait [`ServiceTimes`] for each call (drawn from a profile of answer times
-//! per operation, with a seeded dice, so a run repeats), and [`SesModel`]
+//! per operation, and where the profile has them per load the call meets —
+//! [`crate::load`] — with a seeded dice, so a run repeats), and [`SesModel`]
 //! answers sends as SES does: a MaxSendRate token bucket, a 24-hour quota,
 //! `Throttling` and "Daily message quota exceeded", and `GetAccount`'s
 //! figures to the dispatcher's pacing.
@@ -15,9 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use vocabulary::AwsOperation;
+use vocabulary::{AwsOperation, LoadBucket};
 
 use crate::faults::{QuotaState, SesQuota};
+use crate::load::OpenCalls;
 use crate::mailer::{Email, MailError, Mailer};
 use crate::sender::schedule::SendQuota;
 
@@ -56,8 +58,12 @@ impl AnswerTimes {
 #[derive(Debug)]
 pub struct ServiceTimes {
     by_operation: HashMap<AwsOperation, AnswerTimes>,
+    /// Where the profile has them: an operation's answer times under each load.
+    by_load: HashMap<AwsOperation, BTreeMap<LoadBucket, AnswerTimes>>,
     /// For an operation the profile does not name.
     fallback: AnswerTimes,
+    /// The simulated calls open now: the load the next call meets.
+    open: OpenCalls,
     dice: Mutex<ChaCha8Rng>,
     /// Calls made, per operation: what the simulated run would be billed for.
     calls: Mutex<BTreeMap<AwsOperation, u64>>,
@@ -67,7 +73,9 @@ impl ServiceTimes {
     pub fn new(by_operation: BTreeMap<AwsOperation, AnswerTimes>, fallback: AnswerTimes, seed: u64) -> Self {
         Self {
             by_operation: by_operation.into_iter().collect(),
+            by_load: HashMap::new(),
             fallback,
+            open: OpenCalls::default(),
             dice: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             calls: Mutex::new(BTreeMap::new()),
         }
@@ -84,11 +92,44 @@ impl ServiceTimes {
         Self::new(BTreeMap::new(), zero, 0)
     }
 
-    /// One draw of `operation`'s answer time.
-    pub fn draw(&self, operation: AwsOperation) -> Duration {
-        let times = self.by_operation.get(&operation).unwrap_or(&self.fallback);
+    /// Answer times that depend on the load a call meets: each operation's
+    /// times per [`LoadBucket`]. A call takes those of the nearest bucket the
+    /// operation has; an operation without any takes its times regardless of load.
+    pub fn with_load(mut self, by_load: BTreeMap<AwsOperation, BTreeMap<LoadBucket, AnswerTimes>>) -> Self {
+        self.by_load = by_load.into_iter().filter(|(_, times)| !times.is_empty()).collect();
+        self
+    }
+
+    /// The answer times of `operation` under `load`.
+    fn times(&self, operation: AwsOperation, load: LoadBucket) -> &AnswerTimes {
+        let nearest = self.by_load.get(&operation).and_then(|buckets| {
+            let below = buckets.range(..=load).next_back();
+            let above = buckets.range(load..).next();
+            [below, above]
+                .into_iter()
+                .flatten()
+                .min_by_key(|(bucket, _)| bucket.distance(load))
+                .map(|(_, times)| times)
+        });
+        nearest.or(self.by_operation.get(&operation)).unwrap_or(&self.fallback)
+    }
+
+    /// One draw of `operation`'s answer time under `load`.
+    pub fn draw(&self, operation: AwsOperation, load: LoadBucket) -> Duration {
+        let times = self.times(operation, load);
         let q: f64 = self.dice.lock().expect("dice lock").random();
         Duration::from_secs_f64(times.at(q).max(0.0) / 1000.0)
+    }
+
+    /// `took` in whole milliseconds, rounded up or down at random in
+    /// proportion (0.3 ms: 1 ms three times in ten, else none), so that
+    /// tokio's 1-ms timer, which would round every sub-millisecond answer up
+    /// to 1 ms, keeps the mean.
+    fn in_ticks(&self, took: Duration) -> Duration {
+        let ms = took.as_secs_f64() * 1000.0;
+        let up: f64 = self.dice.lock().expect("dice lock").random();
+        let whole = ms.floor() + if up < ms.fract() { 1.0 } else { 0.0 };
+        Duration::from_millis(whole as u64)
     }
 
     /// Calls made so far, per operation.
@@ -99,7 +140,8 @@ impl ServiceTimes {
     /// Waits as long as one `operation` takes, and counts the call.
     pub async fn wait(&self, operation: AwsOperation) {
         *self.calls.lock().expect("calls lock").entry(operation).or_insert(0) += 1;
-        let took = self.draw(operation);
+        let (load, _open) = self.open.open(Some(operation));
+        let took = self.in_ticks(self.draw(operation, load));
         if !took.is_zero() {
             tokio::time::sleep(took).await;
         }
@@ -435,14 +477,22 @@ mod tests {
         close(1.0, 100.0);
         let service = ServiceTimes::new([(AwsOperation::DynamoDbUpdateItem, t)].into(), times(1.0), 7);
         let mut draws: Vec<f64> = (0..10_000)
-            .map(|_| service.draw(AwsOperation::DynamoDbUpdateItem).as_secs_f64() * 1000.0)
+            .map(|_| {
+                service
+                    .draw(AwsOperation::DynamoDbUpdateItem, LoadBucket::of(1))
+                    .as_secs_f64()
+                    * 1000.0
+            })
             .collect();
         draws.sort_by(f64::total_cmp);
         let median = draws[5_000];
         assert!((9.0..11.0).contains(&median), "{median}");
         let p95 = draws[9_500];
         assert!((27.0..33.0).contains(&p95), "{p95}");
-        let other = service.draw(AwsOperation::SqsSendMessage).as_secs_f64() * 1000.0;
+        let other = service
+            .draw(AwsOperation::SqsSendMessage, LoadBucket::of(1))
+            .as_secs_f64()
+            * 1000.0;
         assert!(
             other <= 10.0,
             "an unnamed operation takes the fallback's times: {other}"
@@ -454,11 +504,56 @@ mod tests {
         let draw = |seed| {
             let service = ServiceTimes::new(BTreeMap::new(), times(10.0), seed);
             (0..5)
-                .map(|_| service.draw(AwsOperation::S3GetObject))
+                .map(|_| service.draw(AwsOperation::S3GetObject, LoadBucket::of(1)))
                 .collect::<Vec<_>>()
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
+    }
+
+    #[test]
+    fn a_call_takes_the_answer_times_of_the_load_nearest_the_one_it_meets() {
+        let op = AwsOperation::DynamoDbPutItem;
+        let by_load = [(LoadBucket::of(1), times(1.0)), (LoadBucket::of(16), times(20.0))];
+        let service =
+            ServiceTimes::new([(op, times(5.0))].into(), times(100.0), 3).with_load([(op, by_load.into())].into());
+        let p50_at = |open: u64| service.times(op, LoadBucket::of(open)).p50_ms;
+        assert_eq!([1, 2, 3, 8, 16, 500].map(p50_at), [1.0, 1.0, 1.0, 20.0, 20.0, 20.0]);
+        let other = AwsOperation::SqsSendMessage;
+        assert_eq!(service.times(other, LoadBucket::of(16)).p50_ms, 100.0, "the fallback");
+    }
+
+    #[test]
+    fn answers_rounded_to_whole_milliseconds_keep_their_mean() {
+        let service = ServiceTimes::instant();
+        let ticks: Vec<u128> = (0..10_000)
+            .map(|_| service.in_ticks(Duration::from_micros(2_300)).as_millis())
+            .collect();
+        assert!(ticks.iter().all(|ms| [2, 3].contains(ms)));
+        let mean = ticks.iter().sum::<u128>() as f64 / ticks.len() as f64;
+        assert!((2.27..2.33).contains(&mean), "{mean}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn simulated_answers_slow_down_as_calls_pile_up() {
+        let op = AwsOperation::DynamoDbPutItem;
+        let fixed = |ms: f64| AnswerTimes {
+            p50_ms: ms,
+            p95_ms: ms,
+            p99_ms: ms,
+            max_ms: ms,
+        };
+        let by_load = [(LoadBucket::of(1), fixed(2.0)), (LoadBucket::of(8), fixed(40.0))];
+        let service = ServiceTimes::new(BTreeMap::new(), fixed(2.0), 1).with_load([(op, by_load.into())].into());
+        let started = tokio::time::Instant::now();
+        service.wait(op).await;
+        let alone = started.elapsed();
+        let started = tokio::time::Instant::now();
+        futures::future::join_all((0..8).map(|_| service.wait(op))).await;
+        let piled = started.elapsed();
+        assert!(alone <= Duration::from_millis(2), "{alone:?}");
+        // The eighth call met eight open: at least half its bucket's median.
+        assert!(piled >= Duration::from_millis(20), "{piled:?}");
     }
 
     fn email(to: &str) -> Email {

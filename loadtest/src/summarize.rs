@@ -48,6 +48,8 @@ pub struct EngineFigures {
     pub aws_calls: BTreeMap<String, u64>,
     /// How long the stack took to answer, per operation label, µs.
     pub answer_times: BTreeMap<String, Histogram<u64>>,
+    /// The same, apart by the load each call met.
+    pub answer_times_by_load: engine::load::ByLoad,
     /// What the calls that reached the stack consumed, per operation label.
     pub usage: UsageByOperation,
     /// Deliveries of already-final messages the senders skipped.
@@ -371,6 +373,16 @@ pub fn summarize(mut raw: RawRun<'_>) -> RunResults {
             .answer_times
             .iter()
             .map(|(op, h)| (op.clone(), percentiles_of(h)))
+            .collect(),
+        stack_answer_ms_by_load: engine
+            .answer_times_by_load
+            .iter()
+            .map(|(op, by_load)| {
+                (
+                    op.clone(),
+                    by_load.iter().map(|(load, h)| (*load, percentiles_of(h))).collect(),
+                )
+            })
             .collect(),
         stack_reference_ms: stack_reference_ms(&engine.answer_times),
         check_stack: raw.checks,

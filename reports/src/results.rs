@@ -55,6 +55,11 @@ pub struct RunResults {
     /// during the run; injected delays and answers are not in it.
     #[serde(default)]
     pub stack_answer_ms: BTreeMap<String, Percentiles>,
+    /// The same, apart by the load each call met: how many calls were open
+    /// on the stack when it started (long polls not counted), rounded down
+    /// to a power of two. The `calibrated` simulation profile draws from these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stack_answer_ms_by_load: BTreeMap<String, BTreeMap<vocabulary::LoadBucket, Percentiles>>,
     /// Median answer time of the run's SQS and DynamoDB calls, long polls
     /// excluded: how fast this machine and its emulators were during the run.
     /// The gate reads latencies against it.

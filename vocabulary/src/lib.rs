@@ -25,7 +25,7 @@ mod usage;
 mod words;
 
 pub use named::UnknownName;
-pub use operation::{AwsOperation, AwsService};
+pub use operation::{AwsOperation, AwsService, LoadBucket};
 pub use priority::{PerPriority, Priority, QueueRef};
 pub use usage::{Usage, UsageByOperation};
 pub use words::{DynamoDbEmulator, MailerKind, MessageKind, SendStatus, Stage, Verdict};

@@ -3,6 +3,8 @@
 //! The fault plan matches calls by these, the results file counts calls under
 //! these labels, and the CI gate's yardsticks are written in them.
 
+use serde::{Deserialize, Serialize};
+
 /// The AWS services the pipeline uses, spelled as the SDK's service ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AwsService {
@@ -102,6 +104,36 @@ impl AwsOperation {
 
     /// The calls that put messages on a queue.
     pub const QUEUE_SENDS: [AwsOperation; 2] = [AwsOperation::SqsSendMessage, AwsOperation::SqsSendMessageBatch];
+
+    /// Whether the call keeps the service busy while it is open. A receive's
+    /// long poll mostly waits for a message, so it is no load on the stack.
+    pub fn loads_the_stack(self) -> bool {
+        self != AwsOperation::SqsReceiveMessage
+    }
+}
+
+/// The load a call met: how many calls that load the stack were open when it
+/// started, itself included, rounded down to a power of two (1, 2, 4, 8, …).
+/// Real runs record answer times by it; simulated runs draw answer times by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LoadBucket(u64);
+
+impl LoadBucket {
+    pub fn of(calls_open: u64) -> Self {
+        let calls = calls_open.max(1);
+        Self(1 << calls.ilog2())
+    }
+
+    /// The fewest open calls the bucket holds.
+    pub fn calls(self) -> u64 {
+        self.0
+    }
+
+    /// How many doublings apart two buckets are.
+    pub fn distance(self, other: LoadBucket) -> u32 {
+        self.0.ilog2().abs_diff(other.0.ilog2())
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +150,19 @@ mod tests {
         }
         assert_eq!(AwsService::of_label("DynamoDB.CreateTable"), Some(AwsService::DynamoDb));
         assert_eq!(AwsService::of_label("STS.AssumeRole"), None);
+    }
+
+    #[test]
+    fn a_load_bucket_rounds_open_calls_down_to_a_power_of_two() {
+        let buckets: Vec<u64> = [0, 1, 2, 3, 4, 7, 8, 100].map(|n| LoadBucket::of(n).calls()).into();
+        assert_eq!(buckets, [1, 1, 2, 2, 4, 4, 8, 64]);
+        assert_eq!(LoadBucket::of(3).distance(LoadBucket::of(40)), 4);
+        let keyed: std::collections::BTreeMap<LoadBucket, u8> = [(LoadBucket::of(16), 1)].into();
+        let json = serde_json::to_string(&keyed).unwrap();
+        assert_eq!(json, r#"{"16":1}"#);
+        assert_eq!(
+            serde_json::from_str::<std::collections::BTreeMap<LoadBucket, u8>>(&json).unwrap(),
+            keyed
+        );
     }
 }

@@ -414,6 +414,7 @@ fn engine_figures(harness: &Harness) -> EngineFigures {
         fault_counts: harness.plan.counts(),
         aws_calls: harness.plan.calls(),
         answer_times: harness.plan.answer_times(),
+        answer_times_by_load: harness.plan.answer_times_by_load(),
         usage: harness.plan.usage(),
         ..engine_histograms(&harness.pipeline)
     }

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use vocabulary::{AwsOperation, UsageByOperation};
+use vocabulary::{AwsOperation, LoadBucket, UsageByOperation};
 
 use super::harness::Senders;
 use super::{batch_summaries, HarnessError};
@@ -47,8 +47,8 @@ use crate::summarize::{summarize, EngineFigures, Finals, RawRun, Traffic};
 pub enum Profile {
     /// Answer times as AWS describes its services (see [`aws_typical`]).
     AwsTypical,
-    /// Each operation's answer times as a real run measured them
-    /// (`stack_answer_ms` in its results).
+    /// Each operation's answer times as a real run measured them, under
+    /// each load it met (`stack_answer_ms_by_load`, else `stack_answer_ms`).
     Calibrated(PathBuf),
 }
 
@@ -75,11 +75,17 @@ impl Profile {
     }
 
     fn service_times(&self, seed: u64) -> Result<ServiceTimes, HarnessError> {
-        let (by_operation, fallback) = match self {
-            Profile::AwsTypical => aws_typical(),
-            Profile::Calibrated(path) => calibrated(&RunResults::load(path).map_err(HarnessError::Profile)?),
-        };
-        Ok(ServiceTimes::new(by_operation, fallback, seed))
+        match self {
+            Profile::AwsTypical => {
+                let (by_operation, fallback) = aws_typical();
+                Ok(ServiceTimes::new(by_operation, fallback, seed))
+            }
+            Profile::Calibrated(path) => {
+                let run = RunResults::load(path).map_err(HarnessError::Profile)?;
+                let (by_operation, fallback) = calibrated(&run);
+                Ok(ServiceTimes::new(by_operation, fallback, seed).with_load(calibrated_by_load(&run)))
+            }
+        }
     }
 }
 
@@ -148,6 +154,29 @@ pub fn calibrated(run: &RunResults) -> (BTreeMap<AwsOperation, AnswerTimes>, Ans
         .copied()
         .unwrap_or_else(|| aws_typical().1);
     (by_operation, fallback)
+}
+
+/// Fewer answers than this under one load say too little about it: such a
+/// load takes the times of the nearest load measured more often.
+const MIN_ANSWERS_PER_LOAD: u64 = 20;
+
+/// Each operation's answer times under each load a real run measured them
+/// at (`stack_answer_ms_by_load`), so simulated answers slow down as the
+/// emulators' did when the simulated engine offers the same load. Receives
+/// are left out: their measured times are mostly long-poll waits.
+pub fn calibrated_by_load(run: &RunResults) -> BTreeMap<AwsOperation, BTreeMap<LoadBucket, AnswerTimes>> {
+    run.stack_answer_ms_by_load
+        .iter()
+        .filter_map(|(label, by_load)| Some((label.parse::<AwsOperation>().ok()?, by_load)))
+        .filter(|(op, _)| op.loads_the_stack())
+        .map(|(op, by_load)| {
+            let measured = by_load
+                .iter()
+                .filter(|(_, p)| p.count >= MIN_ANSWERS_PER_LOAD)
+                .map(|(load, p)| (*load, times(p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms)));
+            (op, measured.collect())
+        })
+        .collect()
 }
 
 /// What a simulated run needs, owned: it runs on a thread of its own.
@@ -627,6 +656,35 @@ fn engine_figures(pipeline: &Pipeline, injected: BTreeMap<String, u64>) -> Engin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_calibrated_profile_keeps_each_load_measured_often_enough_and_no_receives() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/baselines/smoke/run-1.json");
+        let mut run = RunResults::load(&path).unwrap();
+        let p = |count, p50_ms: f64| Percentiles {
+            count,
+            p50_ms,
+            p95_ms: p50_ms * 2.0,
+            p99_ms: p50_ms * 3.0,
+            max_ms: p50_ms * 4.0,
+        };
+        let put = [(1, p(500, 1.0)), (8, p(300, 12.0)), (64, p(3, 90.0))].map(|(n, p)| (LoadBucket::of(n), p));
+        let receive = [(LoadBucket::of(1), p(500, 900.0))];
+        run.stack_answer_ms_by_load = [
+            ("DynamoDB.PutItem".to_string(), put.into()),
+            ("SQS.ReceiveMessage".to_string(), receive.into()),
+        ]
+        .into();
+        let by_load = calibrated_by_load(&run);
+        let put = &by_load[&AwsOperation::DynamoDbPutItem];
+        assert_eq!(
+            put.keys().map(|l| l.calls()).collect::<Vec<_>>(),
+            [1, 8],
+            "64: three answers"
+        );
+        assert_eq!(put[&LoadBucket::of(8)].p50_ms, 12.0);
+        assert!(!by_load.contains_key(&AwsOperation::SqsReceiveMessage));
+    }
 
     #[test]
     fn a_calibrated_profile_takes_each_operation_from_the_run_and_a_receive_from_a_send() {
