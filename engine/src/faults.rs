@@ -33,7 +33,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
-use vocabulary::{AwsOperation, AwsService, LoadBucket, UsageByOperation};
+use vocabulary::{AwsOperation, AwsService, UsageByOperation};
 
 use crate::load::{AnswerTimesByLoad, ByLoad, OpenCalls};
 use crate::metering::{Meter, Metering};
@@ -190,11 +190,11 @@ pub struct FaultPlan {
     injected: Mutex<Vec<InjectedFault>>,
     counts: Mutex<BTreeMap<String, u64>>,
     calls: Mutex<BTreeMap<String, u64>>,
-    /// How long the stack itself took to answer, per operation (µs), injected delays excluded.
-    answered_in: Mutex<BTreeMap<String, hdrhistogram::Histogram<u64>>>,
-    /// Calls open on the stack now, and each answer time under the load it met.
+    /// Calls open on the stack now.
     open: OpenCalls,
-    answered_by_load: AnswerTimesByLoad,
+    /// How long the stack itself took to answer, per operation and load it
+    /// met (µs), injected delays excluded.
+    answered_in: AnswerTimesByLoad,
     /// What the calls that reached the stack consumed, in billable units.
     meter: Arc<Meter>,
 }
@@ -214,9 +214,8 @@ impl FaultPlan {
             injected: Mutex::new(Vec::new()),
             counts: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(BTreeMap::new()),
-            answered_in: Mutex::new(BTreeMap::new()),
             open: OpenCalls::default(),
-            answered_by_load: AnswerTimesByLoad::default(),
+            answered_in: AnswerTimesByLoad::default(),
             meter: Arc::default(),
         })
     }
@@ -293,22 +292,13 @@ impl FaultPlan {
     /// in microseconds, as histograms. Injected delays and answers are not in it:
     /// this is the stack's own speed during the run, a reference for its latencies.
     pub fn answer_times(&self) -> BTreeMap<String, hdrhistogram::Histogram<u64>> {
-        self.answered_in.lock().expect("answer times lock").clone()
+        self.answered_in.all_loads()
     }
 
     /// The answer times of [`FaultPlan::answer_times`], apart by the load
     /// each call met: the `calibrated` simulation profile draws from these.
     pub fn answer_times_by_load(&self) -> ByLoad {
-        self.answered_by_load.snapshot()
-    }
-
-    fn record_answer_time(&self, operation: &str, load: LoadBucket, elapsed: Duration) {
-        self.answered_by_load.record(operation, load, elapsed);
-        let mut times = self.answered_in.lock().expect("answer times lock");
-        let histogram = times
-            .entry(operation.to_string())
-            .or_insert_with(crate::metrics::duration_histogram);
-        crate::metrics::record_duration(histogram, elapsed);
+        self.answered_in.snapshot()
     }
 
     pub fn injected(&self) -> Vec<InjectedFault> {
@@ -576,7 +566,7 @@ impl HttpConnector for FaultyConnector {
                     let started = Instant::now();
                     let response = inner.call(request).await;
                     drop(open);
-                    plan.record_answer_time(&label, load, started.elapsed());
+                    plan.answered_in.record(&label, load, started.elapsed());
                     response
                 })
             }

@@ -70,6 +70,21 @@ impl AnswerTimesByLoad {
     pub fn snapshot(&self) -> ByLoad {
         self.0.lock().expect("answer times lock").clone()
     }
+
+    /// Per operation label, its answer times under every load together.
+    pub fn all_loads(&self) -> BTreeMap<String, Histogram<u64>> {
+        let times = self.0.lock().expect("answer times lock");
+        times
+            .iter()
+            .map(|(label, by_load)| {
+                let mut all = crate::metrics::duration_histogram();
+                for histogram in by_load.values() {
+                    all.add(histogram).expect("histograms of one shape add up");
+                }
+                (label.clone(), all)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +101,17 @@ mod tests {
         assert_eq!([first, polling, second, third].map(LoadBucket::calls), [1, 2, 2, 2]);
         drop((a, b, c));
         assert_eq!(open.open(Some(AwsOperation::SqsSendMessage)).0, LoadBucket::of(1));
+    }
+
+    #[test]
+    fn answer_times_under_every_load_add_up_to_the_operations_own() {
+        let times = AnswerTimesByLoad::default();
+        for (open, ms) in [(1, 1), (1, 2), (8, 30)] {
+            times.record("DynamoDB.PutItem", LoadBucket::of(open), Duration::from_millis(ms));
+        }
+        assert_eq!(times.snapshot()["DynamoDB.PutItem"].len(), 2);
+        let all = &times.all_loads()["DynamoDB.PutItem"];
+        assert_eq!(all.len(), 3);
+        assert!(all.max() >= 30_000, "µs: {}", all.max());
     }
 }

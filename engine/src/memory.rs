@@ -399,6 +399,9 @@ struct Table {
     usage: UsageByOperation,
 }
 
+/// A record's key in one global secondary index, if it is in it.
+type IndexKey = fn(&SendRecord) -> Option<(String, DateTime<Utc>)>;
+
 /// Write units of one item write on DynamoDB, as AWS bills them for this
 /// table: one for the item (they stay under 1 KB), and for each global
 /// secondary index (both project every attribute) one for an item that
@@ -407,7 +410,7 @@ struct Table {
 /// record; `batch_index` on (batchId, createdAt) holds campaign records.
 /// Returns (all units, the indexes' share).
 pub fn write_units(old: Option<&SendRecord>, new: Option<&SendRecord>) -> (f64, f64) {
-    let index = |key: fn(&SendRecord) -> Option<(String, DateTime<Utc>)>| match (old.and_then(key), new.and_then(key)) {
+    let index = |key: IndexKey| match (old.and_then(key), new.and_then(key)) {
         (Some(a), Some(b)) if a != b => 2.0,
         (None, None) => 0.0,
         _ => 1.0,

@@ -753,7 +753,7 @@ mod tests {
         const DYNAMODB: &str = "cost per 1,000 msgs: DynamoDB";
         let base = with_usage(run(100.0, 8.0), 3.0);
         let same = compare(
-            &[base.clone()],
+            std::slice::from_ref(&base),
             &[with_usage(run(100.0, 8.0), 3.0)],
             &Tolerances::default(),
         )
@@ -763,7 +763,7 @@ mod tests {
         // Twice the writes per message: DynamoDB's part of the bill doubles,
         // a change the total (mostly SES's price per recipient) hardly shows.
         let dearer = compare(
-            &[base.clone()],
+            std::slice::from_ref(&base),
             &[with_usage(run(100.0, 8.0), 6.0)],
             &Tolerances::default(),
         )

@@ -528,9 +528,8 @@ impl PanelChart {
 
 /// A value for a label: whole numbers as they are, others to three figures.
 pub fn format_number(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{value:.0}")
-    } else if value.abs() >= 100.0 {
+    let whole = value.fract() == 0.0 && value.abs() < 1e15;
+    if whole || value.abs() >= 100.0 {
         format!("{value:.0}")
     } else if value.abs() >= 1.0 {
         format!("{value:.1}")

@@ -123,7 +123,7 @@ pub fn start<E: Effects>(faults: &[FaultSpec], context: &Context<E>) -> Playing 
 async fn play<E: Effects>(index: usize, spec: FaultSpec, context: Context<E>) {
     let at = context.start + Duration::from_secs_f64(spec.start_secs);
     tokio::select! {
-        _ = tokio::time::sleep_until(at.into()) => {}
+        _ = tokio::time::sleep_until(at) => {}
         _ = context.over.cancelled() => return,
     }
     let now = || context.start.elapsed().as_secs_f64();
@@ -141,7 +141,7 @@ async fn play<E: Effects>(index: usize, spec: FaultSpec, context: Context<E>) {
         let end = context.start + Duration::from_secs_f64(end_secs(&spec, context.traffic).min(1e9));
         let ended = if lasting { &context.drained } else { &context.over };
         tokio::select! {
-            _ = tokio::time::sleep_until(end.into()) => {}
+            _ = tokio::time::sleep_until(end) => {}
             _ = ended.cancelled() => {}
         }
         context.harness.finish(undo).await;
