@@ -41,6 +41,12 @@ pub enum StackError {
         seconds: u64,
         log: PathBuf,
     },
+    #[error("{service} could not listen on {endpoint}: another process took the port (log: {})", log.display())]
+    PortTaken {
+        service: String,
+        endpoint: String,
+        log: PathBuf,
+    },
     #[error("{process} exited during start-up with {status} (log: {})", log.display())]
     ExitedEarly {
         process: String,

@@ -286,25 +286,28 @@ impl Stack {
 
         let localstack = wants(&[Service::Sqs, Service::S3, Service::Ses]).then(|| {
             let log_dir = log_dir.clone();
-            tokio::spawn(async move { start_localstack(&log_dir, timeout).await })
+            tokio::spawn(async move { on_a_free_port(|| start_localstack(&log_dir, timeout)).await })
         });
         let emulator = options.dynamodb;
         let dynamodb = wants(&[Service::DynamoDb]).then(|| {
             let log_dir = log_dir.clone();
             tokio::spawn(async move {
-                match emulator {
-                    DynamoDbEmulator::Dynoxide => start_dynoxide(&log_dir, timeout).await,
-                    DynamoDbEmulator::DynamoDbLocal => start_dynamodb_local(&log_dir, timeout).await,
-                }
+                on_a_free_port(|| async {
+                    match emulator {
+                        DynamoDbEmulator::Dynoxide => start_dynoxide(&log_dir, timeout).await,
+                        DynamoDbEmulator::DynamoDbLocal => start_dynamodb_local(&log_dir, timeout).await,
+                    }
+                })
+                .await
             })
         });
         let moto = wants(&[Service::SesV2]).then(|| {
             let log_dir = log_dir.clone();
-            tokio::spawn(async move { start_moto(&log_dir, timeout).await })
+            tokio::spawn(async move { on_a_free_port(|| start_moto(&log_dir, timeout)).await })
         });
         let smtp = Some({
             let log_dir = log_dir.clone();
-            tokio::spawn(async move { start_smtp(&log_dir, timeout).await })
+            tokio::spawn(async move { on_a_free_port(|| start_smtp(&log_dir, timeout)).await })
         });
 
         let mut first_error = None;
@@ -520,6 +523,13 @@ where
         if probe(client.clone(), url.to_string()).await {
             return Ok(());
         }
+        if port_taken(log) {
+            return Err(StackError::PortTaken {
+                service: service.to_string(),
+                endpoint: url.to_string(),
+                log: log.to_path_buf(),
+            });
+        }
         if let Some(status) = process.exited() {
             return Err(StackError::ExitedEarly {
                 process: service.to_string(),
@@ -536,6 +546,34 @@ where
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// True when an emulator's log says its port was taken. A free port is found by
+/// binding port 0 and letting it go, so another process may take it before the
+/// emulator binds it; some emulators (LocalStack) then keep running without a listener.
+fn port_taken(log: &Path) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|text| text.contains("Address already in use"))
+}
+
+/// How many times an emulator is started, each on a fresh port, when its port was taken.
+const PORT_ATTEMPTS: u32 = 3;
+
+/// Runs `start` again on a fresh port (each call picks its own) while the port was taken.
+async fn on_a_free_port<F, Fut>(start: F) -> Result<StartedEmulator, StackError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<StartedEmulator, StackError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start().await {
+            Err(StackError::PortTaken { service, endpoint, .. }) if attempt < PORT_ATTEMPTS => {
+                tracing::warn!(%service, %endpoint, attempt, "port taken before the emulator bound it; starting again on another");
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 
@@ -765,4 +803,90 @@ fn lock_version(lock: &str, package: &str) -> String {
         .find_map(|line| line.strip_prefix(&format!("{package}==")))
         .unwrap_or("unknown")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn started(name: &str) -> StartedEmulator {
+        let log = std::env::temp_dir().join(format!("courier-{name}-{}.log", std::process::id()));
+        let mut command = Command::new("sleep");
+        command.arg("30");
+        StartedEmulator {
+            name: name.into(),
+            version: "0".into(),
+            url: String::new(),
+            process: ManagedProcess::spawn(name, command, &log).expect("sleep starts"),
+            smtp: None,
+        }
+    }
+
+    fn taken() -> StackError {
+        StackError::PortTaken {
+            service: "emulator".into(),
+            endpoint: "http://127.0.0.1:1".into(),
+            log: PathBuf::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_emulator_whose_port_was_taken_is_reported_at_once_not_after_the_timeout() {
+        let log = std::env::temp_dir().join(format!("courier-port-taken-{}.log", std::process::id()));
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "echo \"Couldn't listen on any:1: [Errno 98] Address already in use.\"; sleep 30",
+        ]);
+        let mut process = ManagedProcess::spawn("emulator", command, &log).unwrap();
+        let began = Instant::now();
+        let result = wait_ready(
+            "emulator",
+            "http://127.0.0.1:1",
+            &mut process,
+            &log,
+            Duration::from_secs(20),
+            |_, _| async { false },
+        )
+        .await;
+        assert!(matches!(result, Err(StackError::PortTaken { .. })), "{result:?}");
+        assert!(began.elapsed() < Duration::from_secs(5));
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_retried_on_another_until_the_attempts_run_out() {
+        let calls = AtomicU32::new(0);
+        let result = on_a_free_port(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(taken()),
+                _ => Ok(started("retried")),
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        let calls = AtomicU32::new(0);
+        let result = on_a_free_port(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(taken())
+        })
+        .await;
+        assert!(matches!(result, Err(StackError::PortTaken { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), PORT_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn other_start_up_failures_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let result = on_a_free_port(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(StackError::Config("broken".into()))
+        })
+        .await;
+        assert!(matches!(result, Err(StackError::Config(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }
