@@ -294,7 +294,13 @@ impl MessageQueue for MemoryQueues {
         priority: Priority,
         messages: &[OutboundMessage],
     ) -> Result<Vec<(OutboundMessage, String)>, QueueError> {
-        sim::wait(&self.times, Op::SqsSendMessageBatch).await;
+        // As the SQS adapter calls it: one message alone is a `SendMessage`.
+        let op = match messages.len() {
+            0 => return Ok(Vec::new()),
+            1 => Op::SqsSendMessage,
+            _ => Op::SqsSendMessageBatch,
+        };
+        sim::wait(&self.times, op).await;
         for message in messages {
             let send_id = Some(message.send_id.to_string());
             self.push(QueueRef::Main(priority), message.encode(), send_id, Duration::ZERO);
@@ -1060,6 +1066,24 @@ mod tests {
         // The same units as AWS bills, key by key (here in a transaction).
         let billed: f64 = writes.iter().map(|(_, u)| u).sum();
         assert_eq!(billed, 2.0 * write_units(Some(&pending), Some(&queued)).1);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn one_message_alone_is_a_send_message_and_more_are_a_batch_as_on_sqs() {
+        let times = Arc::new(ServiceTimes::instant());
+        let mut queues = MemoryQueues::new(Duration::from_secs(30), 5);
+        queues.times = Some(times.clone());
+        let message = crate::queue::tests::message;
+        queues.send_batch(Priority::High, &[message(10)]).await.unwrap();
+        queues
+            .send_batch(Priority::Low, &[message(10), message(10), message(10)])
+            .await
+            .unwrap();
+        queues.send_batch(Priority::Low, &[]).await.unwrap();
+        let calls = times.calls();
+        assert_eq!(calls.get(&Op::SqsSendMessage), Some(&1));
+        assert_eq!(calls.get(&Op::SqsSendMessageBatch), Some(&1));
+        assert_eq!(queues.depth(QueueRef::Main(Priority::Low)).await.unwrap().visible, 3);
     }
 
     #[tokio::test(flavor = "current_thread")]
