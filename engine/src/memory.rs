@@ -337,18 +337,21 @@ impl MessageQueue for MemoryQueues {
     }
 
     async fn receive(&self, queue: QueueRef, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
-        sim::wait(&self.times, Op::SqsReceiveMessage).await;
         let deadline = Instant::now() + wait.min(Duration::from_secs(20));
-        loop {
+        let taken = loop {
             let arrived = self.arrived.notified();
             let (taken, next_shown) = self.take(queue, max);
             if !taken.is_empty() || Instant::now() >= deadline {
-                return Ok(taken);
+                break taken;
             }
             // Wake on an arrival, or when the next hidden message shows.
             let wake = next_shown.map_or(deadline, |at| at.min(deadline));
             let _ = tokio::time::timeout_at(wake, arrived).await;
-        }
+        };
+        // The answer comes after the messages are found (or the poll runs
+        // out), so a long poll woken by an arrival still takes its time.
+        sim::wait(&self.times, Op::SqsReceiveMessage).await;
+        Ok(taken)
     }
 
     async fn delete(&self, messages: &[&ReceivedMessage]) -> Result<(), QueueError> {
@@ -1084,6 +1087,37 @@ mod tests {
         assert_eq!(calls.get(&Op::SqsSendMessage), Some(&1));
         assert_eq!(calls.get(&Op::SqsSendMessageBatch), Some(&1));
         assert_eq!(queues.depth(QueueRef::Main(Priority::Low)).await.unwrap().visible, 3);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_long_poll_woken_by_an_arrival_answers_a_receive_time_after_it() {
+        let answer = |ms: f64| sim::AnswerTimes {
+            p50_ms: ms,
+            p95_ms: ms,
+            p99_ms: ms,
+            max_ms: ms,
+        };
+        let times = ServiceTimes::new([(Op::SqsReceiveMessage, answer(6.0))].into(), answer(0.0), 1);
+        let mut queues = MemoryQueues::new(Duration::from_secs(30), 5);
+        queues.times = Some(Arc::new(times));
+        let queues = Arc::new(queues);
+        let started = Instant::now();
+        let poll = tokio::spawn({
+            let queues = queues.clone();
+            async move {
+                queues
+                    .receive(QueueRef::Main(Priority::High), 10, Duration::from_secs(20))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        queues.send_raw(Priority::High, "m", Some("id")).await.unwrap();
+        assert_eq!(poll.await.unwrap().unwrap().len(), 1);
+        let took = started.elapsed();
+        assert!(
+            (Duration::from_millis(103)..=Duration::from_millis(106)).contains(&took),
+            "{took:?}"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -67,6 +67,20 @@ pub struct ServiceTimes {
     dice: Mutex<ChaCha8Rng>,
     /// Calls made, per operation: what the simulated run would be billed for.
     calls: Mutex<BTreeMap<AwsOperation, u64>>,
+    /// Where the profile has it: the engine's own CPU, paid per call.
+    engine_cpu: Option<EngineCpu>,
+}
+
+/// The engine's own CPU, which virtual time would otherwise give for free:
+/// before its answer, each call takes `per_call` of one of `cores` — the
+/// engine's work around a call (building, signing and reading requests, its
+/// HTTP API, its bookkeeping), measured on a real run as the engine's CPU
+/// over its AWS calls. Calls queue for a core as the engine's tasks queue
+/// for a CPU, so a burst of messages takes the time it takes on the machine.
+#[derive(Debug)]
+struct EngineCpu {
+    per_call: Duration,
+    cores: tokio::sync::Semaphore,
 }
 
 impl ServiceTimes {
@@ -78,6 +92,7 @@ impl ServiceTimes {
             open: OpenCalls::default(),
             dice: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             calls: Mutex::new(BTreeMap::new()),
+            engine_cpu: None,
         }
     }
 
@@ -98,6 +113,20 @@ impl ServiceTimes {
     pub fn with_load(mut self, by_load: BTreeMap<AwsOperation, BTreeMap<LoadBucket, AnswerTimes>>) -> Self {
         self.by_load = by_load.into_iter().filter(|(_, times)| !times.is_empty()).collect();
         self
+    }
+
+    /// Each call first takes `per_call` of the engine's CPU, on one of `cores`.
+    pub fn with_engine_cpu(mut self, per_call: Duration, cores: usize) -> Self {
+        self.engine_cpu = Some(EngineCpu {
+            per_call,
+            cores: tokio::sync::Semaphore::new(cores.max(1)),
+        });
+        self
+    }
+
+    /// The engine's CPU per call, where the profile has it.
+    pub fn engine_cpu_per_call(&self) -> Option<Duration> {
+        self.engine_cpu.as_ref().map(|cpu| cpu.per_call)
     }
 
     /// The answer times of `operation` under `load`.
@@ -140,11 +169,23 @@ impl ServiceTimes {
     /// Waits as long as one `operation` takes, and counts the call.
     pub async fn wait(&self, operation: AwsOperation) {
         *self.calls.lock().expect("calls lock").entry(operation).or_insert(0) += 1;
+        self.engine_work().await;
         let (load, _open) = self.open.open(Some(operation));
         let took = self.in_ticks(self.draw(operation, load));
         if !took.is_zero() {
             tokio::time::sleep(took).await;
         }
+    }
+
+    /// The engine's CPU for one call, on a core of its own once one is free.
+    async fn engine_work(&self) {
+        let Some(cpu) = &self.engine_cpu else { return };
+        let took = self.in_ticks(cpu.per_call);
+        if took.is_zero() {
+            return;
+        }
+        let _core = cpu.cores.acquire().await.expect("the engine's cores are never closed");
+        tokio::time::sleep(took).await;
     }
 }
 
@@ -554,6 +595,21 @@ mod tests {
         assert!(alone <= Duration::from_millis(2), "{alone:?}");
         // The eighth call met eight open: at least half its bucket's median.
         assert!(piled >= Duration::from_millis(20), "{piled:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_queue_for_the_engines_cores_before_their_answers() {
+        let service = ServiceTimes::instant().with_engine_cpu(Duration::from_millis(1), 2);
+        let started = tokio::time::Instant::now();
+        service.wait(AwsOperation::DynamoDbPutItem).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(1), "one call: its own CPU");
+        let started = tokio::time::Instant::now();
+        futures::future::join_all((0..8).map(|_| service.wait(AwsOperation::DynamoDbPutItem))).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(4), "eight calls on two cores");
+        let free = ServiceTimes::instant();
+        let started = tokio::time::Instant::now();
+        futures::future::join_all((0..8).map(|_| free.wait(AwsOperation::DynamoDbPutItem))).await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "no CPU in the profile: free");
     }
 
     fn email(to: &str) -> Email {

@@ -95,6 +95,9 @@ pub struct Simulation {
     pub profile: String,
     /// The real run a `calibrated` profile came from.
     pub calibrated_from: Option<String>,
+    /// The engine's CPU each call took, from the calibrating run (none: free).
+    #[serde(default)]
+    pub engine_cpu_ms_per_call: Option<f64>,
     /// Virtual seconds simulated, and the wall-clock seconds it took.
     pub virtual_secs: f64,
     pub wall_secs: f64,
