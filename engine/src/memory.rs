@@ -625,13 +625,18 @@ impl MemoryStore {
 #[async_trait]
 impl StatusStore for MemoryStore {
     async fn put_pending(&self, records: &[SendRecord]) -> Result<(), StoreError> {
-        // As the DynamoDB adapter writes: batches of 25, four at a time.
-        sim::wait_calls(&self.times, Op::DynamoDbBatchWriteItem, records.len().div_ceil(25), 4).await;
+        // As the DynamoDB adapter writes: one record alone with a put, more
+        // in batches of 25, four at a time.
+        let op = match records.len() {
+            1 => Op::DynamoDbPutItem,
+            _ => Op::DynamoDbBatchWriteItem,
+        };
+        sim::wait_calls(&self.times, op, records.len().div_ceil(25), 4).await;
         self.pace(|table| table.puts(records)).await;
         let mut table = self.records.lock().expect("records lock");
         for record in records {
-            // Unconditional, as DynamoDB's BatchWriteItem is.
-            table.insert(Op::DynamoDbBatchWriteItem, record.clone());
+            // Unconditional, as DynamoDB's PutItem and BatchWriteItem are.
+            table.insert(op, record.clone());
         }
         Ok(())
     }
@@ -1069,6 +1074,22 @@ mod tests {
         // The same units as AWS bills, key by key (here in a transaction).
         let billed: f64 = writes.iter().map(|(_, u)| u).sum();
         assert_eq!(billed, 2.0 * write_units(Some(&pending), Some(&queued)).1);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn one_record_alone_is_a_put_item_and_more_are_a_batch_write_as_in_dynamodb() {
+        let times = Arc::new(ServiceTimes::instant());
+        let store = MemoryStore {
+            times: Some(times.clone()),
+            ..MemoryStore::default()
+        };
+        let pending = || record(None, SendStatus::Pending);
+        store.put_pending(&[pending()]).await.unwrap();
+        store.put_pending(&[pending(), pending(), pending()]).await.unwrap();
+        let calls = times.calls();
+        assert_eq!(calls.get(&Op::DynamoDbPutItem), Some(&1));
+        assert_eq!(calls.get(&Op::DynamoDbBatchWriteItem), Some(&1));
+        assert_eq!(store.records.lock().unwrap().records.len(), 4);
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
