@@ -177,10 +177,11 @@ pub fn calibrated(run: &RunResults) -> (BTreeMap<AwsOperation, AnswerTimes>, Ans
 }
 
 /// The engine's CPU over a real run's AWS calls: what each simulated call
-/// costs the engine (see [`ServiceTimes::with_engine_cpu`]). The engine's
-/// CPU went 0.25–0.35 ms per call in every scenario measured (2026-12-03:
-/// smoke 0.35, baseline 0.32, priority-isolation 0.25, crash-resume 0.28),
-/// so a call is the unit it follows. None where the run measured no CPU.
+/// costs the engine (see [`ServiceTimes::with_engine_cpu`]). Where the
+/// engine is busy it varies little, 0.30–0.44 ms a call (2026-12-04: smoke
+/// 0.44, baseline 0.34, priority-isolation 0.38, crash-resume 0.30), so a
+/// call is the unit it follows; a slow run spreads the idle engine's CPU
+/// over few calls (ses-quota-priority 0.72). None where no CPU was measured.
 fn engine_cpu_per_call(run: &RunResults) -> Option<Duration> {
     let cpu_ms = run.cpu.by_process.get(crate::cpu::ENGINE)?.cpu_ms;
     let calls: u64 = run.aws_calls.values().sum();
