@@ -411,6 +411,13 @@ impl SesModel {
 #[async_trait]
 impl Mailer for SesModel {
     async fn send(&self, email: &Email) -> Result<String, MailError> {
+        // SES admits a send against its rate as the request arrives, not as
+        // the answer leaves: sends paced at the door reach the bucket paced,
+        // however their answer times vary.
+        let admitted = match self.quota.lock().expect("quota lock").as_mut() {
+            Some(quota) => quota.admit(tokio::time::Instant::now()),
+            None => Ok(()),
+        };
         self.times.wait(AwsOperation::Sesv2SendEmail).await;
         let (delay, answer) = self.injected_answer();
         if !delay.is_zero() {
@@ -419,10 +426,6 @@ impl Mailer for SesModel {
         if let Some(error) = answer {
             return Err(error);
         }
-        let admitted = match self.quota.lock().expect("quota lock").as_mut() {
-            Some(quota) => quota.admit(tokio::time::Instant::now()),
-            None => Ok(()),
-        };
         if let Err(message) = admitted {
             self.count(QUOTA);
             return Err(if message.starts_with("Daily") {
@@ -642,6 +645,35 @@ mod tests {
         ses.remove_fault("ses_throttle#0");
         ses.remove_fault("ses_latency#1");
         assert!(ses.send(&email("a@example.com")).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_paced_at_the_door_are_admitted_however_their_answer_times_vary() {
+        let limits = SesQuota {
+            max_send_rate: 1.0,
+            daily_quota: None,
+            day: SesQuota::DAY,
+        };
+        // Answers take 0.5–1 s at random: admitted as they leave, one send
+        // after a slower one would come less than a second after it.
+        let second = AnswerTimes {
+            p50_ms: 1_000.0,
+            p95_ms: 1_000.0,
+            p99_ms: 1_000.0,
+            max_ms: 1_000.0,
+        };
+        let times = ServiceTimes::new([(AwsOperation::Sesv2SendEmail, second)].into(), second, 5);
+        let ses = std::sync::Arc::new(SesModel::new(Some(limits), std::sync::Arc::new(times), 5));
+        let mut sends = Vec::new();
+        for _ in 0..20 {
+            let ses = ses.clone();
+            sends.push(tokio::spawn(async move { ses.send(&email("a@example.com")).await }));
+            tokio::time::sleep(Duration::from_secs(1)).await; // exactly the rate
+        }
+        for send in sends {
+            assert!(send.await.unwrap().is_ok());
+        }
+        assert_eq!(ses.throttled(), 0);
     }
 
     #[tokio::test(start_paused = true)]

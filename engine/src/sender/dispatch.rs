@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::schedule::{Allocator, RateBudget, SendQuota, Shares, HEADROOM};
+use super::schedule::{Allocator, Door, RateBudget, SendQuota, Shares, HEADROOM};
 use crate::config::SenderSettings;
 use crate::domain::{PerPriority, Priority};
 use crate::mailer::Mailer;
@@ -35,6 +35,7 @@ struct State {
     in_flight: PerPriority<usize>,
     /// When the budget's figures were last put in the metrics.
     published_at: Duration,
+    door: Door,
 }
 
 /// The budget's figures are put in the metrics at least this often while
@@ -101,6 +102,7 @@ impl Dispatcher {
                 waiting: PerPriority::default(),
                 in_flight: PerPriority::default(),
                 published_at: Duration::ZERO,
+                door: Door::default(),
             }),
             changed: Notify::new(),
             read_now: Notify::new(),
@@ -153,6 +155,20 @@ impl Dispatcher {
                 _ = tokio::time::sleep(wait) => {}
                 _ = notified => {}
             }
+        }
+    }
+
+    /// Waits until a send may go to SES: sends granted in time go through
+    /// [`Door`] paced, however long their claims took.
+    pub async fn at_the_door(&self) {
+        let wait = {
+            let now = self.now();
+            let mut state = self.state();
+            let ceiling = state.budget.ceiling();
+            state.door.pass(now, ceiling)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -400,6 +400,7 @@ async fn handle(pipeline: &Pipeline, dispatcher: &Dispatcher, received: &Receive
             return Handled::ContentFailed(reason);
         }
     };
+    dispatcher.at_the_door().await;
     match timed(pipeline, Stage::Send, pipeline.mailer.send(&email)).await {
         Ok(provider_message_id) => {
             let sent_at = crate::clock::now();

@@ -313,9 +313,46 @@ impl Allocator {
     }
 }
 
+/// SES's door. SES counts a send against its rate as the request arrives,
+/// and a permit granted in time can reach it late: a claim write held up
+/// (a throttled index partition, a slow store) releases the sends granted
+/// meanwhile together, and SES throttles the bunch. Sends go through the
+/// door at least 1/`ceiling` apart, so granted sends reach SES paced.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Door {
+    opens: Duration,
+}
+
+impl Door {
+    /// How long a send arriving at `now` waits before it goes (none without
+    /// a rate limit); the door then opens again 1/`ceiling` later.
+    pub fn pass(&mut self, now: Duration, ceiling: Option<f64>) -> Duration {
+        let Some(rate) = ceiling.filter(|rate| *rate > 0.0) else {
+            return Duration::ZERO;
+        };
+        let at = self.opens.max(now);
+        self.opens = at + Duration::from_secs_f64(1.0 / rate);
+        at - now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_arriving_paced_pass_the_door_at_once_and_a_bunch_leaves_paced() {
+        let ms = Duration::from_millis;
+        let mut door = Door::default();
+        assert_eq!(door.pass(ms(0), Some(50.0)), ms(0));
+        assert_eq!(door.pass(ms(20), Some(50.0)), ms(0), "20 ms after the last: paced");
+        assert_eq!(
+            [ms(100), ms(100), ms(100)].map(|now| door.pass(now, Some(50.0))),
+            [ms(0), ms(20), ms(40)],
+            "three at once leave 20 ms apart"
+        );
+        assert_eq!(door.pass(ms(100), None), ms(0), "no rate limit: no door");
+    }
 
     fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)
