@@ -314,25 +314,38 @@ impl Allocator {
 }
 
 /// SES's door. SES counts a send against its rate as the request arrives,
-/// and a permit granted in time can reach it late: a claim write held up
-/// (a throttled index partition, a slow store) releases the sends granted
-/// meanwhile together, and SES throttles the bunch. Sends go through the
-/// door at least 1/`ceiling` apart, so granted sends reach SES paced.
+/// in a bucket about a second deep, and a permit granted in time can reach
+/// it late: a claim write held up (a throttled index partition, a slow
+/// store) releases the sends granted meanwhile together, and a bunch larger
+/// than SES's bucket is throttled. The door is a bucket of the same depth
+/// filled at the budget's ceiling (below SES's rate): a send waits only when
+/// it is empty, so paced sends and small bursts go at once (a reminder does
+/// not queue behind background sends) and no bunch empties SES's bucket.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Door {
-    opens: Duration,
+    /// Sends the door lets through now (negative: promised to waiting sends);
+    /// `None` until the first send, when the bucket is full.
+    tokens: Option<f64>,
+    at: Duration,
 }
 
 impl Door {
     /// How long a send arriving at `now` waits before it goes (none without
-    /// a rate limit); the door then opens again 1/`ceiling` later.
+    /// a rate limit).
     pub fn pass(&mut self, now: Duration, ceiling: Option<f64>) -> Duration {
         let Some(rate) = ceiling.filter(|rate| *rate > 0.0) else {
             return Duration::ZERO;
         };
-        let at = self.opens.max(now);
-        self.opens = at + Duration::from_secs_f64(1.0 / rate);
-        at - now
+        let depth = rate.max(1.0);
+        let elapsed = now.saturating_sub(self.at).as_secs_f64();
+        let tokens = self.tokens.map_or(depth, |t| (t + elapsed * rate).min(depth)) - 1.0;
+        self.tokens = Some(tokens);
+        self.at = self.at.max(now);
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-tokens / rate)
+        }
     }
 }
 
@@ -341,16 +354,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sends_arriving_paced_pass_the_door_at_once_and_a_bunch_leaves_paced() {
+    fn paced_sends_and_small_bursts_pass_the_door_at_once_and_a_bunch_leaves_paced() {
         let ms = Duration::from_millis;
         let mut door = Door::default();
-        assert_eq!(door.pass(ms(0), Some(50.0)), ms(0));
-        assert_eq!(door.pass(ms(20), Some(50.0)), ms(0), "20 ms after the last: paced");
+        let depth = 10;
+        let first: Vec<Duration> = (0..depth).map(|_| door.pass(ms(0), Some(10.0))).collect();
+        assert!(first.iter().all(|wait| wait.is_zero()), "a full bucket: {first:?}");
         assert_eq!(
-            [ms(100), ms(100), ms(100)].map(|now| door.pass(now, Some(50.0))),
-            [ms(0), ms(20), ms(40)],
-            "three at once leave 20 ms apart"
+            [ms(0), ms(0), ms(0)].map(|now| door.pass(now, Some(10.0))),
+            [ms(100), ms(200), ms(300)],
+            "past the bucket, 100 ms apart"
         );
+        let mut door = Door::default();
+        let paced: Vec<Duration> = (0..50).map(|i| door.pass(ms(100 * i), Some(10.0))).collect();
+        assert!(paced.iter().all(|wait| wait.is_zero()), "at the rate: never");
         assert_eq!(door.pass(ms(100), None), ms(0), "no rate limit: no door");
     }
 
