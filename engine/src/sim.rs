@@ -411,19 +411,21 @@ impl SesModel {
 #[async_trait]
 impl Mailer for SesModel {
     async fn send(&self, email: &Email) -> Result<String, MailError> {
-        // SES admits a send against its rate as the request arrives, not as
-        // the answer leaves: sends paced at the door reach the bucket paced,
-        // however their answer times vary.
-        let admitted = match self.quota.lock().expect("quota lock").as_mut() {
-            Some(quota) => quota.admit(tokio::time::Instant::now()),
-            None => Ok(()),
+        // A send is refused or admitted as the request arrives, not as the
+        // answer leaves: an injected fault as the real run's fault plan
+        // decides it, and SES's rate against its bucket, so sends paced at
+        // the door reach the bucket paced however their answer times vary.
+        // A send a fault refuses takes no token.
+        let (delay, injected) = self.injected_answer();
+        let admitted = match (&injected, self.quota.lock().expect("quota lock").as_mut()) {
+            (None, Some(quota)) => quota.admit(tokio::time::Instant::now()),
+            _ => Ok(()),
         };
         self.times.wait(AwsOperation::Sesv2SendEmail).await;
-        let (delay, answer) = self.injected_answer();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if let Some(error) = answer {
+        if let Some(error) = injected {
             return Err(error);
         }
         if let Err(message) = admitted {
@@ -674,6 +676,27 @@ mod tests {
             assert!(send.await.unwrap().is_ok());
         }
         assert_eq!(ses.throttled(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_an_injected_fault_refuses_takes_no_token_of_the_rate() {
+        let limits = SesQuota {
+            max_send_rate: 1.0,
+            daily_quota: None,
+            day: SesQuota::DAY,
+        };
+        let ses = SesModel::new(Some(limits), std::sync::Arc::new(ServiceTimes::instant()), 1);
+        ses.add_fault("ses_throttle#0", SesFault::Throttle { probability: 1.0 });
+        assert!(matches!(
+            ses.send(&email("a@example.com")).await,
+            Err(MailError::Throttled(_))
+        ));
+        ses.remove_fault("ses_throttle#0");
+        assert!(
+            ses.send(&email("a@example.com")).await.is_ok(),
+            "the bucket's one token is still there"
+        );
+        assert_eq!(ses.throttled(), 0, "no refusal for the rate");
     }
 
     #[tokio::test(start_paused = true)]
