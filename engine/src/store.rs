@@ -414,14 +414,19 @@ impl DynamoStatusStore {
         Ok(())
     }
 
+    /// A `PutItem` of `record`, whole.
+    fn put(&self, record: &SendRecord) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::item(record)))
+    }
+
     /// Writes one PENDING record unless it exists; `Some(id)` when the
     /// record is PENDING afterwards (written now, or never enqueued before).
     async fn put_pending_one_if_absent(&self, record: &SendRecord) -> Result<Option<SendId>, StoreError> {
         let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Self::item(record)))
+            .put(record)
             .condition_expression("attribute_not_exists(sendId)")
             .send()
             .await;
@@ -515,13 +520,7 @@ impl StatusStore for DynamoStatusStore {
         // from batches of 25 (a simulated run draws each operation's answer
         // times from a real run's).
         if let [record] = records {
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(Self::item(record)))
-                .send()
-                .await
-                .map_err(service_error)?;
+            self.put(record).send().await.map_err(service_error)?;
             return Ok(());
         }
         // Owned chunks: async-trait's futures cannot borrow from the stream.

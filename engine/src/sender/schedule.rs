@@ -355,7 +355,6 @@ mod tests {
 
     #[test]
     fn paced_sends_and_small_bursts_pass_the_door_at_once_and_a_bunch_leaves_paced() {
-        let ms = Duration::from_millis;
         let mut door = Door::default();
         let depth = 10;
         let first: Vec<Duration> = (0..depth).map(|_| door.pass(ms(0), Some(10.0))).collect();
