@@ -16,7 +16,7 @@ pub struct Measured<'a> {
     pub latency: &'a LatencyByPriority,
     pub delivered_per_sec: f64,
     pub audit: &'a Audit,
-    /// Latency by phase ("before first campaign", "with campaigns").
+    /// Latency by phase ([`BEFORE_CAMPAIGNS`], [`WITH_CAMPAIGNS`], [`AFTER_CAMPAIGNS`]).
     pub by_phase: &'a BTreeMap<String, BTreeMap<Priority, Percentiles>>,
     pub samples: &'a [Sample],
     /// The `ses_quota` fault's rate, if the scenario sets one.
@@ -28,6 +28,11 @@ pub struct Measured<'a> {
 /// The phases [`crate::summarize`] splits latency into.
 pub const BEFORE_CAMPAIGNS: &str = "before first campaign";
 pub const WITH_CAMPAIGNS: &str = "with campaigns";
+pub const AFTER_CAMPAIGNS: &str = "after campaigns sent";
+
+/// A p99 of fewer messages than this is their slowest one: a ratio of two
+/// such tails measures luck, so the ratio is not judged on fewer.
+pub const MIN_FOR_P99: u64 = 100;
 
 /// Low's share of sends is judged over windows this long.
 const SHARE_WINDOW_SECS: f64 = 5.0;
@@ -85,10 +90,14 @@ fn isolation(slo: &Slo, measured: &Measured<'_>, verdicts: &mut Vec<SloCheck>) {
         let Some(ratio) = *ratio else { continue };
         let p99 = |phase: &str| {
             let percentiles = measured.by_phase.get(phase)?.get(&priority)?;
-            (percentiles.count > 0).then_some(percentiles.p99_ms)
+            (percentiles.count > 0).then_some((percentiles.p99_ms, percentiles.count))
         };
         let (pass, shown) = match (p99(BEFORE_CAMPAIGNS), p99(WITH_CAMPAIGNS)) {
-            (Some(before), Some(with)) => (
+            (Some((_, n_before)), Some((_, n_with))) if n_before.min(n_with) < MIN_FOR_P99 => (
+                false,
+                format!("too few to judge: {n_before} before, {n_with} with (a p99 needs {MIN_FOR_P99})"),
+            ),
+            (Some((before, _)), Some((with, _))) => (
                 with <= ratio * before,
                 format!("{:.2}× ({with:.0} ms with, {before:.0} ms before)", with / before),
             ),
@@ -298,21 +307,49 @@ mod tests {
         assert!((rate - 19.0).abs() < 1e-9, "{rate}");
     }
 
+    fn high_p99(p99_ms: f64, count: u64) -> BTreeMap<Priority, Percentiles> {
+        BTreeMap::from([(
+            Priority::High,
+            Percentiles {
+                count,
+                p99_ms,
+                ..Percentiles::default()
+            },
+        )])
+    }
+
+    #[test]
+    fn a_p99_ratio_over_fewer_messages_than_a_p99_needs_is_not_judged_a_pass() {
+        let phases = BTreeMap::from([
+            (BEFORE_CAMPAIGNS.to_string(), high_p99(100.0, MIN_FOR_P99 - 1)),
+            (WITH_CAMPAIGNS.to_string(), high_p99(101.0, 400)),
+        ]);
+        let mut slo = Slo::default();
+        slo.p99_with_campaigns_max_ratio.high = Some(2.0);
+        let measured = Measured {
+            by_phase: &phases,
+            ..measured_nothing()
+        };
+        let verdict = evaluate(&slo, &measured)
+            .into_iter()
+            .find(|v| v.name.starts_with("p99 high with campaigns"))
+            .unwrap();
+        assert!(
+            !verdict.pass,
+            "1.01× over 99 messages before is luck, not a measurement"
+        );
+        assert!(
+            verdict.measured.contains("too few to judge: 99 before"),
+            "{}",
+            verdict.measured
+        );
+    }
+
     #[test]
     fn a_priority_slower_with_campaigns_than_the_ratio_allows_fails() {
-        let phase = |p99: f64| {
-            BTreeMap::from([(
-                Priority::High,
-                Percentiles {
-                    count: 10,
-                    p99_ms: p99,
-                    ..Percentiles::default()
-                },
-            )])
-        };
         let phases = BTreeMap::from([
-            (BEFORE_CAMPAIGNS.to_string(), phase(100.0)),
-            (WITH_CAMPAIGNS.to_string(), phase(250.0)),
+            (BEFORE_CAMPAIGNS.to_string(), high_p99(100.0, MIN_FOR_P99)),
+            (WITH_CAMPAIGNS.to_string(), high_p99(250.0, 400)),
         ]);
         let mut slo = Slo::default();
         slo.p99_with_campaigns_max_ratio.high = Some(2.0);

@@ -105,14 +105,20 @@ struct Latencies {
 pub struct Finals<'a> {
     plan: &'a Plan,
     started_at: DateTime<Utc>,
-    /// When the first campaign was meant to arrive: reminders before it and
-    /// with it are told apart.
+    /// When the first campaign was meant to arrive: notifications before it,
+    /// during the campaigns and after them are told apart.
     first_campaign: f64,
+    /// When the last campaign message was SENT, in seconds from the start:
+    /// the campaigns' backlog lasted until then.
+    campaigns_sent_secs: f64,
     tally: Tally,
     corrected: LatencyByPriority,
     uncorrected: LatencyByPriority,
-    before_campaigns: LatencyByPriority,
-    with_campaigns: LatencyByPriority,
+    /// Campaign messages: all of them arrive with the campaigns.
+    campaign_messages: LatencyByPriority,
+    /// Each notification's intended arrival, priority and latency, put in its
+    /// phase once the campaigns' end is known (the records come in any order).
+    notifications: Vec<(f64, Priority, u64)>,
     last_sent: Option<DateTime<Utc>>,
 }
 
@@ -128,11 +134,12 @@ impl<'a> Finals<'a> {
             plan,
             started_at,
             first_campaign,
+            campaigns_sent_secs: f64::NEG_INFINITY,
             tally: Tally::default(),
             corrected: LatencyByPriority::default(),
             uncorrected: LatencyByPriority::default(),
-            before_campaigns: LatencyByPriority::default(),
-            with_campaigns: LatencyByPriority::default(),
+            campaign_messages: LatencyByPriority::default(),
+            notifications: Vec::new(),
             last_sent: None,
         }
     }
@@ -153,21 +160,51 @@ impl<'a> Finals<'a> {
         let micros = |from: DateTime<Utc>| (sent_at - from).num_microseconds().unwrap_or(0).max(1) as u64;
         self.corrected.record(record.priority, micros(intended));
         self.uncorrected.record(record.priority, micros(record.created_at));
-        let phase = match intended_secs < self.first_campaign {
-            true => &mut self.before_campaigns,
-            false => &mut self.with_campaigns,
-        };
-        phase.record(record.priority, micros(intended));
+        match self.plan.arrivals[index].request {
+            Request::Campaign { .. } => {
+                let sent_secs = (sent_at - self.started_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                self.campaigns_sent_secs = self.campaigns_sent_secs.max(sent_secs);
+                self.campaign_messages.record(record.priority, micros(intended));
+            }
+            _ => self
+                .notifications
+                .push((intended_secs, record.priority, micros(intended))),
+        }
+    }
+
+    /// Latency by phase: notifications meant to arrive before the first
+    /// campaign; those meant to arrive while the campaigns' messages were
+    /// still being sent (with the campaign messages themselves); those after
+    /// the last campaign message was SENT, when the flood was over.
+    fn phases(&self) -> [(&'static str, LatencyByPriority); 3] {
+        let [mut before, mut with, mut after] = [(); 3].map(|_| LatencyByPriority::default());
+        with.merge(&self.campaign_messages);
+        for &(intended_secs, priority, micros) in &self.notifications {
+            let phase = if intended_secs < self.first_campaign {
+                &mut before
+            } else if intended_secs <= self.campaigns_sent_secs {
+                &mut with
+            } else {
+                &mut after
+            };
+            phase.record(priority, micros);
+        }
+        [
+            (crate::slo::BEFORE_CAMPAIGNS, before),
+            (crate::slo::WITH_CAMPAIGNS, with),
+            (crate::slo::AFTER_CAMPAIGNS, after),
+        ]
     }
 
     fn latencies(&self) -> Latencies {
         let mut by_phase = BTreeMap::new();
         if self.first_campaign.is_finite() && self.first_campaign > 0.0 {
-            by_phase.insert(
-                crate::slo::BEFORE_CAMPAIGNS.to_string(),
-                self.before_campaigns.summary(),
-            );
-            by_phase.insert(crate::slo::WITH_CAMPAIGNS.to_string(), self.with_campaigns.summary());
+            for (name, latency) in self.phases() {
+                let summary = latency.summary();
+                if name != crate::slo::AFTER_CAMPAIGNS || !summary.is_empty() {
+                    by_phase.insert(name.to_string(), summary);
+                }
+            }
         }
         Latencies {
             corrected: self.corrected.clone(),
@@ -557,13 +594,21 @@ mod tests {
     }
 
     #[test]
-    fn campaigns_split_latency_into_phases_and_count_their_refused_rows() {
+    fn campaigns_split_latency_into_before_with_and_after_them_and_count_their_refused_rows() {
         let plan = Plan {
-            arrivals: vec![notification(0.0), campaign(2.0, 1), notification(3.0)],
+            arrivals: vec![
+                notification(0.0),
+                campaign(2.0, 1),
+                notification(3.0),
+                notification(5.0),
+            ],
         };
         let slo = Slo::default();
+        // Read in any order: the reminder at 5 s comes before the campaign
+        // message that tells when the campaign was all sent (4 s).
         let records = vec![
             (0, record(Priority::High, SendStatus::Sent, 0, Some(50))),
+            (3, record(Priority::High, SendStatus::Sent, 5_000, Some(5_020))),
             (1, record(Priority::Low, SendStatus::Sent, 2_000, Some(4_000))),
             (2, record(Priority::High, SendStatus::Sent, 3_000, Some(3_400))),
         ];
@@ -572,20 +617,24 @@ mod tests {
                 outcome(0, false, json!({})),
                 outcome(1, true, json!({ "accepted": 1, "rejected": 1, "duplicates": 0 })),
                 outcome(2, false, json!({})),
+                outcome(3, false, json!({})),
             ],
-            started: 3,
+            started: 4,
             late_starts: 0,
         };
         let results = summarize(raw(&plan, &slo, records, traffic));
-        assert_eq!((results.offered.campaigns, results.offered.notifications), (1, 2));
+        assert_eq!((results.offered.campaigns, results.offered.notifications), (1, 3));
         assert_eq!(results.offered.rejected_rows, 1);
-        assert_eq!(results.offered.expected_messages, 3);
+        assert_eq!(results.offered.expected_messages, 4);
         let before = &results.latency_by_phase_ms["before first campaign"];
         let with = &results.latency_by_phase_ms["with campaigns"];
         assert_eq!(before[&Priority::High].count, 1);
         assert_eq!(with[&Priority::High].count, 1);
         assert!((with[&Priority::High].p50_ms - 400.0).abs() < 1.0);
         assert_eq!(with[&Priority::Low].count, 1);
+        let after = &results.latency_by_phase_ms["after campaigns sent"];
+        assert_eq!(after[&Priority::High].count, 1, "the flood was over by 5 s");
+        assert!((after[&Priority::High].p50_ms - 20.0).abs() < 1.0);
     }
 
     #[test]

@@ -132,25 +132,31 @@ impl RateBudget {
     }
 
     /// Takes one send if the budget has it; otherwise says how long until it
-    /// will. Background sends (medium, low) leave a reserve of one send in the
-    /// bucket where it holds two or more, so a reminder arriving while they
-    /// use up the rate finds a send ready instead of waiting for the next
-    /// one: the reserve is filled once and then costs nothing in throughput.
+    /// will. Background sends (medium, low) take only from a bucket within
+    /// half a send of full, so all of it but one send (and that half) is a
+    /// reserve for reminders: a burst of them
+    /// arriving while background sends use up the rate finds sends ready
+    /// instead of waiting one send's time each (with a reserve of one send,
+    /// `ses-quota-priority`'s reminders waited up to 100 ms for a permit, p99
+    /// 38 ms). The reserve is filled once and then costs nothing in
+    /// throughput: background sends still get every send reminders leave.
     pub fn try_take(&mut self, now: Duration, priority: Priority) -> Result<(), Duration> {
         if let Some(until) = self.paused_until(now) {
             return Err(until - now);
         }
         let Some(_) = self.ceiling else { return Ok(()) };
         self.refill(now);
-        let reserve = match priority {
-            Priority::High => 0.0,
-            _ => (burst(self.rate) - 1.0).clamp(0.0, 1.0),
+        // Half a send under full, not full: a background send asking a
+        // little late would find the bucket capped and the rate meanwhile lost.
+        let needed = match priority {
+            Priority::High => 1.0,
+            _ => (burst(self.rate) - 0.5).max(1.0),
         };
-        if self.tokens >= 1.0 + reserve {
+        if self.tokens >= needed {
             self.tokens -= 1.0;
             return Ok(());
         }
-        let missing = 1.0 + reserve - self.tokens;
+        let missing = needed - self.tokens;
         Err(Duration::from_secs_f64(missing / self.rate.max(f64::MIN_POSITIVE)).max(Duration::from_millis(1)))
     }
 
@@ -425,33 +431,63 @@ mod tests {
     }
 
     #[test]
-    fn background_sends_leave_one_send_ready_for_a_reminder() {
+    fn background_sends_take_only_from_a_full_bucket_so_a_burst_of_reminders_finds_sends_ready() {
         let mut budget = RateBudget::new(Some(20.0), Duration::ZERO);
-        // A bucket of 4: low takes 3 and leaves the reserve.
+        // A bucket of 4: low takes one and leaves the other three (it takes
+        // at 3.5 sends or more).
         let low_taken = (0..10)
             .filter(|_| budget.try_take(Duration::ZERO, Priority::Low).is_ok())
             .count();
-        assert_eq!(low_taken, 3);
-        assert_eq!(
-            budget.try_take(Duration::ZERO, Priority::High),
-            Ok(()),
-            "the reminder does not wait"
-        );
+        assert_eq!(low_taken, 1);
+        for reminder in 1..=3 {
+            assert_eq!(
+                budget.try_take(Duration::ZERO, Priority::High),
+                Ok(()),
+                "reminder {reminder} of the burst does not wait"
+            );
+        }
         assert!(budget.try_take(Duration::ZERO, Priority::High).is_err());
-        // Over a second, low still gets the whole rate.
+        // Low waits until the bucket is nearly full again: 3.5 sends' time.
+        let wait = budget.try_take(Duration::ZERO, Priority::Low).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(175));
+        // Over the next second, low gets the whole rate less the three.
         let mut low = 0;
         for step in 1..=1000 {
             if budget.try_take(ms(step), Priority::Low).is_ok() {
                 low += 1;
             }
         }
-        assert!((19..=21).contains(&low), "{low}");
+        assert_eq!(low, 17);
         let mut slow = RateBudget::new(Some(2.0), Duration::ZERO);
         assert_eq!(
             slow.try_take(Duration::ZERO, Priority::Low),
             Ok(()),
             "no reserve in a bucket of one"
         );
+    }
+
+    #[test]
+    fn background_sends_get_the_rate_reminders_leave_at_rates_whose_bucket_is_not_a_round_number() {
+        // (Under 7.5/s the bucket holds under a send and a half: no reserve.)
+        for rate in [19.4, 48.5, 58.2, 0.97 * 14.0] {
+            let mut budget = RateBudget::new(Some(rate), Duration::ZERO);
+            let (mut high, mut low) = (0, 0);
+            for step in 0..10_000 {
+                // A reminder every 250 ms, background sends asking every millisecond.
+                if step % 250 == 0 && budget.try_take(ms(step), Priority::High).is_ok() {
+                    high += 1;
+                }
+                if budget.try_take(ms(step), Priority::Low).is_ok() {
+                    low += 1;
+                }
+            }
+            let expected = rate * 10.0 - f64::from(high);
+            assert_eq!(high, 40, "at {rate}/s every reminder went at once");
+            assert!(
+                (f64::from(low) - expected).abs() <= 2.0,
+                "at {rate}/s low got {low}, the rate left {expected:.1}"
+            );
+        }
     }
 
     #[test]
