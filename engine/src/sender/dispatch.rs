@@ -187,7 +187,7 @@ impl Dispatcher {
         if allocator.choose(waiting, in_flight, now) != Some(priority) {
             return Err(RECHECK);
         }
-        budget.try_take(now, priority)?;
+        budget.try_take(now, allocator.draw(priority))?;
         waiting[priority] -= 1;
         in_flight[priority] += 1;
         allocator.granted(priority, now);

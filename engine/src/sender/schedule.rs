@@ -63,6 +63,15 @@ const FLOOR: f64 = 0.1;
 /// After a cut, the rate climbs back to its ceiling in about this long.
 const RECOVERY_SECS: f64 = 20.0;
 
+/// Which part of the rate budget's bucket a send may draw on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Draw {
+    /// A reminder, or a send of low's guaranteed share: any send in the bucket.
+    Urgent,
+    /// Other background work: only what a burst of reminders would not need.
+    Background,
+}
+
 /// Sends per second the senders may spend, paced, cut on throttles and
 /// recovered gradually, paused while a daily quota is used up.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,15 +141,17 @@ impl RateBudget {
     }
 
     /// Takes one send if the budget has it; otherwise says how long until it
-    /// will. Background sends (medium, low) take only from a bucket within
-    /// half a send of full, so all of it but one send (and that half) is a
-    /// reserve for reminders: a burst of them
-    /// arriving while background sends use up the rate finds sends ready
-    /// instead of waiting one send's time each (with a reserve of one send,
-    /// `ses-quota-priority`'s reminders waited up to 100 ms for a permit, p99
-    /// 38 ms). The reserve is filled once and then costs nothing in
-    /// throughput: background sends still get every send reminders leave.
-    pub fn try_take(&mut self, now: Duration, priority: Priority) -> Result<(), Duration> {
+    /// will. [`Draw::Background`] sends take only from a bucket within half a
+    /// send of full, so all of it but one send (and that half) is a reserve
+    /// for reminders: a burst of them arriving while background sends use up
+    /// the rate finds sends ready instead of waiting one send's time each
+    /// (with a reserve of one send, `ses-quota-priority`'s reminders waited
+    /// up to 100 ms for a permit, p99 38 ms). The reserve is filled once and
+    /// then costs nothing in throughput: background sends still get every
+    /// send reminders leave. A send of low's guaranteed share draws on the
+    /// reserve too ([`Draw::Urgent`]), or every reminder behind it would wait
+    /// for the bucket to fill.
+    pub fn try_take(&mut self, now: Duration, draw: Draw) -> Result<(), Duration> {
         if let Some(until) = self.paused_until(now) {
             return Err(until - now);
         }
@@ -148,9 +159,9 @@ impl RateBudget {
         self.refill(now);
         // Half a send under full, not full: a background send asking a
         // little late would find the bucket capped and the rate meanwhile lost.
-        let needed = match priority {
-            Priority::High => 1.0,
-            _ => (burst(self.rate) - 0.5).max(1.0),
+        let needed = match draw {
+            Draw::Urgent => 1.0,
+            Draw::Background => (burst(self.rate) - 0.5).max(1.0),
         };
         if self.tokens >= needed {
             self.tokens -= 1.0;
@@ -284,7 +295,7 @@ impl Allocator {
         let may =
             |p: Priority| waiting[p] > 0 && (p == Priority::High || background < self.in_flight_limit(p, waiting, now));
         // Low owed a send of its guaranteed share goes first.
-        if may(Priority::Low) && self.low_owed >= 1.0 {
+        if may(Priority::Low) && self.owes_low() {
             return Some(Priority::Low);
         }
         if may(Priority::High) {
@@ -299,6 +310,21 @@ impl Allocator {
                 let behind = |p: Priority| recent[p] / f64::from(self.shares.weights[p].max(1));
                 behind(*a).total_cmp(&behind(*b))
             })
+    }
+
+    /// Whether low is owed a send of its guaranteed share (it goes first).
+    fn owes_low(&self) -> bool {
+        self.low_owed >= 1.0
+    }
+
+    /// What a send of `priority` granted now may draw on in the rate budget:
+    /// a reminder or a send of low's guaranteed share, the whole bucket.
+    pub fn draw(&self, priority: Priority) -> Draw {
+        match priority {
+            Priority::High => Draw::Urgent,
+            Priority::Low if self.owes_low() => Draw::Urgent,
+            _ => Draw::Background,
+        }
     }
 
     /// Records a grant to `priority` at `now`.
@@ -414,16 +440,16 @@ mod tests {
     fn a_budget_paces_to_its_rate_after_a_small_burst() {
         let mut budget = RateBudget::new(Some(10.0), Duration::ZERO);
         assert_eq!(
-            budget.try_take(Duration::ZERO, Priority::High),
+            budget.try_take(Duration::ZERO, Draw::Urgent),
             Ok(()),
             "a burst of 0.2 s = 2 sends"
         );
-        assert_eq!(budget.try_take(Duration::ZERO, Priority::High), Ok(()));
-        let wait = budget.try_take(Duration::ZERO, Priority::High).unwrap_err();
+        assert_eq!(budget.try_take(Duration::ZERO, Draw::Urgent), Ok(()));
+        let wait = budget.try_take(Duration::ZERO, Draw::Urgent).unwrap_err();
         assert_eq!(wait, ms(100), "then one every 1/10 s");
         let mut taken = 0;
         for step in 1..=1000 {
-            if budget.try_take(ms(step), Priority::High).is_ok() {
+            if budget.try_take(ms(step), Draw::Urgent).is_ok() {
                 taken += 1;
             }
         }
@@ -436,31 +462,31 @@ mod tests {
         // A bucket of 4: low takes one and leaves the other three (it takes
         // at 3.5 sends or more).
         let low_taken = (0..10)
-            .filter(|_| budget.try_take(Duration::ZERO, Priority::Low).is_ok())
+            .filter(|_| budget.try_take(Duration::ZERO, Draw::Background).is_ok())
             .count();
         assert_eq!(low_taken, 1);
         for reminder in 1..=3 {
             assert_eq!(
-                budget.try_take(Duration::ZERO, Priority::High),
+                budget.try_take(Duration::ZERO, Draw::Urgent),
                 Ok(()),
                 "reminder {reminder} of the burst does not wait"
             );
         }
-        assert!(budget.try_take(Duration::ZERO, Priority::High).is_err());
+        assert!(budget.try_take(Duration::ZERO, Draw::Urgent).is_err());
         // Low waits until the bucket is nearly full again: 3.5 sends' time.
-        let wait = budget.try_take(Duration::ZERO, Priority::Low).unwrap_err();
+        let wait = budget.try_take(Duration::ZERO, Draw::Background).unwrap_err();
         assert_eq!(wait, Duration::from_millis(175));
         // Over the next second, low gets the whole rate less the three.
         let mut low = 0;
         for step in 1..=1000 {
-            if budget.try_take(ms(step), Priority::Low).is_ok() {
+            if budget.try_take(ms(step), Draw::Background).is_ok() {
                 low += 1;
             }
         }
         assert_eq!(low, 17);
         let mut slow = RateBudget::new(Some(2.0), Duration::ZERO);
         assert_eq!(
-            slow.try_take(Duration::ZERO, Priority::Low),
+            slow.try_take(Duration::ZERO, Draw::Background),
             Ok(()),
             "no reserve in a bucket of one"
         );
@@ -474,10 +500,10 @@ mod tests {
             let (mut high, mut low) = (0, 0);
             for step in 0..10_000 {
                 // A reminder every 250 ms, background sends asking every millisecond.
-                if step % 250 == 0 && budget.try_take(ms(step), Priority::High).is_ok() {
+                if step % 250 == 0 && budget.try_take(ms(step), Draw::Urgent).is_ok() {
                     high += 1;
                 }
-                if budget.try_take(ms(step), Priority::Low).is_ok() {
+                if budget.try_take(ms(step), Draw::Background).is_ok() {
                     low += 1;
                 }
             }
@@ -494,7 +520,7 @@ mod tests {
     fn a_budget_without_a_ceiling_never_makes_anyone_wait() {
         let mut budget = RateBudget::new(None, Duration::ZERO);
         for _ in 0..1000 {
-            assert_eq!(budget.try_take(Duration::ZERO, Priority::High), Ok(()));
+            assert_eq!(budget.try_take(Duration::ZERO, Draw::Urgent), Ok(()));
         }
         assert_eq!(budget.rate(), None);
     }
@@ -512,10 +538,10 @@ mod tests {
             (budget.rate().unwrap() - 72.5 * 0.7).abs() < 1e-9,
             "a second burst cuts again"
         );
-        budget.try_take(ms(7000), Priority::High).unwrap();
+        budget.try_take(ms(7000), Draw::Urgent).unwrap();
         let climbed = budget.rate().unwrap();
         assert!((climbed - (50.75 + 25.0)).abs() < 1e-6, "5 s at +5/s: {climbed}");
-        budget.try_take(ms(60_000), Priority::High).unwrap();
+        budget.try_take(ms(60_000), Draw::Urgent).unwrap();
         assert_eq!(budget.rate(), Some(100.0), "never above its ceiling");
         assert_eq!(budget.throttles(), 3);
     }
@@ -544,7 +570,7 @@ mod tests {
         assert_eq!(budget.rate(), Some(20.0));
         budget.set_ceiling(Some(40.0), ms(20));
         assert_eq!(budget.rate(), Some(20.0));
-        budget.try_take(ms(10_020), Priority::High).unwrap();
+        budget.try_take(ms(10_020), Draw::Urgent).unwrap();
         assert_eq!(budget.rate(), Some(40.0), "10 s at +2/s");
     }
 
@@ -553,7 +579,7 @@ mod tests {
         let mut budget = RateBudget::new(None, Duration::ZERO);
         budget.pause_until(Duration::from_secs(60));
         assert_eq!(
-            budget.try_take(Duration::from_secs(20), Priority::High),
+            budget.try_take(Duration::from_secs(20), Draw::Urgent),
             Err(Duration::from_secs(40))
         );
         assert_eq!(
@@ -561,13 +587,13 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert_eq!(
-            budget.try_take(Duration::from_secs(61), Priority::High),
+            budget.try_take(Duration::from_secs(61), Draw::Urgent),
             Ok(()),
             "the pause ends by itself"
         );
         budget.pause_until(Duration::from_secs(120));
         budget.resume();
-        assert_eq!(budget.try_take(Duration::from_secs(62), Priority::High), Ok(()));
+        assert_eq!(budget.try_take(Duration::from_secs(62), Draw::Urgent), Ok(()));
     }
 
     #[test]
@@ -607,6 +633,26 @@ mod tests {
             counts[chosen] += 1;
         }
         assert!((5..=7).contains(&counts.low), "6 of 60: {counts:?}");
+    }
+
+    #[test]
+    fn a_send_of_lows_guaranteed_share_draws_on_the_reminders_reserve_and_other_background_sends_do_not() {
+        let mut allocator = Allocator::new(shares());
+        assert_eq!(allocator.draw(Priority::High), Draw::Urgent);
+        assert_eq!(allocator.draw(Priority::Low), Draw::Background);
+        assert_eq!(allocator.draw(Priority::Medium), Draw::Background);
+        // Eleven reminders granted: low is owed a send of its 10 %, and
+        // takes it from any send in the bucket (waiting for a full one would
+        // hold up every reminder behind it).
+        for i in 0..11 {
+            allocator.granted(Priority::High, ms(i));
+        }
+        let none = PerPriority::default();
+        assert_eq!(allocator.choose(&waiting(5, 0, 5), &none, ms(11)), Some(Priority::Low));
+        assert_eq!(allocator.draw(Priority::Low), Draw::Urgent);
+        assert_eq!(allocator.draw(Priority::Medium), Draw::Background);
+        allocator.granted(Priority::Low, ms(11));
+        assert_eq!(allocator.draw(Priority::Low), Draw::Background);
     }
 
     #[test]
