@@ -238,7 +238,7 @@ impl Pipeline {
     /// Read one queue at a time, not all six at once: six reads landing
     /// together on LocalStack's one Python process queued a reminder's
     /// `SendMessage` behind them. In `ses-quota-priority`, read every second
-    /// all at once, a read took 10 ms at p50, `SendMessage` up to 115–176 ms,
+    /// all at once, a read took 9 ms at p50, `SendMessage` up to 115–176 ms,
     /// and reminders' p99 with the flood rose 3–4× in two runs of seven; one
     /// at a time, a read takes 2 ms, `SendMessage` at most 15 ms, and the
     /// ratio was 1.04–1.90× in three of three. The harness reads the

@@ -457,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn background_sends_take_only_from_a_full_bucket_so_a_burst_of_reminders_finds_sends_ready() {
+    fn background_sends_take_only_from_a_nearly_full_bucket_so_a_burst_of_reminders_finds_sends_ready() {
         let mut budget = RateBudget::new(Some(20.0), Duration::ZERO);
         // A bucket of 4: low takes one and leaves the other three (it takes
         // at 3.5 sends or more).
