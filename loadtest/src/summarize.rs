@@ -158,17 +158,16 @@ impl<'a> Finals<'a> {
         let intended_secs = self.plan.arrivals[index].at_secs;
         let intended = self.started_at + chrono::Duration::microseconds((intended_secs * 1e6) as i64);
         let micros = |from: DateTime<Utc>| (sent_at - from).num_microseconds().unwrap_or(0).max(1) as u64;
-        self.corrected.record(record.priority, micros(intended));
+        let latency = micros(intended);
+        self.corrected.record(record.priority, latency);
         self.uncorrected.record(record.priority, micros(record.created_at));
         match self.plan.arrivals[index].request {
             Request::Campaign { .. } => {
-                let sent_secs = (sent_at - self.started_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                let sent_secs = micros(self.started_at) as f64 / 1e6;
                 self.campaigns_sent_secs = self.campaigns_sent_secs.max(sent_secs);
-                self.campaign_messages.record(record.priority, micros(intended));
+                self.campaign_messages.record(record.priority, latency);
             }
-            _ => self
-                .notifications
-                .push((intended_secs, record.priority, micros(intended))),
+            _ => self.notifications.push((intended_secs, record.priority, latency)),
         }
     }
 
