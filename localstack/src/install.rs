@@ -16,7 +16,7 @@ use crate::StackError;
 pub const LOCALSTACK_LOCK: &str = include_str!("../locks/localstack.txt");
 /// moto's server, used for SES v2 only.
 pub const MOTO_LOCK: &str = include_str!("../locks/moto.txt");
-/// moto's server with its per-request module scan and request log taken out.
+/// moto's SES v2, served by waitress (keep-alive) with less work per request, plus a paged sent-mail route.
 pub const MOTO_SERVER_SCRIPT: &str = include_str!("../moto/courier_moto.py");
 /// aiosmtpd, the SMTP server of the local stack.
 pub const SMTP_LOCK: &str = include_str!("../locks/smtp.txt");
