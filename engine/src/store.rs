@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, PutRequest, ReturnValue, Select, TransactWriteItem, Update, WriteRequest,
 };
@@ -463,6 +464,48 @@ impl DynamoStatusStore {
         }
     }
 
+    /// PENDING → QUEUED for up to [`TRANSACTION_MAX`] records in one
+    /// transaction. One record a fast sender already moved on cancels it all;
+    /// DynamoDB says which, so the rest are written together again without
+    /// it ([`still_to_queue`]). A cancellation for any other reason falls
+    /// back to one conditional write each.
+    async fn mark_queued_together(&self, chunk: &[SendId]) -> Result<(), StoreError> {
+        let mut ids = chunk.to_vec();
+        for _ in 0..TRANSACTION_TRIES {
+            if let [] | [_] = ids.as_slice() {
+                break;
+            }
+            let items = ids.iter().map(|id| self.queued_update(*id)).collect();
+            let error = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            let codes: Option<Vec<Option<&str>>> = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    Some(cancelled.cancellation_reasons().iter().map(|r| r.code()).collect())
+                }
+                _ => None,
+            };
+            match codes.and_then(|codes| still_to_queue(&ids, &codes)) {
+                Some(rest) => ids = rest,
+                None => {
+                    tracing::debug!(error = %describe(&error), "batched QUEUED write fell back to single writes");
+                    break;
+                }
+            }
+        }
+        for id in ids {
+            self.mark_queued_one(id).await?;
+        }
+        Ok(())
+    }
+
     /// One page of an index query. `key` names the attributes of the
     /// index's key and the table's (what DynamoDB needs to resume after an item).
     async fn query_page(
@@ -500,6 +543,27 @@ impl DynamoStatusStore {
     }
 }
 
+/// Of a cancelled transaction of QUEUED writes to `ids`, the ones to write
+/// again together, given DynamoDB's cancellation reason for each item (in
+/// order; `None` or "None" for an item that was not at fault). `None` when the
+/// reasons do not say that failed conditions alone cancelled it.
+fn still_to_queue(ids: &[SendId], codes: &[Option<&str>]) -> Option<Vec<SendId>> {
+    const FAILED_CONDITION: &str = "ConditionalCheckFailed";
+    let blameless = |code: &Option<&str>| matches!(code, None | Some("None"));
+    let explained = codes.len() == ids.len()
+        && codes.iter().any(|code| *code == Some(FAILED_CONDITION))
+        && codes
+            .iter()
+            .all(|code| blameless(code) || *code == Some(FAILED_CONDITION));
+    explained.then(|| {
+        ids.iter()
+            .zip(codes)
+            .filter(|(_, code)| blameless(code))
+            .map(|(id, _)| *id)
+            .collect()
+    })
+}
+
 /// DynamoDB takes at most 25 puts per BatchWriteItem (and 100 items per transaction).
 const BATCH_WRITE_MAX: usize = 25;
 /// BatchWriteItem calls one `put_pending` makes at once.
@@ -508,6 +572,9 @@ const PARALLEL_WRITES: usize = 4;
 /// item), and a local DynamoDB holds its write lock for a quarter as long,
 /// so a reminder's write waits less behind a campaign's.
 const TRANSACTION_MAX: usize = 25;
+/// Transactions one chunk of QUEUED writes makes before writing one at a
+/// time: each try leaves out the records a sender finished meanwhile.
+const TRANSACTION_TRIES: usize = 3;
 /// Reads one filtered page may take before answering short.
 const MAX_FILTERED_READS: usize = 20;
 /// An error reason is stored up to this many characters.
@@ -584,21 +651,7 @@ impl StatusStore for DynamoStatusStore {
             return self.mark_queued_one(*id).await;
         }
         for chunk in ids.chunks(TRANSACTION_MAX) {
-            let items: Vec<TransactWriteItem> = chunk.iter().map(|id| self.queued_update(*id)).collect();
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            if let Err(error) = result {
-                // One record already past PENDING cancels the whole transaction:
-                // fall back to one conditional write each.
-                tracing::debug!(error = %describe(&error), "batched QUEUED write fell back to single writes");
-                for id in chunk {
-                    self.mark_queued_one(*id).await?;
-                }
-            }
+            self.mark_queued_together(chunk).await?;
         }
         Ok(())
     }
@@ -807,5 +860,37 @@ impl StatusStore for DynamoStatusStore {
                 return Ok(counts);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_cancelled_by_failed_conditions_is_tried_again_without_those_records() {
+        let ids: Vec<SendId> = (0..4).map(|_| SendId::new()).collect();
+        let codes = [
+            Some("None"),
+            Some("ConditionalCheckFailed"),
+            None,
+            Some("ConditionalCheckFailed"),
+        ];
+        assert_eq!(still_to_queue(&ids, &codes), Some(vec![ids[0], ids[2]]));
+    }
+
+    #[test]
+    fn a_transaction_cancelled_for_any_other_reason_is_not_retried_as_one() {
+        let ids: Vec<SendId> = (0..3).map(|_| SendId::new()).collect();
+        // A conflict with another transaction: no condition says who to leave out.
+        let conflict = [
+            Some("None"),
+            Some("TransactionConflict"),
+            Some("ConditionalCheckFailed"),
+        ];
+        assert_eq!(still_to_queue(&ids, &conflict), None);
+        // No reasons that match the items, or none at fault.
+        assert_eq!(still_to_queue(&ids, &[Some("ConditionalCheckFailed")]), None);
+        assert_eq!(still_to_queue(&ids, &[Some("None"), None, Some("None")]), None);
     }
 }

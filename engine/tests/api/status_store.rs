@@ -3,7 +3,9 @@ use engine::config::MailerKind;
 use engine::domain::{CopyId, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord, SendStatus};
 use engine::store::{Claim, Lease};
 
-use crate::helpers::{spawn_app, test_settings};
+use engine::faults::FaultPlan;
+
+use crate::helpers::{spawn_app, spawn_app_with_faults, test_settings};
 
 fn pending(app: &crate::helpers::TestApp, name: &str) -> SendRecord {
     SendRecord::pending(&OutboundMessage {
@@ -24,23 +26,43 @@ fn pending(app: &crate::helpers::TestApp, name: &str) -> SendRecord {
 async fn a_late_queued_write_moves_pending_records_and_never_overwrites_a_final_one() {
     let mut settings = test_settings(MailerKind::DryRun);
     settings.sender.enabled = false;
-    let app = spawn_app(settings).await;
+    // A plan with no faults: it only meters the calls.
+    let plan = FaultPlan::new(1);
+    let app = spawn_app_with_faults(settings, plan.clone()).await;
     let store = &app.pipeline.store();
-    let (fresh, finished) = (pending(&app, "fresh"), pending(&app, "finished"));
-    store.put_pending(&[fresh.clone(), finished.clone()]).await.unwrap();
-    // A fast sender got to one of them before the QUEUED write: it must stay SENT.
-    assert!(store
-        .mark_sent(finished.send_id, "provider-1", Utc::now())
-        .await
-        .unwrap());
+    let records: Vec<SendRecord> = (0..10).map(|n| pending(&app, &format!("row{n}"))).collect();
+    store.put_pending(&records).await.unwrap();
+    // A fast sender got to two of them before the QUEUED write: they must stay SENT.
+    for finished in [&records[3], &records[7]] {
+        assert!(store
+            .mark_sent(finished.send_id, "provider-1", Utc::now())
+            .await
+            .unwrap());
+    }
+    let calls = |operation: &str| plan.usage().get(operation).map_or(0, |usage| usage.calls);
+    let updates_before = calls("DynamoDB.UpdateItem");
 
-    // The batched write is refused as a whole; each record is then written on its own.
-    store.mark_queued(&[fresh.send_id, finished.send_id]).await.unwrap();
+    // The batched write is cancelled by the two; DynamoDB says which, and the
+    // other eight are written together again.
+    let ids: Vec<SendId> = records.iter().map(|r| r.send_id).collect();
+    store.mark_queued(&ids).await.unwrap();
 
-    assert_eq!(app.record(fresh.send_id).await.unwrap().status, SendStatus::Queued);
-    let kept = app.record(finished.send_id).await.unwrap();
-    assert_eq!(kept.status, SendStatus::Sent);
-    assert_eq!(kept.provider_message_id.as_deref(), Some("provider-1"));
+    for (n, record) in records.iter().enumerate() {
+        let kept = app.record(record.send_id).await.unwrap();
+        match n {
+            3 | 7 => {
+                assert_eq!(kept.status, SendStatus::Sent);
+                assert_eq!(kept.provider_message_id.as_deref(), Some("provider-1"));
+            }
+            _ => assert_eq!(kept.status, SendStatus::Queued, "row {n}"),
+        }
+    }
+    assert_eq!(
+        calls("DynamoDB.TransactWriteItems"),
+        2,
+        "the cancelled transaction and its retry"
+    );
+    assert_eq!(calls("DynamoDB.UpdateItem"), updates_before, "no single writes");
 
     // One record (a notification) is one conditional write, with the same guarantee.
     let (single, raced) = (pending(&app, "single"), pending(&app, "raced"));
