@@ -551,7 +551,7 @@ fn still_to_queue(ids: &[SendId], codes: &[Option<&str>]) -> Option<Vec<SendId>>
     const FAILED_CONDITION: &str = "ConditionalCheckFailed";
     let blameless = |code: &Option<&str>| matches!(code, None | Some("None"));
     let explained = codes.len() == ids.len()
-        && codes.iter().any(|code| *code == Some(FAILED_CONDITION))
+        && codes.contains(&Some(FAILED_CONDITION))
         && codes
             .iter()
             .all(|code| blameless(code) || *code == Some(FAILED_CONDITION));
