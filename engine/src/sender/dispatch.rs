@@ -198,9 +198,12 @@ impl Dispatcher {
     }
 
     /// How many messages of `priority` a fetcher should receive at once: a
-    /// full batch for high; for medium and low, about what the budget lets
-    /// them send in a second (less while reminders flow), so no worker sits
-    /// on background work a reminder would wait behind.
+    /// full batch for high, and for medium and low while no rate is known
+    /// (the permits, not the fetch, keep background sends few while reminders
+    /// flow; a full batch takes a tenth of the receives and deletes, which on
+    /// the local stack queue a reminder's own calls behind them). Under a
+    /// rate, about what the budget lets them send in a second (less while
+    /// reminders flow), so no message waits in hand longer than that.
     pub fn fetch_size(&self, priority: Priority, max: usize) -> usize {
         if priority == Priority::High {
             return max;
@@ -212,7 +215,6 @@ impl Dispatcher {
         let per_worker = match state.budget.rate() {
             Some(rate) if high_active => rate * state.allocator.shares().low_min_share.max(0.25) / workers,
             Some(rate) => rate / workers,
-            None if high_active => state.allocator.shares().background_in_flight as f64 / workers,
             None => max as f64,
         };
         (per_worker.ceil() as usize).clamp(1, max)
@@ -411,6 +413,35 @@ mod tests {
             (1_900..2_100).contains(&last_low),
             "21 sends at 9.7/s after a burst of 0.2 s: {last_low} ms"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_fetches_a_full_batch_while_reminders_flow_unless_a_rate_says_less() {
+        let unpaced = Dispatcher::new(
+            &SenderSettings {
+                workers: 2,
+                concurrency: 10,
+                max_send_rate: None,
+                ..SenderSettings::default()
+            },
+            Arc::new(Metrics::default()),
+        );
+        let paced = dispatcher(10.0);
+        for d in [&unpaced, &paced] {
+            drop(
+                d.acquire(Priority::High, Duration::from_secs(1))
+                    .await
+                    .expect("a permit"),
+            );
+        }
+        assert_eq!(
+            unpaced.fetch_size(Priority::Low, 10),
+            10,
+            "the permits hold background back"
+        );
+        // 9.7 sends/s, of which a quarter for background while reminders flow.
+        assert_eq!(paced.fetch_size(Priority::Low, 10), 3);
+        assert_eq!(paced.fetch_size(Priority::High, 10), 10);
     }
 
     #[tokio::test(start_paused = true)]
