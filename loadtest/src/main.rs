@@ -217,7 +217,6 @@ async fn measure_capacity(args: CapacityArgs) -> anyhow::Result<i32> {
     let scenario = scenarios::Scenario::load(&args.scenario)?;
     let stack = start_stack(&args.stack).await?;
     println!("stack: {}", versions(&stack));
-    let clients = AwsClients::for_stack(&stack).await;
     let mut ladder = loadtest::capacity::Ladder {
         window: Duration::from_secs(args.step_secs.max(1)),
         ..Default::default()
@@ -226,7 +225,7 @@ async fn measure_capacity(args: CapacityArgs) -> anyhow::Result<i32> {
         ladder.steps = args.ladder;
     }
     let prefix = format!("cap-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let capacity = loadtest::capacity::measure(&scenario, &prefix, &stack, &clients, &ladder).await?;
+    let capacity = loadtest::capacity::measure(&scenario, &prefix, &stack, &ladder).await?;
     println!("\n{}", reports::text::capacity(&capacity));
     let out = args.out.unwrap_or_else(|| loadtest::run::default_out_dir("capacity"));
     std::fs::create_dir_all(&out)?;

@@ -14,7 +14,6 @@ async fn a_capacity_ladder_climbs_with_concurrency_and_records_the_curve_and_the
     let stack = localstack::Stack::start(localstack::StackOptions::default())
         .await
         .expect("the local stack starts");
-    let clients = engine::aws::AwsClients::for_stack(&stack).await;
     let scenario = scenarios::Scenario::load(&workspace_file("scenarios/smoke.toml")).unwrap();
     // A short ladder: one message at a time, then five, then twenty (three
     // concurrencies: the fewest the USL is fitted to).
@@ -23,7 +22,7 @@ async fn a_capacity_ladder_climbs_with_concurrency_and_records_the_curve_and_the
         warmup: std::time::Duration::from_secs(1),
         window: std::time::Duration::from_secs(3),
     };
-    let capacity = measure(&scenario, "test-cap", &stack, &clients, &ladder)
+    let capacity = measure(&scenario, "test-cap", &stack, &ladder)
         .await
         .expect("the ladder runs");
     let rates: Vec<f64> = capacity.steps.iter().map(|s| s.delivered_per_sec).collect();

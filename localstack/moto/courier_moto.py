@@ -46,7 +46,6 @@ backends.list_of_moto_modules = lambda: _MODULES
 
 _METHOD_NAMES = functools.cache(moto_utils.method_names_from_class)
 moto_responses.method_names_from_class = lambda clazz: list(_METHOD_NAMES(clazz))
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
 logging.getLogger("waitress").setLevel(logging.WARNING)
 
 
@@ -96,6 +95,7 @@ werkzeug_app.DomainDispatcherApplication.__call__ = _dispatch_with_sent
 
 
 def _backend_app(service):
+    # moto turns Flask's debug mode on; its form-data check runs on every request.
     app = werkzeug_app.create_backend_app(service)
     app.debug = False
     return app

@@ -1,9 +1,8 @@
 use chrono::Utc;
 use engine::config::MailerKind;
 use engine::domain::{CopyId, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord, SendStatus};
-use engine::store::{Claim, Lease};
-
 use engine::faults::FaultPlan;
+use engine::store::{Claim, Lease};
 
 use crate::helpers::{spawn_app, spawn_app_with_faults, test_settings};
 

@@ -241,21 +241,27 @@ pub(crate) async fn bind() -> Result<tokio::net::TcpListener, HarnessError> {
         .map_err(HarnessError::Bind)
 }
 
+/// The clients of an engine under test: every call goes through `plan`
+/// (faults, metering), and on the emulated stack the plan is also the SES
+/// account, since moto enforces no sending limits and has no `GetAccount`.
+pub(crate) async fn engine_clients(stack: &Stack, plan: &Arc<FaultPlan>) -> AwsClients {
+    if stack.is_emulated() {
+        plan.model_ses_account();
+    }
+    AwsClients::with_faults(stack, plan.clone()).await
+}
+
 /// Starts (or connects to) the stack, checks it, builds and starts the engine.
 pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness, HarnessError> {
     let stack = Arc::new(start_stack(scenario, options).await?);
     let plain_clients = AwsClients::for_stack(&stack).await;
     let plan = FaultPlan::new(scenario.seed);
-    if stack.is_emulated() {
-        // The emulators' SES enforces no limits: the plan is the account.
-        plan.model_ses_account();
-    }
-    let clients = AwsClients::with_faults(&stack, plan.clone()).await;
+    let clients = engine_clients(&stack, &plan).await;
 
     let prefix = run_prefix(&scenario.name);
     let checks = check_stack(&plain_clients, &format!("{prefix}-chk")).await;
     let capacity = match options.capacity {
-        true => Some(capacity::measure(scenario, &prefix, &stack, &plain_clients, &Ladder::default()).await?),
+        true => Some(capacity::measure(scenario, &prefix, &stack, &Ladder::default()).await?),
         false => None,
     };
     let settings = settings_for(scenario, prefix, &stack)?;
