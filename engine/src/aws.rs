@@ -26,6 +26,17 @@ impl AwsClients {
         Self::build(stack, Some(plan)).await
     }
 
+    /// Clients of an engine under test: every call goes through `plan`
+    /// (faults, metering), and on the emulated stack the plan also answers
+    /// for the SES account, since the emulators enforce no sending limits and
+    /// moto has no `GetAccount`.
+    pub async fn under_plan(stack: &Stack, plan: Arc<FaultPlan>) -> Self {
+        if stack.is_emulated() {
+            plan.model_ses_account();
+        }
+        Self::with_faults(stack, plan).await
+    }
+
     async fn build(stack: &Stack, plan: Option<Arc<FaultPlan>>) -> Self {
         let sdk = stack.sdk_config().await;
         let hooks = plan.map(|plan| {

@@ -91,13 +91,8 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {address}"))?;
             let clients = match stack.is_emulated() {
-                // The emulators' SES enforces no sending limits and moto has no
-                // GetAccount: a plan with no faults answers for the account ("no limit").
-                true => {
-                    let account = engine::faults::FaultPlan::new(0);
-                    account.model_ses_account();
-                    AwsClients::with_faults(&stack, account).await
-                }
+                // A plan with no faults answers for the emulators' SES account ("no limit").
+                true => AwsClients::under_plan(&stack, engine::faults::FaultPlan::new(0)).await,
                 false => AwsClients::for_stack(&stack).await,
             };
             let app = Application::build(settings, &clients, listener).await?;

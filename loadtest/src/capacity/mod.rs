@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use engine::aws::AwsClients;
 use engine::domain::Priority;
 use engine::faults::FaultPlan;
 use engine::pipeline::Pipeline;
@@ -31,7 +32,7 @@ use scenarios::Scenario;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::CpuMeter;
-use crate::run::harness::{bind, engine_clients, engine_runtime, settings_for};
+use crate::run::harness::{bind, engine_runtime, settings_for};
 use crate::run::HarnessError;
 use crate::summarize::cpu_use;
 pub use reports::results::{Capacity, CapacityStep, UslFit};
@@ -170,7 +171,7 @@ pub async fn measure(
 ) -> Result<Capacity, HarnessError> {
     // The same clients as a run's engine (a plan with no faults), so the
     // ceiling is measured through the same metering a run pays for.
-    let clients = &engine_clients(stack, &FaultPlan::new(0)).await;
+    let clients = &AwsClients::under_plan(stack, FaultPlan::new(0)).await;
     let mut settings = settings_for(scenario, format!("{prefix}-cap"), stack)?;
     // Each step's senders hand their prefetched batches back when they stop, and
     // each hand-back counts as a receive: no redrive here, or a long ladder would

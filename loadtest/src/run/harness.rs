@@ -241,22 +241,12 @@ pub(crate) async fn bind() -> Result<tokio::net::TcpListener, HarnessError> {
         .map_err(HarnessError::Bind)
 }
 
-/// The clients of an engine under test: every call goes through `plan`
-/// (faults, metering), and on the emulated stack the plan is also the SES
-/// account, since moto enforces no sending limits and has no `GetAccount`.
-pub(crate) async fn engine_clients(stack: &Stack, plan: &Arc<FaultPlan>) -> AwsClients {
-    if stack.is_emulated() {
-        plan.model_ses_account();
-    }
-    AwsClients::with_faults(stack, plan.clone()).await
-}
-
 /// Starts (or connects to) the stack, checks it, builds and starts the engine.
 pub async fn set_up(scenario: &Scenario, options: &RunOptions) -> Result<Harness, HarnessError> {
     let stack = Arc::new(start_stack(scenario, options).await?);
     let plain_clients = AwsClients::for_stack(&stack).await;
     let plan = FaultPlan::new(scenario.seed);
-    let clients = engine_clients(&stack, &plan).await;
+    let clients = AwsClients::under_plan(&stack, plan.clone()).await;
 
     let prefix = run_prefix(&scenario.name);
     let checks = check_stack(&plain_clients, &format!("{prefix}-chk")).await;
