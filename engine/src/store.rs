@@ -468,7 +468,7 @@ impl DynamoStatusStore {
     /// transaction. One record a fast sender already moved on cancels it all;
     /// DynamoDB says which, so the rest are written together again without
     /// it ([`still_to_queue`]). A cancellation for any other reason falls
-    /// back to one conditional write each.
+    /// back to one conditional write each, and a lone record is one anyway.
     async fn mark_queued_together(&self, chunk: &[SendId]) -> Result<(), StoreError> {
         let mut ids = chunk.to_vec();
         for _ in 0..TRANSACTION_TRIES {
@@ -647,9 +647,8 @@ impl StatusStore for DynamoStatusStore {
     }
 
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
-        if let [id] = ids {
-            return self.mark_queued_one(*id).await;
-        }
+        // One record (a notification) is one conditional `UpdateItem`:
+        // `mark_queued_together` writes a lone record on its own.
         for chunk in ids.chunks(TRANSACTION_MAX) {
             self.mark_queued_together(chunk).await?;
         }
