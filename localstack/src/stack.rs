@@ -674,13 +674,13 @@ fn write_script(log_dir: &Path, file: &str, text: &str) -> Result<PathBuf, Stack
 
 /// dynoxide, in memory. Any HTTP answer to a bare GET means it is serving.
 async fn start_dynoxide(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
-    let program = blocking_install(|| install::npm_package(install::DYNOXIDE_LOCK)).await?;
+    let program = blocking_install(|| install::cargo_crate(install::DYNOXIDE_CRATE)).await?;
     let port = free_port()?;
     let mut command = Command::new(&program);
     command.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()]);
     start_dynamodb(
         DynamoDbEmulator::Dynoxide,
-        install::DYNOXIDE_LOCK.version(),
+        install::DYNOXIDE_CRATE.version.to_string(),
         port,
         command,
         log_dir,
