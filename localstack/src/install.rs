@@ -97,6 +97,19 @@ fn run_step(what: &str, command: &mut Command, log: &Path) -> Result<(), StackEr
     }
 }
 
+/// Runs an install step that must leave `program` behind.
+fn install_program(what: String, command: &mut Command, log: PathBuf, program: &Path) -> Result<(), StackError> {
+    run_step(&what, command, &log)?;
+    match program.exists() {
+        true => Ok(()),
+        false => Err(StackError::Install {
+            what,
+            log,
+            tail: format!("the install finished but {} is missing", program.display()),
+        }),
+    }
+}
+
 /// A Python virtualenv holding exactly the packages of `lock`; returns its python.
 pub fn python_env(name: &str, lock: &str) -> Result<PathBuf, StackError> {
     let version = require_program(
@@ -237,10 +250,8 @@ pub fn cargo_crate(lock: CrateLock) -> Result<PathBuf, StackError> {
     let program = prefix.join("bin").join(lock.program);
     install_once(&root, lock.name, &prefix, || {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let log = root.join(format!("{}-install.log", lock.name));
-        let what = format!("cargo install {}@{}", lock.krate, lock.version);
-        run_step(
-            &what,
+        install_program(
+            format!("cargo install {}@{}", lock.krate, lock.version),
             Command::new(cargo)
                 .args(["install", "--locked", "--quiet", "--no-default-features", "--features"])
                 .arg(lock.features)
@@ -249,16 +260,9 @@ pub fn cargo_crate(lock: CrateLock) -> Result<PathBuf, StackError> {
                 .arg(format!("{}@{}", lock.krate, lock.version))
                 // Away from any project's `.cargo/config.toml`.
                 .current_dir(&root),
-            &log,
-        )?;
-        match program.exists() {
-            true => Ok(()),
-            false => Err(StackError::Install {
-                what,
-                log,
-                tail: format!("the crate built but {} is missing", program.display()),
-            }),
-        }
+            root.join(format!("{}-install.log", lock.name)),
+            &program,
+        )
     })?;
     Ok(program)
 }
@@ -295,23 +299,14 @@ pub fn npm_package(lock: NpmLock) -> Result<PathBuf, StackError> {
             let path = prefix.join(file);
             fs::write(&path, text).map_err(io_error(format!("writing {}", path.display())))?;
         }
-        let log = root.join(format!("{}-install.log", lock.name));
-        let what = format!("npm ci {}@{}", lock.package, lock.version());
-        run_step(
-            &what,
+        install_program(
+            format!("npm ci {}@{}", lock.package, lock.version()),
             Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix"])
                 .arg(&prefix),
-            &log,
-        )?;
-        match program.exists() {
-            true => Ok(()),
-            false => Err(StackError::Install {
-                what,
-                log,
-                tail: format!("the package installed but {} is missing", program.display()),
-            }),
-        }
+            root.join(format!("{}-install.log", lock.name)),
+            &program,
+        )
     })?;
     Ok(program)
 }
