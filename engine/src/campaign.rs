@@ -357,6 +357,9 @@ impl BatchProgress {
 
 /// Rows recorded and enqueued between two checkpoints.
 pub const CHUNK_ROWS: usize = 500;
+/// Rows of a chunk written at once while reminders flow: one `BatchWriteItem`
+/// of 25, three `SendMessageBatch`, one transaction.
+pub const PART_ROWS: usize = 25;
 /// Chunks being written at once.
 pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// How often a batch whose rows are all enqueued looks whether it is DONE.
@@ -552,12 +555,40 @@ impl Pipeline {
     }
 
     /// Records and enqueues one chunk, retrying until the stack takes it.
-    async fn write_chunk(&self, batch: BatchId, chunk: Chunk, mut recording: Recording) -> Written {
+    /// While reminders flow it goes [`PART_ROWS`] rows at a time, each part
+    /// making way for reminders on their way first
+    /// ([`crate::pipeline::HighActivity::make_way`]): a chunk's 500 rows are
+    /// some 70 calls, and a reminder's own would queue behind them.
+    async fn write_chunk(&self, batch: BatchId, chunk: Chunk, recording: Recording) -> Written {
         let last_row = chunk.last().map_or(0, |(row, _)| *row);
-        let messages: Vec<NewMessage> = chunk.into_iter().map(|(_, message)| message).collect();
+        let mut messages: Vec<NewMessage> = chunk.into_iter().map(|(_, message)| message).collect();
+        let rows = messages.len();
+        let _turn = self.high.background_turn().await;
+        let (mut enqueued, mut failed) = (0, 0);
+        while !messages.is_empty() {
+            let take = match self.high.active() {
+                true => PART_ROWS.min(messages.len()),
+                false => messages.len(),
+            };
+            let part: Vec<NewMessage> = messages.drain(..take).collect();
+            self.high.make_way().await;
+            let (part_enqueued, part_failed) = self.write_part(batch, part, recording).await;
+            enqueued += part_enqueued;
+            failed += part_failed;
+        }
+        Written {
+            last_row,
+            rows,
+            enqueued: enqueued as u64,
+            failed: failed as u64,
+        }
+    }
+
+    /// Records and enqueues rows of a chunk, retrying until the stack takes
+    /// them; how many were enqueued, and how many failed.
+    async fn write_part(&self, batch: BatchId, messages: Vec<NewMessage>, mut recording: Recording) -> (usize, usize) {
         let rows = messages.len();
         let mut delay = Duration::from_millis(200);
-        let _turn = self.high.background_turn().await;
         let accepted = loop {
             match self.accept_chunk(batch, messages.clone(), recording).await {
                 Ok(accepted) => break accepted,
@@ -575,12 +606,7 @@ impl Pipeline {
             Recording::New => accepted.enqueued,
             Recording::MayExist => rows - failed,
         };
-        Written {
-            last_row,
-            rows,
-            enqueued: enqueued as u64,
-            failed: failed as u64,
-        }
+        (enqueued, failed)
     }
 
     /// Saves progress, retrying until it is saved (or the engine stops).

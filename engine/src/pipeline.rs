@@ -20,6 +20,7 @@ use crate::domain::{
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::queue::{batches, wire_size, MessageQueue, QueueDepth, QueueRef, MAX_BATCH_BYTES};
+use crate::sender::schedule::Passage;
 use crate::store::{StatusStore, StoreError};
 
 /// Everything the API, senders and reconciler share. Cheap to clone.
@@ -46,6 +47,10 @@ pub struct Pipeline {
 /// [`crate::campaign::CHUNKS_IN_FLIGHT`] per batch. On the local stack the
 /// emulators serialise writes, and a reminder's writes would otherwise queue
 /// behind a burst of batch writes.
+///
+/// It also keeps the reminders on their way through ([`Passage`]), so
+/// background work (campaign ingest, medium and low sends) starts no new
+/// call while one passes: [`HighActivity::make_way`].
 #[derive(Debug)]
 pub struct HighActivity {
     origin: tokio::time::Instant,
@@ -53,6 +58,8 @@ pub struct HighActivity {
     last: std::sync::atomic::AtomicU64,
     /// Background turns held now.
     turns: std::sync::atomic::AtomicUsize,
+    passage: std::sync::Mutex<Passage>,
+    passed: tokio::sync::Notify,
 }
 
 /// One background turn (a chunk being written); dropping it ends the turn.
@@ -70,15 +77,50 @@ impl Default for HighActivity {
             origin: tokio::time::Instant::now(),
             last: Default::default(),
             turns: Default::default(),
+            passage: Default::default(),
+            passed: Default::default(),
         }
     }
 }
 
 impl HighActivity {
-    /// A high-priority message was accepted now.
-    pub fn note(&self) {
-        let now = self.origin.elapsed().as_millis() as u64 + 1;
-        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    /// High-priority messages were accepted now: they are on their way.
+    pub fn arriving(&self, send_ids: impl IntoIterator<Item = SendId>) {
+        let now = self.origin.elapsed();
+        self.last
+            .store(now.as_millis() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+        let mut passage = self.passage();
+        for send_id in send_ids {
+            passage.arrived(send_id, now);
+        }
+    }
+
+    /// SES has taken a reminder (or it was given up): background work need
+    /// not wait for it.
+    pub fn passed(&self, send_id: SendId) {
+        self.passage().passed(send_id);
+        self.passed.notify_waiters();
+    }
+
+    /// Waits while a reminder is on its way (within [`Passage`]'s bounds),
+    /// so background work starts no call that a reminder's would queue behind.
+    pub async fn make_way(&self) {
+        loop {
+            let notified = self.passed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Some(hold) = self.passage().hold(self.origin.elapsed()) else {
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep(hold) => {}
+                () = notified => {}
+            }
+        }
+    }
+
+    fn passage(&self) -> std::sync::MutexGuard<'_, Passage> {
+        self.passage.lock().expect("passage lock")
     }
 
     /// Whether a high-priority message was accepted within the last
@@ -271,12 +313,16 @@ impl Pipeline {
         on_refused: OnRefused,
     ) -> Result<Accepted, IngestError> {
         let outbound = self.prepare(batch_id, messages).await?;
-        if outbound.iter().any(|m| m.priority == Priority::High) {
-            self.high.note();
-        }
+        let reminders: Vec<SendId> = outbound
+            .iter()
+            .filter(|m| m.priority == Priority::High)
+            .map(|m| m.send_id)
+            .collect();
+        self.high.arriving(reminders.iter().copied());
         let records: Vec<SendRecord> = outbound.iter().map(SendRecord::pending).collect();
         // Recorded before enqueued, so a sender never meets a message with no record.
         if let Err(error) = self.store.put_pending(&records).await {
+            reminders.into_iter().for_each(|id| self.high.passed(id));
             self.roll_back(&outbound).await;
             return Err(error.into());
         }
@@ -495,13 +541,48 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
+    async fn background_work_makes_way_until_ses_has_the_reminder_and_no_longer() {
+        let high = Arc::new(HighActivity::default());
+        let started = tokio::time::Instant::now();
+        high.make_way().await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "no reminder: no wait");
+        let reminder = SendId::new();
+        high.arriving([reminder]);
+        let waiting = tokio::spawn({
+            let high = high.clone();
+            async move {
+                high.make_way().await;
+                started.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        assert!(
+            !waiting.is_finished(),
+            "background work holds while the reminder passes"
+        );
+        high.passed(reminder);
+        assert_eq!(
+            waiting.await.unwrap(),
+            Duration::from_millis(15),
+            "and goes the moment SES has it"
+        );
+        high.arriving([SendId::new()]);
+        high.make_way().await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(15) + crate::sender::schedule::PASSAGE_MAX,
+            "a reminder that never passes holds it no longer than its passage"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn background_work_takes_turns_one_at_a_time_only_while_reminders_flow() {
         let high = Arc::new(HighActivity::default());
         let first = high.background_turn().await;
         let second = high.background_turn().await;
         drop((first, second));
         // No reminder yet: as many turns as asked for, at once.
-        high.note();
+        high.arriving([SendId::new()]);
         assert!(high.active());
         let held = high.background_turn().await;
         let waiting = tokio::spawn({
@@ -515,10 +596,10 @@ mod tests {
             .await
             .expect("the turn is taken once the first ends")
             .unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(crate::sender::schedule::HIGH_ACTIVE).await;
         assert!(
             !high.active(),
-            "a second after the last reminder, background work may run in parallel"
+            "once reminders have stopped, background work may run in parallel"
         );
         let _another = tokio::time::timeout(Duration::from_millis(1), high.background_turn())
             .await

@@ -14,6 +14,8 @@ use crate::StackError;
 
 /// LocalStack (SQS, S3, SES v1) in host mode: `pip freeze` of a working venv.
 pub const LOCALSTACK_LOCK: &str = include_str!("../locks/localstack.txt");
+/// LocalStack's runtime with its start-up heap frozen (no 200-ms collector pauses under load).
+pub const LOCALSTACK_LAUNCHER: &str = include_str!("../localstack-core/courier_localstack.py");
 /// moto's server, used for SES v2 only.
 pub const MOTO_LOCK: &str = include_str!("../locks/moto.txt");
 /// moto's SES v2, served by waitress (keep-alive) with less work per request, plus a paged sent-mail route.

@@ -593,9 +593,12 @@ async fn start_localstack(log_dir: &Path, timeout: Duration) -> Result<StartedEm
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let log = log_dir.join("localstack.log");
+    let script = write_script(log_dir, "courier_localstack.py", install::LOCALSTACK_LAUNCHER)?;
+    // The launcher writes this once its heap is frozen (see the script).
+    let frozen = log_dir.join("localstack.frozen");
     let mut command = Command::new(&python);
     command
-        .args(["-m", "localstack.runtime.main"])
+        .arg(&script)
         .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("LOCALSTACK_HOST", format!("127.0.0.1:{port}"))
         .env("SERVICES", "sqs,s3,ses")
@@ -615,16 +618,22 @@ async fn start_localstack(log_dir: &Path, timeout: Duration) -> Result<StartedEm
         &mut process,
         &log,
         timeout,
-        |client, url| async move {
-            let Ok(response) = client.get(format!("{url}/_localstack/health")).send().await else {
-                return false;
-            };
-            let Ok(health) = response.json::<serde_json::Value>().await else {
-                return false;
-            };
-            ["sqs", "s3", "ses"]
-                .iter()
-                .all(|s| matches!(health["services"][s].as_str(), Some("available") | Some("running")))
+        |client, url| {
+            let frozen = frozen.exists();
+            async move {
+                if !frozen {
+                    return false;
+                }
+                let Ok(response) = client.get(format!("{url}/_localstack/health")).send().await else {
+                    return false;
+                };
+                let Ok(health) = response.json::<serde_json::Value>().await else {
+                    return false;
+                };
+                ["sqs", "s3", "ses"]
+                    .iter()
+                    .all(|s| matches!(health["services"][s].as_str(), Some("available") | Some("running")))
+            }
         },
     )
     .await?;

@@ -115,6 +115,7 @@ async fn fetch(
             }
         }
         let size = dispatcher.fetch_size(priority, MAX_BATCH);
+        make_way(&pipeline, priority).await;
         // Not raced with shutdown: a receive dropped mid-way would hide its messages
         // for a whole visibility timeout. It ends within `long_poll` anyway.
         match pipeline.queues.receive(QueueRef::Main(priority), size, long_poll).await {
@@ -305,8 +306,17 @@ async fn process_batch(context: &Context<'_>, batch: &[ReceivedMessage]) {
         .collect()
         .await;
     let done: Vec<&ReceivedMessage> = settled.into_iter().filter(|(_, done)| *done).map(|(m, _)| m).collect();
-    if !done.is_empty() {
+    if let Some(first) = done.first() {
+        make_way(pipeline, first.queue.priority()).await;
         delete(pipeline, &done).await;
+    }
+}
+
+/// Background work (medium, low) waits here before each call while a
+/// reminder is on its way ([`schedule::Passage`]); a reminder never waits.
+async fn make_way(pipeline: &Pipeline, priority: Priority) {
+    if priority != Priority::High {
+        pipeline.high.make_way().await;
     }
 }
 
@@ -373,6 +383,7 @@ async fn handle(pipeline: &Pipeline, dispatcher: &Dispatcher, received: &Receive
         copy: message.copy_id,
         until: crate::clock::now() + pipeline.settings.queues.visibility_timeout(),
     };
+    make_way(pipeline, priority).await;
     match timed(pipeline, Stage::Claim, pipeline.store.begin_attempt(send_id, lease)).await {
         Ok(Claim::Claimed { .. }) => {}
         Ok(Claim::HeldByAnotherCopy) => {
@@ -401,9 +412,15 @@ async fn handle(pipeline: &Pipeline, dispatcher: &Dispatcher, received: &Receive
         }
     };
     dispatcher.at_the_door().await;
-    match timed(pipeline, Stage::Send, pipeline.mailer.send(&email)).await {
+    make_way(pipeline, priority).await;
+    let sent = timed(pipeline, Stage::Send, pipeline.mailer.send(&email)).await;
+    if priority == Priority::High {
+        pipeline.high.passed(send_id);
+    }
+    match sent {
         Ok(provider_message_id) => {
             let sent_at = crate::clock::now();
+            make_way(pipeline, priority).await;
             let record = pipeline.store.mark_sent(send_id, &provider_message_id, sent_at);
             let recorded = timed(pipeline, Stage::Record, record).await.map(|_| ());
             match &recorded {

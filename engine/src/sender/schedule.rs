@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{PerPriority, Priority};
+use crate::domain::{PerPriority, Priority, SendId};
 
 /// An SES account's sending limits, as `GetAccount` (v2) or `GetSendQuota`
 /// (v1) report them. `None` is "no limit" (AWS reports -1 for an unlimited
@@ -224,8 +224,13 @@ pub struct Shares {
     pub background_in_flight: usize,
 }
 
-/// How long after its last grant high still counts as flowing.
-pub const HIGH_ACTIVE: Duration = Duration::from_secs(1);
+/// How long after its last grant high still counts as flowing. Reminders
+/// arrive at random: at 4/s, one gap in fifty is longer than a second, and
+/// with a one-second memory (until 2026-12-04) background work took the whole
+/// in-flight budget in such a gap, so the next reminder met twenty
+/// background sends in the emulators: 120-140 ms in four `priority-isolation`
+/// runs of six, against 15-25 ms for the others under the same flood.
+pub const HIGH_ACTIVE: Duration = Duration::from_secs(5);
 /// Grants are remembered with this half-life when sharing by weight.
 const HALF_LIFE_SECS: f64 = 5.0;
 /// Sends low may be owed at most: what it catches up at once after it had
@@ -345,6 +350,70 @@ impl Allocator {
     }
 }
 
+/// Reminders on their way through the pipeline, so background work makes
+/// way for them ([`crate::pipeline::HighActivity::make_way`]).
+///
+/// When the local stack rather than SES is the bottleneck, a reminder's
+/// eight or so calls queue in the emulators behind whatever background work
+/// is there: measured in `priority-isolation`, dynoxide's `UpdateItem` went
+/// from p95 1.7 to 11.7 ms and LocalStack's `SendMessage` from 4.8 to
+/// 28.7 ms between one call in flight and eight. Fewer background sends in
+/// flight did not keep them (one in flight still doubled reminders' mean).
+/// So from a reminder's acceptance until SES has taken it, background work
+/// starts no new call: the reminder meets only the calls already under way.
+///
+/// Two bounds keep background work from being held hostage: a reminder is
+/// waited for at most [`PASSAGE_MAX`] (one waiting out a backoff holds
+/// nothing), and the gate is closed at most [`CLOSED_MAX`] at a stretch,
+/// then open at least [`OPEN_MIN`], so reminders back to back leave
+/// background work at least a third of the time.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Passage {
+    /// Reminders passing, with when each was accepted.
+    passing: Vec<(SendId, Duration)>,
+    /// Since when the gate has been closed without a break.
+    closed_since: Option<Duration>,
+}
+
+/// A reminder not through in this long no longer holds background work.
+pub const PASSAGE_MAX: Duration = Duration::from_millis(100);
+/// The gate is closed at most this long at a stretch…
+pub const CLOSED_MAX: Duration = Duration::from_millis(100);
+/// …and then open at least this long.
+pub const OPEN_MIN: Duration = Duration::from_millis(50);
+
+impl Passage {
+    /// A reminder was accepted at `now`.
+    pub fn arrived(&mut self, send_id: SendId, now: Duration) {
+        self.passing.push((send_id, now));
+    }
+
+    /// SES has taken the reminder (or it was given up).
+    pub fn passed(&mut self, send_id: SendId) {
+        self.passing.retain(|(id, _)| *id != send_id);
+    }
+
+    /// How long background work holds from `now` before it asks again;
+    /// `None`: it may go.
+    pub fn hold(&mut self, now: Duration) -> Option<Duration> {
+        self.passing.retain(|(_, at)| *at + PASSAGE_MAX > now);
+        let Some(oldest) = self.passing.iter().map(|(_, at)| *at).min() else {
+            self.closed_since = None;
+            return None;
+        };
+        let since = *self.closed_since.get_or_insert(now);
+        let closed = now.saturating_sub(since);
+        if closed >= CLOSED_MAX + OPEN_MIN {
+            self.closed_since = Some(now);
+        } else if closed >= CLOSED_MAX {
+            return None;
+        }
+        let since = self.closed_since.unwrap_or(now);
+        let until = (oldest + PASSAGE_MAX).min(since + CLOSED_MAX);
+        Some(until.saturating_sub(now).max(Duration::from_millis(1)))
+    }
+}
+
 /// SES's door. SES counts a send against its rate as the request arrives,
 /// in a bucket about a second deep, and a permit granted in time can reach
 /// it late: a claim write held up (a throttled index partition, a slow
@@ -404,6 +473,53 @@ mod tests {
 
     fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn background_work_holds_while_a_reminder_passes_and_goes_once_ses_has_it() {
+        let mut passage = Passage::default();
+        assert_eq!(passage.hold(ms(0)), None, "no reminder: go");
+        let reminder = SendId::new();
+        passage.arrived(reminder, ms(10));
+        assert_eq!(
+            passage.hold(ms(12)),
+            Some(ms(98)),
+            "until the reminder would be given up on"
+        );
+        passage.passed(reminder);
+        assert_eq!(passage.hold(ms(25)), None, "through: go at once");
+    }
+
+    #[test]
+    fn a_reminder_that_does_not_pass_holds_background_work_no_longer_than_its_passage() {
+        let mut passage = Passage::default();
+        passage.arrived(SendId::new(), ms(0));
+        assert!(passage.hold(ms(60)).is_some());
+        assert_eq!(
+            passage.hold(ms(100)),
+            None,
+            "a reminder waiting out a backoff holds nothing"
+        );
+    }
+
+    #[test]
+    fn reminders_back_to_back_leave_background_work_a_third_of_the_time() {
+        let mut passage = Passage::default();
+        let mut open = 0;
+        for t in 0..3_000 {
+            // A reminder every 5 ms, each through in 20 ms.
+            if t % 5 == 0 {
+                passage.arrived(SendId::new(), ms(t));
+            }
+            if t % 5 == 0 && t >= 20 {
+                let oldest = passage.passing[0].0;
+                passage.passed(oldest);
+            }
+            if passage.hold(ms(t)).is_none() {
+                open += 1;
+            }
+        }
+        assert!((950..=1_050).contains(&open), "open {open} of 3,000 ms");
     }
 
     fn shares() -> Shares {
@@ -699,9 +815,14 @@ mod tests {
             Some(Priority::High)
         );
         assert_eq!(
-            allocator.choose(&waiting(0, 0, 10), &busy, ms(1500)),
+            allocator.choose(&waiting(0, 0, 10), &busy, ms(4_500)),
+            None,
+            "a gap of seconds between reminders is not their end"
+        );
+        assert_eq!(
+            allocator.choose(&waiting(0, 0, 10), &busy, ms(5_000)),
             Some(Priority::Low),
-            "a second after the last reminder, low may use everything again"
+            "five seconds after the last reminder, low may use everything again"
         );
     }
 
