@@ -385,6 +385,9 @@ pub const OPEN_MIN: Duration = Duration::from_millis(50);
 impl Passage {
     /// A reminder was accepted at `now`.
     pub fn arrived(&mut self, send_id: SendId, now: Duration) {
+        // Those given up on go here too: with no background work asking,
+        // nothing else would drop a reminder that never passed.
+        self.passing.retain(|(_, at)| *at + PASSAGE_MAX > now);
         self.passing.push((send_id, now));
     }
 
@@ -500,6 +503,10 @@ mod tests {
             None,
             "a reminder waiting out a backoff holds nothing"
         );
+        for t in 0..1_000 {
+            passage.arrived(SendId::new(), ms(200 + t));
+        }
+        assert_eq!(passage.passing.len(), 100, "only those of the last 100 ms are kept");
     }
 
     #[test]
