@@ -387,7 +387,7 @@ impl Passage {
     pub fn arrived(&mut self, send_id: SendId, now: Duration) {
         // Those given up on go here too: with no background work asking,
         // nothing else would drop a reminder that never passed.
-        self.passing.retain(|(_, at)| *at + PASSAGE_MAX > now);
+        self.forget_given_up(now);
         self.passing.push((send_id, now));
     }
 
@@ -399,21 +399,26 @@ impl Passage {
     /// How long background work holds from `now` before it asks again;
     /// `None`: it may go.
     pub fn hold(&mut self, now: Duration) -> Option<Duration> {
-        self.passing.retain(|(_, at)| *at + PASSAGE_MAX > now);
+        self.forget_given_up(now);
         let Some(oldest) = self.passing.iter().map(|(_, at)| *at).min() else {
             self.closed_since = None;
             return None;
         };
-        let since = *self.closed_since.get_or_insert(now);
+        let mut since = *self.closed_since.get_or_insert(now);
         let closed = now.saturating_sub(since);
         if closed >= CLOSED_MAX + OPEN_MIN {
+            since = now;
             self.closed_since = Some(now);
         } else if closed >= CLOSED_MAX {
             return None;
         }
-        let since = self.closed_since.unwrap_or(now);
         let until = (oldest + PASSAGE_MAX).min(since + CLOSED_MAX);
         Some(until.saturating_sub(now).max(Duration::from_millis(1)))
+    }
+
+    /// Drops the reminders accepted [`PASSAGE_MAX`] or more before `now`.
+    fn forget_given_up(&mut self, now: Duration) {
+        self.passing.retain(|(_, at)| *at + PASSAGE_MAX > now);
     }
 }
 
