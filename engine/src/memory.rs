@@ -300,11 +300,13 @@ impl MessageQueue for MemoryQueues {
             1 => Op::SqsSendMessage,
             _ => Op::SqsSendMessageBatch,
         };
-        sim::wait(&self.times, op).await;
-        for message in messages {
-            let send_id = Some(message.send_id.to_string());
-            self.push(QueueRef::Main(priority), message.encode(), send_id, Duration::ZERO);
-        }
+        sim::call(&self.times, op, || {
+            for message in messages {
+                let send_id = Some(message.send_id.to_string());
+                self.push(QueueRef::Main(priority), message.encode(), send_id, Duration::ZERO);
+            }
+        })
+        .await;
         Ok(Vec::new())
     }
 
@@ -314,25 +316,29 @@ impl MessageQueue for MemoryQueues {
         message: &OutboundMessage,
         delay: Duration,
     ) -> Result<(), QueueError> {
-        sim::wait(&self.times, Op::SqsSendMessage).await;
         let delay = delay.min(Duration::from_secs(900));
-        self.push(
-            QueueRef::Main(priority),
-            message.encode(),
-            Some(message.send_id.to_string()),
-            delay,
-        );
+        sim::call(&self.times, Op::SqsSendMessage, || {
+            self.push(
+                QueueRef::Main(priority),
+                message.encode(),
+                Some(message.send_id.to_string()),
+                delay,
+            )
+        })
+        .await;
         Ok(())
     }
 
     async fn send_raw(&self, priority: Priority, body: &str, send_id: Option<&str>) -> Result<(), QueueError> {
-        sim::wait(&self.times, Op::SqsSendMessage).await;
-        self.push(
-            QueueRef::Main(priority),
-            body.to_string(),
-            send_id.map(str::to_string),
-            Duration::ZERO,
-        );
+        sim::call(&self.times, Op::SqsSendMessage, || {
+            self.push(
+                QueueRef::Main(priority),
+                body.to_string(),
+                send_id.map(str::to_string),
+                Duration::ZERO,
+            )
+        })
+        .await;
         Ok(())
     }
 
@@ -1110,34 +1116,60 @@ mod tests {
         assert_eq!(queues.depth(QueueRef::Main(Priority::Low)).await.unwrap().visible, 3);
     }
 
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn a_long_poll_woken_by_an_arrival_answers_a_receive_time_after_it() {
+    /// Queues whose `operation` answers in `ms`, every other call at once.
+    fn queues_answering(operation: Op, ms: f64) -> Arc<MemoryQueues> {
         let answer = |ms: f64| sim::AnswerTimes {
             p50_ms: ms,
             p95_ms: ms,
             p99_ms: ms,
             max_ms: ms,
         };
-        let times = ServiceTimes::new([(Op::SqsReceiveMessage, answer(6.0))].into(), answer(0.0), 1);
+        let times = ServiceTimes::new([(operation, answer(ms))].into(), answer(0.0), 1);
         let mut queues = MemoryQueues::new(Duration::from_secs(30), 5);
         queues.times = Some(Arc::new(times));
-        let queues = Arc::new(queues);
+        Arc::new(queues)
+    }
+
+    /// A long poll on the high queue: how many it took, and when it had them.
+    fn long_poll(queues: &Arc<MemoryQueues>, started: Instant) -> tokio::task::JoinHandle<(usize, Duration)> {
+        let queues = queues.clone();
+        tokio::spawn(async move {
+            let taken = queues
+                .receive(QueueRef::Main(Priority::High), 10, Duration::from_secs(20))
+                .await
+                .unwrap();
+            (taken.len(), started.elapsed())
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_long_poll_woken_by_an_arrival_answers_a_receive_time_after_it() {
+        let queues = queues_answering(Op::SqsReceiveMessage, 6.0);
         let started = Instant::now();
-        let poll = tokio::spawn({
-            let queues = queues.clone();
-            async move {
-                queues
-                    .receive(QueueRef::Main(Priority::High), 10, Duration::from_secs(20))
-                    .await
-            }
-        });
+        let poll = long_poll(&queues, started);
         tokio::time::sleep(Duration::from_millis(100)).await;
         queues.send_raw(Priority::High, "m", Some("id")).await.unwrap();
-        assert_eq!(poll.await.unwrap().unwrap().len(), 1);
-        let took = started.elapsed();
+        let (taken, took) = poll.await.unwrap();
+        assert_eq!(taken, 1);
         assert!(
             (Duration::from_millis(103)..=Duration::from_millis(106)).contains(&took),
             "{took:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_long_poll_takes_a_message_before_its_sender_has_the_answer() {
+        let queues = queues_answering(Op::SqsSendMessage, 8.0);
+        let started = Instant::now();
+        let poll = long_poll(&queues, started);
+        queues.send_raw(Priority::High, "m", Some("id")).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(8), "the sender has its answer");
+        let (taken, received_after) = poll.await.unwrap();
+        assert_eq!(taken, 1);
+        assert_eq!(
+            received_after,
+            Duration::from_millis(4),
+            "served halfway through the answer"
         );
     }
 

@@ -79,6 +79,11 @@ pub struct EngineSpec {
     pub long_poll_secs: u32,
     pub retry_base_secs: u32,
     pub retry_max_secs: u32,
+    /// Medium and low sends in flight at most while reminders flow (the
+    /// engine's `sender.background_in_flight`; unset: a quarter of
+    /// workers × concurrency).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub background_in_flight: Option<usize>,
 }
 
 impl Default for EngineSpec {
@@ -92,6 +97,7 @@ impl Default for EngineSpec {
             long_poll_secs: 1,
             retry_base_secs: 1,
             retry_max_secs: 10,
+            background_in_flight: None,
         }
     }
 }
@@ -528,6 +534,12 @@ impl Scenario {
         if self.engine.max_receives == 0 {
             return fail("engine.max_receives", "must be at least 1".into());
         }
+        if self.engine.background_in_flight == Some(0) {
+            return fail(
+                "engine.background_in_flight",
+                "must be at least 1 (0 would stop medium and low while reminders flow)".into(),
+            );
+        }
         if self.traffic.campaigns.is_none() && self.traffic.notifications.is_none() {
             return fail("traffic", "needs [traffic.campaigns] or [traffic.notifications]".into());
         }
@@ -778,6 +790,17 @@ mod tests {
         assert_eq!(scenario.slo.max_lost, 0);
         assert!(scenario.traffic.campaigns.is_none());
         assert_eq!(scenario.traffic.notifications.unwrap().mix.len(), 3);
+    }
+
+    #[test]
+    fn background_sends_in_flight_are_set_or_left_to_the_engine_but_never_zero() {
+        assert_eq!(parse(MINIMAL).unwrap().engine.background_in_flight, None);
+        let text = format!("{MINIMAL}[engine]\nbackground_in_flight = 2\n");
+        assert_eq!(parse(&text).unwrap().engine.background_in_flight, Some(2));
+        let text = format!("{MINIMAL}[engine]\nbackground_in_flight = 0\n");
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.field, "engine.background_in_flight");
+        assert_eq!(error.line, Some(6));
     }
 
     #[test]

@@ -209,6 +209,7 @@ pub(crate) fn engine_settings(scenario: &Scenario, prefix: String) -> Settings {
     settings.sender.concurrency = engine.concurrency;
     settings.sender.retry_base_secs = engine.retry_base_secs;
     settings.sender.retry_max_secs = engine.retry_max_secs;
+    settings.sender.background_in_flight = engine.background_in_flight;
     // The harness runs the senders itself, so it can crash and restart them.
     settings.sender.enabled = false;
     settings.queues.visibility_timeout_secs = engine.visibility_timeout_secs;
