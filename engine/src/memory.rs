@@ -1116,7 +1116,9 @@ mod tests {
         assert_eq!(queues.depth(QueueRef::Main(Priority::Low)).await.unwrap().visible, 3);
     }
 
-    /// Queues whose `operation` answers in `ms`, every other call at once.
+    /// Queues whose `operation` answers in `ms` at the median and above (half
+    /// of it at the fastest: `AnswerTimes::at`; the dice are seeded, so each
+    /// test's draws are fixed), every other call at once.
     fn queues_answering(operation: Op, ms: f64) -> Arc<MemoryQueues> {
         let answer = |ms: f64| sim::AnswerTimes {
             p50_ms: ms,

@@ -537,7 +537,7 @@ impl Scenario {
         if self.engine.background_in_flight == Some(0) {
             return fail(
                 "engine.background_in_flight",
-                "must be at least 1 (0 would stop medium and low while reminders flow)".into(),
+                "must be at least 1 (leave it out for the engine's default)".into(),
             );
         }
         if self.traffic.campaigns.is_none() && self.traffic.notifications.is_none() {
