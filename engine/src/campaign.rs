@@ -37,7 +37,7 @@ use crate::csv_upload::{
     AcceptedRow, CsvFileError, CsvLimits, CsvUploadParser, DuplicateRow, ParsedUpload, RejectedRow,
 };
 use crate::domain::content::quoted;
-use crate::domain::{Attachment, BatchId, MessageKind, SendId};
+use crate::domain::{Attachment, BatchId, MessageKind, Priority, QueueRef, SendId};
 use crate::pipeline::{IngestError, NewMessage, Pipeline, Recording};
 
 /// What became of every row of a batch, fixed when the upload ends. Kept
@@ -362,6 +362,8 @@ pub const CHUNK_ROWS: usize = 500;
 pub const PART_ROWS: usize = 25;
 /// Chunks being written at once.
 pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// How often a batch held back by a full queue looks again.
+const ROOM_POLL: Duration = Duration::from_secs(1);
 /// How often a batch whose rows are all enqueued looks whether it is DONE.
 const DONE_POLL: Duration = Duration::from_secs(2);
 /// The longest wait between two tries of a chunk the stack refused.
@@ -530,16 +532,21 @@ impl Pipeline {
         });
         let written = chunks
             .enumerate()
-            .map(|(index, chunk)| {
+            .map(|(index, chunk)| async move {
                 let recording = match in_doubt && index < CHUNKS_IN_FLIGHT {
                     true => Recording::MayExist,
                     false => Recording::New,
                 };
-                self.write_chunk(batch, chunk, recording)
+                match self.wait_for_room(batch, &chunk, stop).await {
+                    true => Some(self.write_chunk(batch, chunk, recording).await),
+                    false => None,
+                }
             })
             .buffered(CHUNKS_IN_FLIGHT);
         let mut written = std::pin::pin!(written);
-        while let Some(chunk) = written.next().await {
+        // A chunk not written (stopping while it waited) ends the batch's
+        // turn here; the checkpoint stays before it.
+        while let Some(Some(chunk)) = written.next().await {
             progress.enqueued += chunk.enqueued;
             progress.failed_to_enqueue += chunk.failed;
             progress.checkpoint_row = chunk.last_row;
@@ -552,6 +559,51 @@ impl Pipeline {
             true => Err(Interrupted::Stopping),
             false => Ok(()),
         }
+    }
+
+    /// Waits until every queue `chunk` goes to holds fewer messages waiting
+    /// than `queues.campaign_max_waiting`: the senders set the pace of a
+    /// campaign larger than that. False when `stop` came first. A depth that
+    /// cannot be read does not hold the batch back.
+    async fn wait_for_room(&self, batch: BatchId, chunk: &Chunk, stop: &CancellationToken) -> bool {
+        let limit = self.settings.queues.campaign_max_waiting;
+        let priorities: std::collections::BTreeSet<Priority> = chunk
+            .iter()
+            .map(|(_, m)| self.settings.routing.route(m.kind, m.priority))
+            .collect();
+        let mut held = false;
+        loop {
+            let full = self.full_queue(&priorities, limit).await;
+            match (full, held) {
+                (None, _) => return true,
+                (Some((priority, waiting)), false) => {
+                    tracing::info!(%batch, %priority, waiting, limit, "the queue is full: the batch waits for the senders");
+                    held = true;
+                }
+                (Some(_), true) => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(ROOM_POLL) => {}
+                () = stop.cancelled() => return false,
+            }
+        }
+    }
+
+    /// The first of `priorities` whose queue holds `limit` messages waiting
+    /// or more, with how many.
+    async fn full_queue(
+        &self,
+        priorities: &std::collections::BTreeSet<Priority>,
+        limit: u64,
+    ) -> Option<(Priority, u64)> {
+        for &priority in priorities {
+            match self.queues.depth(QueueRef::Main(priority)).await {
+                Ok(depth) if depth.visible >= limit => return Some((priority, depth.visible)),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%priority, %error, "could not read the queue's depth; enqueueing anyway"),
+            }
+        }
+        None
     }
 
     /// Records and enqueues one chunk, retrying until the stack takes it.
@@ -904,6 +956,37 @@ mod tests {
         assert!(mails.values().all(|n| *n == 1), "nobody is mailed twice");
         let id = SendId::for_row(report.batch_id, 2);
         assert_eq!(memory.store.get(id).await.unwrap().unwrap().status, SendStatus::Sent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_campaign_larger_than_its_queue_may_hold_waits_for_the_senders_and_ends_done() {
+        let mut settings = Settings::default();
+        settings.sender.retry_base_secs = 0;
+        settings.queues.campaign_max_waiting = 1_000;
+        let memory = MemoryPipeline::new(settings);
+        let (report, progress) = upload(&memory.pipeline, &campaign_csv(3_500), &[]).await;
+        let stop = CancellationToken::new();
+        let batch = tokio::spawn(memory.pipeline.clone().process_batch(progress, stop.clone()));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let held = memory.pipeline.batch_progress(report.batch_id).await.unwrap().unwrap();
+        assert_eq!(
+            held.phase,
+            BatchPhase::Parsing,
+            "no sender took any: the batch still waits"
+        );
+        // Chunks already in flight when the queue filled went on; none started after.
+        let most = 1_000 + (CHUNKS_IN_FLIGHT * CHUNK_ROWS) as u64;
+        assert!((1_000..=most).contains(&held.enqueued), "enqueued {}", held.enqueued);
+        assert!(held.enqueued < report.accepted);
+        let waiting = memory.pipeline.queue_depths().await[&QueueRef::Main(Priority::Low)].visible;
+        assert_eq!(waiting, held.enqueued);
+        // Stopping while it waits saves the checkpoint; the next start goes on from it.
+        stop.cancel();
+        batch.await.unwrap();
+        run_until(&memory, held, BatchPhase::Done, true).await;
+        let mails = mails_per_recipient(&memory);
+        assert_eq!(mails.len() as u64, report.accepted);
+        assert!(mails.values().all(|n| *n == 1), "nobody is mailed twice");
     }
 
     #[tokio::test]

@@ -112,6 +112,13 @@ pub struct QueueSettings {
     pub visibility_timeout_secs: u32,
     /// How long an idle worker long-polls before looking again.
     pub long_poll_secs: u32,
+    /// A campaign's next chunk is enqueued only while its queue holds fewer
+    /// messages than this waiting (visible); the batch waits between chunks
+    /// until the senders have taken the queue below it. Enqueueing far
+    /// ahead of sending gains nothing: its writes share the status table's
+    /// hot index partitions with the sends (on AWS, 1,000 write units a
+    /// second per key value), and a queue keeps a message only 4 days.
+    pub campaign_max_waiting: u64,
 }
 
 impl QueueSettings {
@@ -127,6 +134,7 @@ impl Default for QueueSettings {
             max_receive_count: 3,
             visibility_timeout_secs: 30,
             long_poll_secs: 1,
+            campaign_max_waiting: 50_000,
         }
     }
 }
@@ -293,6 +301,9 @@ impl Settings {
         }
         if self.queues.visibility_timeout_secs > 43_200 {
             return fail("queues.visibility_timeout_secs must be at most 43200 (SQS's limit)");
+        }
+        if self.queues.campaign_max_waiting == 0 {
+            return fail("queues.campaign_max_waiting must be at least 1 (0 would stop every campaign)");
         }
         if self.sender.workers == 0 || self.sender.concurrency == 0 {
             return fail("sender.workers and sender.concurrency must be at least 1");

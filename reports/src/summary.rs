@@ -262,10 +262,14 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
 }
 
 /// In a simulated run, the DynamoDB index partitions that throttled writes:
-/// the hottest first, and when the first write was throttled.
+/// the hottest first, and when the first write was throttled (or that none did).
 pub fn partition_sentence(results: &RunResults) -> Option<String> {
     let sim = results.simulation.as_ref()?;
-    let (first, at_secs) = sim.first_throttled.as_ref()?;
+    let Some((first, at_secs)) = sim.first_throttled.as_ref() else {
+        return Some(
+            "DynamoDB throttled no write: every index partition stayed within its 1,000 write units a second.".into(),
+        );
+    };
     let total: u64 = sim.partition_throttles.values().sum();
     let mut hottest: Vec<(&String, &u64)> = sim.partition_throttles.iter().collect();
     hottest.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));

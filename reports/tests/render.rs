@@ -280,3 +280,27 @@ fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction(
     );
     assert!(terminal.contains("sustains about"), "{terminal}");
 }
+
+#[test]
+fn a_simulated_run_says_which_partition_throttled_first_or_that_none_did() {
+    let mut results = fixture("ses-throttle.results.json");
+    results.simulation = Some(reports::results::Simulation {
+        profile: "aws-typical".into(),
+        calibrated_from: None,
+        engine_cpu_ms_per_call: None,
+        virtual_secs: 100.0,
+        wall_secs: 1.0,
+        ses_throttles: 0,
+        partition_throttles: Default::default(),
+        first_throttled: None,
+    });
+    let markdown = reports::markdown::render(&results, None);
+    assert!(markdown.contains("DynamoDB throttled no write"), "{markdown}");
+
+    let simulation = results.simulation.as_mut().unwrap();
+    simulation.partition_throttles.insert("batch_index b1".into(), 1_200);
+    simulation.first_throttled = Some(("batch_index b1".into(), 631.0));
+    let markdown = reports::markdown::render(&results, None);
+    assert!(markdown.contains("The first was on batch_index b1 at"), "{markdown}");
+    assert!(!markdown.contains("throttled no write"));
+}
