@@ -48,6 +48,11 @@ async fn a_simulated_run_repeats_figure_for_figure_and_says_it_is_simulated() {
     assert_eq!(a.handling_ms, b.handling_ms);
     assert_eq!(a.timeseries, b.timeseries);
     assert_eq!(a.delivered_per_sec, b.delivered_per_sec);
+    assert_eq!(
+        a.total_secs, b.total_secs,
+        "the run ends when its last message is final"
+    );
+    assert_eq!(a.aws_usage, b.aws_usage, "the same calls, billed the same");
     // Latency is virtual time, not zero: each call waited its answer time.
     let high = &a.latency_ms[&vocabulary::Priority::High];
     assert!(high.p50_ms > 10.0, "{high:?}");

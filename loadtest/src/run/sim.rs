@@ -296,6 +296,12 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     watching.traffic_over().await?;
     super::drain_until_final(&pipeline, &pipeline, &driver, scenario, (start, traffic_secs)).await;
     settle_batches(&pipeline, &driver.outcomes()).await;
+    // The run ends when every message is final, not when the models have
+    // wound down after it; so does its bill: the calls of winding down (a
+    // worker's last long poll cut short) are not the run's and fall
+    // differently from run to run.
+    let virtual_secs = start.elapsed().as_secs_f64();
+    let usage = simulated_usage(&times, &memory.store, &ses);
     let collected = watching.stop().await?;
     engine.lock().await.stop().await;
     senders.lock().await.stop().await;
@@ -311,7 +317,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
             late_starts: driver.late_starts(),
         },
         engine: EngineFigures {
-            usage: simulated_usage(&times, &memory.store, &ses),
+            usage,
             ..engine_figures(
                 &pipeline,
                 ses.injected().into_iter().chain(memory.queues.duplicated()).collect(),
@@ -321,7 +327,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
         collected,
         started_at,
         traffic_secs,
-        virtual_secs: start.elapsed().as_secs_f64(),
+        virtual_secs,
     };
     let throttled = memory
         .store
