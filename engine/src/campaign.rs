@@ -362,8 +362,10 @@ pub const CHUNK_ROWS: usize = 500;
 pub const PART_ROWS: usize = 25;
 /// Chunks being written at once.
 pub const CHUNKS_IN_FLIGHT: usize = 4;
-/// How often a batch held back by a full queue looks again.
-const ROOM_POLL: Duration = Duration::from_secs(1);
+/// How often a batch held back by a full queue looks again: at most
+/// [`CHUNKS_IN_FLIGHT`] `GetQueueAttributes` this often, and at even 1,000
+/// sends a second the queue is far from empty by the next look.
+const ROOM_POLL: Duration = Duration::from_secs(5);
 /// How often a batch whose rows are all enqueued looks whether it is DONE.
 const DONE_POLL: Duration = Duration::from_secs(2);
 /// The longest wait between two tries of a chunk the stack refused.

@@ -84,6 +84,10 @@ pub struct EngineSpec {
     /// workers × concurrency).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub background_in_flight: Option<usize>,
+    /// A campaign's next chunk waits while its queue holds this many messages
+    /// (the engine's `queues.campaign_max_waiting`; unset: its default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_max_waiting: Option<u64>,
 }
 
 impl Default for EngineSpec {
@@ -98,6 +102,7 @@ impl Default for EngineSpec {
             retry_base_secs: 1,
             retry_max_secs: 10,
             background_in_flight: None,
+            campaign_max_waiting: None,
         }
     }
 }
@@ -540,6 +545,12 @@ impl Scenario {
                 "must be at least 1 (leave it out for the engine's default)".into(),
             );
         }
+        if self.engine.campaign_max_waiting == Some(0) {
+            return fail(
+                "engine.campaign_max_waiting",
+                "must be at least 1: at 0 no campaign would ever be enqueued".into(),
+            );
+        }
         if self.traffic.campaigns.is_none() && self.traffic.notifications.is_none() {
             return fail("traffic", "needs [traffic.campaigns] or [traffic.notifications]".into());
         }
@@ -800,6 +811,10 @@ mod tests {
         let text = format!("{MINIMAL}[engine]\nbackground_in_flight = 0\n");
         let error = parse(&text).unwrap_err();
         assert_eq!(error.field, "engine.background_in_flight");
+        let text = format!("{MINIMAL}[engine]\ncampaign_max_waiting = 0\n");
+        assert_eq!(parse(&text).unwrap_err().field, "engine.campaign_max_waiting");
+        let text = format!("{MINIMAL}[engine]\ncampaign_max_waiting = 2000000\n");
+        assert_eq!(parse(&text).unwrap().engine.campaign_max_waiting, Some(2_000_000));
         assert_eq!(error.line, Some(6));
     }
 

@@ -210,6 +210,9 @@ pub(crate) fn engine_settings(scenario: &Scenario, prefix: String) -> Settings {
     settings.sender.retry_base_secs = engine.retry_base_secs;
     settings.sender.retry_max_secs = engine.retry_max_secs;
     settings.sender.background_in_flight = engine.background_in_flight;
+    if let Some(waiting) = engine.campaign_max_waiting {
+        settings.queues.campaign_max_waiting = waiting;
+    }
     // The harness runs the senders itself, so it can crash and restart them.
     settings.sender.enabled = false;
     settings.queues.visibility_timeout_secs = engine.visibility_timeout_secs;
