@@ -579,7 +579,9 @@ impl Pipeline {
             match (full, held) {
                 (None, _) => return true,
                 (Some((priority, waiting)), false) => {
-                    tracing::info!(%batch, %priority, waiting, limit, "the queue is full: the batch waits for the senders");
+                    // Once per chunk that waits: a 10M-row campaign holds back
+                    // 20,000 of them, so not at info.
+                    tracing::debug!(%batch, %priority, waiting, limit, "the queue is full: the chunk waits for the senders");
                     held = true;
                 }
                 (Some(_), true) => {}
