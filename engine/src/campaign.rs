@@ -573,24 +573,20 @@ impl Pipeline {
             .iter()
             .map(|(_, m)| self.settings.routing.route(m.kind, m.priority))
             .collect();
-        let mut held = false;
-        loop {
-            let full = self.full_queue(&priorities, limit).await;
-            match (full, held) {
-                (None, _) => return true,
-                (Some((priority, waiting)), false) => {
-                    // Once per chunk that waits: a 10M-row campaign holds back
-                    // 20,000 of them, so not at info.
-                    tracing::debug!(%batch, %priority, waiting, limit, "the queue is full: the chunk waits for the senders");
-                    held = true;
-                }
-                (Some(_), true) => {}
+        let mut logged = false;
+        while let Some((priority, waiting)) = self.full_queue(&priorities, limit).await {
+            // Once per chunk that waits: a 10M-row campaign holds back 20,000
+            // of them, so not at info.
+            if !logged {
+                tracing::debug!(%batch, %priority, waiting, limit, "the queue is full: the chunk waits for the senders");
+                logged = true;
             }
             tokio::select! {
                 () = tokio::time::sleep(ROOM_POLL) => {}
                 () = stop.cancelled() => return false,
             }
         }
+        true
     }
 
     /// The first of `priorities` whose queue holds `limit` messages waiting
@@ -848,10 +844,16 @@ mod tests {
     }
 
     fn memory() -> MemoryPipeline {
+        memory_with(|_| {})
+    }
+
+    /// The memory pipeline of these tests, with `change` made to its settings.
+    fn memory_with(change: impl FnOnce(&mut Settings)) -> MemoryPipeline {
         let mut settings = Settings::default();
         settings.sender.retry_base_secs = 0;
         // Long enough that a second copy meets the first one's claim.
         settings.queues.visibility_timeout_secs = 30;
+        change(&mut settings);
         MemoryPipeline::new(settings)
     }
 
@@ -964,10 +966,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_campaign_larger_than_its_queue_may_hold_waits_for_the_senders_and_ends_done() {
-        let mut settings = Settings::default();
-        settings.sender.retry_base_secs = 0;
-        settings.queues.campaign_max_waiting = 1_000;
-        let memory = MemoryPipeline::new(settings);
+        let memory = memory_with(|settings| settings.queues.campaign_max_waiting = 1_000);
         let (report, progress) = upload(&memory.pipeline, &campaign_csv(3_500), &[]).await;
         let stop = CancellationToken::new();
         let batch = tokio::spawn(memory.pipeline.clone().process_batch(progress, stop.clone()));

@@ -811,11 +811,11 @@ mod tests {
         let text = format!("{MINIMAL}[engine]\nbackground_in_flight = 0\n");
         let error = parse(&text).unwrap_err();
         assert_eq!(error.field, "engine.background_in_flight");
+        assert_eq!(error.line, Some(6));
         let text = format!("{MINIMAL}[engine]\ncampaign_max_waiting = 0\n");
         assert_eq!(parse(&text).unwrap_err().field, "engine.campaign_max_waiting");
         let text = format!("{MINIMAL}[engine]\ncampaign_max_waiting = 2000000\n");
         assert_eq!(parse(&text).unwrap().engine.campaign_max_waiting, Some(2_000_000));
-        assert_eq!(error.line, Some(6));
     }
 
     #[test]
