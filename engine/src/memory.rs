@@ -130,6 +130,8 @@ pub struct MemoryQueues {
     times: Option<Arc<ServiceTimes>>,
     /// At-least-once delivery, when a simulation asks for it.
     duplicates: Mutex<Duplicates>,
+    /// Receives that came back with nothing (billed like any other).
+    empty_receives: std::sync::atomic::AtomicU64,
 }
 
 /// SQS's at-least-once delivery: a received message's copy on another server
@@ -157,7 +159,14 @@ impl MemoryQueues {
                 dice: rand::SeedableRng::seed_from_u64(0xD0B1E),
                 made: BTreeMap::new(),
             }),
+            empty_receives: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Receives so far that came back with no message: a long poll that ran
+    /// out, as SQS bills it (a request like any other).
+    pub fn empty_receives(&self) -> u64 {
+        self.empty_receives.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Delivers `probability` of received messages twice (the second copy
@@ -357,6 +366,9 @@ impl MessageQueue for MemoryQueues {
         // The answer comes after the messages are found (or the poll runs
         // out), so a long poll woken by an arrival still takes its time.
         sim::wait(&self.times, Op::SqsReceiveMessage).await;
+        if taken.is_empty() {
+            self.empty_receives.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(taken)
     }
 
@@ -1228,6 +1240,20 @@ mod tests {
             .unwrap();
         assert_eq!(got.len(), 1);
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_long_poll_that_runs_out_is_counted_as_an_empty_receive_and_one_that_finds_a_message_is_not() {
+        let queues = MemoryQueues::new(Duration::from_secs(30), 5);
+        let low = QueueRef::Main(Priority::Low);
+        assert!(queues
+            .receive(low, 10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty());
+        queues.send_raw(Priority::Low, "one", None).await.unwrap();
+        assert_eq!(queues.receive(low, 10, Duration::from_secs(1)).await.unwrap().len(), 1);
+        assert_eq!(queues.empty_receives(), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]

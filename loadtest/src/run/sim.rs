@@ -301,7 +301,7 @@ async fn simulate(sim: SimRun) -> Result<RunResults, HarnessError> {
     // worker's last long poll cut short) are not the run's and fall
     // differently from run to run.
     let virtual_secs = start.elapsed().as_secs_f64();
-    let usage = simulated_usage(&times, &memory.store, &ses);
+    let usage = simulated_usage(&times, &memory, &ses);
     let collected = watching.stop().await?;
     engine.lock().await.stop().await;
     senders.lock().await.stop().await;
@@ -645,14 +645,19 @@ async fn settle_batches(pipeline: &Pipeline, outcomes: &[RequestOutcome]) {
 
 /// What the simulated calls would be billed for: every modelled call (a
 /// request each), the DynamoDB units the table model charged item by item
-/// (`engine::memory::write_units`), and a recipient per email SES accepted.
-fn simulated_usage(times: &ServiceTimes, store: &MemoryStore, ses: &SesModel) -> UsageByOperation {
-    let mut usage = store.usage();
+/// (`engine::memory::write_units`), the receives that came back empty, and
+/// a recipient per email SES accepted.
+fn simulated_usage(times: &ServiceTimes, memory: &MemoryPipeline, ses: &SesModel) -> UsageByOperation {
+    let mut usage = memory.store.usage();
     for (operation, calls) in times.calls() {
         let billed = usage.entry(operation.as_str().to_string()).or_default();
         billed.calls = calls;
         billed.requests = calls;
     }
+    usage
+        .entry(AwsOperation::SqsReceiveMessage.as_str().to_string())
+        .or_default()
+        .empty_receives = memory.queues.empty_receives();
     let recipients = ses.accepted().values().sum();
     usage
         .entry(AwsOperation::Sesv2SendEmail.as_str().to_string())
