@@ -6,11 +6,14 @@
 //! - [`markdown`]: the CI job summary;
 //! - [`text`]: the terminal summary `loadtest run` prints;
 //! - [`compare`]: the baseline comparison behind the CI latency gate;
-//! - [`cost`]: what the run would cost on AWS, by a dated price card.
+//! - [`cost`]: what the run would cost on AWS, by a dated price card;
+//! - `build_profile` (shared with `build.rs`): the settings behind `machine.build_profile`.
 //!
 //! `cargo run -p reports -- render <results.json>` and
 //! `cargo run -p reports -- compare <baseline.json> <current.json>` are thin over this.
 
+#[cfg(test)]
+mod build_profile;
 pub mod compare;
 pub mod cost;
 pub mod html;

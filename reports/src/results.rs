@@ -536,7 +536,8 @@ pub struct MachineInfo {
     pub memory_gib: f64,
     pub os: String,
     pub courier_version: String,
-    /// `debug` or `release`: figures from different builds are not comparable.
+    /// The cargo profile and a digest of its settings (`reports/build.rs`):
+    /// figures from differently optimised builds are not comparable.
     #[serde(default)]
     pub build_profile: String,
 }
@@ -557,7 +558,8 @@ impl MachineInfo {
             memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             courier_version: env!("CARGO_PKG_VERSION").to_string(),
-            // "debug, opt-level 0", "release, opt-level 1" (the `perf` profile), …
+            // "perf, opt-level 1, settings 3f9a1c2e0b7d": the named profile, and a
+            // digest of its settings, package overrides included (build.rs).
             build_profile: env!("COURIER_BUILD_PROFILE").into(),
         }
     }
