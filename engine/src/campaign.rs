@@ -676,15 +676,17 @@ impl Pipeline {
 
     /// Waits until none of the batch's messages is PENDING or QUEUED.
     async fn await_done(&self, progress: &mut BatchProgress, stop: &CancellationToken) {
+        // Records older than the oldest unfinished one are final: each look starts there.
+        let mut from = None;
         loop {
-            match self.store.has_unfinished(Some(progress.batch_id)).await {
-                Ok(false) => {
+            match self.store.unfinished_since(progress.batch_id, from).await {
+                Ok(None) => {
                     progress.phase = BatchPhase::Done;
                     progress.finished_at = Some(crate::clock::now());
                     tracing::info!(batch_id = %progress.batch_id, "batch done: every message is SENT or ERROR");
                     return;
                 }
-                Ok(true) => {}
+                Ok(Some(oldest)) => from = Some(oldest),
                 Err(error) => {
                     tracing::warn!(batch_id = %progress.batch_id, %error, "could not look whether the batch is done")
                 }

@@ -272,7 +272,7 @@ impl Pipeline {
         if !self.batches.unfinished().await?.is_empty() {
             return Ok(false);
         }
-        Ok(!self.store.has_unfinished(None).await?)
+        Ok(!self.store.has_unfinished().await?)
     }
 
     /// Every queue's depth now; a queue that cannot be read is left out.

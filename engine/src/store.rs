@@ -70,10 +70,25 @@ pub trait StatusStore: Send + Sync {
     /// batch taken up again after a crash: some may be queued or sent
     /// already) and returns the ids that are PENDING now: the ones to enqueue.
     async fn put_pending_if_absent(&self, records: &[SendRecord]) -> Result<Vec<SendId>, StoreError>;
-    /// Whether any record (of `batch`, when given) is still PENDING or
-    /// QUEUED. Reads the status index, so its cost follows the backlog, not
-    /// the batch's size.
-    async fn has_unfinished(&self, batch: Option<BatchId>) -> Result<bool, StoreError>;
+    /// Whether any record is still PENDING or QUEUED: at most one item of
+    /// the status index read per status.
+    async fn has_unfinished(&self) -> Result<bool, StoreError>;
+    /// Whether a record of `batch` created at or after `from` is still
+    /// PENDING or QUEUED: `None` when none is, else a time at or before the
+    /// oldest such record's creation, where the next look may start.
+    ///
+    /// A batch's records are all written before it is awaited, and SENT and
+    /// ERROR are final, so a caller polling until `None` can start each look
+    /// where the last one stopped: over a batch's life each record is read
+    /// about once, whatever else is in flight. (Reading the status index's
+    /// PENDING and QUEUED for the batch instead cost every poll of every
+    /// batch the whole backlog of all batches: with a few dozen campaigns in
+    /// flight, the local DynamoDB spent a core on those reads alone.)
+    async fn unfinished_since(
+        &self,
+        batch: BatchId,
+        from: Option<DateTime<Utc>>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// PENDING → QUEUED for messages now on their queue (a later status wins).
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError>;
     /// Claims the message for one copy until `lease.until`: a later copy is
@@ -543,6 +558,31 @@ impl DynamoStatusStore {
     }
 }
 
+/// The creation time of the first of `items` (a page of an index, in its
+/// order) that is not SENT or ERROR, if any; an item whose status or time
+/// cannot be read is an error, not a finished record.
+fn first_unfinished(items: &[HashMap<String, AttributeValue>]) -> Option<Result<DateTime<Utc>, StoreError>> {
+    let text = |item: &HashMap<String, AttributeValue>, name: &str| {
+        item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+    };
+    let malformed = |item: &HashMap<String, AttributeValue>, reason: String| StoreError::Malformed {
+        send_id: text(item, "sendId"),
+        reason,
+    };
+    items.iter().find_map(|item| {
+        let created = match text(item, "status").parse::<SendStatus>() {
+            Ok(status) if status.is_terminal() => return None,
+            Ok(_) => text(item, "createdAt"),
+            Err(error) => return Some(Err(malformed(item, error.to_string()))),
+        };
+        Some(
+            DateTime::parse_from_rfc3339(&created)
+                .map(|at| at.with_timezone(&Utc))
+                .map_err(|error| malformed(item, format!("createdAt {created:?}: {error}"))),
+        )
+    })
+}
+
 /// Of a cancelled transaction of QUEUED writes to `ids`, the ones to write
 /// again together, given DynamoDB's cancellation reason for each item (in
 /// order; `None` or "None" for an item that was not at fault). `None` when the
@@ -575,6 +615,9 @@ const TRANSACTION_MAX: usize = 25;
 /// Transactions one chunk of QUEUED writes makes before writing one at a
 /// time: each try leaves out the records a sender finished meanwhile.
 const TRANSACTION_TRIES: usize = 3;
+/// Items one read of a batch's records takes while looking for one that is
+/// not finished yet: a poll usually stops in its first page.
+const UNFINISHED_PAGE: i32 = 100;
 /// Reads one filtered page may take before answering short.
 const MAX_FILTERED_READS: usize = 20;
 /// An error reason is stored up to this many characters.
@@ -609,41 +652,60 @@ impl StatusStore for DynamoStatusStore {
         written.into_iter().filter_map(Result::transpose).collect()
     }
 
-    async fn has_unfinished(&self, batch: Option<BatchId>) -> Result<bool, StoreError> {
+    async fn has_unfinished(&self) -> Result<bool, StoreError> {
         for status in [SendStatus::Pending, SendStatus::Queued] {
-            let mut start = None;
-            loop {
-                let mut query = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(STATUS_INDEX)
-                    .key_condition_expression("#status = :status")
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_values(":status", s(status.as_str()))
-                    .select(Select::Count)
-                    .set_exclusive_start_key(start);
-                // Small pages: while the batch has messages left, the first
-                // page nearly always holds one, and a 1 MB page would cost the
-                // store far more than the answer needs.
-                query = match batch {
-                    Some(batch) => query
-                        .filter_expression("batchId = :batch")
-                        .expression_attribute_values(":batch", s(batch.to_string()))
-                        .limit(200),
-                    None => query.limit(1),
-                };
-                let output = query.send().await.map_err(service_error)?;
-                if output.count > 0 {
-                    return Ok(true);
-                }
-                start = output.last_evaluated_key.filter(|k| !k.is_empty());
-                if start.is_none() {
-                    break;
-                }
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(STATUS_INDEX)
+                .key_condition_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status.as_str()))
+                .select(Select::Count)
+                .limit(1)
+                .send()
+                .await
+                .map_err(service_error)?;
+            if output.count > 0 {
+                return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    async fn unfinished_since(
+        &self,
+        batch: BatchId,
+        from: Option<DateTime<Utc>>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut start = None;
+        loop {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BATCH_INDEX)
+                .expression_attribute_values(":batch", s(batch.to_string()))
+                .projection_expression("sendId, #status, createdAt")
+                .expression_attribute_names("#status", "status")
+                .limit(UNFINISHED_PAGE)
+                .set_exclusive_start_key(start);
+            let query = match from {
+                Some(from) => query
+                    .key_condition_expression("batchId = :batch AND createdAt >= :from")
+                    .expression_attribute_values(":from", s(timestamp(from))),
+                None => query.key_condition_expression("batchId = :batch"),
+            };
+            let output = query.send().await.map_err(service_error)?;
+            if let Some(oldest) = first_unfinished(output.items()) {
+                return oldest.map(Some);
+            }
+            start = output.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(None);
+            }
+        }
     }
 
     async fn mark_queued(&self, ids: &[SendId]) -> Result<(), StoreError> {
@@ -865,6 +927,39 @@ impl StatusStore for DynamoStatusStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(status: &str, created: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("sendId".to_string(), s("id")),
+            ("status".to_string(), s(status)),
+            ("createdAt".to_string(), s(created)),
+        ])
+    }
+
+    #[test]
+    fn the_first_record_neither_sent_nor_in_error_is_the_oldest_unfinished() {
+        let page = [
+            item("SENT", "2026-12-05T10:00:00.000001Z"),
+            item("ERROR", "2026-12-05T10:00:00.000002Z"),
+            item("QUEUED", "2026-12-05T10:00:00.000003Z"),
+            item("PENDING", "2026-12-05T10:00:00.000004Z"),
+        ];
+        let oldest = first_unfinished(&page).unwrap().unwrap();
+        assert_eq!(timestamp(oldest), "2026-12-05T10:00:00.000003Z");
+        assert!(first_unfinished(&page[..2]).is_none(), "a page of final records");
+    }
+
+    #[test]
+    fn a_record_whose_status_cannot_be_read_is_an_error_not_a_finished_one() {
+        let page = [
+            item("SENT", "2026-12-05T10:00:00.000001Z"),
+            item("", "2026-12-05T10:00:00.000002Z"),
+        ];
+        assert!(matches!(
+            first_unfinished(&page),
+            Some(Err(StoreError::Malformed { .. }))
+        ));
+    }
 
     #[test]
     fn a_transaction_cancelled_by_failed_conditions_is_tried_again_without_those_records() {

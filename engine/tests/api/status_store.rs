@@ -1,22 +1,33 @@
 use chrono::Utc;
 use engine::config::MailerKind;
-use engine::domain::{CopyId, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord, SendStatus};
+use engine::domain::{
+    BatchId, CopyId, MessageBody, MessageKind, OutboundMessage, Priority, SendId, SendRecord, SendStatus,
+};
 use engine::faults::FaultPlan;
 use engine::store::{Claim, Lease};
 
 use crate::helpers::{spawn_app, spawn_app_with_faults, test_settings};
 
 fn pending(app: &crate::helpers::TestApp, name: &str) -> SendRecord {
+    in_batch(app, name, None, Utc::now())
+}
+
+fn in_batch(
+    app: &crate::helpers::TestApp,
+    name: &str,
+    batch_id: Option<BatchId>,
+    accepted_at: chrono::DateTime<Utc>,
+) -> SendRecord {
     SendRecord::pending(&OutboundMessage {
         send_id: SendId::new(),
-        batch_id: None,
+        batch_id,
         kind: MessageKind::Offer,
         priority: Priority::Medium,
         recipient: engine::domain::EmailAddress::parse(&app.address_for(name)).unwrap(),
         subject: "s".into(),
         body: MessageBody::Inline { text: "b".into() },
         attachment: None,
-        accepted_at: Utc::now(),
+        accepted_at,
         copy_id: Default::default(),
     })
 }
@@ -86,7 +97,7 @@ async fn a_claim_holds_for_one_copy_and_a_resumed_chunk_rewrites_only_what_is_mi
         pending(&app, "missing"),
     );
     store.put_pending(&[claimed.clone(), sent.clone()]).await.unwrap();
-    assert!(store.has_unfinished(None).await.unwrap());
+    assert!(store.has_unfinished().await.unwrap());
 
     let lease = |seconds: i64| Lease {
         copy: CopyId::new(),
@@ -123,6 +134,73 @@ async fn a_claim_holds_for_one_copy_and_a_resumed_chunk_rewrites_only_what_is_mi
     for record in [&claimed, &missing] {
         assert!(store.mark_error(record.send_id, "test").await.unwrap());
     }
-    assert!(!store.has_unfinished(None).await.unwrap(), "every record is final");
+    assert!(!store.has_unfinished().await.unwrap(), "every record is final");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_is_looked_at_from_its_oldest_unfinished_record_and_another_batchs_backlog_costs_it_nothing() {
+    let mut settings = test_settings(MailerKind::DryRun);
+    settings.sender.enabled = false;
+    let plan = FaultPlan::new(1);
+    let app = spawn_app_with_faults(settings, plan.clone()).await;
+    let store = &app.pipeline.store();
+    let start = Utc::now() - chrono::Duration::hours(1);
+    let at = |ms: i64| start + chrono::Duration::milliseconds(ms);
+    // Another campaign's backlog, all accepted before ours and all PENDING:
+    // more than a page of the status index.
+    let theirs = BatchId::new();
+    let backlog: Vec<SendRecord> = (0..250)
+        .map(|n| in_batch(&app, &format!("theirs{n}"), Some(theirs), at(n)))
+        .collect();
+    let ours = BatchId::new();
+    let rows: Vec<SendRecord> = (0..5)
+        .map(|n| in_batch(&app, &format!("ours{n}"), Some(ours), at(1_000 + n)))
+        .collect();
+    store.put_pending(&backlog).await.unwrap();
+    store.put_pending(&rows).await.unwrap();
+    let ids: Vec<SendId> = rows.iter().map(|r| r.send_id).collect();
+    store.mark_queued(&ids).await.unwrap();
+    for row in &rows[..2] {
+        assert!(store.mark_sent(row.send_id, "provider", Utc::now()).await.unwrap());
+    }
+    assert!(store.mark_error(rows[2].send_id, "test").await.unwrap());
+    let created = |record: &SendRecord| engine::store::timestamp(record.created_at);
+    let queries = || plan.usage().get("DynamoDB.Query").map_or(0, |usage| usage.calls);
+
+    let before = queries();
+    let oldest = store
+        .unfinished_since(ours, None)
+        .await
+        .unwrap()
+        .expect("two rows are QUEUED");
+    assert_eq!(engine::store::timestamp(oldest), created(&rows[3]));
+    assert_eq!(
+        queries() - before,
+        1,
+        "one read, though 250 older records of another batch are PENDING"
+    );
+
+    assert!(store.mark_sent(rows[3].send_id, "provider", Utc::now()).await.unwrap());
+    let next = store
+        .unfinished_since(ours, Some(oldest))
+        .await
+        .unwrap()
+        .expect("one row is QUEUED");
+    assert_eq!(engine::store::timestamp(next), created(&rows[4]));
+
+    assert!(store.mark_error(rows[4].send_id, "test").await.unwrap());
+    assert_eq!(store.unfinished_since(ours, Some(next)).await.unwrap(), None);
+    assert_eq!(
+        store.unfinished_since(ours, None).await.unwrap(),
+        None,
+        "every row is final"
+    );
+    let theirs_oldest = store
+        .unfinished_since(theirs, None)
+        .await
+        .unwrap()
+        .expect("their backlog is left");
+    assert_eq!(engine::store::timestamp(theirs_oldest), created(&backlog[0]));
     app.stop().await;
 }
