@@ -74,10 +74,13 @@ pub fn in_flight(workers: usize, concurrency: usize) -> u32 {
     (workers * concurrency.min(engine::queue::MAX_BATCH)) as u32
 }
 
-/// Accepted-but-unfinished messages the feeder keeps ahead of the senders:
-/// enough for every worker's three prefetched batches and its batch in hand, twice over.
+/// Posted-but-unfinished messages the feeder keeps ahead of the senders:
+/// enough for every worker's three prefetched batches and its batch in hand,
+/// twice over, and never less than 1,000, so that the rows of a campaign
+/// posted when the backlog ran low are enqueued before the senders run dry
+/// (about 2 s of sending at the ceiling).
 pub fn backlog_target(workers: usize) -> u64 {
-    (workers as u64 * 4 * engine::queue::MAX_BATCH as u64 * 2).max(200)
+    (workers as u64 * 4 * engine::queue::MAX_BATCH as u64 * 2).max(1_000)
 }
 
 /// Steps always run before the ladder may stop: enough points for the USL fit,
@@ -355,7 +358,7 @@ mod tests {
 
     #[test]
     fn the_backlog_keeps_every_worker_fed() {
-        assert_eq!(backlog_target(1), 200);
+        assert_eq!(backlog_target(1), 1_000);
         assert_eq!(backlog_target(32), 32 * 4 * 10 * 2);
         assert_eq!(in_flight(1, 5), 5);
         assert_eq!(in_flight(4, 25), 40);
