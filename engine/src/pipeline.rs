@@ -526,7 +526,8 @@ impl Pipeline {
                     .collect();
                 return (enqueued, failed);
             }
-            tracing::warn!(%priority, refused = refused.len(), "SQS refused part of a batch; retrying");
+            let reason = refused.first().map(|(_, reason)| reason.as_str()).unwrap_or_default();
+            tracing::warn!(%priority, refused = refused.len(), %reason, "SQS refused part of a batch; retrying");
             pending = refused.into_iter().map(|(m, _)| m).collect();
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
