@@ -29,7 +29,7 @@ impl AwsClients {
     /// Clients of an engine under test: every call goes through `plan`
     /// (faults, metering), and on the emulated stack the plan also answers
     /// for the SES account, since the emulators enforce no sending limits and
-    /// moto has no `GetAccount`.
+    /// answer no `GetAccount` (moto has none; aws-ses-v2-local has no account).
     pub async fn under_plan(stack: &Stack, plan: Arc<FaultPlan>) -> Self {
         if stack.is_emulated() {
             plan.model_ses_account();

@@ -244,7 +244,7 @@ impl FaultPlan {
 
     /// Makes the plan the SES account: it answers `GetAccount` and
     /// `GetSendQuota` with the quota in force, or with no limits. For the
-    /// local stack, whose SES (moto) enforces none.
+    /// local stack, whose SES emulators enforce none.
     pub fn model_ses_account(&self) {
         self.models_account.store(true, Ordering::Relaxed);
     }

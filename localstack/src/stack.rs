@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use vocabulary::DynamoDbEmulator;
+use vocabulary::{DynamoDbEmulator, SesV2Emulator};
 
 use crate::install;
 use crate::process::ManagedProcess;
@@ -128,7 +128,7 @@ pub struct SmtpFaultRule {
 /// Where the services live.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum StackTarget {
-    /// Emulators started here as host processes (LocalStack, DynamoDB Local, moto).
+    /// Emulators started here as host processes (LocalStack, dynoxide, aws-ses-v2-local).
     #[default]
     Local,
     /// An already running stack (for example a LocalStack container) at this URL.
@@ -169,6 +169,8 @@ pub struct StackOptions {
     pub log_dir: Option<PathBuf>,
     /// Which emulator serves DynamoDB on the local stack.
     pub dynamodb: DynamoDbEmulator,
+    /// Which emulator serves SES v2 on the local stack.
+    pub sesv2: SesV2Emulator,
 }
 
 impl Default for StackOptions {
@@ -179,29 +181,39 @@ impl Default for StackOptions {
             startup_timeout: Duration::from_secs(120),
             log_dir: None,
             dynamodb: DynamoDbEmulator::default(),
+            sesv2: SesV2Emulator::default(),
         }
     }
 }
 
 impl StackOptions {
     /// `COURIER_STACK` (local | aws | URL) picks the target, `local` when unset;
-    /// `COURIER_DYNAMODB` (dynoxide | dynamodb-local) the local DynamoDB, dynoxide when unset.
+    /// `COURIER_DYNAMODB` (dynoxide | dynamodb-local) the local DynamoDB, dynoxide when unset;
+    /// `COURIER_SESV2` (ses-v2-local | moto) the local SES v2, ses-v2-local when unset.
     pub fn from_env() -> Result<Self, StackError> {
         let target = match std::env::var("COURIER_STACK") {
             Ok(text) if !text.trim().is_empty() => text.parse()?,
             _ => StackTarget::Local,
         };
-        let dynamodb = match std::env::var("COURIER_DYNAMODB") {
-            Ok(text) if !text.trim().is_empty() => text
-                .parse()
-                .map_err(|e: vocabulary::UnknownName| StackError::Config(format!("COURIER_DYNAMODB: {e}")))?,
-            _ => DynamoDbEmulator::default(),
-        };
         Ok(Self {
             target,
-            dynamodb,
+            dynamodb: emulator_from_env("COURIER_DYNAMODB")?,
+            sesv2: emulator_from_env("COURIER_SESV2")?,
             ..Self::default()
         })
+    }
+}
+
+/// The emulator an environment variable names, or the default when it is unset or blank.
+fn emulator_from_env<E>(variable: &str) -> Result<E, StackError>
+where
+    E: Default + FromStr<Err = vocabulary::UnknownName>,
+{
+    match std::env::var(variable) {
+        Ok(text) if !text.trim().is_empty() => text
+            .parse()
+            .map_err(|e: vocabulary::UnknownName| StackError::Config(format!("{variable}: {e}"))),
+        _ => Ok(E::default()),
     }
 }
 
@@ -301,9 +313,18 @@ impl Stack {
                 .await
             })
         });
-        let moto = wants(&[Service::SesV2]).then(|| {
+        let sesv2 = options.sesv2;
+        let ses_v2 = wants(&[Service::SesV2]).then(|| {
             let log_dir = log_dir.clone();
-            tokio::spawn(async move { on_a_free_port(|| start_moto(&log_dir, timeout)).await })
+            tokio::spawn(async move {
+                on_a_free_port(|| async {
+                    match sesv2 {
+                        SesV2Emulator::SesV2Local => start_ses_v2_local(&log_dir, timeout).await,
+                        SesV2Emulator::Moto => start_moto(&log_dir, timeout).await,
+                    }
+                })
+                .await
+            })
         });
         let smtp = Some({
             let log_dir = log_dir.clone();
@@ -314,7 +335,7 @@ impl Stack {
         for (services, handle) in [
             (&[Service::Sqs, Service::S3, Service::Ses][..], localstack),
             (&[Service::DynamoDb][..], dynamodb),
-            (&[Service::SesV2][..], moto),
+            (&[Service::SesV2][..], ses_v2),
             (&[][..], smtp),
         ] {
             let Some(handle) = handle else { continue };
@@ -674,7 +695,50 @@ async fn start_moto(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator
     })
 }
 
-/// Writes one of the stack's own Python programs beside its logs, to run from there.
+/// aws-ses-v2-local under `courier_ses.js`, which adds the paged sent-mail
+/// route, identities and unique message ids (see the script).
+async fn start_ses_v2_local(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
+    let manifest = blocking_install(|| install::npm_package(install::SES_V2_LOCAL_LOCK)).await?;
+    let package = manifest.parent().expect("a package.json lives in its package's folder");
+    install::require_program(
+        "node",
+        &["--version"],
+        "install Node.js (Debian: apt-get install nodejs)",
+    )?;
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let name = SesV2Emulator::SesV2Local.as_str();
+    let log = log_dir.join(format!("{name}.log"));
+    let script = write_script(log_dir, "courier_ses.js", install::SES_V2_LOCAL_SCRIPT)?;
+    let mut command = Command::new("node");
+    command
+        // It keeps every accepted mail in memory, as SES's record: room for a
+        // million-message run beyond Node's default heap limit.
+        .arg("--max-old-space-size=8192")
+        .arg(&script)
+        .arg(package)
+        .args(["127.0.0.1", &port.to_string()])
+        .current_dir(log_dir);
+    let mut process = ManagedProcess::spawn(name, command, &log)?;
+    wait_ready(
+        "aws-ses-v2-local (sesv2)",
+        &url,
+        &mut process,
+        &log,
+        timeout,
+        |client, url| answers_ok(client, format!("{url}/health-check")),
+    )
+    .await?;
+    Ok(StartedEmulator {
+        name: name.into(),
+        version: install::SES_V2_LOCAL_LOCK.version(),
+        url,
+        process,
+        smtp: None,
+    })
+}
+
+/// Writes one of the stack's own programs beside its logs, to run from there.
 fn write_script(log_dir: &Path, file: &str, text: &str) -> Result<PathBuf, StackError> {
     let script = log_dir.join(file);
     std::fs::write(&script, text).map_err(|source| StackError::Io {

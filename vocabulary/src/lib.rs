@@ -9,7 +9,8 @@
 //! - [`SendStatus`]: where a message is in its life;
 //! - [`Stage`]: the timed steps of handling one message;
 //! - [`MailerKind`]: which provider sends;
-//! - [`DynamoDbEmulator`]: which emulator serves DynamoDB on the local stack;
+//! - [`DynamoDbEmulator`] and [`SesV2Emulator`]: which emulators serve DynamoDB and
+//!   SES v2 on the local stack;
 //! - [`Verdict`]: a run's pass or fail;
 //! - [`AwsOperation`]: the AWS calls Courier makes, as `Service.Operation`;
 //! - [`QueueRef`]: one of the six queues;
@@ -28,4 +29,4 @@ pub use named::UnknownName;
 pub use operation::{AwsOperation, AwsService, LoadBucket};
 pub use priority::{PerPriority, Priority, QueueRef};
 pub use usage::{Usage, UsageByOperation};
-pub use words::{DynamoDbEmulator, MailerKind, MessageKind, SendStatus, Stage, Verdict};
+pub use words::{DynamoDbEmulator, MailerKind, MessageKind, SendStatus, SesV2Emulator, Stage, Verdict};

@@ -153,6 +153,29 @@ impl DynamoDbEmulator {
 
 named_enum!(DynamoDbEmulator, "DynamoDB emulator");
 
+/// Which emulator serves SES v2 on the local stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SesV2Emulator {
+    /// aws-ses-v2-local (Node.js): accepts mail for half moto's CPU (the default).
+    #[default]
+    SesV2Local,
+    /// moto (Python): the wider model of SES, twice the CPU per message.
+    Moto,
+}
+
+impl SesV2Emulator {
+    pub const ALL: [SesV2Emulator; 2] = [SesV2Emulator::SesV2Local, SesV2Emulator::Moto];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SesV2Emulator::SesV2Local => "ses-v2-local",
+            SesV2Emulator::Moto => "moto",
+        }
+    }
+}
+
+named_enum!(SesV2Emulator, "SES v2 emulator");
+
 /// A run's, or one SLO's, outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verdict {
@@ -203,6 +226,9 @@ mod tests {
             assert_eq!(stage.as_str().parse::<Stage>(), Ok(stage));
         }
         assert_eq!("dry-run".parse::<MailerKind>(), Ok(MailerKind::DryRun));
+        for emulator in SesV2Emulator::ALL {
+            assert_eq!(emulator.as_str().parse::<SesV2Emulator>(), Ok(emulator));
+        }
     }
 
     #[test]

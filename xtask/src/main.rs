@@ -9,8 +9,8 @@
 //!
 //! What the tests need beyond Rust: Python ≥ 3.11 with `venv` (LocalStack,
 //! moto and the SMTP server are installed into a cache by the `localstack`
-//! crate on first use), npm (which ships dynoxide, the default DynamoDB, and
-//! DynamoDB Local's jar), Java ≥ 17 (DynamoDB Local, which one test checks the
+//! crate on first use), npm and Node.js (aws-ses-v2-local, the default SES v2,
+//! and DynamoDB Local's jar; dynoxide is built from its crate), Java ≥ 17 (DynamoDB Local, which one test checks the
 //! stack on) and Chromium (the HTML report's browser test). A missing one
 //! that cannot be installed here (no root, no sudo, no apt) stops the task
 //! with one message naming it and the command that installs it.

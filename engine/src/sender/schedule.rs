@@ -24,7 +24,7 @@ use crate::domain::{PerPriority, Priority, SendId};
 
 /// An SES account's sending limits, as `GetAccount` (v2) or `GetSendQuota`
 /// (v1) report them. `None` is "no limit" (AWS reports -1 for an unlimited
-/// daily quota; the local stack's moto enforces none and says so).
+/// daily quota; the local stack's SES v2 emulators enforce none).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct SendQuota {
     pub max_send_rate: Option<f64>,

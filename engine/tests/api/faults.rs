@@ -119,7 +119,10 @@ async fn injected_ses_faults_arrive_as_the_services_own_errors_in_both_api_versi
     assert!(used_up.exhausted(), "{used_up:?}");
     plan.set_ses_quota(None);
     // Without a quota, the account reads go to the stack's own SES.
-    assert!(v2.send_quota().await.is_err(), "moto has no SES v2 GetAccount");
+    assert!(
+        v2.send_quota().await.is_err(),
+        "the local SES v2 has no account to read"
+    );
     plan.model_ses_account();
     assert_eq!(
         v2.send_quota().await.unwrap().unwrap().max_send_rate,

@@ -1,5 +1,5 @@
-//! Integration tests against the real local stack (LocalStack, DynamoDB Local
-//! and moto as host processes), started once for the whole binary.
+//! Integration tests against the real local stack (LocalStack, dynoxide and
+//! aws-ses-v2-local as host processes), started once for the whole binary.
 
 mod helpers;
 

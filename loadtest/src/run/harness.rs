@@ -234,6 +234,7 @@ async fn start_stack(scenario: &Scenario, options: &RunOptions) -> Result<Stack,
     Ok(Stack::start(StackOptions {
         target,
         dynamodb: options.dynamodb,
+        sesv2: options.sesv2,
         ..StackOptions::default()
     })
     .await?)

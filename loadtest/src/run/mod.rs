@@ -95,6 +95,8 @@ pub struct RunOptions {
     pub capacity: bool,
     /// Which emulator serves DynamoDB on the local stack.
     pub dynamodb: vocabulary::DynamoDbEmulator,
+    /// Which emulator serves SES v2 on the local stack.
+    pub sesv2: vocabulary::SesV2Emulator,
     /// Print a progress line every few seconds.
     pub progress: bool,
     /// Faults added to the scenario's, each an inline TOML table
