@@ -8,7 +8,7 @@
 //! every spawn goes through one long-lived spawner thread.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -44,6 +44,8 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
 pub struct ManagedProcess {
     name: String,
     child: Child,
+    /// Files the process works in, removed once it has stopped.
+    scratch: Vec<PathBuf>,
 }
 
 impl ManagedProcess {
@@ -97,6 +99,7 @@ impl ManagedProcess {
             })?;
         tracing::info!(process = name, pid = child.id(), log = %log_file.display(), "started emulator");
         Ok(Self {
+            scratch: Vec::new(),
             name: name.to_string(),
             child,
         })
@@ -131,6 +134,20 @@ impl ManagedProcess {
 
 impl Drop for ManagedProcess {
     fn drop(&mut self) {
+        self.stop();
+        for file in &self.scratch {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+impl ManagedProcess {
+    /// Removes `files` when the process has stopped (with the stack).
+    pub fn remove_on_stop(&mut self, files: impl IntoIterator<Item = PathBuf>) {
+        self.scratch.extend(files);
+    }
+
+    fn stop(&mut self) {
         if self.exited().is_some() {
             return;
         }
