@@ -773,7 +773,9 @@ const DYNOXIDE_MALLOC: &str =
 async fn start_dynoxide(log_dir: &Path, timeout: Duration) -> Result<StartedEmulator, StackError> {
     let program = blocking_install(|| install::cargo_crate(install::DYNOXIDE_CRATE)).await?;
     let port = free_port()?;
-    let database = scratch_dir().join(format!("courier-dynoxide-{}-{port}.sqlite", std::process::id()));
+    let scratch = scratch_dir();
+    remove_orphaned_databases(&scratch);
+    let database = scratch.join(format!("{DYNOXIDE_FILE_PREFIX}{}-{port}.sqlite", std::process::id()));
     let mut command = Command::new(&program);
     command
         .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -792,6 +794,35 @@ async fn start_dynoxide(log_dir: &Path, timeout: Duration) -> Result<StartedEmul
     let with_suffix = |suffix: &str| PathBuf::from(format!("{}{suffix}", database.display()));
     started.process.remove_on_stop(["", "-wal", "-shm"].map(with_suffix));
     Ok(started)
+}
+
+/// dynoxide's database files are named `<this><pid of the stack's process>-<port>`.
+const DYNOXIDE_FILE_PREFIX: &str = "courier-dynoxide-";
+
+/// Removes the database files of stacks whose process has gone. A stack that
+/// is never dropped (a test binary's shared one) leaves its files behind, and
+/// in `/dev/shm` they hold memory.
+fn remove_orphaned_databases(scratch: &Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = orphan_owner(&name) else { continue };
+        if !Path::new("/proc").join(owner.to_string()).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The pid in a dynoxide database file's name, if the name is one.
+fn orphan_owner(file_name: &str) -> Option<u32> {
+    file_name
+        .strip_prefix(DYNOXIDE_FILE_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Memory-backed storage for an emulator's files where the system has it.
@@ -924,6 +955,14 @@ fn lock_version(lock: &str, package: &str) -> String {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn a_dynoxide_database_file_names_the_process_that_owns_it() {
+        assert_eq!(orphan_owner("courier-dynoxide-4242-34175.sqlite"), Some(4242));
+        assert_eq!(orphan_owner("courier-dynoxide-4242-34175.sqlite-wal"), Some(4242));
+        assert_eq!(orphan_owner("courier-dynoxide-x-1.sqlite"), None);
+        assert_eq!(orphan_owner("other-4242-1.sqlite"), None);
+    }
 
     fn started(name: &str) -> StartedEmulator {
         let log = std::env::temp_dir().join(format!("courier-{name}-{}.log", std::process::id()));
