@@ -1,4 +1,4 @@
-// aws-ses-v2-local's SES v2, served with the two things Courier needs besides.
+// aws-ses-v2-local's SES v2, served with what Courier needs besides.
 //
 // aws-ses-v2-local (Node.js, express) answers SES v2's `SendEmail` for half
 // the CPU of moto's (2026-12-06, 4,000 boto3 `SendEmail`s each, twice: 0.41 and
