@@ -7,7 +7,7 @@
 //! come from [`crate::svg`] and are the only markup inserted as is.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use vocabulary::{Priority, QueueRef, SendStatus, Stage};
+use vocabulary::{AwsService, Priority, QueueRef, SendStatus, Stage};
 
 use crate::compare::{format_change, format_value, Comparison};
 use crate::results::{Capacity, Percentiles, RunResults, Sample};
@@ -723,6 +723,11 @@ fn capacity_section(capacity: &Capacity, delivered: Option<f64>) -> Markup {
                 format!("{:.1}", s.delivered_per_sec),
                 format!("{:.1} / {:.1} ms", s.handling_mean_ms, s.handling_p99_ms),
                 format!("{total_ms:.2} ms"),
+                format!(
+                    "{:.2} / {:.2}",
+                    s.calls_per_message_to(AwsService::Sqs),
+                    s.calls_per_message_to(AwsService::DynamoDb)
+                ),
                 busiest,
             ];
             (cells, false)
@@ -733,7 +738,7 @@ fn capacity_section(capacity: &Capacity, delivered: Option<f64>) -> Markup {
             h2 { "Capacity" }
             p { (crate::summary::capacity_sentence(capacity, delivered)) }
             (figure(capacity_chart(capacity), "Each point is one step of the ladder, measured over its window after a warm-up; dashed: the Universal Scalability Law fitted to them."))
-            (table(&["workers × concurrency", "in flight", "msg/s", "handling mean / p99", "CPU per message (all)", "busiest"], &rows))
+            (table(&["workers × concurrency", "in flight", "msg/s", "handling mean / p99", "CPU per message (all)", "SQS / DynamoDB calls per message", "busiest"], &rows))
         }
     }
 }

@@ -10,7 +10,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 pub use vocabulary::stats::{Depth, Latency as LatencySample};
-use vocabulary::{MailerKind, PerPriority, Priority, QueueRef, SendStatus, Stage, UsageByOperation, Verdict};
+use vocabulary::{
+    AwsService, MailerKind, PerPriority, Priority, QueueRef, SendStatus, Stage, UsageByOperation, Verdict,
+};
 
 use crate::cost::Cost;
 
@@ -452,6 +454,22 @@ pub struct CapacityStep {
     pub handling_p99_ms: f64,
     /// Where the CPU went in the window.
     pub cpu: CpuUse,
+    /// AWS calls that reached the stack in the window per message SENT, by
+    /// operation (`Service.Operation`): what each message cost in calls, e.g.
+    /// more receives and deletes per message when batches come back short.
+    #[serde(default)]
+    pub calls_per_message: BTreeMap<String, f64>,
+}
+
+impl CapacityStep {
+    /// Calls to `service` per message sent, all its operations together.
+    pub fn calls_per_message_to(&self, service: AwsService) -> f64 {
+        self.calls_per_message
+            .iter()
+            .filter(|(operation, _)| AwsService::of_label(operation) == Some(service))
+            .map(|(_, calls)| calls)
+            .sum()
+    }
 }
 
 /// `X(N) = λN / (1 + σ(N−1) + κN(N−1))`: throughput at concurrency N.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use vocabulary::SendStatus;
+use vocabulary::{AwsService, SendStatus};
 
 use crate::results::{Capacity, RunResults};
 
@@ -83,8 +83,8 @@ pub fn capacity(c: &Capacity) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>9} {:>9} {:>9} {:>11} {:>10}  cpu ms/msg by process",
-        "workers×c", "in flight", "msg/s", "handling ms", "p99 ms"
+        "{:>9} {:>9} {:>9} {:>11} {:>10} {:>13}  cpu ms/msg by process",
+        "workers×c", "in flight", "msg/s", "handling ms", "p99 ms", "SQS/DDB calls"
     );
     for s in &c.steps {
         let cpu: Vec<String> = s
@@ -95,12 +95,17 @@ pub fn capacity(c: &Capacity) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:>9} {:>9} {:>9.1} {:>11.1} {:>10.1}  {}",
+            "{:>9} {:>9} {:>9.1} {:>11.1} {:>10.1} {:>13}  {}",
             format!("{}×{}", s.workers, s.concurrency),
             s.in_flight,
             s.delivered_per_sec,
             s.handling_mean_ms,
             s.handling_p99_ms,
+            format!(
+                "{:.2}/{:.2}",
+                s.calls_per_message_to(AwsService::Sqs),
+                s.calls_per_message_to(AwsService::DynamoDb)
+            ),
             cpu.join(", ")
         );
     }

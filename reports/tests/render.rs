@@ -232,6 +232,13 @@ fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction(
             handling_mean_ms: 1000.0 * f64::from(in_flight) / rate,
             handling_p99_ms: 3000.0 * f64::from(in_flight) / rate,
             cpu,
+            // Shorter receive batches at more workers: more SQS calls per message.
+            calls_per_message: [
+                ("SQS.ReceiveMessage".to_string(), 0.1 * workers as f64),
+                ("SQS.DeleteMessageBatch".to_string(), 0.1 * workers as f64),
+                ("DynamoDB.UpdateItem".to_string(), 2.0),
+            ]
+            .into(),
         }
     };
     let steps: Vec<_> = [(1, 1), (1, 5), (2, 10), (4, 10), (8, 10), (16, 10)]
@@ -279,6 +286,10 @@ fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction(
         "{terminal}"
     );
     assert!(terminal.contains("sustains about"), "{terminal}");
+    assert!(
+        terminal.contains("3.20/2.00") && own_page.contains("3.20 / 2.00"),
+        "16 workers: 1.6 receives and 1.6 deletes, 2 updates per message: {terminal}"
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@
 mod feeder;
 pub mod usl;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ use hdrhistogram::Histogram;
 use localstack::Stack;
 use scenarios::Scenario;
 use tokio_util::sync::CancellationToken;
+use vocabulary::UsageByOperation;
 
 use crate::cpu::CpuMeter;
 use crate::run::harness::{bind, engine_runtime, settings_for};
@@ -174,7 +176,8 @@ pub async fn measure(
 ) -> Result<Capacity, HarnessError> {
     // The same clients as a run's engine (a plan with no faults), so the
     // ceiling is measured through the same metering a run pays for.
-    let clients = &AwsClients::under_plan(stack, FaultPlan::new(0)).await;
+    let plan = FaultPlan::new(0);
+    let clients = &AwsClients::under_plan(stack, plan.clone()).await;
     let mut settings = settings_for(scenario, format!("{prefix}-cap"), stack)?;
     // Each step's senders hand their prefetched batches back when they stop, and
     // each hand-back counts as a receive: no redrive here, or a long ladder would
@@ -199,7 +202,7 @@ pub async fn measure(
     let mut stopped = "the ladder's last step was reached".to_string();
     for &(workers, concurrency) in &ladder.steps {
         backlog.store(backlog_target(workers), Ordering::Relaxed);
-        let step = run_step(&pipeline, workers, concurrency, ladder, &watched).await;
+        let step = run_step(&pipeline, &plan, workers, concurrency, ladder, &watched).await;
         tracing::info!(
             workers,
             concurrency,
@@ -229,6 +232,7 @@ pub async fn measure(
 /// One step: the senders at this concurrency, warmed up, then counted over the window.
 async fn run_step(
     pipeline: &Pipeline,
+    plan: &FaultPlan,
     workers: usize,
     concurrency: usize,
     ladder: &Ladder,
@@ -243,6 +247,7 @@ async fn run_step(
     tokio::time::sleep(ladder.warmup).await;
 
     let (sent_before, handling_before) = reading(pipeline);
+    let calls_before = plan.usage();
     let mut meter = CpuMeter::start(watched.to_vec());
     let started = Instant::now();
     while started.elapsed() < ladder.window {
@@ -250,6 +255,7 @@ async fn run_step(
         meter.sample();
     }
     let (sent_after, mut handling) = reading(pipeline);
+    let calls_after = plan.usage();
     let window_secs = started.elapsed().as_secs_f64();
     let cpu = meter.finish();
     stop.cancel();
@@ -267,7 +273,19 @@ async fn run_step(
         handling_mean_ms: handling.mean() / 1000.0,
         handling_p99_ms: handling.value_at_quantile(0.99) as f64 / 1000.0,
         cpu: cpu_use(&cpu, window_secs, cores, sent),
+        calls_per_message: calls_per_message(&calls_before, &calls_after, sent),
     }
+}
+
+/// Calls made between two readings of the meter, per message sent between them.
+pub fn calls_per_message(before: &UsageByOperation, after: &UsageByOperation, sent: u64) -> BTreeMap<String, f64> {
+    let was = |operation: &str| before.get(operation).map_or(0, |usage| usage.calls);
+    after
+        .iter()
+        .map(|(operation, usage)| (operation, usage.calls.saturating_sub(was(operation))))
+        .filter(|&(_, calls)| calls > 0 && sent > 0)
+        .map(|(operation, calls)| (operation.clone(), calls as f64 / sent as f64))
+        .collect()
 }
 
 /// SENT so far, and every priority's handling times so far (µs).
@@ -295,6 +313,7 @@ mod tests {
             handling_mean_ms: 0.0,
             handling_p99_ms: 0.0,
             cpu: Default::default(),
+            calls_per_message: BTreeMap::new(),
         }
     }
 
@@ -354,6 +373,40 @@ mod tests {
         assert_eq!(assessment.best, 500.0);
         // Median of 460, 500, 430, 440: (440 + 460) / 2; one lucky step does not set it.
         assert_eq!(assessment.ceiling, 450.0);
+    }
+
+    #[test]
+    fn a_step_counts_the_calls_made_in_its_window_per_message_sent() {
+        let usage = |pairs: &[(&str, u64)]| -> UsageByOperation {
+            pairs
+                .iter()
+                .map(|&(operation, calls)| {
+                    let usage = vocabulary::Usage {
+                        calls,
+                        ..Default::default()
+                    };
+                    (operation.to_string(), usage)
+                })
+                .collect()
+        };
+        let before = usage(&[("SQS.ReceiveMessage", 100), ("DynamoDB.Query", 7)]);
+        let after = usage(&[
+            ("SQS.ReceiveMessage", 150),
+            ("DynamoDB.Query", 7),
+            ("DynamoDB.UpdateItem", 400),
+        ]);
+        let calls = calls_per_message(&before, &after, 200);
+        assert_eq!(
+            calls.get("SQS.ReceiveMessage"),
+            Some(&0.25),
+            "50 receives for 200 sends"
+        );
+        assert_eq!(calls.get("DynamoDB.UpdateItem"), Some(&2.0), "new in this window");
+        assert_eq!(calls.get("DynamoDB.Query"), None, "none in this window");
+        assert!(
+            calls_per_message(&before, &after, 0).is_empty(),
+            "nothing sent, no ratio"
+        );
     }
 
     #[test]
