@@ -119,6 +119,12 @@ pub struct QueueSettings {
     /// hot index partitions with the sends (on AWS, 1,000 write units a
     /// second per key value), and a queue keeps a message only 4 days.
     pub campaign_max_waiting: u64,
+    /// Campaign chunks written at once, across all batches, while reminders
+    /// flow (otherwise [`crate::campaign::CHUNKS_IN_FLIGHT`] per batch). One
+    /// keeps a reminder's calls behind few campaign writes; more lets
+    /// campaigns keep their queues fed when the senders could send faster,
+    /// at the cost of the reminders' latency (see the README's capacity notes).
+    pub campaign_chunks_while_reminders: usize,
 }
 
 impl QueueSettings {
@@ -135,6 +141,7 @@ impl Default for QueueSettings {
             visibility_timeout_secs: 30,
             long_poll_secs: 1,
             campaign_max_waiting: 50_000,
+            campaign_chunks_while_reminders: 1,
         }
     }
 }
@@ -305,6 +312,9 @@ impl Settings {
         if self.queues.campaign_max_waiting == 0 {
             return fail("queues.campaign_max_waiting must be at least 1 (0 would stop every campaign)");
         }
+        if self.queues.campaign_chunks_while_reminders == 0 {
+            return fail("queues.campaign_chunks_while_reminders must be at least 1 (0 would stop every campaign while reminders flow)");
+        }
         if self.sender.workers == 0 || self.sender.concurrency == 0 {
             return fail("sender.workers and sender.concurrency must be at least 1");
         }
@@ -386,5 +396,12 @@ mod tests {
         let mut settings = Settings::default();
         settings.queues.long_poll_secs = 30;
         assert!(settings.validate().unwrap_err().to_string().contains("long_poll_secs"));
+        let mut settings = Settings::default();
+        settings.queues.campaign_chunks_while_reminders = 0;
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("campaign_chunks_while_reminders"));
     }
 }

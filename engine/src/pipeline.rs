@@ -43,8 +43,8 @@ pub struct Pipeline {
 
 /// Whether high-priority work is flowing, so background work (a campaign
 /// batch's ingest) yields the stack to it: while reminders arrive, campaign
-/// chunks are written one at a time, across all batches, instead of
-/// [`crate::campaign::CHUNKS_IN_FLIGHT`] per batch. On the local stack the
+/// chunks are written one at a time (`queues.campaign_chunks_while_reminders`),
+/// across all batches, instead of [`crate::campaign::CHUNKS_IN_FLIGHT`] per batch. On the local stack the
 /// emulators serialise writes, and a reminder's writes would otherwise queue
 /// behind a burst of batch writes.
 ///
@@ -58,6 +58,8 @@ pub struct HighActivity {
     last: std::sync::atomic::AtomicU64,
     /// Background turns held now.
     turns: std::sync::atomic::AtomicUsize,
+    /// Background turns that may be held at once while high work flows.
+    turns_while_active: usize,
     passage: std::sync::Mutex<Passage>,
     passed: tokio::sync::Notify,
 }
@@ -73,17 +75,23 @@ impl Drop for BackgroundTurn {
 
 impl Default for HighActivity {
     fn default() -> Self {
-        Self {
-            origin: tokio::time::Instant::now(),
-            last: Default::default(),
-            turns: Default::default(),
-            passage: Default::default(),
-            passed: Default::default(),
-        }
+        Self::new(1)
     }
 }
 
 impl HighActivity {
+    /// `turns_while_active` background turns at once while high work flows (at least 1).
+    pub fn new(turns_while_active: usize) -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            last: Default::default(),
+            turns: Default::default(),
+            turns_while_active: turns_while_active.max(1),
+            passage: Default::default(),
+            passed: Default::default(),
+        }
+    }
+
     /// High-priority messages were accepted now: they are on their way.
     pub fn arriving(&self, send_ids: impl IntoIterator<Item = SendId>) {
         let now = self.origin.elapsed();
@@ -132,12 +140,12 @@ impl HighActivity {
     }
 
     /// Waits for a turn at background work: at once while no high work
-    /// flows; otherwise when no other background turn is held.
+    /// flows; otherwise when fewer than `turns_while_active` are held.
     pub async fn background_turn(self: &Arc<Self>) -> BackgroundTurn {
         use std::sync::atomic::Ordering::SeqCst;
         loop {
             let held = self.turns.load(SeqCst);
-            let may = held == 0 || !self.active();
+            let may = held < self.turns_while_active || !self.active();
             if may && self.turns.compare_exchange(held, held + 1, SeqCst, SeqCst).is_ok() {
                 return BackgroundTurn(self.clone());
             }
@@ -216,6 +224,7 @@ impl Pipeline {
         batches: Arc<dyn BatchStore>,
         mailer: Arc<dyn Mailer>,
     ) -> Self {
+        let high = Arc::new(HighActivity::new(settings.queues.campaign_chunks_while_reminders));
         Self {
             settings: Arc::new(settings),
             queues,
@@ -224,7 +233,7 @@ impl Pipeline {
             batches,
             mailer,
             metrics: Arc::new(Metrics::default()),
-            high: Arc::new(HighActivity::default()),
+            high,
         }
     }
 
@@ -605,5 +614,26 @@ mod tests {
         let _another = tokio::time::timeout(Duration::from_millis(1), high.background_turn())
             .await
             .expect("no waiting once reminders stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_may_take_as_many_turns_as_set_while_reminders_flow() {
+        let high = Arc::new(HighActivity::new(2));
+        high.arriving([SendId::new()]);
+        let first = high.background_turn().await;
+        let _second = tokio::time::timeout(Duration::from_millis(1), high.background_turn())
+            .await
+            .expect("a second turn at once: two are allowed");
+        let third = tokio::spawn({
+            let high = high.clone();
+            async move { high.background_turn().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!third.is_finished(), "a third waits while two are held");
+        drop(first);
+        tokio::time::timeout(Duration::from_millis(50), third)
+            .await
+            .expect("the third is taken once one ends")
+            .unwrap();
     }
 }

@@ -88,6 +88,10 @@ pub struct EngineSpec {
     /// (the engine's `queues.campaign_max_waiting`; unset: its default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub campaign_max_waiting: Option<u64>,
+    /// Campaign chunks written at once while reminders flow (the engine's
+    /// `queues.campaign_chunks_while_reminders`; unset: its default, 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_chunks_while_reminders: Option<usize>,
 }
 
 impl Default for EngineSpec {
@@ -103,6 +107,7 @@ impl Default for EngineSpec {
             retry_max_secs: 10,
             background_in_flight: None,
             campaign_max_waiting: None,
+            campaign_chunks_while_reminders: None,
         }
     }
 }
@@ -551,6 +556,12 @@ impl Scenario {
                 "must be at least 1: at 0 no campaign would ever be enqueued".into(),
             );
         }
+        if self.engine.campaign_chunks_while_reminders == Some(0) {
+            return fail(
+                "engine.campaign_chunks_while_reminders",
+                "must be at least 1: at 0 no campaign would be enqueued while reminders flow".into(),
+            );
+        }
         if self.traffic.campaigns.is_none() && self.traffic.notifications.is_none() {
             return fail("traffic", "needs [traffic.campaigns] or [traffic.notifications]".into());
         }
@@ -816,6 +827,13 @@ mod tests {
         assert_eq!(parse(&text).unwrap_err().field, "engine.campaign_max_waiting");
         let text = format!("{MINIMAL}[engine]\ncampaign_max_waiting = 2000000\n");
         assert_eq!(parse(&text).unwrap().engine.campaign_max_waiting, Some(2_000_000));
+        let text = format!("{MINIMAL}[engine]\ncampaign_chunks_while_reminders = 0\n");
+        assert_eq!(
+            parse(&text).unwrap_err().field,
+            "engine.campaign_chunks_while_reminders"
+        );
+        let text = format!("{MINIMAL}[engine]\ncampaign_chunks_while_reminders = 2\n");
+        assert_eq!(parse(&text).unwrap().engine.campaign_chunks_while_reminders, Some(2));
     }
 
     #[test]
