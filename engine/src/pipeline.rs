@@ -43,8 +43,9 @@ pub struct Pipeline {
 
 /// Whether high-priority work is flowing, so background work (a campaign
 /// batch's ingest) yields the stack to it: while reminders arrive, campaign
-/// chunks are written one at a time (`queues.campaign_chunks_while_reminders`),
-/// across all batches, instead of [`crate::campaign::CHUNKS_IN_FLIGHT`] per batch. On the local stack the
+/// chunks are written one at a time across all batches
+/// (`queues.campaign_chunks_while_reminders`), instead of
+/// [`crate::campaign::CHUNKS_IN_FLIGHT`] per batch. On the local stack the
 /// emulators serialise writes, and a reminder's writes would otherwise queue
 /// behind a burst of batch writes.
 ///
