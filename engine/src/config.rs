@@ -125,6 +125,13 @@ pub struct QueueSettings {
     /// campaigns keep their queues fed when the senders could send faster,
     /// at the cost of the reminders' latency (see the README's capacity notes).
     pub campaign_chunks_while_reminders: usize,
+    /// Campaign chunks written at most at once, across all batches, while
+    /// reminders flow but the medium and low senders are starved (most of
+    /// their receives come back short while chunks wait): their queues have
+    /// run dry, so holding ingest back would only idle them. One more each
+    /// second it lasts; back to `campaign_chunks_while_reminders` once
+    /// receives come back mostly full. Set it to that to never raise it.
+    pub campaign_chunks_while_starved: usize,
 }
 
 impl QueueSettings {
@@ -142,6 +149,7 @@ impl Default for QueueSettings {
             long_poll_secs: 1,
             campaign_max_waiting: 50_000,
             campaign_chunks_while_reminders: 1,
+            campaign_chunks_while_starved: crate::campaign::CHUNKS_IN_FLIGHT,
         }
     }
 }
@@ -315,6 +323,9 @@ impl Settings {
         if self.queues.campaign_chunks_while_reminders == 0 {
             return fail("queues.campaign_chunks_while_reminders must be at least 1 (0 would stop every campaign while reminders flow)");
         }
+        if self.queues.campaign_chunks_while_starved == 0 {
+            return fail("queues.campaign_chunks_while_starved must be at least 1 (0 would stop every campaign while reminders flow)");
+        }
         if self.sender.workers == 0 || self.sender.concurrency == 0 {
             return fail("sender.workers and sender.concurrency must be at least 1");
         }
@@ -403,5 +414,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("campaign_chunks_while_reminders"));
+        let mut settings = Settings::default();
+        settings.queues.campaign_chunks_while_starved = 0;
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("campaign_chunks_while_starved"));
     }
 }

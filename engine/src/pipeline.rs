@@ -20,7 +20,7 @@ use crate::domain::{
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::queue::{batches, wire_size, MessageQueue, QueueDepth, QueueRef, MAX_BATCH_BYTES};
-use crate::sender::schedule::Passage;
+use crate::sender::schedule::{Passage, Starvation};
 use crate::store::{StatusStore, StoreError};
 
 /// Everything the API, senders and reconciler share. Cheap to clone.
@@ -47,7 +47,11 @@ pub struct Pipeline {
 /// (`queues.campaign_chunks_while_reminders`), instead of
 /// [`crate::campaign::CHUNKS_IN_FLIGHT`] per batch. On the local stack the
 /// emulators serialise writes, and a reminder's writes would otherwise queue
-/// behind a burst of batch writes.
+/// behind a burst of batch writes. Yielding is worth it only while the
+/// medium and low senders have messages waiting: while their receives come
+/// back short and chunks wait, ingest sets their pace, and one more chunk
+/// may go each second it lasts, up to `queues.campaign_chunks_while_starved`;
+/// one fewer each second a backlog stands ([`Starvation`], [`TurnLimits`]).
 ///
 /// It also keeps the reminders on their way through ([`Passage`]), so
 /// background work (campaign ingest, medium and low sends) starts no new
@@ -59,8 +63,8 @@ pub struct HighActivity {
     last: std::sync::atomic::AtomicU64,
     /// Background turns held now.
     turns: std::sync::atomic::AtomicUsize,
-    /// Background turns that may be held at once while high work flows.
-    turns_while_active: usize,
+    limits: TurnLimits,
+    starvation: std::sync::Mutex<Starvation>,
     passage: std::sync::Mutex<Passage>,
     passed: tokio::sync::Notify,
 }
@@ -74,20 +78,58 @@ impl Drop for BackgroundTurn {
     }
 }
 
+/// How many background turns (campaign chunks being written) may be held at
+/// once, across all batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnLimits {
+    /// While reminders flow and the senders have messages waiting.
+    pub while_reminders: usize,
+    /// At most, while reminders flow but the medium and low senders are
+    /// starved ([`Starvation`]): ingest sets their pace.
+    pub while_starved: usize,
+}
+
+impl TurnLimits {
+    pub fn of(settings: &crate::config::QueueSettings) -> Self {
+        Self {
+            while_reminders: settings.campaign_chunks_while_reminders,
+            while_starved: settings.campaign_chunks_while_starved,
+        }
+    }
+
+    /// The turns that may be held now: no limit while no reminder flows;
+    /// while they do, at least one, plus `extra` for starved senders
+    /// ([`Starvation::extra_turns`]), up to `while_starved`.
+    pub fn now(self, reminders_flowing: bool, extra: usize) -> Option<usize> {
+        reminders_flowing.then(|| self.while_reminders.max(1) + extra.min(self.most_extra()))
+    }
+
+    /// The most turns starved senders may add.
+    pub fn most_extra(self) -> usize {
+        self.while_starved.saturating_sub(self.while_reminders.max(1))
+    }
+}
+
+impl Default for TurnLimits {
+    fn default() -> Self {
+        Self::of(&crate::config::QueueSettings::default())
+    }
+}
+
 impl Default for HighActivity {
     fn default() -> Self {
-        Self::new(1)
+        Self::new(TurnLimits::default())
     }
 }
 
 impl HighActivity {
-    /// `turns_while_active` background turns at once while high work flows (at least 1).
-    pub fn new(turns_while_active: usize) -> Self {
+    pub fn new(limits: TurnLimits) -> Self {
         Self {
             origin: tokio::time::Instant::now(),
             last: Default::default(),
             turns: Default::default(),
-            turns_while_active: turns_while_active.max(1),
+            limits,
+            starvation: Default::default(),
             passage: Default::default(),
             passed: Default::default(),
         }
@@ -128,6 +170,16 @@ impl HighActivity {
         }
     }
 
+    /// A medium or low fetcher's receive came back: `short` if it brought
+    /// fewer messages than it asked for (its queue ran dry).
+    pub fn background_received(&self, short: bool) {
+        self.starvation().received(short, self.origin.elapsed());
+    }
+
+    fn starvation(&self) -> std::sync::MutexGuard<'_, Starvation> {
+        self.starvation.lock().expect("starvation lock")
+    }
+
     fn passage(&self) -> std::sync::MutexGuard<'_, Passage> {
         self.passage.lock().expect("passage lock")
     }
@@ -140,17 +192,20 @@ impl HighActivity {
         last > 0 && (self.origin.elapsed().as_millis() as u64 + 1).saturating_sub(last) < window
     }
 
-    /// Waits for a turn at background work: at once while no high work
-    /// flows; otherwise when fewer than `turns_while_active` are held.
+    /// Waits for a turn at background work: when fewer are held than
+    /// [`TurnLimits::now`] allows.
     pub async fn background_turn(self: &Arc<Self>) -> BackgroundTurn {
         use std::sync::atomic::Ordering::SeqCst;
         loop {
             let held = self.turns.load(SeqCst);
-            let may = held < self.turns_while_active || !self.active();
+            let now = self.origin.elapsed();
+            let extra = self.starvation().extra_turns();
+            let may = self.limits.now(self.active(), extra).is_none_or(|limit| held < limit);
             if may && self.turns.compare_exchange(held, held + 1, SeqCst, SeqCst).is_ok() {
                 return BackgroundTurn(self.clone());
             }
             if !may {
+                self.starvation().held_back(now, self.limits.most_extra());
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
@@ -225,7 +280,7 @@ impl Pipeline {
         batches: Arc<dyn BatchStore>,
         mailer: Arc<dyn Mailer>,
     ) -> Self {
-        let high = Arc::new(HighActivity::new(settings.queues.campaign_chunks_while_reminders));
+        let high = Arc::new(HighActivity::new(TurnLimits::of(&settings.queues)));
         Self {
             settings: Arc::new(settings),
             queues,
@@ -619,7 +674,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn background_work_may_take_as_many_turns_as_set_while_reminders_flow() {
-        let high = Arc::new(HighActivity::new(2));
+        let high = Arc::new(HighActivity::new(TurnLimits {
+            while_reminders: 2,
+            while_starved: 2,
+        }));
         high.arriving([SendId::new()]);
         let first = high.background_turn().await;
         let _second = tokio::time::timeout(Duration::from_millis(1), high.background_turn())
@@ -636,5 +694,51 @@ mod tests {
             .await
             .expect("the third is taken once one ends")
             .unwrap();
+    }
+
+    #[test]
+    fn campaign_ingest_is_held_back_only_while_reminders_flow_and_less_the_longer_the_senders_starve() {
+        let limits = TurnLimits {
+            while_reminders: 1,
+            while_starved: 4,
+        };
+        assert_eq!(limits.now(false, 0), None, "no reminders: no limit");
+        assert_eq!(limits.now(false, 2), None);
+        assert_eq!(limits.now(true, 0), Some(1), "reminders, senders busy: one chunk");
+        assert_eq!(limits.now(true, 2), Some(3), "senders starved: more");
+        assert_eq!(limits.now(true, 9), Some(4), "up to the setting");
+        let never_raised = TurnLimits {
+            while_reminders: 2,
+            while_starved: 1,
+        };
+        assert_eq!(never_raised.now(true, 3), Some(2), "starving never lowers it");
+        let zero = TurnLimits {
+            while_reminders: 0,
+            while_starved: 0,
+        };
+        assert_eq!(zero.now(true, 0), Some(1), "never below one turn");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_background_receives_while_a_chunk_waits_let_another_chunk_go_until_a_backlog_forms() {
+        let step = crate::sender::schedule::STARVED_STEP;
+        let high = Arc::new(HighActivity::new(TurnLimits {
+            while_reminders: 1,
+            while_starved: 2,
+        }));
+        high.arriving([SendId::new()]);
+        (0..10).for_each(|_| high.background_received(true));
+        tokio::time::sleep(step).await;
+        let _first = high.background_turn().await;
+        let _second = tokio::time::timeout(Duration::from_millis(20), high.background_turn())
+            .await
+            .expect("starved while it waited: a second turn");
+        let third = tokio::time::timeout(step * 3, high.background_turn()).await;
+        assert!(third.is_err(), "two at most");
+        (0..10).for_each(|_| high.background_received(false));
+        high.arriving([SendId::new()]);
+        drop(_first);
+        let again = tokio::time::timeout(step * 3, high.background_turn()).await;
+        assert!(again.is_err(), "a backlog: back to one, and one is held");
     }
 }

@@ -92,6 +92,11 @@ pub struct EngineSpec {
     /// `queues.campaign_chunks_while_reminders`; unset: its default, 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub campaign_chunks_while_reminders: Option<usize>,
+    /// Campaign chunks written at once while reminders flow but the medium
+    /// and low senders are starved (the engine's
+    /// `queues.campaign_chunks_while_starved`; unset: its default, 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_chunks_while_starved: Option<usize>,
 }
 
 impl Default for EngineSpec {
@@ -108,6 +113,7 @@ impl Default for EngineSpec {
             background_in_flight: None,
             campaign_max_waiting: None,
             campaign_chunks_while_reminders: None,
+            campaign_chunks_while_starved: None,
         }
     }
 }
@@ -562,6 +568,12 @@ impl Scenario {
                 "must be at least 1: at 0 no campaign would be enqueued while reminders flow".into(),
             );
         }
+        if self.engine.campaign_chunks_while_starved == Some(0) {
+            return fail(
+                "engine.campaign_chunks_while_starved",
+                "must be at least 1: at 0 no campaign would be enqueued while reminders flow".into(),
+            );
+        }
         if self.traffic.campaigns.is_none() && self.traffic.notifications.is_none() {
             return fail("traffic", "needs [traffic.campaigns] or [traffic.notifications]".into());
         }
@@ -834,6 +846,10 @@ mod tests {
         );
         let text = format!("{MINIMAL}[engine]\ncampaign_chunks_while_reminders = 2\n");
         assert_eq!(parse(&text).unwrap().engine.campaign_chunks_while_reminders, Some(2));
+        let text = format!("{MINIMAL}[engine]\ncampaign_chunks_while_starved = 0\n");
+        assert_eq!(parse(&text).unwrap_err().field, "engine.campaign_chunks_while_starved");
+        let text = format!("{MINIMAL}[engine]\ncampaign_chunks_while_starved = 1\n");
+        assert_eq!(parse(&text).unwrap().engine.campaign_chunks_while_starved, Some(1));
     }
 
     #[test]

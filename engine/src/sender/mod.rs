@@ -118,7 +118,11 @@ async fn fetch(
         make_way(&pipeline, priority).await;
         // Not raced with shutdown: a receive dropped mid-way would hide its messages
         // for a whole visibility timeout. It ends within `long_poll` anyway.
-        match pipeline.queues.receive(QueueRef::Main(priority), size, long_poll).await {
+        let received = pipeline.queues.receive(QueueRef::Main(priority), size, long_poll).await;
+        if let (Ok(messages), true) = (&received, priority != Priority::High) {
+            pipeline.high.background_received(messages.len() < size);
+        }
+        match received {
             Ok(messages) if !messages.is_empty() => {
                 if shutdown.is_cancelled() {
                     release(&pipeline, &messages).await;

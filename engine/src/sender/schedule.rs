@@ -422,6 +422,65 @@ impl Passage {
     }
 }
 
+/// Whether campaign ingest, held back while reminders flow, is starving the
+/// medium and low senders: their receives come back short of what they
+/// asked for (their queues have run dry) while campaign chunks wait for a
+/// turn. Ingest then sets the senders' pace, and holding it back protects
+/// the reminders from nothing the senders would not do anyway. So each
+/// [`STARVED_STEP`] it lasts, one more chunk may go at once; each step the
+/// receives come back mostly full (a backlog has formed), one fewer. Like
+/// TCP's window, the number settles where the queues are just kept fed.
+///
+/// A share of short receives, not the last one, judges it: with many
+/// fetchers on a shallow queue, some come back full now and then.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Starvation {
+    /// Exponentially weighted share of recent receives that came back short.
+    short_share: f64,
+    /// Chunks that may go at once beyond the usual number.
+    extra: usize,
+    /// When `extra` last changed.
+    changed_at: Duration,
+}
+
+/// Each receive's weight in [`Starvation`]'s share of short receives.
+const SHORT_WEIGHT: f64 = 0.1;
+/// How often [`Starvation`]'s number of extra chunks may change by one.
+pub const STARVED_STEP: Duration = Duration::from_secs(1);
+
+impl Starvation {
+    /// A medium or low receive came back at `now`, `short` of what it asked for or not.
+    pub fn received(&mut self, short: bool, now: Duration) {
+        let short = if short { 1.0 } else { 0.0 };
+        self.short_share += SHORT_WEIGHT * (short - self.short_share);
+        if !self.starved() && self.extra > 0 && self.step_due(now) {
+            self.extra -= 1;
+            self.changed_at = now;
+        }
+    }
+
+    /// A campaign chunk waits for a turn at `now`; at most `most` extra chunks.
+    pub fn held_back(&mut self, now: Duration, most: usize) {
+        if self.starved() && self.extra < most && self.step_due(now) {
+            self.extra += 1;
+            self.changed_at = now;
+        }
+    }
+
+    /// How many more chunks than usual may go at once.
+    pub fn extra_turns(&self) -> usize {
+        self.extra
+    }
+
+    fn step_due(&self, now: Duration) -> bool {
+        now.saturating_sub(self.changed_at) >= STARVED_STEP
+    }
+
+    fn starved(&self) -> bool {
+        self.short_share > 0.5
+    }
+}
+
 /// SES's door. SES counts a send against its rate as the request arrives,
 /// in a bucket about a second deep, and a permit granted in time can reach
 /// it late: a claim write held up (a throttled index partition, a slow
@@ -847,5 +906,49 @@ mod tests {
             low: 0,
         };
         assert_eq!(allocator.choose(&waiting(5, 5, 5), &full, ms(0)), None);
+    }
+
+    #[test]
+    fn starved_senders_let_one_more_chunk_go_each_second_chunks_wait_and_one_fewer_each_second_they_have_work() {
+        let mut starvation = Starvation::default();
+        (0..20).for_each(|i| starvation.received(true, ms(i)));
+        assert_eq!(
+            starvation.extra_turns(),
+            0,
+            "short receives, no chunk waiting: nothing to raise"
+        );
+        starvation.held_back(ms(5_000), 3);
+        assert_eq!(starvation.extra_turns(), 1, "starved while a chunk waits");
+        starvation.held_back(ms(5_900), 3);
+        assert_eq!(starvation.extra_turns(), 1, "one step a second");
+        for at in [6_000, 7_000] {
+            starvation.held_back(ms(at), 3);
+        }
+        assert_eq!(starvation.extra_turns(), 3, "up to the most allowed");
+        starvation.received(false, ms(7_100));
+        assert_eq!(
+            starvation.extra_turns(),
+            3,
+            "one full receive among short ones is not a backlog"
+        );
+        (0..10).for_each(|i| starvation.received(false, ms(7_200 + i)));
+        assert_eq!(
+            starvation.extra_turns(),
+            3,
+            "mostly full, but the last step was under a second ago"
+        );
+        starvation.received(false, ms(8_000));
+        assert_eq!(starvation.extra_turns(), 2, "a backlog: one fewer");
+        starvation.held_back(ms(9_000), 3);
+        assert_eq!(
+            starvation.extra_turns(),
+            2,
+            "chunks waiting while the senders have work: not raised"
+        );
+        starvation.received(false, ms(9_000));
+        starvation.received(false, ms(10_000));
+        assert_eq!(starvation.extra_turns(), 0);
+        starvation.received(false, ms(11_000));
+        assert_eq!(starvation.extra_turns(), 0, "never below the usual number");
     }
 }

@@ -216,6 +216,9 @@ pub(crate) fn engine_settings(scenario: &Scenario, prefix: String) -> Settings {
     if let Some(chunks) = engine.campaign_chunks_while_reminders {
         settings.queues.campaign_chunks_while_reminders = chunks;
     }
+    if let Some(chunks) = engine.campaign_chunks_while_starved {
+        settings.queues.campaign_chunks_while_starved = chunks;
+    }
     // The harness runs the senders itself, so it can crash and restart them.
     settings.sender.enabled = false;
     settings.queues.visibility_timeout_secs = engine.visibility_timeout_secs;
