@@ -730,9 +730,17 @@ mod tests {
         (0..10).for_each(|_| high.background_received(true));
         tokio::time::sleep(step).await;
         let _first = high.background_turn().await;
-        let _second = tokio::time::timeout(Duration::from_millis(20), high.background_turn())
+        let second = tokio::spawn({
+            let high = high.clone();
+            async move { high.background_turn().await }
+        });
+        tokio::time::sleep(step / 2).await;
+        assert!(!second.is_finished(), "starved, but not for a whole second yet");
+        let _second = tokio::time::timeout(step, second)
             .await
-            .expect("starved while it waited: a second turn");
+            .expect("starved a whole second while it waited: a second turn")
+            .unwrap();
+        high.arriving([SendId::new()]);
         let third = tokio::time::timeout(step * 3, high.background_turn()).await;
         assert!(third.is_err(), "two at most");
         (0..10).for_each(|_| high.background_received(false));

@@ -441,6 +441,8 @@ pub struct Starvation {
     extra: usize,
     /// When `extra` last changed.
     changed_at: Duration,
+    /// Since when the senders have been starved while chunks waited.
+    since: Option<Duration>,
 }
 
 /// Each receive's weight in [`Starvation`]'s share of short receives.
@@ -453,15 +455,24 @@ impl Starvation {
     pub fn received(&mut self, short: bool, now: Duration) {
         let short = if short { 1.0 } else { 0.0 };
         self.short_share += SHORT_WEIGHT * (short - self.short_share);
-        if !self.starved() && self.extra > 0 && self.step_due(now) {
+        if self.starved() {
+            return;
+        }
+        self.since = None;
+        if self.extra > 0 && self.step_due(now) {
             self.extra -= 1;
             self.changed_at = now;
         }
     }
 
-    /// A campaign chunk waits for a turn at `now`; at most `most` extra chunks.
+    /// A campaign chunk waits for a turn at `now`; at most `most` extra
+    /// chunks. The first comes a whole step after the starving began.
     pub fn held_back(&mut self, now: Duration, most: usize) {
-        if self.starved() && self.extra < most && self.step_due(now) {
+        if !self.starved() {
+            return;
+        }
+        let since = *self.since.get_or_insert(now);
+        if self.extra < most && self.step_due(now) && now.saturating_sub(since) >= STARVED_STEP {
             self.extra += 1;
             self.changed_at = now;
         }
@@ -917,8 +928,14 @@ mod tests {
             0,
             "short receives, no chunk waiting: nothing to raise"
         );
+        starvation.held_back(ms(4_000), 3);
+        assert_eq!(starvation.extra_turns(), 0, "a chunk starts waiting: not at once");
         starvation.held_back(ms(5_000), 3);
-        assert_eq!(starvation.extra_turns(), 1, "starved while a chunk waits");
+        assert_eq!(
+            starvation.extra_turns(),
+            1,
+            "starved a whole second while a chunk waits"
+        );
         starvation.held_back(ms(5_900), 3);
         assert_eq!(starvation.extra_turns(), 1, "one step a second");
         for at in [6_000, 7_000] {
