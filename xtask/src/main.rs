@@ -14,6 +14,11 @@
 //! stack on) and Chromium (the HTML report's browser test). A missing one
 //! that cannot be installed here (no root, no sudo, no apt) stops the task
 //! with one message naming it and the command that installs it.
+//!
+//! Disk: a cold build of the workspace's tests and its `perf` build with the
+//! emulators in the cache take about 6 GB. When the disk fills mid-build the
+//! linker dies with `Bus error` (signal 7), which names nothing, so the task
+//! says first how much is free when it is less than that.
 
 use std::process::{Command, ExitCode, Stdio};
 
@@ -51,7 +56,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => match ensure_prerequisites() {
-            Ok(()) => run_tests(&args[1..]),
+            Ok(()) => {
+                warn_if_disk_is_short();
+                run_tests(&args[1..])
+            }
             Err(message) => fail(&message),
         },
         Some("prerequisites") => match ensure_prerequisites() {
@@ -78,6 +86,37 @@ fn run_tests(extra: &[String]) -> ExitCode {
         Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8),
         Err(error) => fail(&format!("could not run cargo test: {error}")),
     }
+}
+
+/// Free bytes below which a cold build may fill the disk (it took 5.3 GB
+/// in a clean clone, and the emulators' cache about 1 GB more).
+const COLD_BUILD_BYTES: u64 = 7 * 1_000_000_000;
+
+fn warn_if_disk_is_short() {
+    let free = output("df", &["-Pk", "."]).and_then(|text| df_free_bytes(&text));
+    if let Some(warning) = free.and_then(disk_warning) {
+        eprintln!("xtask: {warning}");
+    }
+}
+
+/// What to say, if anything, with `free` bytes left where the build writes.
+fn disk_warning(free: u64) -> Option<String> {
+    (free < COLD_BUILD_BYTES).then(|| {
+        format!(
+            "warning: {:.1} GB free here; a cold build and the emulators take about {} GB. \
+             If the disk fills, the linker stops with `Bus error` (signal 7).",
+            free as f64 / 1e9,
+            COLD_BUILD_BYTES / 1_000_000_000
+        )
+    })
+}
+
+/// `df -Pk DIR` prints a header and one line whose fourth field is the free
+/// space in KiB.
+fn df_free_bytes(df_output: &str) -> Option<u64> {
+    let line = df_output.lines().nth(1)?;
+    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Installs what is missing when this user may, or says exactly what to run.
@@ -177,7 +216,24 @@ fn java_major(version_text: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::java_major;
+    use super::{df_free_bytes, disk_warning, java_major, COLD_BUILD_BYTES};
+
+    #[test]
+    fn free_space_is_read_from_what_df_prints() {
+        let df = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
+                  /dev/vda         264241152 94371840   1992294      98% /\n";
+        assert_eq!(df_free_bytes(df), Some(1_992_294 * 1024));
+        assert_eq!(df_free_bytes("df: .: No such file or directory\n"), None);
+    }
+
+    #[test]
+    fn a_disk_too_short_for_a_cold_build_is_named_before_the_linker_fails() {
+        let warning = disk_warning(1_900_000_000).expect("1.9 GB is short");
+        assert!(warning.contains("1.9 GB free"), "{warning}");
+        assert!(warning.contains("Bus error"), "{warning}");
+        assert_eq!(disk_warning(COLD_BUILD_BYTES), None);
+        assert_eq!(disk_warning(66_000_000_000), None);
+    }
 
     #[test]
     fn java_versions_are_read_from_what_java_prints() {
