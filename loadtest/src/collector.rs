@@ -61,10 +61,15 @@ pub struct Collected {
     pub poisoned: u64,
 }
 
+/// Where a progress line goes. The binary prints it; the library never
+/// writes to the terminal itself.
+pub type ProgressSink = fn(&str);
+
 /// Where the collector shows what it sees.
 pub struct Outputs {
     pub live: Option<watch::Sender<Snapshot>>,
-    pub progress: bool,
+    /// A progress line every 2 s, when set.
+    pub progress: Option<ProgressSink>,
     pub slo: Slo,
 }
 
@@ -87,8 +92,9 @@ pub async fn collect(mut events: UnboundedReceiver<Event>, outputs: Outputs) -> 
                 if let Some(live) = &outputs.live {
                     let _ = live.send(live_view(&reading, &outputs.slo));
                 }
-                if outputs.progress && last_print.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
-                    eprintln!("{}", progress_line(&sample, reading.requests));
+                let due = last_print.is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
+                if let Some(show) = outputs.progress.filter(|_| due) {
+                    show(&progress_line(&sample, reading.requests));
                     last_print = Some(Instant::now());
                 }
                 collected.samples.push(sample);
@@ -297,12 +303,43 @@ mod tests {
         assert_eq!(view.active_faults, ["ses_throttle#0"]);
     }
 
+    static SHOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    fn remember(line: &str) {
+        SHOWN.lock().unwrap().push(line.to_owned());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_lines_go_to_the_sink_the_binary_gives_at_most_every_two_seconds() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let outputs = Outputs {
+            live: None,
+            progress: Some(remember),
+            slo: Slo::default(),
+        };
+        let collector = tokio::spawn(collect(rx, outputs));
+        for second in 0..5u32 {
+            tx.send(Event::Reading(Box::new(reading(
+                f64::from(second),
+                10 * u64::from(second),
+            ))))
+            .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        drop(tx);
+        let collected = collector.await.unwrap();
+        assert_eq!(collected.samples.len(), 5, "every reading is kept");
+        let shown = SHOWN.lock().unwrap().clone();
+        assert_eq!(shown.len(), 3, "at 0, 2 and 4 s: {shown:?}");
+        assert!(shown[2].contains("sent 40"), "{}", shown[2]);
+    }
+
     #[tokio::test]
     async fn the_collector_keeps_fault_windows_in_order_and_counts_poison() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let outputs = Outputs {
             live: None,
-            progress: false,
+            progress: None,
             slo: Slo::default(),
         };
         let collector = tokio::spawn(collect(rx, outputs));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use engine::aws::AwsClients;
+use loadtest::collector::ProgressSink;
 use loadtest::run::{run, RunOptions};
 use loadtest::{EXIT_HARNESS_ERROR, EXIT_SLO_BREACH};
 use localstack::{Stack, StackOptions, StackTarget};
@@ -165,7 +166,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<i32> {
         dynamodb: args.dynamodb,
         sesv2: args.sesv2,
         extra_faults: args.faults,
-        progress: !show_view,
+        progress: (!show_view).then_some(print_progress as ProgressSink),
         live,
         pricing: args.pricing,
         sim_profile: args.sim_profile,
@@ -181,6 +182,11 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<i32> {
     println!("report:  {}", outcome.reports.html.display());
     println!("summary: {}", outcome.reports.markdown.display());
     Ok(if outcome.passed { 0 } else { EXIT_SLO_BREACH })
+}
+
+/// The progress line, on standard error: standard output keeps the summary.
+fn print_progress(line: &str) {
+    eprintln!("{line}");
 }
 
 /// `loadtest check-stack`: the stack's conformance checks, one line each.

@@ -205,7 +205,7 @@ fn point_run(
         pricing: pricing.clone(),
         profile: options.profile.clone(),
         live: None,
-        progress: false,
+        progress: None,
     };
     Ok((value, run, dir))
 }

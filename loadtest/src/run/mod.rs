@@ -97,8 +97,8 @@ pub struct RunOptions {
     pub dynamodb: vocabulary::DynamoDbEmulator,
     /// Which emulator serves SES v2 on the local stack.
     pub sesv2: vocabulary::SesV2Emulator,
-    /// Print a progress line every few seconds.
-    pub progress: bool,
+    /// Where a progress line goes every few seconds, if anywhere.
+    pub progress: Option<crate::collector::ProgressSink>,
     /// Faults added to the scenario's, each an inline TOML table
     /// (`kind = "ses_latency", latency_ms = 50`).
     pub extra_faults: Vec<String>,

@@ -221,7 +221,7 @@ pub struct SimRun {
     pub profile: Profile,
     pub info: ScenarioInfo,
     pub live: Option<tokio::sync::watch::Sender<vocabulary::stats::Snapshot>>,
-    pub progress: bool,
+    pub progress: Option<crate::collector::ProgressSink>,
 }
 
 /// Runs the scenario simulated, on a paused clock of its own; blocks until done.
