@@ -21,6 +21,7 @@ async fn a_capacity_ladder_climbs_with_concurrency_and_records_the_curve_and_the
         steps: vec![(1, 1), (1, 5), (2, 10)],
         warmup: std::time::Duration::from_secs(1),
         window: std::time::Duration::from_secs(3),
+        recheck: true,
     };
     let capacity = measure(&scenario, "test-cap", &stack, &ladder)
         .await
@@ -49,6 +50,24 @@ async fn a_capacity_ladder_climbs_with_concurrency_and_records_the_curve_and_the
         capacity.ceiling_msgs_per_sec > rates[0] && capacity.ceiling_msgs_per_sec <= capacity.best_step_msgs_per_sec
     );
     assert!(capacity.usl.is_some(), "three steps are enough for a fit");
+    // The knee's step ran once more, so the report can say whether the
+    // machine held steady; the drift's cause is the machine's to decide.
+    let again = capacity.recheck.as_ref().expect("the knee's step was run again");
+    assert_eq!(again.in_flight, capacity.knee_concurrency);
+    assert!(
+        again.sent > 0 && again.cpu.by_process.contains_key("dynoxide"),
+        "{again:?}"
+    );
+    let drift = capacity.drift().expect("the two runs of the knee's step compare");
+    assert_eq!(
+        drift.first_msgs_per_sec,
+        capacity
+            .steps
+            .iter()
+            .find(|s| s.in_flight == again.in_flight)
+            .unwrap()
+            .delivered_per_sec
+    );
     let at_one = &capacity.steps[0];
     assert!(at_one.handling_mean_ms > 0.0 && at_one.handling_p99_ms >= at_one.handling_mean_ms);
     // Where the CPU went, per step: the engine apart from the harness, and the emulators.

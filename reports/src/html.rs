@@ -10,7 +10,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use vocabulary::{AwsService, Priority, QueueRef, SendStatus, Stage};
 
 use crate::compare::{format_change, format_value, Comparison};
-use crate::results::{Capacity, Percentiles, RunResults, Sample};
+use crate::results::{Capacity, CapacityStep, Percentiles, RunResults, Sample};
 use crate::summary::{self, duration_ms, fault_label, injected, narrative};
 use crate::svg::{Band, BarChart, LineChart, Panel, PanelChart, Series, PALETTE};
 
@@ -707,31 +707,44 @@ fn capacity_chart(capacity: &Capacity) -> String {
     .to_svg()
 }
 
+/// One step of the capacity ladder as a table row; `again` marks the knee's
+/// step run once more after the ladder, flagged when the machine drifted.
+fn capacity_row(s: &CapacityStep, again: Option<bool>) -> Row {
+    let busiest = s.cpu.busiest().map_or("—".to_string(), |(name, p)| {
+        format!("{name} ({:.0}% of the machine)", p.machine_pct)
+    });
+    let label = format!("{} × {}", s.workers, s.concurrency);
+    let cells = vec![
+        if again.is_some() {
+            format!("{label}, again")
+        } else {
+            label
+        },
+        s.in_flight.to_string(),
+        format!("{:.1}", s.delivered_per_sec),
+        format!("{:.1} / {:.1} ms", s.handling_mean_ms, s.handling_p99_ms),
+        s.cpu_ms_per_message()
+            .map_or("—".to_string(), |ms| format!("{ms:.2} ms")),
+        format!(
+            "{:.2} / {:.2}",
+            s.calls_per_message_to(AwsService::Sqs),
+            s.calls_per_message_to(AwsService::DynamoDb)
+        ),
+        busiest,
+    ];
+    (cells, again.unwrap_or(false))
+}
+
 /// The capacity ladder: the curve, the USL fit, and each step's figures.
 fn capacity_section(capacity: &Capacity, delivered: Option<f64>) -> Markup {
+    let drifted = capacity
+        .drift()
+        .is_some_and(|d| d.cause != crate::drift::DriftCause::Steady);
     let rows: Vec<Row> = capacity
         .steps
         .iter()
-        .map(|s| {
-            let busiest = s.cpu.busiest().map_or("—".to_string(), |(name, p)| {
-                format!("{name} ({:.0}% of the machine)", p.machine_pct)
-            });
-            let total_ms: f64 = s.cpu.by_process.values().filter_map(|p| p.cpu_ms_per_message).sum();
-            let cells = vec![
-                format!("{} × {}", s.workers, s.concurrency),
-                s.in_flight.to_string(),
-                format!("{:.1}", s.delivered_per_sec),
-                format!("{:.1} / {:.1} ms", s.handling_mean_ms, s.handling_p99_ms),
-                format!("{total_ms:.2} ms"),
-                format!(
-                    "{:.2} / {:.2}",
-                    s.calls_per_message_to(AwsService::Sqs),
-                    s.calls_per_message_to(AwsService::DynamoDb)
-                ),
-                busiest,
-            ];
-            (cells, false)
-        })
+        .map(|s| capacity_row(s, None))
+        .chain(capacity.recheck.iter().map(|s| capacity_row(s, Some(drifted))))
         .collect();
     html! {
         section #capacity {

@@ -7,6 +7,7 @@
 //! - [`text`]: the terminal summary `loadtest run` prints;
 //! - [`compare`]: the baseline comparison behind the CI latency gate;
 //! - [`cost`]: what the run would cost on AWS, by a dated price card;
+//! - [`drift`]: whether a capacity ladder's machine held steady, from its knee's step run twice;
 //! - `build_profile` (shared with `build.rs`): the settings behind `machine.build_profile`.
 //!
 //! `cargo run -p reports -- render <results.json>` and
@@ -16,6 +17,7 @@
 mod build_profile;
 pub mod compare;
 pub mod cost;
+pub mod drift;
 pub mod html;
 pub mod markdown;
 pub mod results;

@@ -436,6 +436,20 @@ pub struct Capacity {
     pub steps: Vec<CapacityStep>,
     /// Gunther's Universal Scalability Law fitted to the steps (none with fewer than 3).
     pub usl: Option<UslFit>,
+    /// The knee's step run once more after the ladder, to tell a ceiling the
+    /// machine held steady under from one it drifted under ([`Capacity::drift`];
+    /// none in files from before 2026-12-06, or when the ladder was told not to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<CapacityStep>,
+}
+
+impl Capacity {
+    /// How the knee's step compared when it was run again after the ladder.
+    pub fn drift(&self) -> Option<crate::drift::Drift> {
+        let again = self.recheck.as_ref()?;
+        let first = self.steps.iter().find(|s| s.in_flight == again.in_flight)?;
+        crate::drift::Drift::between(first, again)
+    }
 }
 
 /// One step of the ladder: the senders at one concurrency.
@@ -462,6 +476,28 @@ pub struct CapacityStep {
 }
 
 impl CapacityStep {
+    /// CPU milliseconds per message sent, every process together (none when
+    /// nothing was sent).
+    pub fn cpu_ms_per_message(&self) -> Option<f64> {
+        let per_process: Vec<f64> = self
+            .cpu
+            .by_process
+            .values()
+            .filter_map(|p| p.cpu_ms_per_message)
+            .collect();
+        (!per_process.is_empty()).then(|| per_process.iter().sum())
+    }
+
+    /// The share of the machine (every core) the processes had together, %.
+    pub fn machine_pct(&self) -> f64 {
+        self.cpu.by_process.values().map(|p| p.machine_pct).sum()
+    }
+
+    /// AWS calls per message sent, every operation together.
+    pub fn calls_per_message(&self) -> f64 {
+        self.calls_per_message.values().sum()
+    }
+
     /// Calls to `service` per message sent, all its operations together.
     pub fn calls_per_message_to(&self, service: AwsService) -> f64 {
         self.calls_per_message

@@ -326,6 +326,10 @@ pub fn capacity_sentence(capacity: &crate::results::Capacity, delivered: Option<
             usl.sigma, usl.kappa, usl.lambda, usl.r_squared
         ));
     }
+    if let Some(sentence) = drift_sentence(capacity) {
+        text.push(' ');
+        text.push_str(&sentence);
+    }
     if let Some(delivered) = delivered.filter(|_| capacity.ceiling_msgs_per_sec > 0.0) {
         text.push_str(&format!(
             " This run delivered {delivered:.1} msg/s, {:.0}% of it.",
@@ -333,6 +337,59 @@ pub fn capacity_sentence(capacity: &crate::results::Capacity, delivered: Option<
         ));
     }
     text
+}
+
+/// The knee's step run again after the ladder, in words: how far it moved
+/// from its first run, and why (see [`crate::drift`]).
+pub fn drift_sentence(capacity: &crate::results::Capacity) -> Option<String> {
+    use crate::drift::DriftCause;
+    let drift = capacity.drift()?;
+    let opening = format!(
+        "Run again after the ladder, the knee's step ({} in flight) delivered {:.0} msg/s against {:.0} the first time ({})",
+        drift.in_flight,
+        drift.again_msgs_per_sec,
+        drift.first_msgs_per_sec,
+        signed_pct(Some(drift.throughput_ratio))
+    );
+    let (calls, cpu, share) = (
+        signed_pct(drift.calls_ratio),
+        signed_pct(drift.cpu_per_message_ratio),
+        signed_pct(drift.machine_share_ratio),
+    );
+    let slower = drift.throughput_ratio < 1.0;
+    let why = match drift.cause {
+        DriftCause::Steady => "the machine held steady through the ladder".to_string(),
+        DriftCause::CallsPerMessage => {
+            format!("AWS calls per message {calls}: the pipeline did different work, not the machine")
+        }
+        DriftCause::CpuPerMessage => format!(
+            "the same calls per message ({calls}) at CPU per message {cpu}: the machine itself ran {}, so the ceiling is uncertain by about that much",
+            if slower { "slower" } else { "quicker" }
+        ),
+        DriftCause::MachineShare => format!(
+            "the same CPU per message ({cpu}) on a share of the machine {share}: something outside the stack {} CPU, so the ceiling is uncertain by about that much",
+            if slower { "took" } else { "gave back" }
+        ),
+        DriftCause::Unexplained => format!(
+            "calls per message {calls}, CPU per message {cpu}, the stack's share of the machine {share}: none moved enough to say why"
+        ),
+    };
+    Some(format!("{opening}; {why}."))
+}
+
+/// A ratio of a later figure to an earlier one as a signed change: "+29%", "−20%", "±0%".
+fn signed_pct(ratio: Option<f64>) -> String {
+    let Some(ratio) = ratio else {
+        return "not measured".to_string();
+    };
+    let pct = ((ratio - 1.0) * 100.0).round();
+    if pct > 0.0 {
+        format!("+{pct:.0}%")
+    } else if pct < 0.0 {
+        format!("−{:.0}%", -pct)
+    } else {
+        "±0%".to_string()
+    }
 }
 
 /// What a sweep found, for every renderer: where the objectives start to

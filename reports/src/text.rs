@@ -83,10 +83,11 @@ pub fn capacity(c: &Capacity) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>9} {:>9} {:>9} {:>11} {:>10} {:>13}  cpu ms/msg by process",
+        "{:>11} {:>9} {:>9} {:>11} {:>10} {:>13}  cpu ms/msg by process",
         "workers×c", "in flight", "msg/s", "handling ms", "p99 ms", "SQS/DDB calls"
     );
-    for s in &c.steps {
+    let again = c.recheck.iter().map(|s| (s, " again"));
+    for (s, note) in c.steps.iter().map(|s| (s, "")).chain(again) {
         let cpu: Vec<String> = s
             .cpu
             .busiest_first()
@@ -95,8 +96,8 @@ pub fn capacity(c: &Capacity) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:>9} {:>9} {:>9.1} {:>11.1} {:>10.1} {:>13}  {}",
-            format!("{}×{}", s.workers, s.concurrency),
+            "{:>11} {:>9} {:>9.1} {:>11.1} {:>10.1} {:>13}  {}",
+            format!("{}×{}{note}", s.workers, s.concurrency),
             s.in_flight,
             s.delivered_per_sec,
             s.handling_mean_ms,

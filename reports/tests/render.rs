@@ -246,6 +246,13 @@ fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction(
         .map(|(w, c)| step(w, c))
         .collect();
     let ceiling = steps.iter().map(|s| s.delivered_per_sec).fold(0.0, f64::max);
+    // The knee's step (4 × 10) again after the ladder, on a machine a fifth
+    // slower: the same calls, a quarter more CPU per message.
+    let mut again = steps[3].clone();
+    again.delivered_per_sec *= 0.8;
+    for process in again.cpu.by_process.values_mut() {
+        process.cpu_ms_per_message = process.cpu_ms_per_message.map(|ms| ms / 0.8);
+    }
     results.capacity = Some(Capacity {
         ceiling_msgs_per_sec: ceiling,
         best_step_msgs_per_sec: ceiling,
@@ -255,6 +262,7 @@ fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction(
         step_secs: 10.0,
         steps,
         usl: Some(usl),
+        recheck: Some(again),
     });
     results.fraction_of_ceiling = Some(results.delivered_per_sec / ceiling);
 
@@ -286,6 +294,14 @@ fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction(
         "{terminal}"
     );
     assert!(terminal.contains("sustains about"), "{terminal}");
+    assert!(
+        terminal.contains("4×10 again") && own_page.contains("4 × 10, again"),
+        "the knee's step run again is a row of its own: {terminal}"
+    );
+    assert!(
+        own_page.contains("(−20%)") && own_page.contains("CPU per message +25%: the machine itself ran slower"),
+        "and the sentence says how far it moved and why: {terminal}"
+    );
     assert!(
         terminal.contains("3.20/2.00") && own_page.contains("3.20 / 2.00"),
         "16 workers: 1.6 receives and 1.6 deletes, 2 updates per message: {terminal}"

@@ -48,6 +48,9 @@ pub struct Ladder {
     pub warmup: Duration,
     /// Each step's measuring window.
     pub window: Duration,
+    /// Run the knee's step once more after the ladder, so the report can say
+    /// whether the machine held steady while it climbed (`reports::drift`).
+    pub recheck: bool,
 }
 
 impl Default for Ladder {
@@ -67,6 +70,7 @@ impl Default for Ladder {
             ],
             warmup: Duration::from_secs(3),
             window: Duration::from_secs(10),
+            recheck: true,
         }
     }
 }
@@ -146,8 +150,25 @@ pub struct Assessment {
     pub knee: u32,
 }
 
-/// The whole reading, from its steps.
-pub fn capacity(steps: Vec<CapacityStep>, stopped: String, ladder: &Ladder, scenario: &Scenario) -> Capacity {
+/// The step to run again after the ladder: the knee's (the least concurrency
+/// that reached 90 % of the best), where the pipeline is saturated with the
+/// fewest senders.
+pub fn recheck_step(steps: &[CapacityStep]) -> Option<(usize, usize)> {
+    let knee = assess(steps).knee;
+    steps
+        .iter()
+        .find(|s| s.in_flight == knee && s.sent > 0)
+        .map(|s| (s.workers, s.concurrency))
+}
+
+/// The whole reading, from its steps and the knee's step run again.
+pub fn capacity(
+    steps: Vec<CapacityStep>,
+    recheck: Option<CapacityStep>,
+    stopped: String,
+    ladder: &Ladder,
+    scenario: &Scenario,
+) -> Capacity {
     let Assessment { ceiling, best, knee } = assess(&steps);
     let points: Vec<(f64, f64)> = steps
         .iter()
@@ -162,6 +183,7 @@ pub fn capacity(steps: Vec<CapacityStep>, stopped: String, ladder: &Ladder, scen
         step_secs: ladder.window.as_secs_f64(),
         usl: usl::fit(&points),
         steps,
+        recheck,
     }
 }
 
@@ -200,22 +222,27 @@ pub async fn measure(
     let watched = stack.processes();
     let mut steps = Vec::new();
     let mut stopped = "the ladder's last step was reached".to_string();
-    for &(workers, concurrency) in &ladder.steps {
+    let step_at = |workers: usize, concurrency: usize| {
         backlog.store(backlog_target(workers), Ordering::Relaxed);
-        let step = run_step(&pipeline, &plan, workers, concurrency, ladder, &watched).await;
-        tracing::info!(
-            workers,
-            concurrency,
-            in_flight = step.in_flight,
-            msgs_per_sec = format!("{:.1}", step.delivered_per_sec),
-            handling_mean_ms = format!("{:.1}", step.handling_mean_ms),
-            "capacity step"
-        );
+        run_step(&pipeline, &plan, workers, concurrency, ladder, &watched)
+    };
+    for &(workers, concurrency) in &ladder.steps {
+        let step = step_at(workers, concurrency).await;
+        log_step(&step, "capacity step");
         steps.push(step);
         if let Some(reason) = stop_reason(&steps) {
             stopped = reason;
             break;
         }
+    }
+    let mut recheck = None;
+    if let Some((workers, concurrency)) = recheck_step(&steps).filter(|_| ladder.recheck) {
+        let step = step_at(workers, concurrency).await;
+        log_step(
+            &step,
+            "capacity step again (the knee's, to see whether the machine held steady)",
+        );
+        recheck = Some(step);
     }
     stop_feeding.cancel();
     let fed = feeding.await?;
@@ -226,7 +253,18 @@ pub async fn measure(
         refused = fed.refused,
         "capacity feeder stopped"
     );
-    Ok(capacity(steps, stopped, ladder, scenario))
+    Ok(capacity(steps, recheck, stopped, ladder, scenario))
+}
+
+fn log_step(step: &CapacityStep, what: &'static str) {
+    tracing::info!(
+        workers = step.workers,
+        concurrency = step.concurrency,
+        in_flight = step.in_flight,
+        msgs_per_sec = format!("{:.1}", step.delivered_per_sec),
+        handling_mean_ms = format!("{:.1}", step.handling_mean_ms),
+        "{what}"
+    );
 }
 
 /// One step: the senders at this concurrency, warmed up, then counted over the window.
@@ -373,6 +411,21 @@ mod tests {
         assert_eq!(assessment.best, 500.0);
         // Median of 460, 500, 430, 440: (440 + 460) / 2; one lucky step does not set it.
         assert_eq!(assessment.ceiling, 450.0);
+    }
+
+    #[test]
+    fn the_step_run_again_after_the_ladder_is_the_knees() {
+        let steps = [
+            step(1, 30.0),
+            step(5, 140.0),
+            step(20, 560.0),
+            step(40, 600.0),
+            step(80, 590.0),
+        ];
+        // 90 % of the best (600) is 540: twenty in flight reach it first.
+        assert_eq!(recheck_step(&steps), Some((1, 20)));
+        assert_eq!(recheck_step(&[]), None, "no ladder, nothing to run again");
+        assert_eq!(recheck_step(&[step(1, 0.0)]), None, "a knee that sent nothing");
     }
 
     #[test]
