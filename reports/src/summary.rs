@@ -216,6 +216,13 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
             fraction * 100.0,
             capacity.ceiling_msgs_per_sec
         ));
+        let drifted = capacity.drift().filter(|d| d.cause != crate::drift::DriftCause::Steady);
+        if let Some(drift) = drifted {
+            delivery.push_str(&format!(
+                ", though the machine did not hold steady while that was measured (its knee's step, run again, {}; see Capacity)",
+                signed_pct(Some(drift.throughput_ratio))
+            ));
+        }
     }
     if let Some((at, depth)) = peak_queue_depth(results) {
         delivery.push_str(&format!("; the queues peaked at {depth} messages at {at:.0} s"));
@@ -358,7 +365,7 @@ pub fn drift_sentence(capacity: &crate::results::Capacity) -> Option<String> {
     );
     let slower = drift.throughput_ratio < 1.0;
     let why = match drift.cause {
-        DriftCause::Steady => "the machine held steady through the ladder".to_string(),
+        DriftCause::Steady => format!("within {:.0}%: the machine held steady through the ladder", crate::drift::STEADY * 100.0),
         DriftCause::CallsPerMessage => {
             format!("AWS calls per message {calls}: the pipeline did different work, not the machine")
         }

@@ -283,6 +283,10 @@ fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction(
         narrative.contains(&format!("{percent} of the {ceiling:.0} msg/s this pipeline carries")),
         "{narrative}"
     );
+    assert!(
+        narrative.contains("the machine did not hold steady while that was measured (its knee's step, run again, −20%"),
+        "the fraction is read with the drift beside it: {narrative}"
+    );
     let own_page = reports::html::render_capacity(results.capacity.as_ref().unwrap(), "capacity");
     assert!(
         own_page.contains("throughput peaks near 49 in flight"),
