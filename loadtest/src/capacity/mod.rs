@@ -10,8 +10,10 @@
 //! throughput stops growing; the ceiling is the best step, the knee the least
 //! concurrency within 5 % of it, and the Universal Scalability Law fitted to
 //! the steps says why it levels off (σ, contention) or falls (κ, coherency).
+//! Then the knee's step runs once more, so the report can say whether the
+//! machine held steady while the ladder climbed (`reports::drift`).
 //!
-//! Decisions ([`stop_reason`], [`assess`], [`backlog_target`]) are pure; the
+//! Decisions ([`stop_reason`], [`assess`], [`recheck_step`], [`backlog_target`]) are pure; the
 //! effects are in [`measure`] and the [`feeder`].
 
 mod feeder;
