@@ -16,8 +16,6 @@
 //!
 //! [`Drift::between`] decides which, as a pure function of the two steps.
 
-use serde::{Deserialize, Serialize};
-
 use crate::results::CapacityStep;
 
 /// Throughput within this fraction of the first run is the same.
@@ -27,7 +25,7 @@ pub const STEADY: f64 = 0.10;
 pub const SAME_CALLS: f64 = 0.10;
 
 /// What the second run of the knee's step says about the first.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Drift {
     /// Messages in flight in the step run twice.
     pub in_flight: u32,
@@ -45,8 +43,7 @@ pub struct Drift {
 }
 
 /// Why the second run of the same step delivered what it did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriftCause {
     /// Within [`STEADY`] of the first run.
     Steady,

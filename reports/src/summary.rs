@@ -219,7 +219,7 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
         let drifted = capacity.drift().filter(|d| d.cause != crate::drift::DriftCause::Steady);
         if let Some(drift) = drifted {
             delivery.push_str(&format!(
-                ", though the machine did not hold steady while that was measured (its knee's step, run again, {}; see Capacity)",
+                ", though its knee's step, run again after the ladder, delivered {} (Capacity says why)",
                 signed_pct(Some(drift.throughput_ratio))
             ));
         }

@@ -284,7 +284,7 @@ fn a_run_measured_against_its_capacity_shows_the_curve_the_fit_and_the_fraction(
         "{narrative}"
     );
     assert!(
-        narrative.contains("the machine did not hold steady while that was measured (its knee's step, run again, −20%"),
+        narrative.contains("though its knee's step, run again after the ladder, delivered −20% (Capacity says why)"),
         "the fraction is read with the drift beside it: {narrative}"
     );
     let own_page = reports::html::render_capacity(results.capacity.as_ref().unwrap(), "capacity");
