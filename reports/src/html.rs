@@ -737,9 +737,7 @@ fn capacity_row(s: &CapacityStep, again: Option<bool>) -> Row {
 
 /// The capacity ladder: the curve, the USL fit, and each step's figures.
 fn capacity_section(capacity: &Capacity, delivered: Option<f64>) -> Markup {
-    let drifted = capacity
-        .drift()
-        .is_some_and(|d| d.cause != crate::drift::DriftCause::Steady);
+    let drifted = capacity.unsteady_drift().is_some();
     let rows: Vec<Row> = capacity
         .steps
         .iter()

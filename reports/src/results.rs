@@ -450,6 +450,12 @@ impl Capacity {
         let first = self.steps.iter().find(|s| s.in_flight == again.in_flight)?;
         crate::drift::Drift::between(first, again)
     }
+
+    /// [`Capacity::drift`], when the knee's step moved more than the noise
+    /// ([`crate::drift::STEADY`]): what a reader must be told beside the ceiling.
+    pub fn unsteady_drift(&self) -> Option<crate::drift::Drift> {
+        self.drift().filter(|d| d.cause != crate::drift::DriftCause::Steady)
+    }
 }
 
 /// One step of the ladder: the senders at one concurrency.
@@ -479,13 +485,11 @@ impl CapacityStep {
     /// CPU milliseconds per message sent, every process together (none when
     /// nothing was sent).
     pub fn cpu_ms_per_message(&self) -> Option<f64> {
-        let per_process: Vec<f64> = self
-            .cpu
+        self.cpu
             .by_process
             .values()
             .filter_map(|p| p.cpu_ms_per_message)
-            .collect();
-        (!per_process.is_empty()).then(|| per_process.iter().sum())
+            .reduce(|a, b| a + b)
     }
 
     /// The share of the machine (every core) the processes had together, %.

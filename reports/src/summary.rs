@@ -216,8 +216,7 @@ pub fn narrative(results: &RunResults) -> Vec<String> {
             fraction * 100.0,
             capacity.ceiling_msgs_per_sec
         ));
-        let drifted = capacity.drift().filter(|d| d.cause != crate::drift::DriftCause::Steady);
-        if let Some(drift) = drifted {
+        if let Some(drift) = capacity.unsteady_drift() {
             delivery.push_str(&format!(
                 ", though its knee's step, run again after the ladder, delivered {} (Capacity says why)",
                 signed_pct(Some(drift.throughput_ratio))
