@@ -101,12 +101,17 @@ impl TurnLimits {
     /// while they do, at least one, plus `extra` for starved senders
     /// ([`Starvation::extra_turns`]), up to `while_starved`.
     pub fn now(self, reminders_flowing: bool, extra: usize) -> Option<usize> {
-        reminders_flowing.then(|| self.while_reminders.max(1) + extra.min(self.most_extra()))
+        reminders_flowing.then(|| self.usual() + extra.min(self.most_extra()))
     }
 
     /// The most turns starved senders may add.
     pub fn most_extra(self) -> usize {
-        self.while_starved.saturating_sub(self.while_reminders.max(1))
+        self.while_starved.saturating_sub(self.usual())
+    }
+
+    /// The turns while reminders flow and the senders have work: never below one.
+    fn usual(self) -> usize {
+        self.while_reminders.max(1)
     }
 }
 
